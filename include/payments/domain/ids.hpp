@@ -1,0 +1,79 @@
+#pragma once
+
+#include <payments/domain/random.hpp>
+#include <payments/error.hpp>
+
+#include <compare>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace payments::domain {
+
+/// True for 1..64 characters of [A-Za-z0-9_-]: safe in URLs, logs and file names.
+bool is_valid_id(std::string_view text) noexcept;
+
+/// `prefix` followed by 26 characters of lowercase base32 carrying 128 random bits.
+std::string generate_id(std::string_view prefix, Random& random);
+
+/// A validated identifier; the Tag gives it a name, a prefix and a distinct type.
+template <class Tag>
+class Id {
+public:
+    /// The empty id: "none", e.g. the payment id of an InvoiceCreated event.
+    Id() = default;
+
+    /// Validates a caller-supplied id.
+    static Result<Id> parse(std::string_view text) {
+        if (!is_valid_id(text))
+            return reject(ErrorCode::invalid_argument,
+                        std::string(Tag::name) + " must be 1-64 characters of A-Z a-z 0-9 _ -");
+        return Id(std::string(text));
+    }
+
+    /// A fresh random id such as `inv_3k9…`.
+    static Id generate(Random& random) { return Id(generate_id(Tag::prefix, random)); }
+
+    std::string const& str() const noexcept { return value_; }
+    bool empty() const noexcept { return value_.empty(); }
+
+    friend auto operator<=>(Id const&, Id const&) = default;
+    friend bool operator==(Id const&, Id const&) = default;
+
+private:
+    explicit Id(std::string value) : value_(std::move(value)) {}
+
+    std::string value_;
+};
+
+struct InvoiceIdTag {
+    static constexpr std::string_view name = "invoice id";
+    static constexpr std::string_view prefix = "inv_";
+};
+struct PaymentIdTag {
+    static constexpr std::string_view name = "payment id";
+    static constexpr std::string_view prefix = "pay_";
+};
+struct EventIdTag {
+    static constexpr std::string_view name = "event id";
+    static constexpr std::string_view prefix = "evt_";
+};
+struct CorrelationIdTag {
+    static constexpr std::string_view name = "correlation id";
+    static constexpr std::string_view prefix = "req_";
+};
+
+using InvoiceId = Id<InvoiceIdTag>;
+using PaymentId = Id<PaymentIdTag>;
+using EventId = Id<EventIdTag>;
+using CorrelationId = Id<CorrelationIdTag>;
+
+} // namespace payments::domain
+
+template <class Tag>
+struct std::hash<payments::domain::Id<Tag>> {
+    std::size_t operator()(payments::domain::Id<Tag> const& id) const noexcept {
+        return std::hash<std::string>{}(id.str());
+    }
+};

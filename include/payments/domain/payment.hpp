@@ -1,0 +1,72 @@
+#pragma once
+
+#include <payments/domain/events.hpp>
+#include <payments/error.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace payments::domain {
+
+/// REQUESTED → SUCCEEDED | FAILED; both outcomes are terminal.
+enum class PaymentStatus { requested, succeeded, failed };
+
+/// "REQUESTED", "SUCCEEDED", "FAILED".
+std::string_view to_string(PaymentStatus status) noexcept;
+
+/// One technical attempt to settle an invoice. Commands decide and return an
+/// event; apply() is the only place its state changes.
+class Payment {
+public:
+    /// The attempt an invoice requested.
+    static Payment from(PaymentRequested const& requested);
+
+    /// The gateway charged it.
+    Result<PaymentSucceeded> succeed(std::string gateway_reference, EventMeta const& meta) const;
+    /// The gateway refused it, failed, or did not answer in time.
+    Result<PaymentFailed> fail(Failure failure, EventMeta const& meta) const;
+
+    void apply(PaymentSucceeded const& event);
+    void apply(PaymentFailed const& event);
+
+    PaymentId const& id() const noexcept { return id_; }
+    InvoiceId const& invoice_id() const noexcept { return invoice_id_; }
+    int attempt() const noexcept { return attempt_; }
+    Money amount() const noexcept { return amount_; }
+    std::string const& payment_method() const noexcept { return payment_method_; }
+    std::string const& gateway_key() const noexcept { return gateway_key_; }
+    PaymentStatus status() const noexcept { return status_; }
+    std::optional<Failure> const& failure() const noexcept { return failure_; }
+    std::string const& gateway_reference() const noexcept { return gateway_reference_; }
+    Timestamp not_before() const noexcept { return not_before_; }
+    Timestamp created_at() const noexcept { return created_at_; }
+    Timestamp updated_at() const noexcept { return updated_at_; }
+    /// Bumped by every applied event; stores compare it for optimistic concurrency.
+    std::uint64_t version() const noexcept { return version_; }
+
+    friend bool operator==(Payment const&, Payment const&) = default;
+
+private:
+    explicit Payment(PaymentRequested const& requested);
+
+    Result<void> require_requested() const;
+    EventEnvelope envelope(EventMeta const& meta) const;
+
+    PaymentId id_;
+    InvoiceId invoice_id_;
+    int attempt_;
+    Money amount_;
+    std::string payment_method_;
+    std::string gateway_key_;
+    PaymentStatus status_ = PaymentStatus::requested;
+    std::optional<Failure> failure_;
+    std::string gateway_reference_;
+    Timestamp not_before_;
+    Timestamp created_at_;
+    Timestamp updated_at_;
+    std::uint64_t version_ = 1;
+};
+
+} // namespace payments::domain
