@@ -1,0 +1,60 @@
+#pragma once
+
+#include <payments/domain/events.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace payments::application {
+
+/// A live subscription; destroying it (or reset()) unsubscribes. A handler
+/// already running on another thread finishes, so a handler must not touch an
+/// object that may be destroyed without first stopping the bus.
+class Subscription {
+public:
+    /// What an implementation keeps alive for the subscription's lifetime.
+    struct Handle {
+        virtual ~Handle() = default;
+    };
+
+    Subscription() = default;
+    explicit Subscription(std::unique_ptr<Handle> handle) : handle_(std::move(handle)) {}
+
+    void reset() noexcept { handle_.reset(); }
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+
+private:
+    std::unique_ptr<Handle> handle_;
+};
+
+/// Publishes domain events to subscribers, asynchronously. Events of one
+/// invoice are handled in publication order, one at a time.
+class EventBus {
+public:
+    virtual ~EventBus() = default;
+
+    /// Queues the event for delivery and returns at once; false once stopped.
+    virtual bool publish(domain::Event event) = 0;
+
+    /// Publishes the event at `at` (the Clock's time); false once stopped.
+    virtual bool schedule(domain::Event event, domain::Timestamp at) = 0;
+
+    /// Calls `handler(E const&)` for every event of type E. The name appears
+    /// in logs and dead letters.
+    template <class E, class F>
+    [[nodiscard]] Subscription subscribe(std::string name, F handler) {
+        return subscribe_kind(domain::event_index<E>(), std::move(name),
+                              [handler = std::move(handler)](domain::Event const& event) {
+                                  handler(std::get<E>(event));
+                              });
+    }
+
+    /// The untyped form of subscribe(): `kind` is the index in domain::Event.
+    [[nodiscard]] virtual Subscription subscribe_kind(std::size_t kind, std::string name,
+                                                      std::function<void(domain::Event const&)> handler) = 0;
+};
+
+} // namespace payments::application

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <payments/application/clock.hpp>
+#include <payments/application/event_bus.hpp>
+#include <payments/application/idempotency_store.hpp>
+#include <payments/application/logger.hpp>
+#include <payments/application/metrics.hpp>
+#include <payments/application/payment_gateway.hpp>
+#include <payments/application/scheduler.hpp>
+#include <payments/application/store.hpp>
+#include <payments/domain/random.hpp>
+
+namespace payments::application {
+
+/// Everything the use cases talk to. The referenced objects outlive the use
+/// cases that hold this.
+struct Ports {
+    Clock const& clock;
+    domain::Random& random;
+    Store& store;
+    IdempotencyStore& idempotency;
+    EventBus& bus;
+    Scheduler& scheduler;
+    PaymentGateway& gateway;
+    Metrics& metrics;
+    Logger& logger;
+};
+
+/// The metadata of a new event caused by the request `correlation_id`.
+inline domain::EventMeta new_event_meta(Ports const& ports, domain::CorrelationId const& correlation_id) {
+    return {domain::EventId::generate(ports.random), correlation_id, ports.clock.now()};
+}
+
+} // namespace payments::application

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <payments/domain/time.hpp>
+
+#include <compare>
+#include <cstdint>
+#include <functional>
+
+namespace payments::application {
+
+/// Names one scheduled call, for cancel().
+struct TimerId {
+    domain::Timestamp at;
+    std::uint64_t seq = 0;
+
+    friend auto operator<=>(TimerId const&, TimerId const&) = default;
+};
+
+/// Runs callbacks at a point of the Clock's time: an Asio timer in production,
+/// `ManualScheduler::run_due()` under a simulated clock.
+class Scheduler {
+public:
+    virtual ~Scheduler() = default;
+
+    /// Calls `fn` once, at or after `at`. Callbacks must not block: they run on
+    /// the scheduler's own thread of control, in (at, order of scheduling) order.
+    virtual TimerId call_at(domain::Timestamp at, std::function<void()> fn) = 0;
+
+    /// True if the call was pending and now never happens.
+    virtual bool cancel(TimerId id) = 0;
+};
+
+} // namespace payments::application

@@ -1,0 +1,66 @@
+#pragma once
+// The composition root: the library's use cases wired to its default adapters
+// (thread pool, Asio bus and scheduler, in-memory store, simulated gateway,
+// Prometheus metrics, JSON logs). Applications with their own adapters wire
+// PaymentService and PaymentProcessor themselves instead.
+
+#include <payments/application/payment_processor.hpp>
+#include <payments/application/payment_service.hpp>
+#include <payments/infrastructure/asio_event_bus.hpp>
+#include <payments/infrastructure/metrics_registry.hpp>
+#include <payments/infrastructure/simulated_gateway.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+namespace payments {
+
+struct EngineOptions {
+    unsigned threads = 0; ///< 0: one per core
+    application::ProcessorOptions processor;
+    infrastructure::SimulatedGatewayOptions gateway;
+    infrastructure::BusOptions bus;
+    domain::Duration idempotency_ttl = std::chrono::hours(24);
+    std::uint64_t seed = 0; ///< ids and jitter; 0: from std::random_device
+    application::LogLevel log_level = application::LogLevel::info;
+    std::FILE* log_output = stderr; ///< nullptr: no logs
+};
+
+/// A running payments system in one process.
+///
+/// Example:
+///     auto engine = payments::Engine::create({}).value();
+///     auto invoice = engine->service().create_invoice({.amount = usd(1999)}).value();
+///     engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_ok"});
+///     engine->wait_idle(std::chrono::seconds(5));   // invoice is now PAID
+class Engine {
+public:
+    static Result<std::unique_ptr<Engine>> create(EngineOptions options);
+    /// Calls shutdown() with a short grace period.
+    ~Engine();
+
+    application::PaymentService& service();
+    infrastructure::AsioEventBus& bus();
+    infrastructure::SimulatedGateway& gateway();
+    infrastructure::MetricsRegistry& metrics();
+    application::Logger& logger();
+    application::Clock const& clock();
+
+    /// Waits until no event is queued or being handled and no gateway call is
+    /// out. Scheduled retries that are not yet due do not count.
+    bool wait_idle(std::chrono::steady_clock::duration timeout);
+
+    /// Graceful stop: stops charging new attempts, lets in-flight work finish
+    /// within `grace`, stops the bus (scheduled retries not yet due are
+    /// dropped and logged) and joins the threads. Idempotent; returns the
+    /// number of scheduled events dropped.
+    std::size_t shutdown(std::chrono::steady_clock::duration grace);
+
+private:
+    struct Impl;
+    explicit Engine(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace payments

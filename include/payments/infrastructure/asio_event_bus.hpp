@@ -1,0 +1,93 @@
+#pragma once
+
+#include <payments/application/clock.hpp>
+#include <payments/application/event_bus.hpp>
+#include <payments/application/logger.hpp>
+#include <payments/application/scheduler.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace payments::infrastructure {
+
+struct BusOptions {
+    /// Invoices hash onto this many lanes; a lane delivers one event at a time,
+    /// in order. More lanes, more parallelism across invoices.
+    std::size_t lanes = 64;
+    /// Tries a throwing handler gets for one event before it is dead-lettered.
+    int delivery_attempts = 3;
+};
+
+/// An event a handler kept failing on.
+struct DeadLetter {
+    domain::Event event;
+    std::uint64_t subscriber_id = 0;
+    std::string subscriber;
+    std::string error;
+    int attempts = 0;
+    domain::Timestamp at;
+};
+
+/// A scheduled event that stop() took back before it was due.
+struct ScheduledEvent {
+    domain::Timestamp at;
+    domain::Event event;
+};
+
+/// Counters since construction; queue_depth and scheduled_pending are current values.
+struct BusStats {
+    std::uint64_t published = 0;
+    std::uint64_t delivered = 0;
+    std::uint64_t handler_failures = 0;
+    std::uint64_t dead_lettered = 0;
+    std::uint64_t rejected = 0; ///< publish/schedule after stop()
+    std::uint64_t scheduled_discarded = 0;
+    std::uint64_t queue_depth = 0;
+    std::uint64_t scheduled_pending = 0;
+};
+
+/// The in-memory event bus: deliveries run on an Asio executor, fan out to
+/// Boost.Signals2 subscribers, and keep per-invoice order on lanes.
+///
+/// - publish() never blocks on handlers; it queues on the invoice's lane.
+/// - schedule() holds events in one ordered queue behind one Scheduler wake-up.
+/// - A handler that throws is retried at once, up to delivery_attempts tries
+///   (so the lane's order holds), then the event is dead-lettered for it alone.
+/// - Shutdown: drain() waits for queued and running deliveries (not for
+///   scheduled ones); stop() refuses new events and hands back the scheduled
+///   events not yet due, which are then never delivered.
+class AsioEventBus final : public application::EventBus {
+public:
+    AsioEventBus(boost::asio::any_io_executor executor, application::Scheduler& scheduler,
+                 application::Clock const& clock, application::Logger& logger, BusOptions options = {});
+    /// Calls stop().
+    ~AsioEventBus() override;
+
+    bool publish(domain::Event event) override;
+    bool schedule(domain::Event event, domain::Timestamp at) override;
+    application::Subscription subscribe_kind(std::size_t kind, std::string name,
+                                             std::function<void(domain::Event const&)> handler) override;
+
+    /// Waits until no delivery is queued or running. Call it from outside the
+    /// executor's threads; false at the deadline.
+    bool drain(std::chrono::steady_clock::time_point deadline);
+    /// Stops accepting events; returns the scheduled events that will now never be delivered.
+    std::vector<ScheduledEvent> stop();
+
+    BusStats stats() const;
+    std::vector<DeadLetter> dead_letters() const;
+    /// Delivers every dead letter again, to its own subscriber; returns how many.
+    std::size_t replay_dead_letters();
+
+private:
+    struct Impl;
+    std::shared_ptr<Impl> impl_;
+};
+
+} // namespace payments::infrastructure

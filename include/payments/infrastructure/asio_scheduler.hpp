@@ -1,0 +1,34 @@
+#pragma once
+
+#include <payments/application/clock.hpp>
+#include <payments/application/scheduler.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <cstddef>
+#include <memory>
+
+namespace payments::infrastructure {
+
+/// A scheduler on real time: every pending call waits in one ordered queue
+/// behind a single steady_timer armed for the earliest, so a million pending
+/// retries cost a million small entries, not a million timers. Thread-safe.
+class AsioScheduler final : public application::Scheduler {
+public:
+    AsioScheduler(boost::asio::any_io_executor executor, application::Clock const& clock);
+    /// Calls shutdown().
+    ~AsioScheduler() override;
+
+    application::TimerId call_at(domain::Timestamp at, std::function<void()> fn) override;
+    bool cancel(application::TimerId id) override;
+
+    /// Drops every pending call and refuses new ones; returns how many were dropped.
+    std::size_t shutdown();
+    std::size_t pending() const;
+
+private:
+    struct Impl;
+    std::shared_ptr<Impl> impl_;
+};
+
+} // namespace payments::infrastructure

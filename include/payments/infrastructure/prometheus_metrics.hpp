@@ -1,0 +1,44 @@
+#pragma once
+
+#include <payments/application/metrics.hpp>
+#include <payments/infrastructure/metrics_registry.hpp>
+
+#include <array>
+
+namespace payments::infrastructure {
+
+class AsioEventBus;
+
+/// The use cases' metrics as Prometheus families in a registry:
+/// payments_requested_total, payments_succeeded_total,
+/// payments_failed_total{kind}, payment_retries_scheduled_total,
+/// payment_duplicate_deliveries_total, invoices{status} and
+/// payment_gateway_latency_seconds.
+class PrometheusMetrics final : public application::Metrics {
+public:
+    explicit PrometheusMetrics(MetricsRegistry& registry);
+
+    void payment_requested() override;
+    void payment_succeeded() override;
+    void payment_failed(domain::FailureKind kind) override;
+    void retry_scheduled() override;
+    void duplicate_delivery() override;
+    void invoice_status_changed(std::optional<domain::InvoiceStatus> from, domain::InvoiceStatus to) override;
+    void gateway_latency(domain::Duration elapsed) override;
+
+private:
+    Counter& requested_;
+    Counter& succeeded_;
+    std::array<Counter*, 3> failed_;  // by FailureKind
+    Counter& retries_;
+    Counter& duplicates_;
+    std::array<Gauge*, 4> invoices_;  // by InvoiceStatus
+    Histogram& gateway_latency_;
+};
+
+/// Exposes the bus's counters: bus_events_published_total,
+/// bus_events_delivered_total, bus_handler_failures_total,
+/// bus_dead_letters_total, bus_queue_depth, bus_scheduled_pending.
+void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus);
+
+} // namespace payments::infrastructure

@@ -1,0 +1,92 @@
+#include <payments/engine.hpp>
+
+#include <payments/infrastructure/asio_scheduler.hpp>
+#include <payments/infrastructure/clocks.hpp>
+#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/memory_store.hpp>
+#include <payments/infrastructure/prometheus_metrics.hpp>
+#include <payments/infrastructure/seeded_random.hpp>
+
+#include <boost/asio/thread_pool.hpp>
+
+#include <algorithm>
+#include <thread>
+
+namespace payments {
+
+using namespace infrastructure;
+
+// Members in dependency order: each is built from those above it and
+// destroyed before them.
+struct Engine::Impl {
+    explicit Impl(EngineOptions const& o)
+        : options(o), random(o.seed != 0 ? o.seed : SeededRandom::entropy_seed()),
+          logger(o.log_output, o.log_level, clock), metrics(registry),
+          pool(o.threads != 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency())),
+          scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, o.bus),
+          idempotency(o.idempotency_ttl), gateway(scheduler, clock, o.gateway),
+          ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports) {
+        register_bus_metrics(registry, bus);
+    }
+
+    EngineOptions options;
+    SystemClock clock;
+    SeededRandom random;
+    JsonLogger logger;
+    MetricsRegistry registry;
+    PrometheusMetrics metrics;
+    boost::asio::thread_pool pool;
+    AsioScheduler scheduler;
+    AsioEventBus bus;
+    InMemoryStore store;
+    InMemoryIdempotencyStore idempotency;
+    SimulatedGateway gateway;
+    application::Ports ports;
+    application::PaymentService service;
+    std::shared_ptr<application::PaymentProcessor> processor;
+    bool stopped = false;
+};
+
+Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
+    auto impl = std::make_unique<Impl>(options);
+    auto processor = application::PaymentProcessor::start(impl->ports, options.processor);
+    if (!processor) return processor.error();
+    impl->processor = std::move(*processor);
+    return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() { shutdown(std::chrono::seconds(5)); }
+
+application::PaymentService& Engine::service() { return impl_->service; }
+AsioEventBus& Engine::bus() { return impl_->bus; }
+SimulatedGateway& Engine::gateway() { return impl_->gateway; }
+MetricsRegistry& Engine::metrics() { return impl_->registry; }
+application::Logger& Engine::logger() { return impl_->logger; }
+application::Clock const& Engine::clock() { return impl_->clock; }
+
+bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
+    auto const deadline = std::chrono::steady_clock::now() + timeout;
+    // A settling gateway call publishes onto the bus and a delivery may start
+    // a gateway call, so idle means both at once.
+    for (;;) {
+        if (!impl_->bus.drain(deadline) || !impl_->processor->wait_idle(deadline)) return false;
+        if (impl_->bus.stats().queue_depth == 0 && impl_->processor->in_flight() == 0) return true;
+    }
+}
+
+std::size_t Engine::shutdown(std::chrono::steady_clock::duration grace) {
+    if (std::exchange(impl_->stopped, true)) return 0;
+    impl_->processor->stop();
+    if (!wait_idle(grace)) impl_->logger.warn("shutdown grace period ended with work in flight");
+    auto const dropped = impl_->bus.stop();
+    if (!dropped.empty())
+        impl_->logger.warn("scheduled events dropped at shutdown",
+                           {{"count", static_cast<std::int64_t>(dropped.size())}});
+    impl_->scheduler.shutdown();
+    impl_->pool.join();
+    return dropped.size();
+}
+
+} // namespace payments

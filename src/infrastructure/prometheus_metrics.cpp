@@ -1,0 +1,60 @@
+#include <payments/infrastructure/prometheus_metrics.hpp>
+
+#include <payments/infrastructure/asio_event_bus.hpp>
+
+#include <chrono>
+
+namespace payments::infrastructure {
+
+using domain::FailureKind;
+using domain::InvoiceStatus;
+
+PrometheusMetrics::PrometheusMetrics(MetricsRegistry& r)
+    : requested_(r.counter("payments_requested_total", "Payment attempts requested by callers")),
+      succeeded_(r.counter("payments_succeeded_total", "Payment attempts the gateway charged")),
+      failed_{},
+      retries_(r.counter("payment_retries_scheduled_total", "Retries scheduled after a retryable failure")),
+      duplicates_(r.counter("payment_duplicate_deliveries_total",
+                            "Redelivered or duplicated payment requests kept from the gateway")),
+      invoices_{},
+      gateway_latency_(r.histogram("payment_gateway_latency_seconds", "Time from charge to gateway outcome",
+                                   latency_buckets())) {
+    for (auto kind : {FailureKind::declined, FailureKind::transient, FailureKind::unknown_outcome})
+        failed_[static_cast<std::size_t>(kind)] = &r.counter("payments_failed_total", "Payment attempts that failed",
+                                                             {{"kind", std::string(to_string(kind))}});
+    for (auto status : {InvoiceStatus::pending, InvoiceStatus::processing, InvoiceStatus::paid, InvoiceStatus::failed})
+        invoices_[static_cast<std::size_t>(status)] =
+            &r.gauge("invoices", "Invoices by status", {{"status", std::string(to_string(status))}});
+}
+
+void PrometheusMetrics::payment_requested() { requested_.inc(); }
+void PrometheusMetrics::payment_succeeded() { succeeded_.inc(); }
+void PrometheusMetrics::payment_failed(FailureKind kind) { failed_[static_cast<std::size_t>(kind)]->inc(); }
+void PrometheusMetrics::retry_scheduled() { retries_.inc(); }
+void PrometheusMetrics::duplicate_delivery() { duplicates_.inc(); }
+
+void PrometheusMetrics::invoice_status_changed(std::optional<InvoiceStatus> from, InvoiceStatus to) {
+    if (from) invoices_[static_cast<std::size_t>(*from)]->add(-1);
+    invoices_[static_cast<std::size_t>(to)]->add(1);
+}
+
+void PrometheusMetrics::gateway_latency(domain::Duration elapsed) {
+    gateway_latency_.observe(std::chrono::duration<double>(elapsed).count());
+}
+
+void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus) {
+    auto read = [&bus](std::uint64_t BusStats::*field) {
+        return [&bus, field] { return static_cast<double>(bus.stats().*field); };
+    };
+    registry.counter_callback("bus_events_published_total", "Events accepted by the bus", {}, read(&BusStats::published));
+    registry.counter_callback("bus_events_delivered_total", "Events handed to subscribers", {}, read(&BusStats::delivered));
+    registry.counter_callback("bus_handler_failures_total", "Handler calls that threw", {},
+                              read(&BusStats::handler_failures));
+    registry.counter_callback("bus_dead_letters_total", "Events dead-lettered after failed redeliveries", {},
+                              read(&BusStats::dead_lettered));
+    registry.gauge_callback("bus_queue_depth", "Deliveries queued or running", {}, read(&BusStats::queue_depth));
+    registry.gauge_callback("bus_scheduled_pending", "Scheduled events not yet due", {},
+                            read(&BusStats::scheduled_pending));
+}
+
+} // namespace payments::infrastructure
