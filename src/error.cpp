@@ -1,6 +1,6 @@
 #include <payments/error.hpp>
 
-#include <stdexcept>
+#include <ostream>
 
 namespace payments {
 
@@ -23,6 +23,10 @@ std::string_view to_string(ErrorCode code) noexcept {
     case ErrorCode::unavailable: return "unavailable";
     }
     return "unknown";
+}
+
+std::ostream& operator<<(std::ostream& os, Error const& error) {
+    return os << to_string(error.code) << ": " << error.detail;
 }
 
 namespace {

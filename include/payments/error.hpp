@@ -6,6 +6,7 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
 
+#include <iosfwd>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -41,6 +42,9 @@ struct Error {
 
 /// The stable snake_case name of a code, e.g. "invoice_already_paid".
 std::string_view to_string(ErrorCode code) noexcept;
+
+/// "not_found: no invoice inv_1", for diagnostics.
+std::ostream& operator<<(std::ostream& os, Error const& error);
 
 /// The Boost.System category, so edges can log an ErrorCode as an error_code.
 boost::system::error_category const& error_category() noexcept;

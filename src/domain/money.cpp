@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <ostream>
 
 namespace payments::domain {
 namespace {
@@ -89,5 +90,7 @@ std::string Money::to_string() const {
     }
     return (minor_units_ < 0 ? "-" : "") + digits + " " + std::string(currency_.code());
 }
+
+std::ostream& operator<<(std::ostream& os, Money const& money) { return os << money.to_string(); }
 
 } // namespace payments::domain

@@ -80,8 +80,9 @@ Result<void> InMemoryStore::commit(Changes changes) {
         auto it = invoices_.find(invoice.id());
         if (it == invoices_.end()) {
             std::uint64_t const sequence = next_sequence_++;
-            creation_order_.emplace(sequence, invoice.id());
-            invoices_.emplace(invoice.id(), InvoiceRecord{std::move(invoice), sequence, {}});
+            InvoiceId id = invoice.id(); // a copy: the record below takes the invoice apart
+            creation_order_.emplace(sequence, id);
+            invoices_.emplace(std::move(id), InvoiceRecord{std::move(invoice), sequence, {}});
         } else {
             it->second.invoice = std::move(invoice);
         }

@@ -10,18 +10,18 @@ namespace payments::application {
 
 /// Issue an invoice; without an id one is generated.
 struct CreateInvoice {
-    std::optional<domain::InvoiceId> id;
+    std::optional<domain::InvoiceId> id = {};
     domain::Money amount;
-    std::string description;
-    domain::CorrelationId correlation_id; ///< generated when empty
+    std::string description = {};
+    domain::CorrelationId correlation_id = {}; ///< generated when empty
 };
 
 /// Start paying an invoice; a repeated idempotency key replays the first outcome.
 struct RequestPayment {
     domain::InvoiceId invoice_id;
-    std::string payment_method; ///< empty: the gateway's default for the customer
-    std::optional<IdempotencyKey> idempotency_key;
-    domain::CorrelationId correlation_id; ///< generated when empty
+    std::string payment_method = {}; ///< empty: the gateway's default for the customer
+    std::optional<IdempotencyKey> idempotency_key = {};
+    domain::CorrelationId correlation_id = {}; ///< generated when empty
 };
 
 /// The outcome of a payment request, and whether it is a replay of an earlier one.

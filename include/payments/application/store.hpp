@@ -15,8 +15,8 @@ namespace payments::application {
 struct InvoiceQuery {
     static constexpr std::size_t max_limit = 1000;
 
-    std::optional<domain::InvoiceStatus> status;
-    std::optional<domain::InvoiceId> after; ///< the last id of the previous page
+    std::optional<domain::InvoiceStatus> status = {};
+    std::optional<domain::InvoiceId> after = {}; ///< the last id of the previous page
     std::size_t limit = 100;
 };
 

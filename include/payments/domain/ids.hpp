@@ -6,6 +6,7 @@
 #include <compare>
 #include <cstddef>
 #include <functional>
+#include <ostream>
 #include <string>
 #include <string_view>
 
@@ -40,6 +41,7 @@ public:
 
     friend auto operator<=>(Id const&, Id const&) = default;
     friend bool operator==(Id const&, Id const&) = default;
+    friend std::ostream& operator<<(std::ostream& os, Id const& id) { return os << id.value_; }
 
 private:
     explicit Id(std::string value) : value_(std::move(value)) {}

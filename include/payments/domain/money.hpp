@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 
@@ -55,6 +56,7 @@ public:
     std::string to_string() const;
 
     friend bool operator==(Money const&, Money const&) = default;
+    friend std::ostream& operator<<(std::ostream& os, Money const& money);
 
 private:
     Money(std::int64_t minor_units, Currency currency) noexcept

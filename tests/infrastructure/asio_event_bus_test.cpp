@@ -1,0 +1,174 @@
+#include "support/builders.hpp"
+
+#include <payments/infrastructure/asio_event_bus.hpp>
+#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/manual_scheduler.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <stdexcept>
+
+using namespace test;
+using infrastructure::AsioEventBus;
+
+namespace {
+
+// The bus on one thread and simulated time.
+struct BusFixture {
+    boost::asio::io_context io;
+    infrastructure::ManualClock clock;
+    infrastructure::ManualScheduler scheduler{clock};
+    infrastructure::NullLogger logger;
+    AsioEventBus bus{io.get_executor(), scheduler, clock, logger, {.lanes = 8, .delivery_attempts = 3}};
+
+    void settle() {
+        while (io.poll() + scheduler.run_due() > 0) io.restart();
+        io.restart();
+    }
+};
+
+Event failed_event(std::string const& invoice, int attempt) {
+    return PaymentFailed{{EventId::parse("evt_" + std::to_string(attempt)).value(), t0(), {}, iid(invoice), pid(attempt),
+                          attempt},
+                         {FailureKind::transient, "x"}};
+}
+
+Event paid_event(std::string const& invoice) {
+    return InvoicePaid{{EventId::parse("evt_p").value(), t0(), {}, iid(invoice), pid(1), 1}, usd(1)};
+}
+
+} // namespace
+
+SCENARIO("subscribers get the events of their type, later, not inside publish()") {
+    BusFixture f;
+    std::vector<int> failed_attempts;
+    int paid = 0;
+    auto s1 = f.bus.subscribe<PaymentFailed>("failed", [&](PaymentFailed const& e) {
+        failed_attempts.push_back(e.envelope.attempt);
+    });
+    auto s2 = f.bus.subscribe<InvoicePaid>("paid", [&](InvoicePaid const&) { ++paid; });
+    CHECK(f.bus.publish(failed_event("inv_1", 1)));
+    CHECK(f.bus.publish(paid_event("inv_1")));
+    CHECK(f.bus.publish(failed_event("inv_1", 2)));
+    CHECK(failed_attempts.empty());
+    f.settle();
+    CHECK(failed_attempts == std::vector<int>{1, 2});
+    CHECK(paid == 1);
+    CHECK(f.bus.stats().published == 3);
+    CHECK(f.bus.stats().delivered == 3);
+    CHECK(f.bus.stats().queue_depth == 0);
+}
+
+SCENARIO("destroying a subscription unsubscribes") {
+    BusFixture f;
+    int calls = 0;
+    {
+        auto s = f.bus.subscribe<InvoicePaid>("paid", [&](InvoicePaid const&) { ++calls; });
+        f.bus.publish(paid_event("inv_1"));
+        f.settle();
+    }
+    f.bus.publish(paid_event("inv_1"));
+    f.settle();
+    CHECK(calls == 1);
+}
+
+SCENARIO("scheduled events wait for their time on the injected clock") {
+    BusFixture f;
+    std::vector<int> seen;
+    auto s = f.bus.subscribe<PaymentFailed>("failed", [&](PaymentFailed const& e) { seen.push_back(e.envelope.attempt); });
+    f.bus.schedule(failed_event("inv_1", 3), t0() + 30s);
+    f.bus.schedule(failed_event("inv_2", 1), t0() + 10s);
+    f.bus.schedule(failed_event("inv_2", 2), t0() + 10s);
+    f.settle();
+    CHECK(seen.empty());
+    CHECK(f.bus.stats().scheduled_pending == 3);
+    CHECK(f.scheduler.pending() == 1); // one wake-up, not one timer per event
+
+    f.clock.advance(10s);
+    f.settle();
+    CHECK(seen == std::vector<int>{1, 2});
+    f.clock.advance(19s);
+    f.settle();
+    CHECK(seen.size() == 2);
+    f.clock.advance(1s);
+    f.settle();
+    CHECK(seen == std::vector<int>{1, 2, 3});
+    CHECK(f.bus.stats().scheduled_pending == 0);
+}
+
+SCENARIO("an event scheduled earlier than the pending wake-up moves the wake-up forward") {
+    BusFixture f;
+    int seen = 0;
+    auto s = f.bus.subscribe<PaymentFailed>("failed", [&](PaymentFailed const&) { ++seen; });
+    f.bus.schedule(failed_event("inv_1", 1), t0() + 60s);
+    f.bus.schedule(failed_event("inv_1", 2), t0() + 5s);
+    CHECK(f.scheduler.next_due() == t0() + 5s);
+    f.clock.advance(5s);
+    f.settle();
+    CHECK(seen == 1);
+    CHECK(f.scheduler.next_due() == t0() + 60s);
+}
+
+SCENARIO("a handler that throws is retried, then dead-lettered, and the others are unaffected") {
+    BusFixture f;
+    int good_calls = 0, bad_calls = 0;
+    bool heal = false;
+    auto good = f.bus.subscribe<InvoicePaid>("good", [&](InvoicePaid const&) { ++good_calls; });
+    auto bad = f.bus.subscribe<InvoicePaid>("bad", [&](InvoicePaid const&) {
+        ++bad_calls;
+        if (!heal) throw std::runtime_error("database down");
+    });
+    f.bus.publish(paid_event("inv_1"));
+    f.settle();
+    CHECK(good_calls == 1);
+    CHECK(bad_calls == 3);
+    auto letters = f.bus.dead_letters();
+    REQUIRE(letters.size() == 1);
+    CHECK(letters[0].subscriber == "bad");
+    CHECK(letters[0].error == "database down");
+    CHECK(letters[0].attempts == 3);
+    CHECK(std::holds_alternative<InvoicePaid>(letters[0].event));
+    CHECK(f.bus.stats().handler_failures == 3);
+    CHECK(f.bus.stats().dead_lettered == 1);
+
+    WHEN("the cause is fixed and the dead letters are replayed") {
+        heal = true;
+        CHECK(f.bus.replay_dead_letters() == 1);
+        f.settle();
+        THEN("only the failing subscriber receives the event again") {
+            CHECK(bad_calls == 4);
+            CHECK(good_calls == 1);
+            CHECK(f.bus.dead_letters().empty());
+        }
+    }
+}
+
+SCENARIO("a handler that throws something that is not an exception is contained too") {
+    BusFixture f;
+    auto bad = f.bus.subscribe<InvoicePaid>("odd", [](InvoicePaid const&) { throw 42; });
+    f.bus.publish(paid_event("inv_1"));
+    f.settle();
+    REQUIRE(f.bus.dead_letters().size() == 1);
+    CHECK(f.bus.dead_letters()[0].error == "unknown exception");
+}
+
+SCENARIO("stopping the bus hands back scheduled events and refuses new ones") {
+    BusFixture f;
+    int seen = 0;
+    auto s = f.bus.subscribe<PaymentFailed>("failed", [&](PaymentFailed const&) { ++seen; });
+    f.bus.publish(failed_event("inv_1", 1));
+    f.bus.schedule(failed_event("inv_1", 2), t0() + 1h);
+    auto dropped = f.bus.stop();
+    REQUIRE(dropped.size() == 1);
+    CHECK(dropped[0].at == t0() + 1h);
+    CHECK_FALSE(f.bus.publish(failed_event("inv_1", 3)));
+    CHECK_FALSE(f.bus.schedule(failed_event("inv_1", 4), t0()));
+    f.clock.advance(2h);
+    f.settle();
+    CHECK(seen == 1); // queued before stop(): still delivered
+    auto stats = f.bus.stats();
+    CHECK(stats.rejected == 2);
+    CHECK(stats.scheduled_discarded == 1);
+    CHECK(stats.scheduled_pending == 0);
+    CHECK(f.scheduler.pending() == 0);
+}

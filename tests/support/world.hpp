@@ -1,0 +1,101 @@
+#pragma once
+// The whole library on simulated time and one thread: the real bus on an
+// io_context the test drives, a ManualClock and a ManualScheduler. Nothing
+// sleeps; run() advances time from one due timer to the next.
+
+#include "builders.hpp"
+
+#include <payments/application/payment_processor.hpp>
+#include <payments/application/payment_service.hpp>
+#include <payments/infrastructure/asio_event_bus.hpp>
+#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/manual_scheduler.hpp>
+#include <payments/infrastructure/memory_store.hpp>
+#include <payments/infrastructure/prometheus_metrics.hpp>
+#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/simulated_gateway.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace test {
+
+struct WorldOptions {
+    application::ProcessorOptions processor{};
+    infrastructure::SimulatedGatewayOptions gateway{};
+    std::uint64_t seed = 42;
+};
+
+struct World {
+    explicit World(WorldOptions options = {})
+        : random(options.seed), scheduler(clock), bus(io.get_executor(), scheduler, clock, logger),
+          gateway(scheduler, clock, options.gateway), metrics(registry),
+          ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports),
+          processor(application::PaymentProcessor::start(ports, options.processor).value()) {
+        for (std::size_t kind = 0; kind < event_kinds; ++kind)
+            recordings.push_back(bus.subscribe_kind(kind, "recorder", [this](Event const& e) { events.push_back(e); }));
+    }
+
+    // Runs everything that is due now, until nothing is.
+    std::size_t settle() {
+        std::size_t total = 0;
+        for (;;) {
+            std::size_t const n = io.poll() + scheduler.run_due();
+            io.restart();
+            if (n == 0) return total;
+            total += n;
+        }
+    }
+
+    // Runs to quiescence, jumping the clock from one due timer to the next.
+    void run() {
+        settle();
+        while (scheduler.advance_to_next()) settle();
+    }
+
+    Invoice create(Money amount = usd(1000)) {
+        return service.create_invoice({.amount = amount}).value();
+    }
+
+    Payment pay(Invoice const& invoice, std::string method) {
+        return service.request_payment({.invoice_id = invoice.id(), .payment_method = std::move(method)}).result.value();
+    }
+
+    Invoice invoice(InvoiceId const& id) { return service.invoice(id).value(); }
+
+    template <class E>
+    std::vector<E> events_of() const {
+        std::vector<E> found;
+        for (auto const& e : events)
+            if (auto const* typed = std::get_if<E>(&e)) found.push_back(*typed);
+        return found;
+    }
+
+    double counter(std::string const& line_prefix) const {
+        std::string const text = registry.render();
+        auto pos = text.find("\n" + line_prefix + " ");
+        REQUIRE_MESSAGE(pos != std::string::npos, "no metric " << line_prefix);
+        return std::stod(text.substr(pos + line_prefix.size() + 2));
+    }
+
+    boost::asio::io_context io;
+    infrastructure::ManualClock clock;
+    infrastructure::SeededRandom random;
+    infrastructure::NullLogger logger;
+    infrastructure::ManualScheduler scheduler;
+    infrastructure::AsioEventBus bus;
+    infrastructure::InMemoryStore store;
+    infrastructure::InMemoryIdempotencyStore idempotency;
+    infrastructure::SimulatedGateway gateway;
+    infrastructure::MetricsRegistry registry;
+    infrastructure::PrometheusMetrics metrics;
+    application::Ports ports;
+    application::PaymentService service;
+    std::shared_ptr<application::PaymentProcessor> processor;
+    std::vector<application::Subscription> recordings;
+    std::vector<Event> events;
+};
+
+} // namespace test
