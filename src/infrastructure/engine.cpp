@@ -69,10 +69,13 @@ application::Clock const& Engine::clock() { return impl_->clock; }
 bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;
     // A settling gateway call publishes onto the bus and a delivery may start
-    // a gateway call, so idle means both at once.
+    // a gateway call, so idle means both at once. The processor is read first:
+    // a settlement publishes before it releases its claim, and a delivery
+    // claims before it leaves the queue, so "processor idle, then bus empty"
+    // cannot miss work moving between the two.
     for (;;) {
         if (!impl_->bus.drain(deadline) || !impl_->processor->wait_idle(deadline)) return false;
-        if (impl_->bus.stats().queue_depth == 0 && impl_->processor->in_flight() == 0) return true;
+        if (impl_->processor->in_flight() == 0 && impl_->bus.stats().queue_depth == 0) return true;
     }
 }
 

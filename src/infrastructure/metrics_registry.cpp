@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <variant>
 
 namespace payments::infrastructure {
@@ -100,11 +101,14 @@ MetricsRegistry::~MetricsRegistry() = default;
 
 MetricsRegistry::Series& MetricsRegistry::series(std::string_view name, std::string_view help, std::string_view type,
                                                  Labels labels) {
-    BOOST_ASSERT_MSG(valid_name(name), "invalid metric name");
+    // Registration is rare and a bad name would corrupt the whole exposition:
+    // checked in every build, and a bug, so it throws.
+    if (!valid_name(name)) throw std::invalid_argument("invalid metric name: " + std::string(name));
     auto it = families_.find(name);
     if (it == families_.end()) it = families_.emplace(std::string(name), Family{std::string(help), std::string(type), {}}).first;
     Family& family = it->second;
-    BOOST_ASSERT_MSG(family.type == type, "a metric name registered with two types");
+    if (family.type != type)
+        throw std::invalid_argument("metric " + std::string(name) + " is a " + family.type + ", not a " + std::string(type));
     for (auto& s : family.series)
         if (s->labels == labels) return *s;
     // Built in place: the metrics hold atomics and never move.

@@ -2,6 +2,8 @@
 
 #include <doctest/doctest.h>
 
+#include <stdexcept>
+
 using payments::infrastructure::MetricsRegistry;
 
 TEST_CASE("counters and gauges render in the Prometheus text format, families sorted") {
@@ -36,4 +38,12 @@ TEST_CASE("histograms count cumulatively, bounds inclusive") {
           "# HELP latency_seconds Latency\n# TYPE latency_seconds histogram\n"
           "latency_seconds_bucket{le=\"0.1\"} 2\nlatency_seconds_bucket{le=\"1\"} 3\n"
           "latency_seconds_bucket{le=\"+Inf\"} 4\nlatency_seconds_sum 3.65\nlatency_seconds_count 4\n");
+}
+
+TEST_CASE("registering a malformed name, or one name with two types, is a bug and throws") {
+    MetricsRegistry registry;
+    CHECK_THROWS_AS(registry.counter("9lives", "bad"), std::invalid_argument);
+    CHECK_THROWS_AS(registry.counter("has space", "bad"), std::invalid_argument);
+    registry.counter("requests_total", "ok");
+    CHECK_THROWS_AS(registry.gauge("requests_total", "clash"), std::invalid_argument);
 }
