@@ -31,7 +31,8 @@ struct EngineOptions {
 ///
 /// Example:
 ///     auto engine = payments::Engine::create({}).value();
-///     auto invoice = engine->service().create_invoice({.amount = usd(1999)}).value();
+///     auto amount = payments::domain::Money::charge(1999, payments::domain::Currency::usd()).value();
+///     auto invoice = engine->service().create_invoice({.amount = amount}).value();
 ///     engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_ok"});
 ///     engine->wait_idle(std::chrono::seconds(5));   // invoice is now PAID
 class Engine {
