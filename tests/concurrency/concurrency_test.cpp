@@ -176,7 +176,7 @@ SCENARIO("every PaymentRequested delivered twice, and again late from other thre
     CHECK(late.size() == attempts);
 }
 
-SCENARIO("events of one invoice are handled in publication order, one at a time; invoices run in parallel") {
+SCENARIO("events of one invoice are handled in publication order, one at a time, while invoices run in parallel") {
     boost::asio::thread_pool pool(8);
     infrastructure::SystemClock clock;
     infrastructure::NullLogger logger;

@@ -31,7 +31,7 @@ TEST_CASE("values are escaped into valid JSON strings") {
     CHECK(escaped("\xed\xa0\x80") == "\"\\ufffd\\ufffd\\ufffd\"");               // a surrogate is not UTF-8
 }
 
-TEST_CASE("a log line is one JSON object with level, time, message, ids; secrets are redacted") {
+TEST_CASE("a log line is one JSON object with level, time, message and ids, with secrets redacted") {
     infrastructure::ManualClock clock;
     JsonLogger logger(stdout, LogLevel::info, clock);
     LogField const fields[] = {{"invoice_id", std::string_view("inv_1")},
