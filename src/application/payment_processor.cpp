@@ -124,9 +124,58 @@ void PaymentProcessor::on_outcome(PaymentRequested const& requested, ChargeOutco
     release(requested.envelope.payment_id);
 }
 
+namespace {
+
+// What one gateway outcome does to an attempt and its invoice.
+struct Settlement {
+    std::vector<Event> published;
+    std::optional<PaymentRequested> retry; // the next attempt, to schedule
+    Result<void> invoice_decision;         // an error: the invoice did not accept the outcome
+};
+
+// Decides on the aggregates as loaded and applies what it decided to them.
+Result<Settlement> decide(Ports const& ports, RetryPolicy const& policy, Payment& payment, Invoice& invoice,
+                          ChargeOutcome const& outcome, CorrelationId const& correlation_id) {
+    auto meta = [&] { return new_event_meta(ports, correlation_id); };
+    Settlement settlement;
+    if (outcome.succeeded()) {
+        auto succeeded = payment.succeed(outcome.reference, meta());
+        if (!succeeded) return succeeded.error();
+        payment.apply(*succeeded);
+        settlement.published.emplace_back(*succeeded);
+        if (auto paid = invoice.settle_success(*succeeded, meta())) {
+            invoice.apply(*paid);
+            settlement.published.emplace_back(std::move(*paid));
+        } else {
+            settlement.invoice_decision = paid.error();
+        }
+        return settlement;
+    }
+    auto failed = payment.fail(*outcome.failure, meta());
+    if (!failed) return failed.error();
+    payment.apply(*failed);
+    settlement.published.emplace_back(*failed);
+    auto next = invoice.settle_failure(*failed, policy, ports.random, PaymentId::generate(ports.random), meta());
+    if (!next) {
+        settlement.invoice_decision = next.error();
+        return settlement;
+    }
+    invoice.apply(*failed);
+    if (auto* again = std::get_if<PaymentRequested>(&*next)) {
+        invoice.apply(*again);
+        settlement.retry = std::move(*again);
+    } else {
+        auto& gave_up = std::get<InvoiceFailed>(*next);
+        invoice.apply(gave_up);
+        settlement.published.emplace_back(std::move(gave_up));
+    }
+    return settlement;
+}
+
+} // namespace
+
 Result<void> PaymentProcessor::settle(PaymentRequested const& requested, ChargeOutcome const& outcome) {
     EventEnvelope const& env = requested.envelope;
-    auto meta = [&] { return new_event_meta(ports_, env.correlation_id); };
     for (int round = 0; round < commit_attempts; ++round) {
         auto payment = ports_.store.payment(env.payment_id);
         auto invoice = ports_.store.invoice(env.invoice_id);
@@ -134,74 +183,48 @@ Result<void> PaymentProcessor::settle(PaymentRequested const& requested, ChargeO
         std::uint64_t const payment_version = payment->version();
         std::uint64_t const invoice_version = invoice->version();
 
-        std::vector<Event> published;
-        std::optional<PaymentRequested> retry;
-        Result<void> invoice_decision;
-        if (outcome.succeeded()) {
-            auto succeeded = payment->succeed(outcome.reference, meta());
-            if (!succeeded) return succeeded.error();
-            payment->apply(*succeeded);
-            published.emplace_back(*succeeded);
-            if (auto paid = invoice->settle_success(*succeeded, meta())) {
-                invoice->apply(*paid);
-                published.emplace_back(std::move(*paid));
-            } else {
-                invoice_decision = paid.error();
-            }
-        } else {
-            auto failed = payment->fail(*outcome.failure, meta());
-            if (!failed) return failed.error();
-            payment->apply(*failed);
-            published.emplace_back(*failed);
-            if (auto next = invoice->settle_failure(*failed, options_.retry, ports_.random,
-                                                    PaymentId::generate(ports_.random), meta())) {
-                invoice->apply(*failed);
-                if (auto* again = std::get_if<PaymentRequested>(&*next)) {
-                    invoice->apply(*again);
-                    retry = std::move(*again);
-                } else {
-                    auto& gave_up = std::get<InvoiceFailed>(*next);
-                    invoice->apply(gave_up);
-                    published.emplace_back(std::move(gave_up));
-                }
-            } else {
-                invoice_decision = next.error();
-            }
-        }
+        auto settlement = decide(ports_, options_.retry, *payment, *invoice, outcome, env.correlation_id);
+        if (!settlement) return settlement.error();
 
         // An outcome the invoice no longer expects is still recorded on its
         // payment: a charge must never be lost, even one that should not have happened.
         Changes changes;
-        if (invoice_decision) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
+        if (settlement->invoice_decision) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
         changes.payments.push_back({*payment, payment_version});
-        if (retry) changes.payments.push_back({Payment::from(*retry), 0});
+        if (settlement->retry) changes.payments.push_back({Payment::from(*settlement->retry), 0});
         if (auto committed = ports_.store.commit(std::move(changes)); !committed) {
             if (committed.error().code == ErrorCode::conflict) continue;
             return committed.error();
         }
 
-        if (outcome.succeeded()) {
-            ports_.metrics.payment_succeeded();
-        } else {
-            ports_.metrics.payment_failed(outcome.failure->kind);
-        }
-        if (invoice_decision && invoice->status() != InvoiceStatus::processing)
-            ports_.metrics.invoice_status_changed(InvoiceStatus::processing, invoice->status());
-        ports_.logger.info(outcome.succeeded() ? "payment succeeded" : "payment failed",
-                           {{"invoice_id", env.invoice_id.str()},
-                            {"payment_id", env.payment_id.str()},
-                            {"correlation_id", env.correlation_id.str()},
-                            {"attempt", env.attempt},
-                            {"failure", outcome.succeeded() ? std::string_view("none") : to_string(outcome.failure->kind)},
-                            {"invoice_status", to_string(invoice->status())}});
-        for (auto& event : published) ports_.bus.publish(std::move(event));
-        if (retry) {
+        report(requested, outcome, *invoice, settlement->invoice_decision.has_value());
+        for (auto& event : settlement->published) ports_.bus.publish(std::move(event));
+        if (settlement->retry) {
             ports_.metrics.retry_scheduled();
-            ports_.bus.schedule(*retry, retry->not_before);
+            ports_.bus.schedule(*settlement->retry, settlement->retry->not_before);
         }
-        return invoice_decision;
+        return settlement->invoice_decision;
     }
     return reject(ErrorCode::conflict, "invoice " + env.invoice_id.str() + " kept changing while settling");
+}
+
+void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome const& outcome, Invoice const& invoice,
+                              bool invoice_settled) {
+    if (outcome.succeeded()) {
+        ports_.metrics.payment_succeeded();
+    } else {
+        ports_.metrics.payment_failed(outcome.failure->kind);
+    }
+    if (invoice_settled && invoice.status() != InvoiceStatus::processing)
+        ports_.metrics.invoice_status_changed(InvoiceStatus::processing, invoice.status());
+    EventEnvelope const& env = requested.envelope;
+    ports_.logger.info(outcome.succeeded() ? "payment succeeded" : "payment failed",
+                       {{"invoice_id", env.invoice_id.str()},
+                        {"payment_id", env.payment_id.str()},
+                        {"correlation_id", env.correlation_id.str()},
+                        {"attempt", env.attempt},
+                        {"failure", outcome.succeeded() ? std::string_view("none") : to_string(outcome.failure->kind)},
+                        {"invoice_status", to_string(invoice.status())}});
 }
 
 } // namespace payments::application

@@ -44,6 +44,8 @@ private:
     void on_outcome(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
                     domain::Timestamp started);
     Result<void> settle(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    void report(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
+                domain::Invoice const& invoice, bool invoice_settled);
     bool claim(domain::PaymentId const& id);
     void release(domain::PaymentId const& id);
 
