@@ -114,6 +114,50 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
 
 void PaymentProcessor::on_outcome(PaymentRequested const& requested, ChargeOutcome const& outcome, Timestamp started) {
     ports_.metrics.gateway_latency(ports_.clock.now() - started);
+    if (must_verify(requested, outcome)) {
+        verify(requested); // the claim stays until the answer is settled
+        return;
+    }
+    settle_and_release(requested, outcome);
+}
+
+bool PaymentProcessor::must_verify(PaymentRequested const& requested, ChargeOutcome const& outcome) const {
+    if (outcome.succeeded()) return false;
+    auto invoice = ports_.store.invoice(requested.envelope.invoice_id);
+    return invoice && invoice->current_attempt() == requested.envelope.attempt &&
+           invoice->must_verify(outcome.failure->kind, options_.retry);
+}
+
+void PaymentProcessor::verify(PaymentRequested const& requested) {
+    ports_.metrics.outcome_verification();
+    ports_.logger.info("verifying an unknown outcome", {{"payment_id", requested.envelope.payment_id.str()},
+                                                        {"correlation_id", requested.envelope.correlation_id.str()}});
+    auto call = std::make_shared<Call>();
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    Timestamp const now = ports_.clock.now();
+    // Unanswered: ask again after the longest backoff; the attempt stays claimed meanwhile.
+    call->timeout = ports_.scheduler.call_at(now + options_.gateway_timeout, [weak, call, requested] {
+        if (!call->settle()) return;
+        if (auto self = weak.lock())
+            self->ports_.scheduler.call_at(self->ports_.clock.now() + self->options_.retry.cap, [weak, requested] {
+                if (auto again = weak.lock()) again->verify(requested);
+            });
+    });
+    ports_.gateway.lookup(requested.gateway_key, [weak, call, requested](std::optional<ChargeOutcome> found) {
+        if (!call->settle()) return;
+        if (auto self = weak.lock()) {
+            self->ports_.scheduler.cancel(call->timeout);
+            // No record means nothing was charged: a definitive failure.
+            self->settle_and_release(requested,
+                                     found ? *found
+                                           : ChargeOutcome::failed(FailureKind::transient,
+                                                                   "gateway did not answer and holds no charge for "
+                                                                   "the attempt"));
+        }
+    });
+}
+
+void PaymentProcessor::settle_and_release(PaymentRequested const& requested, ChargeOutcome const& outcome) {
     if (auto settled = settle(requested, outcome); !settled)
         ports_.logger.error("could not record a gateway outcome",
                             {{"payment_id", requested.envelope.payment_id.str()},

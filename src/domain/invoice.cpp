@@ -63,6 +63,11 @@ Result<PaymentRequested> Invoice::request_payment(PaymentId payment_id, std::str
                             meta.now};
 }
 
+bool Invoice::must_verify(FailureKind kind, RetryPolicy const& policy) const noexcept {
+    return kind == FailureKind::unknown_outcome && status_ == InvoiceStatus::processing &&
+           cycle_attempts() >= policy.max_attempts;
+}
+
 bool Invoice::reuses_gateway_key_after(Failure const& failure) const {
     // The gateway may have charged an attempt whose outcome we never learnt;
     // only the same key lets it answer that charge instead of making a second
@@ -95,6 +100,9 @@ Result<Invoice::AfterFailure> Invoice::settle_failure(PaymentFailed const& faile
                                                       EventMeta const& meta) const {
     if (auto ok = require_current(failed.envelope); !ok) return ok.error();
     Failure const& failure = failed.failure;
+    if (must_verify(failure.kind, policy))
+        return reject(ErrorCode::invalid_state,
+                      "the outcome of the last attempt is unknown: ask the gateway before giving up");
     if (!RetryPolicy::retryable(failure.kind) || cycle_attempts() >= policy.max_attempts) {
         Failure final_failure = failure;
         if (RetryPolicy::retryable(failure.kind))

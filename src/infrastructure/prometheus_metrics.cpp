@@ -16,6 +16,8 @@ PrometheusMetrics::PrometheusMetrics(MetricsRegistry& r)
       retries_(r.counter("payment_retries_scheduled_total", "Retries scheduled after a retryable failure")),
       duplicates_(r.counter("payment_duplicate_deliveries_total",
                             "Redelivered or duplicated payment requests kept from the gateway")),
+      verifications_(r.counter("payment_outcome_verifications_total",
+                               "Gateway look-ups of attempts whose outcome was unknown")),
       invoices_{},
       gateway_latency_(r.histogram("payment_gateway_latency_seconds", "Time from charge to gateway outcome",
                                    latency_buckets())) {
@@ -32,6 +34,7 @@ void PrometheusMetrics::payment_succeeded() { succeeded_.inc(); }
 void PrometheusMetrics::payment_failed(FailureKind kind) { failed_[static_cast<std::size_t>(kind)]->inc(); }
 void PrometheusMetrics::retry_scheduled() { retries_.inc(); }
 void PrometheusMetrics::duplicate_delivery() { duplicates_.inc(); }
+void PrometheusMetrics::outcome_verification() { verifications_.inc(); }
 
 void PrometheusMetrics::invoice_status_changed(std::optional<InvoiceStatus> from, InvoiceStatus to) {
     if (from) invoices_[static_cast<std::size_t>(*from)]->add(-1);

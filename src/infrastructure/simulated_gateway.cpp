@@ -51,12 +51,17 @@ SimulatedGateway::Decision SimulatedGateway::decide_locked(ChargeRequest const& 
         return remember(charge_locked(request));
     }
     if (method.empty() || method == "pm_card_random") {
-        double const u = unit(random_);
-        if (u < options_.decline_rate)
+        // One draw against the cumulative rates: decline | transient | timeout | lost answer | charged.
+        double threshold = unit(random_);
+        if ((threshold -= options_.decline_rate) < 0)
             return remember(ChargeOutcome::failed(FailureKind::declined, "card declined"));
-        if (u < options_.decline_rate + options_.transient_rate)
+        if ((threshold -= options_.transient_rate) < 0)
             return {ChargeOutcome::failed(FailureKind::transient, "issuer temporarily unavailable")};
-        if (u < options_.decline_rate + options_.transient_rate + options_.timeout_rate) return {};
+        if ((threshold -= options_.timeout_rate) < 0) return {};
+        if ((threshold -= options_.lost_response_rate) < 0) {
+            remember(charge_locked(request));
+            return {};
+        }
         return remember(charge_locked(request));
     }
     return remember(ChargeOutcome::failed(FailureKind::declined, "unknown payment method"));
@@ -72,17 +77,35 @@ void SimulatedGateway::charge(ChargeRequest request, std::function<void(ChargeOu
             decision.answer = it->second;
         else
             decision = decide_locked(request);
-        if (options_.latency_max > options_.latency_min)
-            latency = options_.latency_min +
-                      domain::Duration(static_cast<domain::Duration::rep>(random_.uniform(
-                          static_cast<std::uint64_t>((options_.latency_max - options_.latency_min).count()))));
-        else
-            latency = options_.latency_min;
+        latency = latency_locked();
     }
     if (!decision.answer) return;
     // Always answered through the scheduler, never inside charge(): callers see a real asynchronous API.
     scheduler_.call_at(clock_.now() + latency, [answer = std::move(*decision.answer),
                                                 on_outcome = std::move(on_outcome)]() mutable { on_outcome(answer); });
+}
+
+domain::Duration SimulatedGateway::latency_locked() {
+    if (options_.latency_max <= options_.latency_min) return options_.latency_min;
+    auto const spread = static_cast<std::uint64_t>((options_.latency_max - options_.latency_min).count());
+    return options_.latency_min + domain::Duration(static_cast<domain::Duration::rep>(random_.uniform(spread)));
+}
+
+void SimulatedGateway::lookup(std::string idempotency_key, std::function<void(std::optional<ChargeOutcome>)> on_answer) {
+    std::optional<ChargeOutcome> found;
+    domain::Duration latency{0};
+    {
+        std::lock_guard lock(mutex_);
+        if (auto it = answered_.find(idempotency_key); it != answered_.end()) found = it->second;
+        latency = latency_locked();
+    }
+    scheduler_.call_at(clock_.now() + latency,
+                       [found = std::move(found), on_answer = std::move(on_answer)]() mutable { on_answer(found); });
+}
+
+void SimulatedGateway::set_options(SimulatedGatewayOptions options) {
+    std::lock_guard lock(mutex_);
+    options_ = options;
 }
 
 std::vector<GatewayCharge> SimulatedGateway::ledger() const {

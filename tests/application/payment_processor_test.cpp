@@ -94,7 +94,10 @@ SCENARIO("a gateway that never answers is retried with the same gateway key") {
     world.run();
     Invoice failed = world.invoice(invoice.id());
     CHECK(failed.status() == InvoiceStatus::failed);
-    CHECK(failed.last_failure()->kind == FailureKind::unknown_outcome);
+    // The last unknown outcome was verified: the gateway holds no charge, which is definitive.
+    CHECK(world.gateway_port.lookups == 1);
+    CHECK(failed.last_failure()->reason ==
+          "gave up after 3 attempts: gateway did not answer and holds no charge for the attempt");
     auto const keys = world.gateway.keys_seen();
     CHECK(keys == std::vector<std::string>(3, first.id().str()));
     for (Payment const& p : world.service.payments_of(invoice.id()).value()) {
@@ -205,4 +208,38 @@ SCENARIO("the correlation id of the request follows every event it caused") {
         if (envelope_of(e).invoice_id == invoice.id() && !std::holds_alternative<InvoiceCreated>(e))
             seen.insert(envelope_of(e).correlation_id.str());
     CHECK(seen == std::set<std::string>{"req_abc"});
+}
+
+SCENARIO("a last attempt whose answer was lost is verified at the gateway, and the invoice paid") {
+    World world({.processor = {.retry = {.max_attempts = 1}, .gateway_timeout = 5s}});
+    Invoice invoice = world.create();
+    world.pay(invoice, "pm_card_lost_response");
+    world.run();
+    Invoice paid = world.invoice(invoice.id());
+    CHECK(paid.status() == InvoiceStatus::paid);
+    CHECK(paid.current_attempt() == 1);
+    CHECK(world.gateway.charges_for(invoice.id()) == 1);
+    CHECK(world.gateway.calls() == 1); // verified by a look-up, not by charging again
+    CHECK(world.counter("payment_outcome_verifications_total") == 1);
+    CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::succeeded);
+}
+
+SCENARIO("a look-up that goes unanswered is asked again, and the attempt stays claimed meanwhile") {
+    World world({.processor = {.retry = {.cap = 30s, .max_attempts = 1}, .gateway_timeout = 5s}});
+    world.gateway_port.unanswered_lookups = 1;
+    Invoice invoice = world.create();
+    world.pay(invoice, "pm_card_lost_response");
+    world.settle();
+    world.clock.advance(5s); // the charge times out; the first look-up goes out and is never answered
+    world.settle();
+    world.clock.advance(5s); // the look-up times out
+    world.settle();
+    CHECK(world.processor->in_flight() == 1);
+    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+    world.bus.publish(world.events_of<PaymentRequested>().at(0)); // a redelivery meanwhile changes nothing
+    world.run();
+    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+    CHECK(world.gateway_port.lookups == 2);
+    CHECK(world.gateway.calls() == 1);
+    CHECK(world.processor->in_flight() == 0);
 }

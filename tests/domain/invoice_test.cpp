@@ -222,7 +222,14 @@ SCENARIO("after an unknown outcome every retry reuses the gateway key until an a
     // The gateway was unavailable for the repeat: the first charge may still exist.
     auto third = std::get<PaymentRequested>(retry(FailureKind::transient, 3));
     CHECK(third.gateway_key == "pay_1");
-    auto gave_up = retry(FailureKind::unknown_outcome, 4);
+    // The last attempt's outcome is unknown too: it cannot end the cycle until the gateway is asked.
+    CHECK(invoice.must_verify(FailureKind::unknown_outcome, policy));
+    CHECK_FALSE(invoice.must_verify(FailureKind::transient, policy));
+    CHECK(invoice.settle_failure(failure_of(invoice, FailureKind::unknown_outcome), policy, random, pid(4), meta())
+              .error()
+              .code == ErrorCode::invalid_state);
+    // Asked, the gateway holds no charge: that is definitive, and the cycle ends.
+    auto gave_up = retry(FailureKind::transient, 4);
     REQUIRE(std::holds_alternative<InvoiceFailed>(gave_up));
 
     WHEN("the invoice is retried by hand") {

@@ -28,11 +28,34 @@ struct WorldOptions {
     std::uint64_t seed = 42;
 };
 
+// The simulated gateway, with look-ups that can be made to go unanswered.
+class TestGateway final : public application::PaymentGateway {
+public:
+    explicit TestGateway(infrastructure::SimulatedGateway& inner) : inner_(inner) {}
+    void charge(application::ChargeRequest request,
+                std::function<void(application::ChargeOutcome)> on_outcome) override {
+        inner_.charge(std::move(request), std::move(on_outcome));
+    }
+    void lookup(std::string key, std::function<void(std::optional<application::ChargeOutcome>)> on_answer) override {
+        ++lookups;
+        if (unanswered_lookups > 0) {
+            --unanswered_lookups;
+            return;
+        }
+        inner_.lookup(std::move(key), std::move(on_answer));
+    }
+    int unanswered_lookups = 0;
+    int lookups = 0;
+
+private:
+    infrastructure::SimulatedGateway& inner_;
+};
+
 struct World {
     explicit World(WorldOptions options = {})
         : random(options.seed), scheduler(clock), bus(io.get_executor(), scheduler, clock, logger),
-          gateway(scheduler, clock, options.gateway), metrics(registry),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports),
+          gateway(scheduler, clock, options.gateway), gateway_port(gateway), metrics(registry),
+          ports{clock, random, store, idempotency, bus, scheduler, gateway_port, metrics, logger}, service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)
             recordings.push_back(bus.subscribe_kind(kind, "recorder", [this](Event const& e) { events.push_back(e); }));
@@ -89,6 +112,7 @@ struct World {
     infrastructure::InMemoryStore store;
     infrastructure::InMemoryIdempotencyStore idempotency;
     infrastructure::SimulatedGateway gateway;
+    TestGateway gateway_port;
     infrastructure::MetricsRegistry registry;
     infrastructure::PrometheusMetrics metrics;
     application::Ports ports;

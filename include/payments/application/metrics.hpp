@@ -22,6 +22,8 @@ public:
     /// An invoice entered `to` (from nothing, for a new invoice).
     virtual void invoice_status_changed(std::optional<domain::InvoiceStatus> from, domain::InvoiceStatus to) = 0;
     virtual void gateway_latency(domain::Duration elapsed) = 0;
+    /// The gateway was asked what became of an attempt whose outcome was unknown.
+    virtual void outcome_verification() = 0;
 };
 
 } // namespace payments::application

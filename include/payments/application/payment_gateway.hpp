@@ -39,6 +39,12 @@ class PaymentGateway {
 public:
     virtual ~PaymentGateway() = default;
     virtual void charge(ChargeRequest request, std::function<void(ChargeOutcome)> on_outcome) = 0;
+
+    /// What became of the charge with this idempotency key: its final answer
+    /// (charged or declined), or nothing if the gateway holds no such charge.
+    /// Same contract as charge(): at most once, on any thread, perhaps never.
+    virtual void lookup(std::string idempotency_key,
+                        std::function<void(std::optional<ChargeOutcome>)> on_answer) = 0;
 };
 
 } // namespace payments::application

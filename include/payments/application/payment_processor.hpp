@@ -21,7 +21,10 @@ struct ProcessorOptions {
 /// Charges each requested payment at the gateway, once, and settles the
 /// outcome: the invoice is paid, the next attempt is scheduled on the bus
 /// after a backoff, or the invoice fails. Redelivered and duplicated
-/// PaymentRequested events never reach the gateway a second time.
+/// PaymentRequested events never reach the gateway a second time. When the
+/// last attempt of a cycle ends with an unknown outcome, the gateway is asked
+/// what became of it (again and again, every retry.cap, until it answers)
+/// before the invoice is settled.
 class PaymentProcessor : public std::enable_shared_from_this<PaymentProcessor> {
     struct Private {};
 
@@ -43,6 +46,9 @@ private:
     void on_requested(domain::PaymentRequested const& requested);
     void on_outcome(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
                     domain::Timestamp started);
+    bool must_verify(domain::PaymentRequested const& requested, ChargeOutcome const& outcome) const;
+    void verify(domain::PaymentRequested const& requested);
+    void settle_and_release(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     Result<void> settle(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     void report(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
                 domain::Invoice const& invoice, bool invoice_settled);

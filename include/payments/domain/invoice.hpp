@@ -46,7 +46,12 @@ public:
     /// backoff, or the end of the cycle.
     using AfterFailure = std::variant<PaymentRequested, InvoiceFailed>;
 
+    /// Whether a failure of this kind would end the cycle with the outcome
+    /// unknown: the gateway may hold a charge, so it must be asked first.
+    bool must_verify(FailureKind kind, RetryPolicy const& policy) const noexcept;
+
     /// The current attempt failed: retry it (with `next_payment_id`) or give up.
+    /// An unknown outcome cannot end a cycle: verify it, then settle what was found.
     Result<AfterFailure> settle_failure(PaymentFailed const& failed, RetryPolicy const& policy, Random& random,
                                         PaymentId next_payment_id, EventMeta const& meta) const;
 

@@ -12,7 +12,7 @@ class AsioEventBus;
 /// The use cases' metrics as Prometheus families in a registry:
 /// payments_requested_total, payments_succeeded_total,
 /// payments_failed_total{kind}, payment_retries_scheduled_total,
-/// payment_duplicate_deliveries_total, invoices{status} and
+/// payment_duplicate_deliveries_total, payment_outcome_verifications_total, invoices{status} and
 /// payment_gateway_latency_seconds.
 class PrometheusMetrics final : public application::Metrics {
 public:
@@ -25,6 +25,7 @@ public:
     void duplicate_delivery() override;
     void invoice_status_changed(std::optional<domain::InvoiceStatus> from, domain::InvoiceStatus to) override;
     void gateway_latency(domain::Duration elapsed) override;
+    void outcome_verification() override;
 
 private:
     Counter& requested_;
@@ -32,6 +33,7 @@ private:
     std::array<Counter*, 3> failed_;  // by FailureKind
     Counter& retries_;
     Counter& duplicates_;
+    Counter& verifications_;
     std::array<Gauge*, 4> invoices_;  // by InvoiceStatus
     Histogram& gateway_latency_;
 };

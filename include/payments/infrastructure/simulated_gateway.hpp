@@ -19,6 +19,7 @@ struct SimulatedGatewayOptions {
     double decline_rate = 0.0;   ///< answers DECLINED
     double transient_rate = 0.0; ///< answers TRANSIENT, charges nothing
     double timeout_rate = 0.0;   ///< never answers, charges nothing
+    double lost_response_rate = 0.0; ///< charges, but the answer is lost (a timeout after charging)
     domain::Duration latency_min{0};
     domain::Duration latency_max{0};
     std::uint64_t seed = 1;
@@ -54,6 +55,13 @@ public:
 
     void charge(application::ChargeRequest request,
                 std::function<void(application::ChargeOutcome)> on_outcome) override;
+    /// Answers from the gateway's own records, after the configured latency; never fails.
+    void lookup(std::string idempotency_key,
+                std::function<void(std::optional<application::ChargeOutcome>)> on_answer) override;
+
+    /// Replaces the rates and latency (the simulation stops its faults this way);
+    /// answers already given for a key stay as they were.
+    void set_options(SimulatedGatewayOptions options);
 
     /// Every successful charge, in order.
     std::vector<GatewayCharge> ledger() const;
@@ -70,11 +78,12 @@ private:
     };
 
     Decision decide_locked(application::ChargeRequest const& request);
+    domain::Duration latency_locked();
     application::ChargeOutcome charge_locked(application::ChargeRequest const& request);
 
     application::Scheduler& scheduler_;
     application::Clock const& clock_;
-    SimulatedGatewayOptions options_;
+    SimulatedGatewayOptions options_; // Owned by: mutex_
     SeededRandom random_;
 
     mutable std::mutex mutex_;
