@@ -1,0 +1,332 @@
+#include "simulation.hpp"
+
+#include <payments/application/payment_processor.hpp>
+#include <payments/application/payment_service.hpp>
+#include <payments/infrastructure/asio_event_bus.hpp>
+#include <payments/infrastructure/clocks.hpp>
+#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/manual_scheduler.hpp>
+#include <payments/infrastructure/memory_store.hpp>
+#include <payments/infrastructure/prometheus_metrics.hpp>
+#include <payments/infrastructure/time_format.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace sim {
+
+using namespace payments;
+using namespace payments::domain;
+using namespace payments::application;
+using namespace payments::infrastructure;
+
+namespace {
+
+// Simulated time the system gets to settle once the faults stop.
+constexpr Duration liveness_limit = std::chrono::hours(24);
+
+double unit(Random& random) { return static_cast<double>(random.next_u64() >> 11) * 0x1.0p-53; }
+
+Duration upto(Random& random, Duration d) {
+    return Duration(static_cast<Duration::rep>(random.uniform(static_cast<std::uint64_t>(d.count()))));
+}
+
+// FNV-1a over the delivered events: equal traces, equal hashes.
+struct TraceHash {
+    std::uint64_t value = 1469598103934665603ULL;
+    void add(std::string_view text) {
+        for (char c : text) {
+            value ^= static_cast<unsigned char>(c);
+            value *= 1099511628211ULL;
+        }
+        value ^= 0xff; // field separator
+        value *= 1099511628211ULL;
+    }
+};
+
+// The library wired as in production, but on one thread and simulated time,
+// with the faulty transport in front of the real bus.
+struct System {
+    System(std::uint64_t seed, Faults const& faults, Config const& config)
+        : ids(seed), inner(io.get_executor(), scheduler, clock, logger),
+          bus(inner, clock, faults.bus, seed * 0x2545f4914f6cdd1dULL + 1), gateway(scheduler, clock, faults.gateway),
+          metrics(registry), ports{clock, ids, store, idempotency, bus, scheduler, gateway, metrics, logger},
+          service(ports),
+          processor(PaymentProcessor::start(ports, {config.retry, config.gateway_timeout}).value()) {}
+
+    boost::asio::io_context io;
+    ManualClock clock;
+    SeededRandom ids;
+    NullLogger logger;
+    ManualScheduler scheduler{clock};
+    AsioEventBus inner;
+    FaultyBus bus;
+    InMemoryStore store;
+    InMemoryIdempotencyStore idempotency;
+    SimulatedGateway gateway;
+    MetricsRegistry registry;
+    PrometheusMetrics metrics;
+    Ports ports;
+    PaymentService service;
+    std::shared_ptr<PaymentProcessor> processor;
+};
+
+// What the workload was told, kept by the auditor independently of the system.
+struct Record {
+    std::map<std::string, PaymentOutcome> first_outcome_by_key;
+    std::set<PaymentId> cycle_starts; // attempts the workload's own requests created
+    std::set<InvoiceId> requested;
+    std::uint64_t accepted = 0;
+};
+
+std::string key_text(IdempotencyKey const& key) { return key.scope + '\n' + key.key; }
+
+double metric(std::string const& text, std::string const& series) {
+    auto pos = text.find("\n" + series + " ");
+    if (pos == std::string::npos) return -1;
+    return std::stod(text.substr(pos + series.size() + 2));
+}
+
+class Auditor {
+public:
+    Auditor(System& system, Record& record, Config const& config, Outcome& outcome)
+        : system_(system), record_(record), config_(config), outcome_(outcome) {}
+
+    void violation(std::string what) {
+        if (outcome_.violations.size() < 20)
+            outcome_.violations.push_back("t=" + format_rfc3339(system_.clock.now()) + " " + std::move(what));
+    }
+
+    // Invariants that hold at every step.
+    void step() {
+        std::map<InvoiceId, int> charges;
+        for (auto const& charge : system_.gateway.ledger())
+            if (++charges[charge.invoice_id] > 1) violation("invoice " + charge.invoice_id.str() + " charged twice");
+        for (Invoice const& invoice : invoices()) {
+            if (invoice.status() == InvoiceStatus::paid && charges[invoice.id()] != 1)
+                violation("invoice " + invoice.id().str() + " PAID without a charge at the gateway");
+            check_attempts(invoice);
+        }
+    }
+
+    // Invariants of the settled system.
+    void final() {
+        step();
+        std::map<InvoiceId, int> charges;
+        for (auto const& charge : system_.gateway.ledger()) ++charges[charge.invoice_id];
+        std::map<InvoiceStatus, int> by_status;
+        std::map<FailureKind, int> failed_by_kind;
+        int succeeded = 0, retries = 0;
+        for (Invoice const& invoice : invoices()) {
+            ++by_status[invoice.status()];
+            if (charges[invoice.id()] == 1 && invoice.status() != InvoiceStatus::paid)
+                violation("invoice " + invoice.id().str() + " charged at the gateway but " +
+                          std::string(to_string(invoice.status())));
+            if (record_.requested.contains(invoice.id()) && invoice.status() != InvoiceStatus::paid &&
+                invoice.status() != InvoiceStatus::failed)
+                violation("invoice " + invoice.id().str() + " still " + std::string(to_string(invoice.status())) +
+                          " after the faults stopped");
+            for (Payment const& p : system_.store.payments_of(invoice.id())) {
+                if (p.status() == PaymentStatus::succeeded) ++succeeded;
+                if (p.failure()) ++failed_by_kind[p.failure()->kind];
+                if (!record_.cycle_starts.contains(p.id())) ++retries;
+            }
+        }
+        outcome_.paid = by_status[InvoiceStatus::paid];
+        outcome_.failed = by_status[InvoiceStatus::failed];
+        auto const text = system_.registry.render();
+        auto expect = [&](std::string const& series, double audited) {
+            double const counted = metric(text, series);
+            if (counted != audited)
+                violation("metric " + series + " is " + std::to_string(counted) + ", audited " + std::to_string(audited));
+        };
+        expect("payments_requested_total", static_cast<double>(record_.accepted));
+        expect("payments_succeeded_total", succeeded);
+        for (auto kind : {FailureKind::declined, FailureKind::transient, FailureKind::unknown_outcome})
+            expect("payments_failed_total{kind=\"" + std::string(to_string(kind)) + "\"}", failed_by_kind[kind]);
+        expect("payment_retries_scheduled_total", retries);
+        for (auto status : {InvoiceStatus::pending, InvoiceStatus::processing, InvoiceStatus::paid, InvoiceStatus::failed})
+            expect("invoices{status=\"" + std::string(to_string(status)) + "\"}", by_status[status]);
+        if (auto next = system_.scheduler.next_due())
+            violation("work still scheduled for " + format_rfc3339(*next) + " after the liveness phase");
+        if (system_.processor->in_flight() != 0) violation("gateway calls still in flight at the end");
+        if (!system_.inner.dead_letters().empty()) violation("dead letters left at the end");
+        outcome_.gateway_faults.declined = static_cast<std::uint64_t>(failed_by_kind[FailureKind::declined]);
+        outcome_.gateway_faults.transient = static_cast<std::uint64_t>(failed_by_kind[FailureKind::transient]);
+        outcome_.gateway_faults.unknown_outcome = static_cast<std::uint64_t>(failed_by_kind[FailureKind::unknown_outcome]);
+    }
+
+private:
+    std::vector<Invoice> invoices() const {
+        return system_.store.invoices({.limit = InvoiceQuery::max_limit}).data;
+    }
+
+    // Cycles never exceed the policy's attempts; every backoff is within its bound.
+    void check_attempts(Invoice const& invoice) {
+        auto const attempts = system_.store.payments_of(invoice.id());
+        int in_cycle = 0;
+        for (std::size_t i = 0; i < attempts.size(); ++i) {
+            Payment const& p = attempts[i];
+            if (record_.cycle_starts.contains(p.id()) || i == 0) {
+                in_cycle = 1;
+                continue;
+            }
+            ++in_cycle;
+            if (in_cycle > config_.retry.max_attempts)
+                violation("invoice " + invoice.id().str() + " made attempt " + std::to_string(in_cycle) +
+                          " of a cycle; the policy allows " + std::to_string(config_.retry.max_attempts));
+            Payment const& previous = attempts[i - 1];
+            Duration const waited = p.not_before() - previous.updated_at();
+            if (waited < Duration::zero() || waited > config_.retry.max_delay(in_cycle - 1))
+                violation("attempt " + p.id().str() + " waited " + std::to_string(waited.count()) + " us");
+        }
+    }
+
+    System& system_;
+    Record& record_;
+    Config const& config_;
+    Outcome& outcome_;
+};
+
+} // namespace
+
+Faults Faults::draw(std::uint64_t seed) {
+    SeededRandom random(seed ^ 0xfa017ULL);
+    Faults f;
+    f.bus.drop = 0.30 * unit(random);
+    f.bus.duplicate = 0.50 * unit(random);
+    f.bus.delay = 0.30 * unit(random);
+    f.bus.handler_throw = 0.10 * unit(random);
+    f.gateway.decline_rate = 0.15 * unit(random);
+    f.gateway.transient_rate = 0.30 * unit(random);
+    f.gateway.timeout_rate = 0.15 * unit(random);
+    f.gateway.lost_response_rate = 0.15 * unit(random);
+    f.gateway.latency_max = upto(random, std::chrono::seconds(3));
+    f.gateway.seed = seed ^ 0x9a7e3a7ULL;
+    return f;
+}
+
+std::string replay_command(std::uint64_t seed) {
+    return "out/build/release/tests/payments-sim --seed " + std::to_string(seed) + " --verbose";
+}
+
+Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
+    Faults const faults = Faults::draw(seed);
+    System system(seed, faults, config);
+    Record record;
+    Outcome outcome;
+    outcome.seed = seed;
+    Auditor auditor(system, record, config, outcome);
+    Timestamp const start = system.clock.now();
+
+    TraceHash trace;
+    std::vector<Subscription> recorders;
+    for (std::size_t kind = 0; kind < event_kinds; ++kind)
+        recorders.push_back(system.inner.subscribe_kind(kind, "trace", [&](Event const& e) {
+            EventEnvelope const& env = envelope_of(e);
+            ++outcome.deliveries;
+            trace.add(event_name(e));
+            trace.add(env.id.str());
+            trace.add(env.payment_id.str());
+            trace.add(std::to_string(env.occurred_at.time_since_epoch().count()));
+            if (verbose)
+                std::cout << format_rfc3339(system.clock.now()) << ' ' << event_name(e) << ' ' << env.invoice_id
+                          << ' ' << env.payment_id << " #" << env.attempt << '\n';
+        }));
+
+    // The workload: invoices, their first requests, then repeats, reused keys and manual retries.
+    SeededRandom workload(seed ^ 0x3c6ef372fe94f82bULL);
+    std::vector<InvoiceId> ids;
+    for (int i = 0; i < config.invoices; ++i) {
+        auto amount = Money::charge(1 + static_cast<std::int64_t>(workload.uniform(99'999)), Currency::usd()).value();
+        ids.push_back(system.service.create_invoice({.amount = amount}).value().id());
+    }
+    auto request = [&](std::size_t invoice, std::optional<IdempotencyKey> key) {
+        RequestPayment const command{ids[invoice], "", key, {}};
+        auto answer = system.service.request_payment(command);
+        if (key) {
+            std::string const k = key_text(*key);
+            auto first = record.first_outcome_by_key.find(k);
+            bool const refused_key = !answer.result && (answer.result.error().code == ErrorCode::idempotency_key_reused ||
+                                                        answer.result.error().code == ErrorCode::idempotency_key_in_use);
+            if (answer.replayed) {
+                if (first == record.first_outcome_by_key.end()) auditor.violation("replay of a key never answered: " + k);
+                else if (!(answer.result == first->second)) auditor.violation("replay differs from the first answer: " + k);
+            } else if (!refused_key) {
+                if (first != record.first_outcome_by_key.end()) auditor.violation("key answered twice: " + k);
+                record.first_outcome_by_key.emplace(k, answer.result);
+            }
+        }
+        if (answer.result && !answer.replayed) {
+            ++record.accepted;
+            record.cycle_starts.insert(answer.result->id());
+            record.requested.insert(ids[invoice]);
+        }
+    };
+    auto key_for = [](std::size_t invoice, int n) {
+        return IdempotencyKey::make("client", "k" + std::to_string(invoice) + "-" + std::to_string(n)).value();
+    };
+    for (std::size_t i = 0; i < ids.size(); ++i)
+        system.scheduler.call_at(start + upto(workload, config.window / 2), [&, i] { request(i, key_for(i, 0)); });
+    for (int j = 0; j < config.extra_requests; ++j) {
+        auto const invoice = static_cast<std::size_t>(workload.uniform(ids.size() - 1));
+        auto const other = static_cast<std::size_t>(workload.uniform(ids.size() - 1));
+        double const kind = unit(workload);
+        std::optional<IdempotencyKey> key;
+        if (kind < 0.4) key = key_for(invoice, 0);          // a repeat: replayed
+        else if (kind < 0.7) key = key_for(invoice, j + 1); // a new request: manual retry, or refused by state
+        else if (kind < 0.85) key = key_for(other, 0);      // another request's key: refused as reused
+        system.scheduler.call_at(start + upto(workload, config.window), [&, invoice, key] { request(invoice, key); });
+    }
+
+    auto settle = [&] {
+        for (;;) {
+            std::size_t const n = system.io.poll() + system.scheduler.run_due();
+            system.io.restart();
+            if (n == 0) return;
+            outcome.steps += n;
+        }
+    };
+    auto advance = [&](Timestamp limit) {
+        settle();
+        auditor.step();
+        auto next = system.scheduler.next_due();
+        if (!next || *next > limit) return false;
+        system.clock.advance_to(*next);
+        return true;
+    };
+
+    while (advance(start + config.window)) {
+    }
+    // Liveness: the transport and the gateway behave; the operator replays dead letters.
+    system.bus.stop_faults();
+    system.gateway.set_options({.latency_max = faults.gateway.latency_max, .seed = faults.gateway.seed});
+    Timestamp const live_end = system.clock.now() + liveness_limit;
+    for (int round = 0; round < 10; ++round) { // a few rounds: a replay may fail and dead-letter again
+        while (advance(live_end)) {
+        }
+        if (system.inner.dead_letters().empty()) break;
+        outcome.dead_letters_replayed += system.inner.replay_dead_letters();
+    }
+    auditor.final();
+
+    outcome.trace_hash = trace.value;
+    outcome.bus_faults = system.bus.counts();
+    for (auto const& charge : system.gateway.ledger())
+        for (Payment const& p : system.store.payments_of(charge.invoice_id))
+            if (p.gateway_key() == charge.idempotency_key && p.failure() &&
+                p.failure()->kind == FailureKind::unknown_outcome) {
+                ++outcome.gateway_faults.lost_responses;
+                break;
+            }
+    outcome.simulated = system.clock.now() - start;
+    system.processor->stop();
+    system.bus.stop_faults();
+    return outcome;
+}
+
+} // namespace sim
