@@ -1,0 +1,42 @@
+#pragma once
+
+#include <payments/engine.hpp>
+
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace http_server {
+
+namespace http = boost::beast::http;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+/// What /health/ready reports.
+enum class Readiness { starting, ready, draining };
+
+/// The HTTP face of the library: routes a request to a use case and maps the
+/// outcome to a status and JSON (problem+json for errors). No business rule
+/// lives here; the invoice's state machine answers for itself.
+class Api {
+public:
+    Api(payments::Engine& engine, std::atomic<Readiness> const& readiness);
+
+    Response handle(Request const& request);
+
+    /// Every route as "METHOD /path/{param}", for the OpenAPI consistency test.
+    static std::vector<std::string> routes();
+
+    /// A problem+json response for what fails before routing (limits, malformed HTTP).
+    static Response problem(http::status status, std::string_view code, std::string_view detail, unsigned version);
+
+private:
+    struct Impl;
+    std::shared_ptr<Impl> impl_;
+};
+
+} // namespace http_server
