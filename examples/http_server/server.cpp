@@ -68,20 +68,29 @@ public:
         });
     }
 
-    // Closes the connection now if it waits for a request, else after the answer.
+    // Ends the connection after the current answer. A connection waiting for a
+    // request gets a short deadline instead of closing at once: a request
+    // already on the wire is still served, an idle connection expires.
     void drain() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
             self->draining_ = true;
-            if (!self->busy_) self->stream_.socket().close();
+            if (!self->busy_) self->expire_soon();
         });
     }
 
 private:
+    // While draining, a connection told "keep-alive" may already be sending
+    // its next request: it gets a short window, not an abrupt close.
+    void expire_soon() {
+        stream_.expires_after(std::min<std::chrono::steady_clock::duration>(server_->options.read_timeout,
+                                                                            std::chrono::milliseconds(500)));
+    }
+
     void read() {
         parser_.emplace();
         parser_->body_limit(server_->options.body_limit);
         parser_->header_limit(static_cast<std::uint32_t>(server_->options.header_limit));
-        stream_.expires_after(server_->options.read_timeout);
+        if (!draining_) stream_.expires_after(server_->options.read_timeout);
         http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
     }
 
@@ -113,7 +122,8 @@ private:
         http::async_write(stream_, *message,
                           [self = shared_from_this(), message](beast::error_code ec, std::size_t) {
                               self->busy_ = false;
-                              if (ec || !message->keep_alive() || self->draining_) return self->close();
+                              if (ec || !message->keep_alive()) return self->close();
+                              if (self->draining_) self->expire_soon();
                               self->read();
                           });
     }
