@@ -21,13 +21,17 @@ using tcp = net::ip::tcp;
 
 class Session;
 
-struct Server::Impl : std::enable_shared_from_this<Impl> {
-    Impl(Options const& o, Api& a, payments::application::Logger& l)
-        : options(o), api(a), logger(l), io(static_cast<int>(threads())), acceptor(net::make_strand(io)) {}
+namespace {
 
-    unsigned threads() const {
-        return options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
-    }
+unsigned worker_threads(Options const& options) {
+    return options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
+} // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Impl> {
+    Impl(Options const& o, Api& a, payments::application::Logger& l, net::io_context& context)
+        : options(o), api(a), logger(l), io(context), acceptor(net::make_strand(io)) {}
 
     void accept();
     void closed() {
@@ -40,7 +44,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     Options options;
     Api& api;
     payments::application::Logger& logger;
-    net::io_context io;
+    net::io_context& io;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
     std::vector<std::thread> workers;
     tcp::acceptor acceptor;
@@ -166,7 +170,8 @@ void Server::Impl::accept() {
 }
 
 Server::Server(Options const& options, Api& api, payments::application::Logger& logger)
-    : impl_(std::make_shared<Impl>(options, api, logger)) {}
+    : io_(std::make_unique<net::io_context>(static_cast<int>(worker_threads(options)))),
+      impl_(std::make_shared<Impl>(options, api, logger, *io_)) {}
 
 Server::~Server() { stop(); }
 
@@ -183,7 +188,7 @@ payments::Result<std::uint16_t> Server::start() {
                                                                          std::to_string(impl_->options.port) + ": " + ec.message());
     impl_->work.emplace(impl_->io.get_executor());
     impl_->accept();
-    for (unsigned i = 0; i < impl_->threads(); ++i) impl_->workers.emplace_back([impl = impl_] { impl->io.run(); });
+    for (unsigned i = 0; i < worker_threads(impl_->options); ++i) impl_->workers.emplace_back([impl = impl_] { impl->io.run(); });
     return acceptor.local_endpoint().port();
 }
 

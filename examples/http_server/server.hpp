@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <memory>
 
+namespace boost::asio {
+class io_context;
+}
+
 namespace http_server {
 
 /// Accepts connections and serves each on its own strand, with the limits of
@@ -28,6 +32,9 @@ public:
     struct Impl;
 
 private:
+    // Destroyed after impl_: destroying it destroys the handlers still queued,
+    // which hold the last references to the sessions and to impl_.
+    std::unique_ptr<boost::asio::io_context> io_;
     std::shared_ptr<Impl> impl_;
 };
 
