@@ -1,0 +1,97 @@
+#pragma once
+// What every benchmark figure prints: one tab-separated row per figure, so
+// that scripts/bench can gather rows from several processes into one table.
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <stdexcept>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+namespace bench {
+
+/// Which way a ratio (figure / baseline) or an absolute figure must go.
+enum class Goal { at_most, at_least };
+
+/// One row of the table: the figure, the raw baseline measured in the same
+/// run (0: none, the target is absolute), and the target.
+struct Row {
+    std::string name;
+    double value = 0;
+    double baseline = 0;
+    std::string unit;
+    Goal goal = Goal::at_most;
+    double target = 0; ///< a ratio when there is a baseline, else in `unit`
+};
+
+inline void print(Row const& row) {
+    bool const relative = row.baseline > 0;
+    double const compared = relative ? row.value / row.baseline : row.value;
+    bool const met = row.goal == Goal::at_most ? compared <= row.target : compared >= row.target;
+    std::string_view const sign = row.goal == Goal::at_most ? "<=" : ">=";
+    fmt::print("ROW\t{}\t{:.4g} {}\t{}\t{}\t{} {:.4g}{}\t{}\n", row.name, row.value, row.unit,
+               relative ? fmt::format("{:.4g} {}", row.baseline, row.unit) : "-",
+               relative ? fmt::format("{:.3f}", compared) : "-", sign, row.target,
+               relative ? "x" : " " + row.unit, met ? "met" : "NOT MET");
+    std::fflush(stdout);
+}
+
+/// Nanoseconds `fn` takes, the median of `repetitions` runs (noise only ever
+/// adds time); `setup` runs before each, untimed.
+template <class Setup, class F>
+double median_ns(int repetitions, Setup&& setup, F&& fn) {
+    std::vector<double> samples;
+    for (int i = 0; i < repetitions; ++i) {
+        setup();
+        auto const start = std::chrono::steady_clock::now();
+        fn();
+        samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count());
+    }
+    std::sort(samples.begin(), samples.end());
+    return samples[samples.size() / 2];
+}
+
+/// `total` divided by a count.
+inline double per(double total, std::size_t count) { return total / static_cast<double>(count); }
+
+/// The process's resident set, in bytes.
+inline long resident_bytes() {
+    std::ifstream statm("/proc/self/statm");
+    long pages = 0, resident = 0;
+    statm >> pages >> resident;
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+/// Runs `fn(arg)` in a child process and returns what it returned: a fresh
+/// heap for each resident-memory figure. Call it before starting threads.
+template <class F>
+long in_child(F fn, std::size_t arg) {
+    int fds[2];
+    if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+    pid_t const pid = fork();
+    if (pid == 0) {
+        long result = -1;
+        try {
+            result = fn(arg);
+        } catch (...) {
+        }
+        [[maybe_unused]] auto written = write(fds[1], &result, sizeof result);
+        _exit(0);
+    }
+    long result = -1;
+    [[maybe_unused]] auto got = read(fds[0], &result, sizeof result);
+    close(fds[0]);
+    close(fds[1]);
+    waitpid(pid, nullptr, 0);
+    if (result < 0) throw std::runtime_error("a memory measurement failed");
+    return result;
+}
+
+} // namespace bench

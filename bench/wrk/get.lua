@@ -1,0 +1,3 @@
+-- wrk -s get.lua: GET /invoices/inv_get (scripts/bench creates it first).
+wrk.method = "GET"
+wrk.path = "/invoices/inv_get"
