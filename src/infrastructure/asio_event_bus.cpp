@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -18,37 +19,55 @@ using domain::Timestamp;
 
 namespace {
 
-struct HandlerFailure {
-    std::uint64_t subscriber_id;
-    std::string subscriber;
-    std::string error;
+// A subscription as the bus sees it. The Signals2 slot stands for it; the
+// flag lets a delivery already under way skip it once it is unsubscribed.
+struct Subscriber {
+    Subscriber(std::uint64_t i, std::string n, std::function<void(Event const&)> h)
+        : id(i), name(std::move(n)), handler(std::move(h)) {}
+
+    std::uint64_t id;
+    std::string name;
+    std::function<void(Event const&)> handler;
+    std::atomic<bool> active{true};
 };
 
-// What one signal invocation carries: the event, the one subscriber it is for
-// (0: everybody), and where the slots report what they threw.
-struct Delivery {
-    Event const* event;
-    std::uint64_t target;
-    std::vector<HandlerFailure>* failures;
-    bool matched = false;
-};
+using SubscriberPtr = std::shared_ptr<Subscriber>;
 
-using Signal = boost::signals2::signal<void(Delivery&)>;
+// Who gets a batch: one emission of each kind's signal lists its live
+// slots, so a batch pays for Signals2 once per kind instead of once per event.
+using Roster = std::vector<SubscriberPtr>;
+using Signal = boost::signals2::signal<void(Roster&)>;
 
 struct Item {
     Event event;
-    std::uint64_t target = 0;
+    std::uint64_t target = 0; // one subscriber only (a dead letter's replay); 0: everybody
 };
 
+// A lane queues events in segments of fixed capacity: a burst appends
+// without moving what is queued (under the lock the drain needs), and drained
+// segments are reused, so a steady lane does not allocate.
+constexpr std::size_t segment_items = 32;
+constexpr std::size_t spare_segments = 4; // kept per lane for reuse
+constexpr std::size_t drain_budget = 1024;  // events one drain task delivers before yielding
+using Segment = std::vector<Item>;
+
 // A FIFO of one group of invoices, drained by at most one task at a time.
-struct Lane {
+// Its own cache line: a publisher on one lane does not slow a drain of the next.
+struct alignas(64) Lane {
     std::mutex mutex;
-    std::vector<Item> queue; // Owned by: mutex
-    bool active = false;     // Owned by: mutex; a drain task is posted or running
+    std::vector<Segment> queue;  // Owned by: mutex; full segments, then the one being filled
+    std::vector<Segment> spare;  // Owned by: mutex; empty, with capacity
+    bool active = false;         // Owned by: mutex; a drain task is posted or running
+    std::size_t pending = 0;     // Owned by: mutex; events queued or being delivered
+    std::uint64_t published = 0; // Owned by: mutex
 };
 
 struct ConnectionHandle final : Subscription::Handle {
-    explicit ConnectionHandle(boost::signals2::connection c) : connection(std::move(c)) {}
+    ConnectionHandle(SubscriberPtr s, boost::signals2::connection c)
+        : subscriber(std::move(s)), connection(std::move(c)) {}
+    ~ConnectionHandle() override { subscriber->active.store(false); }
+
+    SubscriberPtr subscriber;
     boost::signals2::scoped_connection connection;
 };
 
@@ -64,83 +83,155 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         return lanes[std::hash<domain::InvoiceId>{}(domain::envelope_of(event).invoice_id) % options.lanes];
     }
 
-    void enqueue(Item item) {
+    // Counts live on the lane, under the lock publish takes anyway: no
+    // shared atomic per event for the publishers and the drains to fight over.
+    void enqueue(Item item, bool count_published = true) {
         Lane& lane = lane_for(item.event);
-        outstanding.fetch_add(1, std::memory_order_relaxed);
         bool start = false;
         {
             std::lock_guard lock(lane.mutex);
-            lane.queue.push_back(std::move(item));
+            push_locked(lane, std::move(item));
+            ++lane.pending;
+            if (count_published) ++lane.published;
             start = !std::exchange(lane.active, true);
         }
-        if (start) post_drain(lane);
+        if (start) {
+            active_lanes.fetch_add(1, std::memory_order_relaxed);
+            make_ready(lane);
+        }
     }
 
-    void post_drain(Lane& lane) {
-        boost::asio::post(executor, [self = shared_from_this(), &lane] { self->drain_lane(lane); });
+    static void push_locked(Lane& lane, Item item) {
+        if (lane.queue.empty() || lane.queue.back().size() == segment_items) {
+            if (lane.spare.empty()) {
+                lane.queue.emplace_back().reserve(segment_items);
+            } else {
+                lane.queue.push_back(std::move(lane.spare.back()));
+                lane.spare.pop_back();
+            }
+        }
+        lane.queue.back().push_back(std::move(item));
     }
 
-    // Delivers what the lane holds now, then yields the thread: a busy lane
-    // re-posts itself instead of starving the others.
-    void drain_lane(Lane& lane) {
-        std::vector<Item> batch;
+    // Puts a lane that has events on the ready list, and posts a drain task
+    // unless enough are out: one post serves many lanes and many events.
+    void make_ready(Lane& lane) {
+        bool post = false;
+        {
+            std::lock_guard lock(ready_mutex);
+            ready.push_back(&lane);
+            post = drains < options.drains;
+            if (post) ++drains;
+        }
+        if (post) post_drain();
+    }
+
+    void post_drain() {
+        boost::asio::post(executor, [self = shared_from_this()] { self->drain(); });
+    }
+
+    // Drains ready lanes until none is left, or re-posts itself after a
+    // budget of events, so that other work on the executor gets its turn.
+    void drain() {
+        std::size_t delivered_here = 0;
+        for (;;) {
+            Lane* lane = nullptr;
+            {
+                std::lock_guard lock(ready_mutex);
+                if (ready.empty()) {
+                    --drains;
+                    return;
+                }
+                lane = ready.front();
+                ready.pop_front();
+            }
+            delivered_here += drain_lane(*lane);
+            if (delivered_here >= drain_budget) {
+                post_drain();
+                return;
+            }
+        }
+    }
+
+    // Delivers what the lane holds now; the lane goes back on the ready list
+    // if more came meanwhile. Returns how many events it delivered.
+    std::size_t drain_lane(Lane& lane) {
+        std::vector<Segment> batch;
         {
             std::lock_guard lock(lane.mutex);
             batch.swap(lane.queue);
         }
-        for (Item const& item : batch) deliver(item);
+        std::array<Roster, domain::event_kinds> rosters;
+        std::array<bool, domain::event_kinds> listed{};
+        std::size_t count = 0;
+        for (Segment& segment : batch) {
+            for (Item const& item : segment) {
+                std::size_t const kind = item.event.index();
+                if (!std::exchange(listed[kind], true)) signals[kind](rosters[kind]);
+                for (SubscriberPtr const& subscriber : rosters[kind])
+                    if (item.target == 0 || item.target == subscriber->id) deliver(*subscriber, item.event);
+            }
+            count += segment.size();
+            segment.clear();
+        }
+        delivered.fetch_add(count, std::memory_order_relaxed);
         bool more = false;
         {
             std::lock_guard lock(lane.mutex);
+            lane.pending -= count;
             more = !lane.queue.empty();
             lane.active = more;
+            while (!batch.empty() && lane.spare.size() < spare_segments) {
+                lane.spare.push_back(std::move(batch.back()));
+                batch.pop_back();
+            }
         }
-        if (more) post_drain(lane);
-        finished(batch.size());
-    }
-
-    void finished(std::size_t n) {
-        if (outstanding.fetch_sub(n, std::memory_order_acq_rel) == n) {
+        if (more) {
+            std::lock_guard lock(ready_mutex);
+            ready.push_back(&lane);
+        } else if (active_lanes.fetch_sub(1, std::memory_order_acq_rel) == 1) {
             std::lock_guard lock(idle_mutex);
             idle.notify_all();
         }
+        return count;
     }
 
-    void deliver(Item const& item) {
-        Signal& signal = signals[item.event.index()];
-        std::vector<HandlerFailure> failures;
-        Delivery delivery{&item.event, item.target, &failures};
-        signal(delivery);
-        delivered.fetch_add(1, std::memory_order_relaxed);
-        for (HandlerFailure& failure : failures) redeliver(signal, item.event, std::move(failure));
-    }
-
-    // Immediate, bounded redelivery to the one subscriber that threw.
-    void redeliver(Signal& signal, Event const& event, HandlerFailure failure) {
-        int attempts = 1;
-        for (;;) {
+    // One subscriber, one event: a handler that throws is retried at once (so
+    // the lane's order holds), up to delivery_attempts tries, then dead-lettered.
+    void deliver(Subscriber& subscriber, Event const& event) {
+        for (int attempt = 1;; ++attempt) {
+            if (!subscriber.active.load(std::memory_order_relaxed)) return; // unsubscribed meanwhile
+            std::string error;
+            // Nothing throws across the bus: a failure becomes a value it can retry.
+            try {
+                subscriber.handler(event);
+                return;
+            } catch (std::exception const& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
+            }
             handler_failures.fetch_add(1, std::memory_order_relaxed);
-            logger.warn("event handler threw", {{"subscriber", failure.subscriber},
+            logger.warn("event handler threw", {{"subscriber", subscriber.name},
                                                 {"event", domain::event_name(event)},
                                                 {"event_id", domain::envelope_of(event).id.str()},
-                                                {"attempt", attempts},
-                                                {"error", failure.error}});
-            if (attempts >= options.delivery_attempts) break;
-            ++attempts;
-            std::vector<HandlerFailure> again;
-            Delivery delivery{&event, failure.subscriber_id, &again};
-            signal(delivery);
-            if (!delivery.matched || again.empty()) return; // unsubscribed meanwhile, or it worked
-            failure = std::move(again.front());
+                                                {"attempt", attempt},
+                                                {"error", error}});
+            if (attempt >= options.delivery_attempts) {
+                dead_letter(subscriber, event, std::move(error), attempt);
+                return;
+            }
         }
-        logger.error("event dead-lettered", {{"subscriber", failure.subscriber},
+    }
+
+    void dead_letter(Subscriber const& subscriber, Event const& event, std::string error, int attempts) {
+        logger.error("event dead-lettered", {{"subscriber", subscriber.name},
                                              {"event", domain::event_name(event)},
                                              {"event_id", domain::envelope_of(event).id.str()},
                                              {"invoice_id", domain::envelope_of(event).invoice_id.str()}});
         dead_lettered.fetch_add(1, std::memory_order_relaxed);
         std::lock_guard lock(dead_mutex);
-        dead.push_back(DeadLetter{event, failure.subscriber_id, std::move(failure.subscriber),
-                                  std::move(failure.error), attempts, clock.now()});
+        dead.push_back(DeadLetter{event, subscriber.id, subscriber.name, std::move(error), attempts, clock.now()});
     }
 
     // Asks the scheduler for one wake-up, at the earliest scheduled event.
@@ -162,7 +253,6 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         Timestamp const now = clock.now();
         // Queued under the lock, so that events due together keep their order.
         while (!scheduled.empty() && scheduled.begin()->first <= now) {
-            published.fetch_add(1, std::memory_order_relaxed);
             enqueue(Item{std::move(scheduled.begin()->second)});
             scheduled.erase(scheduled.begin());
         }
@@ -179,9 +269,12 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     std::atomic<std::uint64_t> next_subscriber{1};
     std::atomic<bool> stopped{false};
 
-    std::atomic<std::uint64_t> published{0}, delivered{0}, handler_failures{0}, dead_lettered{0}, rejected{0},
+    std::atomic<std::uint64_t> delivered{0}, handler_failures{0}, dead_lettered{0}, rejected{0},
         scheduled_discarded{0};
-    std::atomic<std::size_t> outstanding{0}; // deliveries queued or running
+    std::atomic<std::size_t> active_lanes{0}; // lanes with deliveries queued or running
+    std::mutex ready_mutex;
+    std::deque<Lane*> ready; // Owned by: ready_mutex; active lanes that no drain holds
+    std::size_t drains = 0;  // Owned by: ready_mutex; drain tasks posted or running
     std::mutex idle_mutex;
     std::condition_variable idle;
 
@@ -198,7 +291,8 @@ AsioEventBus::AsioEventBus(boost::asio::any_io_executor executor, application::S
                            application::Clock const& clock, application::Logger& logger, BusOptions options)
     : impl_(std::make_shared<Impl>(std::move(executor), scheduler, clock, logger,
                                    BusOptions{std::max<std::size_t>(options.lanes, 1),
-                                              std::max(options.delivery_attempts, 1)})) {}
+                                              std::max(options.delivery_attempts, 1),
+                                              std::max<std::size_t>(options.drains, 1)})) {}
 
 AsioEventBus::~AsioEventBus() { stop(); }
 
@@ -207,7 +301,6 @@ bool AsioEventBus::publish(Event event) {
         impl_->rejected.fetch_add(1, std::memory_order_relaxed);
         return false;
     }
-    impl_->published.fetch_add(1, std::memory_order_relaxed);
     impl_->enqueue(Item{std::move(event)});
     return true;
 }
@@ -226,26 +319,15 @@ bool AsioEventBus::schedule(Event event, Timestamp at) {
 Subscription AsioEventBus::subscribe_kind(std::size_t kind, std::string name,
                                           std::function<void(Event const&)> handler) {
     BOOST_ASSERT(kind < domain::event_kinds);
-    std::uint64_t const id = impl_->next_subscriber.fetch_add(1);
-    auto connection = impl_->signals[kind].connect(
-        [id, name = std::move(name), handler = std::move(handler)](Delivery& delivery) {
-            if (delivery.target != 0 && delivery.target != id) return;
-            delivery.matched = true;
-            // Nothing throws across the bus: a failure becomes a value it can retry.
-            try {
-                handler(*delivery.event);
-            } catch (std::exception const& e) {
-                delivery.failures->push_back({id, name, e.what()});
-            } catch (...) {
-                delivery.failures->push_back({id, name, "unknown exception"});
-            }
-        });
-    return Subscription(std::make_unique<ConnectionHandle>(std::move(connection)));
+    auto subscriber = std::make_shared<Subscriber>(impl_->next_subscriber.fetch_add(1), std::move(name),
+                                                   std::move(handler));
+    auto connection = impl_->signals[kind].connect([subscriber](Roster& roster) { roster.push_back(subscriber); });
+    return Subscription(std::make_unique<ConnectionHandle>(std::move(subscriber), std::move(connection)));
 }
 
 bool AsioEventBus::drain(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock lock(impl_->idle_mutex);
-    return impl_->idle.wait_until(lock, deadline, [this] { return impl_->outstanding.load() == 0; });
+    return impl_->idle.wait_until(lock, deadline, [this] { return impl_->active_lanes.load() == 0; });
 }
 
 std::vector<ScheduledEvent> AsioEventBus::stop() {
@@ -263,13 +345,16 @@ std::vector<ScheduledEvent> AsioEventBus::stop() {
 
 BusStats AsioEventBus::stats() const {
     BusStats s;
-    s.published = impl_->published.load();
     s.delivered = impl_->delivered.load();
     s.handler_failures = impl_->handler_failures.load();
     s.dead_lettered = impl_->dead_lettered.load();
     s.rejected = impl_->rejected.load();
     s.scheduled_discarded = impl_->scheduled_discarded.load();
-    s.queue_depth = impl_->outstanding.load();
+    for (std::size_t i = 0; i < impl_->options.lanes; ++i) {
+        std::lock_guard lock(impl_->lanes[i].mutex);
+        s.published += impl_->lanes[i].published;
+        s.queue_depth += impl_->lanes[i].pending;
+    }
     std::lock_guard lock(impl_->schedule_mutex);
     s.scheduled_pending = impl_->scheduled.size();
     return s;
@@ -286,7 +371,7 @@ std::size_t AsioEventBus::replay_dead_letters() {
         std::lock_guard lock(impl_->dead_mutex);
         letters.swap(impl_->dead);
     }
-    for (DeadLetter& letter : letters) impl_->enqueue(Item{std::move(letter.event), letter.subscriber_id});
+    for (DeadLetter& letter : letters) impl_->enqueue(Item{std::move(letter.event), letter.subscriber_id}, false);
     return letters.size();
 }
 

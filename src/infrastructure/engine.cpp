@@ -16,14 +16,29 @@ namespace payments {
 
 using namespace infrastructure;
 
+namespace {
+
+unsigned thread_count(EngineOptions const& o) {
+    return o.threads != 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+}
+
+// As many drain tasks as the pool has threads.
+BusOptions bus_options(EngineOptions const& o) {
+    BusOptions bus = o.bus;
+    bus.drains = thread_count(o);
+    return bus;
+}
+
+} // namespace
+
 // Members in dependency order: each is built from those above it and
 // destroyed before them.
 struct Engine::Impl {
     explicit Impl(EngineOptions const& o)
         : options(o), random(o.seed != 0 ? o.seed : SeededRandom::entropy_seed()),
           logger(o.log_output, o.log_level, clock), metrics(registry),
-          pool(o.threads != 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency())),
-          scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, o.bus),
+          pool(thread_count(o)),
+          scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, bus_options(o)),
           idempotency(o.idempotency_ttl), gateway(scheduler, clock, o.gateway),
           ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports) {
         register_bus_metrics(registry, bus);

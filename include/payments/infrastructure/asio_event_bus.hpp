@@ -7,11 +7,13 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace payments::infrastructure {
@@ -22,6 +24,10 @@ struct BusOptions {
     std::size_t lanes = 64;
     /// Tries a throwing handler gets for one event before it is dead-lettered.
     int delivery_attempts = 3;
+    /// Drain tasks at most on the executor at once: each drains ready lanes
+    /// one after another, so one post delivers many events. Set it to the
+    /// executor's thread count.
+    std::size_t drains = std::max(1u, std::thread::hardware_concurrency());
 };
 
 /// An event a handler kept failing on.
