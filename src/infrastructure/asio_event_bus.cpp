@@ -1,5 +1,7 @@
 #include <payments/infrastructure/asio_event_bus.hpp>
 
+#include "scheduled_events.hpp"
+
 #include <boost/asio/post.hpp>
 #include <boost/signals2/signal.hpp>
 
@@ -7,7 +9,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
-#include <map>
 #include <mutex>
 #include <optional>
 
@@ -49,6 +50,7 @@ struct Item {
 constexpr std::size_t segment_items = 32;
 constexpr std::size_t spare_segments = 4; // kept per lane for reuse
 constexpr std::size_t drain_budget = 1024;  // events one drain task delivers before yielding
+constexpr std::size_t wake_batch = 1024;    // scheduled events released per wake-up
 using Segment = std::vector<Item>;
 
 // A FIFO of one group of invoices, drained by at most one task at a time.
@@ -236,8 +238,9 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
 
     // Asks the scheduler for one wake-up, at the earliest scheduled event.
     void arm_locked() {
-        if (scheduled.empty() || stopped.load()) return;
-        Timestamp const earliest = scheduled.begin()->first;
+        auto const due = scheduled.earliest();
+        if (!due || stopped.load()) return;
+        Timestamp const earliest = *due;
         if (wakeup && wakeup->at <= earliest) return;
         if (wakeup) scheduler.cancel(*wakeup);
         std::uint64_t const generation = ++wake_generation;
@@ -251,11 +254,10 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         if (generation == wake_generation) wakeup.reset();
         if (stopped.load()) return;
         Timestamp const now = clock.now();
-        // Queued under the lock, so that events due together keep their order.
-        while (!scheduled.empty() && scheduled.begin()->first <= now) {
-            enqueue(Item{std::move(scheduled.begin()->second)});
-            scheduled.erase(scheduled.begin());
-        }
+        // Queued under the lock, so that events due together keep their order;
+        // a bounded batch per wake-up, so that a million retries due at once
+        // (after an outage) flow through the lanes instead of flooding them.
+        scheduled.pop_due(now, wake_batch, [this](Event event) { enqueue(Item{std::move(event)}); });
         arm_locked();
     }
 
@@ -279,7 +281,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     std::condition_variable idle;
 
     std::mutex schedule_mutex;
-    std::multimap<Timestamp, Event> scheduled;    // Owned by: schedule_mutex
+    ScheduledEvents scheduled;                    // Owned by: schedule_mutex
     std::optional<application::TimerId> wakeup;   // Owned by: schedule_mutex
     std::uint64_t wake_generation = 0;            // Owned by: schedule_mutex
 
@@ -311,7 +313,7 @@ bool AsioEventBus::schedule(Event event, Timestamp at) {
         impl_->rejected.fetch_add(1, std::memory_order_relaxed);
         return false;
     }
-    impl_->scheduled.emplace(at, std::move(event));
+    impl_->scheduled.push(at, event);
     impl_->arm_locked();
     return true;
 }
@@ -336,9 +338,9 @@ std::vector<ScheduledEvent> AsioEventBus::stop() {
     if (impl_->wakeup) impl_->scheduler.cancel(*impl_->wakeup);
     impl_->wakeup.reset();
     std::vector<ScheduledEvent> discarded;
-    discarded.reserve(impl_->scheduled.size());
-    for (auto& [at, event] : impl_->scheduled) discarded.push_back({at, std::move(event)});
-    impl_->scheduled.clear();
+    auto all = impl_->scheduled.take_all();
+    discarded.reserve(all.size());
+    for (auto& [at, event] : all) discarded.push_back({at, std::move(event)});
     impl_->scheduled_discarded.fetch_add(discarded.size());
     return discarded;
 }

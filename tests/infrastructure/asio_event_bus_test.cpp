@@ -172,3 +172,17 @@ SCENARIO("stopping the bus hands back scheduled events and refuses new ones") {
     CHECK(stats.scheduled_pending == 0);
     CHECK(f.scheduler.pending() == 0);
 }
+
+SCENARIO("a burst of scheduled events due at once is released in batches, in order") {
+    BusFixture f;
+    std::vector<int> seen;
+    auto s = f.bus.subscribe<PaymentFailed>("failed", [&](PaymentFailed const& e) { seen.push_back(e.envelope.attempt); });
+    constexpr int burst = 3000; // three wake-up batches
+    for (int attempt = 1; attempt <= burst; ++attempt) f.bus.schedule(failed_event("inv_1", attempt), t0() + 1s);
+    CHECK(f.bus.stats().scheduled_pending == burst);
+    f.clock.advance(1s);
+    f.settle();
+    REQUIRE(seen.size() == burst);
+    for (int i = 0; i < burst; ++i) REQUIRE(seen[static_cast<std::size_t>(i)] == i + 1);
+    CHECK(f.bus.stats().scheduled_pending == 0);
+}

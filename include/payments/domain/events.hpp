@@ -56,6 +56,8 @@ struct InvoiceCreated {
     EventEnvelope envelope;
     Money amount;
     std::string description;
+
+    friend bool operator==(InvoiceCreated const&, InvoiceCreated const&) = default;
 };
 
 /// A payment attempt was requested; delivered at `not_before` (later than
@@ -66,6 +68,8 @@ struct PaymentRequested {
     std::string payment_method;
     std::string gateway_key; ///< the idempotency key sent to the gateway
     Timestamp not_before;
+
+    friend bool operator==(PaymentRequested const&, PaymentRequested const&) = default;
 };
 
 /// The gateway charged the attempt.
@@ -73,24 +77,32 @@ struct PaymentSucceeded {
     EventEnvelope envelope;
     Money amount;
     std::string gateway_reference;
+
+    friend bool operator==(PaymentSucceeded const&, PaymentSucceeded const&) = default;
 };
 
 /// The attempt failed.
 struct PaymentFailed {
     EventEnvelope envelope;
     Failure failure;
+
+    friend bool operator==(PaymentFailed const&, PaymentFailed const&) = default;
 };
 
 /// The invoice was settled by the payment in the envelope.
 struct InvoicePaid {
     EventEnvelope envelope;
     Money amount;
+
+    friend bool operator==(InvoicePaid const&, InvoicePaid const&) = default;
 };
 
 /// The invoice gave up: a decline, or retries exhausted.
 struct InvoiceFailed {
     EventEnvelope envelope;
     Failure failure;
+
+    friend bool operator==(InvoiceFailed const&, InvoiceFailed const&) = default;
 };
 
 /// Any domain event.

@@ -26,11 +26,14 @@ public:
     Id() = default;
 
     /// Validates a caller-supplied id.
-    static Result<Id> parse(std::string_view text) {
+    static Result<Id> parse(std::string_view text) { return take(std::string(text)); }
+
+    /// parse() for a string the caller no longer needs: no copy.
+    static Result<Id> take(std::string text) {
         if (!is_valid_id(text))
             return reject(ErrorCode::invalid_argument,
                         std::string(Tag::name) + " must be 1-64 characters of A-Z a-z 0-9 _ -");
-        return Id(std::string(text));
+        return Id(std::move(text));
     }
 
     /// A fresh random id such as `inv_3k9…`.

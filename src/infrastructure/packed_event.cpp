@@ -1,0 +1,259 @@
+#include "packed_event.hpp"
+
+#include <array>
+#include <optional>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace payments::infrastructure {
+
+using namespace domain;
+
+namespace {
+
+// Text in the form generate_id() makes (a known prefix, then two groups of 13
+// base32 characters holding 64 bits each) is stored as a prefix number and
+// 16 bytes; anything else as its length and characters.
+constexpr std::array<std::string_view, 4> prefixes = {InvoiceIdTag::prefix, PaymentIdTag::prefix,
+                                                      EventIdTag::prefix, CorrelationIdTag::prefix};
+constexpr std::string_view alphabet = "abcdefghijklmnopqrstuvwxyz234567";
+constexpr std::size_t group = 13;
+
+int base32_value(char c) {
+    if (c >= 'a' && c <= 'z') return c - 'a';
+    if (c >= '2' && c <= '7') return c - '2' + 26;
+    return -1;
+}
+
+// The 64 bits of one group, if the group is canonical (its first character
+// carries only the top 4 bits).
+std::optional<std::uint64_t> decode_group(std::string_view text) {
+    std::uint64_t bits = 0;
+    for (std::size_t i = 0; i < group; ++i) {
+        int const v = base32_value(text[i]);
+        if (v < 0 || (i == 0 && v >= 16)) return std::nullopt;
+        bits = (bits << 5) | static_cast<std::uint64_t>(v);
+    }
+    return bits;
+}
+
+void encode_group(std::string& out, std::uint64_t bits) {
+    for (int i = group - 1; i >= 0; --i) out.push_back(alphabet[(bits >> (i * 5)) & 31]);
+}
+
+class Writer {
+public:
+    void byte(std::uint8_t b) { out_.push_back(static_cast<char>(b)); }
+
+    void varint(std::uint64_t v) {
+        while (v >= 0x80) {
+            byte(static_cast<std::uint8_t>(v | 0x80));
+            v >>= 7;
+        }
+        byte(static_cast<std::uint8_t>(v));
+    }
+
+    void signed_varint(std::int64_t v) { varint((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63)); }
+
+    void text(std::string_view t) {
+        for (std::size_t p = 0; p < prefixes.size(); ++p) {
+            std::string_view const prefix = prefixes[p];
+            if (t.size() != prefix.size() + 2 * group || !t.starts_with(prefix)) continue;
+            auto const high = decode_group(t.substr(prefix.size(), group));
+            auto const low = decode_group(t.substr(prefix.size() + group, group));
+            if (!high || !low) break;
+            byte(static_cast<std::uint8_t>(p + 1));
+            raw64(*high);
+            raw64(*low);
+            return;
+        }
+        byte(0);
+        varint(t.size());
+        out_.append(t);
+    }
+
+    void time(Timestamp t) { signed_varint(t.time_since_epoch().count()); }
+
+    void money(Money m) {
+        signed_varint(m.minor_units());
+        out_.append(m.currency().code());
+    }
+
+    void failure(Failure const& f) {
+        byte(static_cast<std::uint8_t>(f.kind));
+        text(f.reason);
+    }
+
+    void envelope(EventEnvelope const& e) {
+        text(e.id.str());
+        time(e.occurred_at);
+        text(e.correlation_id.str());
+        text(e.invoice_id.str());
+        text(e.payment_id.str());
+        signed_varint(e.attempt);
+    }
+
+    std::string& out() { return out_; }
+
+private:
+    void raw64(std::uint64_t v) {
+        for (int i = 0; i < 8; ++i) byte(static_cast<std::uint8_t>(v >> (i * 8)));
+    }
+
+    std::string out_;
+};
+
+class Reader {
+public:
+    explicit Reader(std::uint8_t const* p) : p_(p) {}
+
+    std::uint8_t byte() { return *p_++; }
+
+    std::uint64_t varint() {
+        std::uint64_t v = 0;
+        for (int shift = 0;; shift += 7) {
+            std::uint8_t const b = byte();
+            v |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+            if (b < 0x80) return v;
+        }
+    }
+
+    std::int64_t signed_varint() {
+        std::uint64_t const v = varint();
+        return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
+    }
+
+    std::string text() {
+        std::uint8_t const tag = byte();
+        if (tag == 0) {
+            auto const n = static_cast<std::size_t>(varint());
+            std::string t(reinterpret_cast<char const*>(p_), n);
+            p_ += n;
+            return t;
+        }
+        std::string t(prefixes[tag - 1]);
+        t.reserve(t.size() + 2 * group);
+        encode_group(t, raw64());
+        encode_group(t, raw64());
+        return t;
+    }
+
+    template <class Id>
+    Id id() {
+        std::string t = text();
+        if (t.empty()) return Id();
+        return Id::take(std::move(t)).value();
+    }
+
+    Timestamp time() { return Timestamp(Duration(signed_varint())); }
+
+    Money money() {
+        std::int64_t const minor = signed_varint();
+        std::string_view const code(reinterpret_cast<char const*>(p_), 3);
+        p_ += 3;
+        return Money::of(minor, Currency::from_code(code).value()).value();
+    }
+
+    Failure failure() {
+        auto const kind = static_cast<FailureKind>(byte());
+        return {kind, text()};
+    }
+
+    EventEnvelope envelope() {
+        EventEnvelope e;
+        e.id = id<EventId>();
+        e.occurred_at = time();
+        e.correlation_id = id<CorrelationId>();
+        e.invoice_id = id<InvoiceId>();
+        e.payment_id = id<PaymentId>();
+        e.attempt = static_cast<int>(signed_varint());
+        return e;
+    }
+
+private:
+    std::uint64_t raw64() {
+        std::uint64_t v = 0;
+        for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(byte()) << (i * 8);
+        return v;
+    }
+
+    std::uint8_t const* p_;
+};
+
+struct Pack {
+    Writer& w;
+    void operator()(InvoiceCreated const& e) const {
+        w.envelope(e.envelope);
+        w.money(e.amount);
+        w.text(e.description);
+    }
+    void operator()(PaymentRequested const& e) const {
+        w.envelope(e.envelope);
+        w.money(e.amount);
+        w.text(e.payment_method);
+        w.text(e.gateway_key);
+        w.time(e.not_before);
+    }
+    void operator()(PaymentSucceeded const& e) const {
+        w.envelope(e.envelope);
+        w.money(e.amount);
+        w.text(e.gateway_reference);
+    }
+    void operator()(PaymentFailed const& e) const {
+        w.envelope(e.envelope);
+        w.failure(e.failure);
+    }
+    void operator()(InvoicePaid const& e) const {
+        w.envelope(e.envelope);
+        w.money(e.amount);
+    }
+    void operator()(InvoiceFailed const& e) const {
+        w.envelope(e.envelope);
+        w.failure(e.failure);
+    }
+};
+
+Event unpack_kind(std::size_t kind, Reader& r) {
+    EventEnvelope envelope = r.envelope();
+    switch (kind) {
+    case event_index<InvoiceCreated>(): {
+        Money const amount = r.money();
+        return InvoiceCreated{std::move(envelope), amount, r.text()};
+    }
+    case event_index<PaymentRequested>(): {
+        Money const amount = r.money();
+        std::string method = r.text();
+        std::string key = r.text();
+        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), r.time()};
+    }
+    case event_index<PaymentSucceeded>(): {
+        Money const amount = r.money();
+        return PaymentSucceeded{std::move(envelope), amount, r.text()};
+    }
+    case event_index<PaymentFailed>(): return PaymentFailed{std::move(envelope), r.failure()};
+    case event_index<InvoicePaid>(): return InvoicePaid{std::move(envelope), r.money()};
+    case event_index<InvoiceFailed>(): return InvoiceFailed{std::move(envelope), r.failure()};
+    }
+    throw std::logic_error("PackedEvent: unknown event kind");
+}
+
+} // namespace
+
+PackedEvent::PackedEvent(Event const& event) {
+    thread_local Writer writer;
+    writer.out().clear();
+    writer.byte(static_cast<std::uint8_t>(event.index()));
+    std::visit(Pack{writer}, event);
+    bytes_ = std::make_unique_for_overwrite<std::uint8_t[]>(writer.out().size());
+    std::memcpy(bytes_.get(), writer.out().data(), writer.out().size());
+}
+
+Event PackedEvent::unpack() const {
+    Reader reader(bytes_.get());
+    std::size_t const kind = reader.byte();
+    return unpack_kind(kind, reader);
+}
+
+} // namespace payments::infrastructure
