@@ -1,28 +1,62 @@
 #include <payments/infrastructure/memory_store.hpp>
 
+#include <algorithm>
+
 namespace payments::infrastructure {
 
 using namespace domain;
 using application::Changes;
 
+struct InMemoryStore::Shard {
+    mutable std::mutex mutex;
+    std::unordered_map<InvoiceId, std::pair<Invoice, std::uint64_t>> invoices; // Owned by: mutex; with creation sequence
+    std::unordered_map<PaymentId, Payment> payments;                           // Owned by: mutex
+    // Padding: neighbouring shards' locks do not share a cache line.
+    char pad[64];
+};
+
+// An entry of the creation order: where the invoice lives. The record's
+// address is stable (unordered_map nodes never move) and invoices are never deleted.
+struct InMemoryStore::Listed {
+    std::pair<Invoice, std::uint64_t> const* record;
+    Shard* shard;
+};
+
+InMemoryStore::InMemoryStore(std::size_t shards)
+    : shard_count_(std::max<std::size_t>(shards, 1)), shards_(std::make_unique<Shard[]>(shard_count_)) {}
+
+InMemoryStore::~InMemoryStore() = default;
+
+template <class Id>
+std::size_t InMemoryStore::index_of(Id const& id) const {
+    return std::hash<Id>{}(id) % shard_count_;
+}
+
+InMemoryStore::Shard& InMemoryStore::shard_of(InvoiceId const& id) const { return shards_[index_of(id)]; }
+InMemoryStore::Shard& InMemoryStore::shard_of(PaymentId const& id) const { return shards_[index_of(id)]; }
+
 std::optional<Invoice> InMemoryStore::invoice(InvoiceId const& id) const {
-    std::shared_lock lock(mutex_);
-    auto it = invoices_.find(id);
-    if (it == invoices_.end()) return std::nullopt;
-    return it->second.invoice;
+    Shard const& shard = shard_of(id);
+    std::lock_guard lock(shard.mutex);
+    auto it = shard.invoices.find(id);
+    if (it == shard.invoices.end()) return std::nullopt;
+    return it->second.first;
 }
 
 application::InvoicePage InMemoryStore::invoices(application::InvoiceQuery const& query) const {
-    std::shared_lock lock(mutex_);
-    auto from = creation_order_.begin();
+    std::lock_guard order_lock(order_mutex_);
+    std::size_t from = 0;
     if (query.after) {
-        auto it = invoices_.find(*query.after);
-        if (it == invoices_.end()) return {};
-        from = creation_order_.upper_bound(it->second.sequence);
+        Shard const& shard = shard_of(*query.after);
+        std::lock_guard lock(shard.mutex);
+        auto it = shard.invoices.find(*query.after);
+        if (it == shard.invoices.end()) return {};
+        from = it->second.second + 1;
     }
     application::InvoicePage page;
-    for (auto it = from; it != creation_order_.end(); ++it) {
-        Invoice const& invoice = invoices_.at(it->second).invoice;
+    for (std::size_t i = from; i < order_.size(); ++i) {
+        std::lock_guard lock(order_[i].shard->mutex);
+        Invoice const& invoice = order_[i].record->first;
         if (query.status && invoice.status() != *query.status) continue;
         if (page.data.size() == query.limit) {
             page.next = page.data.back().id();
@@ -34,62 +68,87 @@ application::InvoicePage InMemoryStore::invoices(application::InvoiceQuery const
 }
 
 std::optional<Payment> InMemoryStore::payment(PaymentId const& id) const {
-    std::shared_lock lock(mutex_);
-    auto it = payments_.find(id);
-    if (it == payments_.end()) return std::nullopt;
+    Shard const& shard = shard_of(id);
+    std::lock_guard lock(shard.mutex);
+    auto it = shard.payments.find(id);
+    if (it == shard.payments.end()) return std::nullopt;
     return it->second;
 }
 
 std::vector<Payment> InMemoryStore::payments_of(InvoiceId const& id) const {
-    std::shared_lock lock(mutex_);
+    // The invoice lists its attempts; every attempt was committed with it.
+    auto const invoice = this->invoice(id);
     std::vector<Payment> result;
-    auto it = invoices_.find(id);
-    if (it == invoices_.end()) return result;
-    result.reserve(it->second.payments.size());
-    for (PaymentId const& pid : it->second.payments) result.push_back(payments_.at(pid));
+    if (!invoice) return result;
+    result.reserve(invoice->attempts().size());
+    for (PaymentId const& pid : invoice->attempts())
+        if (auto found = payment(pid)) result.push_back(std::move(*found));
     return result;
 }
 
 Result<void> InMemoryStore::check_locked(Changes const& changes) const {
     if (changes.invoice) {
         auto const& [invoice, expected] = *changes.invoice;
-        auto it = invoices_.find(invoice.id());
-        if (expected == 0 && it != invoices_.end())
+        Shard const& shard = shard_of(invoice.id());
+        auto it = shard.invoices.find(invoice.id());
+        if (expected == 0 && it != shard.invoices.end())
             return reject(ErrorCode::already_exists, "invoice " + invoice.id().str() + " already exists");
-        if (expected != 0 && (it == invoices_.end() || it->second.invoice.version() != expected))
+        if (expected != 0 && (it == shard.invoices.end() || it->second.first.version() != expected))
             return reject(ErrorCode::conflict, "invoice " + invoice.id().str() + " changed since it was read");
     }
     for (auto const& [payment, expected] : changes.payments) {
-        auto it = payments_.find(payment.id());
-        if (expected == 0 && it != payments_.end())
+        Shard const& shard = shard_of(payment.id());
+        auto it = shard.payments.find(payment.id());
+        if (expected == 0 && it != shard.payments.end())
             return reject(ErrorCode::already_exists, "payment " + payment.id().str() + " already exists");
-        if (expected != 0 && (it == payments_.end() || it->second.version() != expected))
+        if (expected != 0 && (it == shard.payments.end() || it->second.version() != expected))
             return reject(ErrorCode::conflict, "payment " + payment.id().str() + " changed since it was read");
-        bool const invoice_known = invoices_.contains(payment.invoice_id()) ||
-                                   (changes.invoice && changes.invoice->invoice.id() == payment.invoice_id());
-        if (!invoice_known) return reject(ErrorCode::not_found, "no invoice " + payment.invoice_id().str());
+        // A new attempt is committed with its invoice, which lists it.
+        if (expected == 0 && !(changes.invoice && changes.invoice->invoice.id() == payment.invoice_id())) {
+            if (!shard_of(payment.invoice_id()).invoices.contains(payment.invoice_id()))
+                return reject(ErrorCode::not_found, "no invoice " + payment.invoice_id().str());
+            return reject(ErrorCode::invalid_argument,
+                          "payment " + payment.id().str() + " must be committed with its invoice");
+        }
+        if (expected != 0 && it->second.invoice_id() != payment.invoice_id())
+            return reject(ErrorCode::invalid_argument, "payment " + payment.id().str() + " changed invoice");
     }
     return {};
 }
 
 Result<void> InMemoryStore::commit(Changes changes) {
-    std::unique_lock lock(mutex_);
+    bool const creates = changes.invoice && changes.invoice->expected_version == 0;
+    // Every shard the commit touches, locked in index order.
+    std::vector<std::size_t> touched;
+    if (changes.invoice) touched.push_back(index_of(changes.invoice->invoice.id()));
+    for (auto const& write : changes.payments) {
+        touched.push_back(index_of(write.payment.id()));
+        touched.push_back(index_of(write.payment.invoice_id()));
+    }
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    std::unique_lock<std::mutex> order_lock;
+    if (creates) order_lock = std::unique_lock(order_mutex_);
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(touched.size());
+    for (std::size_t i : touched) locks.emplace_back(shards_[i].mutex);
+
     if (auto ok = check_locked(changes); !ok) return ok;
     if (changes.invoice) {
         Invoice& invoice = changes.invoice->invoice;
-        auto it = invoices_.find(invoice.id());
-        if (it == invoices_.end()) {
-            std::uint64_t const sequence = next_sequence_++;
+        Shard& shard = shard_of(invoice.id());
+        if (creates) {
             InvoiceId id = invoice.id(); // a copy: the record below takes the invoice apart
-            creation_order_.emplace(sequence, id);
-            invoices_.emplace(std::move(id), InvoiceRecord{std::move(invoice), sequence, {}});
+            auto [it, inserted] = shard.invoices.try_emplace(std::move(id), std::move(invoice), order_.size());
+            order_.push_back({&it->second, &shard});
         } else {
-            it->second.invoice = std::move(invoice);
+            shard.invoices.find(invoice.id())->second.first = std::move(invoice);
         }
     }
     for (auto& [payment, expected] : changes.payments) {
-        if (expected == 0) invoices_.at(payment.invoice_id()).payments.push_back(payment.id());
-        payments_.insert_or_assign(payment.id(), std::move(payment));
+        Shard& shard = shard_of(payment.id());
+        PaymentId id = payment.id();
+        shard.payments.insert_or_assign(std::move(id), std::move(payment));
     }
     return {};
 }
@@ -100,12 +159,15 @@ application::IdempotencyClaim InMemoryIdempotencyStore::claim(application::Idemp
                                                              std::string_view fingerprint, Timestamp now) {
     using State = application::IdempotencyClaim::State;
     std::lock_guard lock(mutex_);
-    // Amortised clean-up keeps memory bounded by the keys of the last ttl.
-    if (++claims_since_purge_ >= 4096) purge_locked(now);
+    // Amortised O(1): only records whose time has come are looked at.
+    purge_locked(now);
     auto [it, inserted] = records_.try_emplace(key, Record{std::string(fingerprint), std::nullopt, now});
-    if (inserted) return {State::claimed, std::nullopt};
+    if (inserted) {
+        expiry_.push_back({now, &it->first});
+        return {State::claimed, std::nullopt};
+    }
     Record& record = it->second;
-    if (record.since + ttl_ <= now) {
+    if (record.released || expired(record, now)) {
         record = Record{std::string(fingerprint), std::nullopt, now};
         return {State::claimed, std::nullopt};
     }
@@ -125,7 +187,11 @@ void InMemoryIdempotencyStore::complete(application::IdempotencyKey const& key,
 
 void InMemoryIdempotencyStore::release(application::IdempotencyKey const& key) {
     std::lock_guard lock(mutex_);
-    records_.erase(key);
+    // Marked, not erased: its expiry entry still points at it.
+    if (auto it = records_.find(key); it != records_.end()) {
+        it->second.released = true;
+        it->second.outcome.reset();
+    }
 }
 
 std::size_t InMemoryIdempotencyStore::purge_expired(Timestamp now) {
@@ -134,8 +200,20 @@ std::size_t InMemoryIdempotencyStore::purge_expired(Timestamp now) {
 }
 
 std::size_t InMemoryIdempotencyStore::purge_locked(Timestamp now) {
-    claims_since_purge_ = 0;
-    return std::erase_if(records_, [&](auto const& entry) { return entry.second.since + ttl_ <= now; });
+    std::size_t purged = 0;
+    while (!expiry_.empty() && expiry_.front().at + ttl_ <= now) {
+        Expiry const entry = expiry_.front();
+        expiry_.pop_front();
+        auto it = records_.find(*entry.key);
+        if (expired(it->second, now)) {
+            records_.erase(it);
+            ++purged;
+        } else {
+            // Completed or claimed again since: look again when that expires.
+            expiry_.push_back({it->second.since, entry.key});
+        }
+    }
+    return purged;
 }
 
 std::size_t InMemoryIdempotencyStore::size() const {

@@ -69,3 +69,22 @@ SCENARIO("idempotency records: claim, in use, replay, mismatch, release, expiry"
     CHECK(store.purge_expired(t0() + 3h) == 2);
     CHECK(store.size() == 0);
 }
+
+SCENARIO("an idempotency record expires ttl after its completion, not after its claim") {
+    using State = IdempotencyClaim::State;
+    infrastructure::InMemoryIdempotencyStore store(1h);
+    auto const slow = IdempotencyKey::make("", "slow").value();
+    auto const quick = IdempotencyKey::make("", "quick").value();
+    application::PaymentOutcome const outcome = reject(ErrorCode::not_found, "no invoice");
+    CHECK(store.claim(slow, "a", t0()).state == State::claimed);
+    CHECK(store.claim(quick, "a", t0() + 1min).state == State::claimed);
+    store.complete(quick, outcome, t0() + 1min);
+    store.complete(slow, outcome, t0() + 50min);
+
+    CHECK(store.purge_expired(t0() + 1h) == 0);
+    CHECK(store.purge_expired(t0() + 1h + 1min) == 1); // quick
+    CHECK(store.claim(slow, "a", t0() + 1h + 49min).state == State::replay);
+    // Each claim looks at what is due, so no explicit purge is needed.
+    CHECK(store.claim(IdempotencyKey::make("", "later").value(), "a", t0() + 1h + 50min).state == State::claimed);
+    CHECK(store.size() == 1);
+}

@@ -5,17 +5,22 @@
 
 #include <chrono>
 #include <cstdint>
-#include <map>
+#include <deque>
+#include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <unordered_map>
 
 namespace payments::infrastructure {
 
-/// Invoices and payments in memory, with all-or-nothing commits. Reads share
-/// a lock; commits take it alone.
+/// Invoices and payments in memory, with all-or-nothing commits. The maps
+/// are split into shards, each behind its own mutex, so that commits of
+/// different invoices do not wait for each other; a commit locks the shards
+/// it touches in one global order.
 class InMemoryStore final : public application::Store {
 public:
+    explicit InMemoryStore(std::size_t shards = 64);
+    ~InMemoryStore() override;
+
     std::optional<domain::Invoice> invoice(domain::InvoiceId const& id) const override;
     application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
@@ -23,19 +28,20 @@ public:
     Result<void> commit(application::Changes changes) override;
 
 private:
-    struct InvoiceRecord {
-        domain::Invoice invoice;
-        std::uint64_t sequence; // creation order, for stable paging
-        std::vector<domain::PaymentId> payments;
-    };
+    struct Shard;
+    struct Listed;
 
+    template <class Id>
+    std::size_t index_of(Id const& id) const;
+    Shard& shard_of(domain::InvoiceId const& id) const;
+    Shard& shard_of(domain::PaymentId const& id) const;
     Result<void> check_locked(application::Changes const& changes) const;
 
-    mutable std::shared_mutex mutex_;
-    std::unordered_map<domain::InvoiceId, InvoiceRecord> invoices_;   // Owned by: mutex_
-    std::map<std::uint64_t, domain::InvoiceId> creation_order_;       // Owned by: mutex_
-    std::unordered_map<domain::PaymentId, domain::Payment> payments_; // Owned by: mutex_
-    std::uint64_t next_sequence_ = 1;                                 // Owned by: mutex_
+    std::size_t shard_count_;
+    std::unique_ptr<Shard[]> shards_;
+    // Creation order, for paging. Lock order: order_mutex_, then shards by index.
+    mutable std::mutex order_mutex_;
+    std::deque<Listed> order_; // Owned by: order_mutex_
 };
 
 /// Idempotency records in memory, forgotten `ttl` after completion (24 h by default).
@@ -56,14 +62,23 @@ private:
         std::string fingerprint;
         std::optional<application::PaymentOutcome> outcome; // empty while in use
         domain::Timestamp since;                            // claimed, then completed
+        bool released = false;                              // free to claim again
+    };
+
+    // When a record was last looked at for expiry. Each record has one entry;
+    // records leave the map only through their entry, so the key stays valid.
+    struct Expiry {
+        domain::Timestamp at;
+        application::IdempotencyKey const* key;
     };
 
     std::size_t purge_locked(domain::Timestamp now);
+    bool expired(Record const& record, domain::Timestamp now) const { return record.since + ttl_ <= now; }
 
     domain::Duration ttl_;
     mutable std::mutex mutex_;
     std::unordered_map<application::IdempotencyKey, Record> records_; // Owned by: mutex_
-    std::uint64_t claims_since_purge_ = 0;                             // Owned by: mutex_
+    std::deque<Expiry> expiry_;                                         // Owned by: mutex_; oldest first
 };
 
 } // namespace payments::infrastructure
