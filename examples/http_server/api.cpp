@@ -10,7 +10,10 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <tuple>
 
 namespace http_server {
 
@@ -300,7 +303,7 @@ struct Api::Impl {
     Reply health(Call&) { return json_reply(http::status::ok, json::object{{"status", "ok"}}); }
 
     // Routes the request; `route` is set to the matched pattern for metrics and logs.
-    Reply dispatch(Request const& request, CorrelationId const& correlation_id, std::string& route) {
+    Reply dispatch(Request const& request, CorrelationId const& correlation_id, std::string_view& route) {
         auto target = boost::urls::parse_origin_form(request.target());
         if (!target) return problem_reply(http::status::bad_request, "bad_request", "the request target is not a valid path");
         std::vector<std::string> segments;
@@ -331,9 +334,35 @@ struct Api::Impl {
         return given ? *given : CorrelationId::generate(ids);
     }
 
+    // The metric series of one (route, method, status), registered on first use.
+    struct Series {
+        infrastructure::Counter* requests;
+        infrastructure::Histogram* duration;
+    };
+
+    // A map lookup under a short lock, instead of the registry's lookup by
+    // name and labels on every request.
+    Series series(std::string_view route, http::verb method, unsigned status) {
+        std::lock_guard lock(series_mutex);
+        auto [it, inserted] = series_by_key.try_emplace({route, method, status});
+        if (inserted) {
+            auto& registry = engine.metrics();
+            std::string const method_name(http::to_string(method));
+            it->second.requests = &registry.counter("http_requests_total", "HTTP requests by route, method and status",
+                                                    {{"route", std::string(route)},
+                                                     {"method", method_name},
+                                                     {"status", std::to_string(status)}});
+            it->second.duration = &registry.histogram("http_request_duration_seconds", "HTTP request latency by route",
+                                                      infrastructure::latency_buckets(), {{"route", std::string(route)}});
+        }
+        return it->second;
+    }
+
     Engine& engine;
     std::atomic<Readiness> const& readiness;
     infrastructure::SeededRandom ids{infrastructure::SeededRandom::entropy_seed()};
+    std::mutex series_mutex;
+    std::map<std::tuple<std::string_view, http::verb, unsigned>, Series> series_by_key; // Owned by: series_mutex
 
     // One route: method, path pattern ("/invoices/{id}/pay") and handler.
     struct Route {
@@ -362,7 +391,7 @@ Api::Api(Engine& engine, std::atomic<Readiness> const& readiness) : impl_(std::m
 Response Api::handle(Request const& request) {
     auto const started = std::chrono::steady_clock::now();
     CorrelationId const id = impl_->request_id(request);
-    std::string route = "unmatched";
+    std::string_view route = "unmatched"; // a route pattern or this literal: static storage
     Reply reply = impl_->dispatch(request, id, route);
 
     Response response{reply.status, request.version()};
@@ -374,16 +403,10 @@ Response Api::handle(Request const& request) {
     response.prepare_payload();
 
     double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    auto& registry = impl_->engine.metrics();
-    std::string const method(http::to_string(request.method()));
-    std::string const status = std::to_string(static_cast<int>(reply.status));
-    registry.counter("http_requests_total", "HTTP requests by route, method and status",
-                     {{"route", route}, {"method", method}, {"status", status}})
-        .inc();
-    registry.histogram("http_request_duration_seconds", "HTTP request latency by route",
-                       infrastructure::latency_buckets(), {{"route", route}})
-        .observe(seconds);
-    impl_->engine.logger().info("http request", {{"method", method},
+    auto const series = impl_->series(route, request.method(), static_cast<unsigned>(reply.status));
+    series.requests->inc();
+    series.duration->observe(seconds);
+    impl_->engine.logger().info("http request", {{"method", http::to_string(request.method())},
                                                  {"route", route},
                                                  {"status", static_cast<std::int64_t>(reply.status)},
                                                  {"duration_us", static_cast<std::int64_t>(seconds * 1e6)},

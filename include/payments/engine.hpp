@@ -25,6 +25,8 @@ struct EngineOptions {
     std::uint64_t seed = 0; ///< ids and jitter; 0: from std::random_device
     application::LogLevel log_level = application::LogLevel::info;
     std::FILE* log_output = stderr; ///< nullptr: no logs
+    /// Info and debug lines are written in batches this often; warnings and errors at once.
+    domain::Duration log_flush_interval = std::chrono::milliseconds(100);
 };
 
 /// A running payments system in one process.

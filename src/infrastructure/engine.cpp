@@ -36,7 +36,7 @@ BusOptions bus_options(EngineOptions const& o) {
 struct Engine::Impl {
     explicit Impl(EngineOptions const& o)
         : options(o), random(o.seed != 0 ? o.seed : SeededRandom::entropy_seed()),
-          logger(o.log_output, o.log_level, clock), metrics(registry),
+          logger(o.log_output, o.log_level, clock, o.log_flush_interval), metrics(registry),
           pool(thread_count(o)),
           scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, bus_options(o)),
           idempotency(o.idempotency_ttl), gateway(scheduler, clock, o.gateway),

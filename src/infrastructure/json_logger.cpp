@@ -72,8 +72,43 @@ bool JsonLogger::is_secret_key(std::string_view key) noexcept {
                        [&](std::string_view word) { return lower.find(word) != std::string::npos; });
 }
 
-JsonLogger::JsonLogger(std::FILE* out, LogLevel min_level, application::Clock const& clock)
-    : out_(out), min_level_(min_level), clock_(clock) {}
+namespace {
+
+constexpr std::size_t flush_at_bytes = 64 * 1024;
+
+} // namespace
+
+JsonLogger::JsonLogger(std::FILE* out, LogLevel min_level, application::Clock const& clock, domain::Duration flush_every)
+    : out_(out), min_level_(min_level), clock_(clock), flush_every_(flush_every) {
+    if (out_ == nullptr || flush_every_ <= domain::Duration::zero()) return;
+    flusher_ = std::jthread([this](std::stop_token stop) {
+        std::unique_lock lock(mutex_);
+        while (!stop.stop_requested()) {
+            wake_.wait_for(lock, stop, flush_every_, [] { return false; });
+            flush_locked();
+        }
+    });
+}
+
+JsonLogger::~JsonLogger() {
+    if (flusher_.joinable()) {
+        flusher_.request_stop();
+        flusher_.join();
+    }
+    flush();
+}
+
+void JsonLogger::flush() {
+    std::lock_guard lock(mutex_);
+    flush_locked();
+}
+
+void JsonLogger::flush_locked() {
+    if (buffer_.empty() || out_ == nullptr) return;
+    std::fwrite(buffer_.data(), 1, buffer_.size(), out_);
+    std::fflush(out_);
+    buffer_.clear();
+}
 
 bool JsonLogger::enabled(LogLevel level) const noexcept { return out_ != nullptr && level >= min_level_; }
 
@@ -105,8 +140,8 @@ void JsonLogger::write(LogLevel level, std::string_view message, std::span<LogFi
     std::string line = format(level, message, fields);
     line += '\n';
     std::lock_guard lock(mutex_);
-    std::fwrite(line.data(), 1, line.size(), out_);
-    std::fflush(out_);
+    buffer_ += line;
+    if (!flusher_.joinable() || level >= LogLevel::warn || buffer_.size() >= flush_at_bytes) flush_locked();
 }
 
 } // namespace payments::infrastructure

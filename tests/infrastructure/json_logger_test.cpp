@@ -71,3 +71,31 @@ TEST_CASE("records below the level are not written") {
     CHECK(written.back() == '\n');
     CHECK_FALSE(JsonLogger(nullptr, LogLevel::debug, clock).enabled(LogLevel::error));
 }
+
+TEST_CASE("a buffered logger writes info lines in batches and warnings at once, in order") {
+    infrastructure::ManualClock clock;
+    std::FILE* sink = std::tmpfile();
+    REQUIRE(sink != nullptr);
+    auto written = [&] {
+        std::fflush(sink);
+        std::rewind(sink);
+        char buffer[1024] = {};
+        std::size_t const n = std::fread(buffer, 1, sizeof buffer - 1, sink);
+        return std::string(buffer, n);
+    };
+    {
+        JsonLogger logger(sink, LogLevel::info, clock, std::chrono::hours(1)); // the interval never passes here
+        logger.info("first");
+        CHECK(written().empty());
+        logger.warn("second");
+        std::string const both = written();
+        CHECK(both.find("first") < both.find("second"));
+        logger.info("third");
+        CHECK(written().find("third") == std::string::npos);
+        logger.flush();
+        CHECK(written().find("third") != std::string::npos);
+        logger.info("fourth");
+    }
+    CHECK(written().find("fourth") != std::string::npos); // destruction writes the rest
+    std::fclose(sink);
+}
