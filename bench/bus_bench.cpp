@@ -34,7 +34,7 @@ Event sample_event(std::size_t n, Random& random) {
                            CorrelationId::generate(random),
                            InvoiceId::parse("inv_bench_" + std::to_string(n % invoices)).value(),
                            PaymentId::generate(random), 1};
-    std::string gateway_key = envelope.payment_id.str();
+    std::string gateway_key(envelope.payment_id.str());
     return PaymentRequested{std::move(envelope), Money::charge(1999, Currency::usd()).value(), "pm_card_ok",
                             std::move(gateway_key), Timestamp{}};
 }

@@ -50,14 +50,14 @@ int main(int argc, char** argv) {
     (*engine)->wait_idle(5s);
 
     auto const final_state = payments.invoice(invoice.id()).value();
-    std::printf("invoice %s  %s  %s after %d attempt(s)\n", final_state.id().str().c_str(),
+    std::printf("invoice %s  %s  %s after %d attempt(s)\n", std::string(final_state.id().str()).c_str(),
                 final_state.amount().to_string().c_str(), std::string(to_string(final_state.status())).c_str(),
                 final_state.current_attempt());
     for (auto const& attempt : payments.payments_of(invoice.id()).value()) {
         std::string detail = attempt.failure() ? std::string(to_string(attempt.failure()->kind)) + ": " +
                                                      attempt.failure()->reason
                                                : attempt.gateway_reference();
-        std::printf("  attempt %d  %s  %-9s %s\n", attempt.attempt(), attempt.id().str().c_str(),
+        std::printf("  attempt %d  %s  %-9s %s\n", attempt.attempt(), std::string(attempt.id().str()).c_str(),
                     std::string(to_string(attempt.status())).c_str(), detail.c_str());
     }
     on_paid.reset();

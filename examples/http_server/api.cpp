@@ -209,7 +209,7 @@ struct Api::Impl {
         auto created = engine.service().create_invoice(std::move(command));
         if (!created) return from_error(created.error());
         Reply reply = json_reply(http::status::created, invoice_json(*created, engine.clock().now()));
-        reply.headers.emplace_back("Location", "/invoices/" + created->id().str());
+        reply.headers.emplace_back("Location", "/invoices/" + std::string(created->id().str()));
         return reply;
     }
 
@@ -266,7 +266,7 @@ struct Api::Impl {
         auto outcome = engine.service().request_payment(command);
         Reply reply = outcome.result ? json_reply(http::status::accepted, payment_json(*outcome.result))
                                      : from_error(outcome.result.error());
-        if (outcome.result) reply.headers.emplace_back("Location", "/payments/" + outcome.result->id().str());
+        if (outcome.result) reply.headers.emplace_back("Location", "/payments/" + std::string(outcome.result->id().str()));
         if (outcome.replayed) reply.headers.emplace_back("Idempotent-Replayed", "true");
         return reply;
     }

@@ -249,7 +249,7 @@ Result<void> PaymentProcessor::settle(PaymentRequested const& requested, ChargeO
         }
         return settlement->invoice_decision;
     }
-    return reject(ErrorCode::conflict, "invoice " + env.invoice_id.str() + " kept changing while settling");
+    return reject(ErrorCode::conflict, "invoice " + std::string(env.invoice_id.str()) + " kept changing while settling");
 }
 
 void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome const& outcome, Invoice const& invoice,

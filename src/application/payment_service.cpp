@@ -11,7 +11,7 @@ constexpr int commit_attempts = 8;
 
 // What makes two requests with one key "the same request".
 std::string fingerprint(RequestPayment const& command) {
-    return command.invoice_id.str() + '\n' + command.payment_method;
+    return std::string(command.invoice_id.str()) + '\n' + command.payment_method;
 }
 
 // Outcomes that are the request's answer and so are replayed; the others
@@ -36,7 +36,7 @@ Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
     Invoice invoice = Invoice::from(*created);
     if (auto committed = ports_.store.commit({Changes::InvoiceWrite{invoice, 0}, {}}); !committed) {
         if (committed.error().code == ErrorCode::already_exists)
-            return reject(ErrorCode::already_exists, "invoice " + invoice.id().str() + " already exists");
+            return reject(ErrorCode::already_exists, "invoice " + std::string(invoice.id().str()) + " already exists");
         return committed.error();
     }
     ports_.metrics.invoice_status_changed(std::nullopt, invoice.status());
@@ -87,7 +87,7 @@ PaymentRequestOutcome PaymentService::request_payment(RequestPayment const& comm
 PaymentOutcome PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id) {
     for (int round = 0; round < commit_attempts; ++round) {
         auto loaded = ports_.store.invoice(command.invoice_id);
-        if (!loaded) return reject(ErrorCode::not_found, "no invoice " + command.invoice_id.str());
+        if (!loaded) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
         Invoice invoice = std::move(*loaded);
         InvoiceStatus const before = invoice.status();
         std::uint64_t const version = invoice.version();
@@ -113,30 +113,30 @@ PaymentOutcome PaymentService::request_payment_once(RequestPayment const& comman
         ports_.bus.publish(std::move(*requested));
         return payment;
     }
-    return reject(ErrorCode::conflict, "invoice " + command.invoice_id.str() + " is changing too often; try again");
+    return reject(ErrorCode::conflict, "invoice " + std::string(command.invoice_id.str()) + " is changing too often; try again");
 }
 
 Result<Invoice> PaymentService::invoice(InvoiceId const& id) const {
     if (auto found = ports_.store.invoice(id)) return std::move(*found);
-    return reject(ErrorCode::not_found, "no invoice " + id.str());
+    return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));
 }
 
 Result<InvoicePage> PaymentService::invoices(InvoiceQuery const& query) const {
     if (query.limit < 1 || query.limit > InvoiceQuery::max_limit)
         return reject(ErrorCode::invalid_argument, "limit must be between 1 and 1000");
     if (query.after && !ports_.store.invoice(*query.after))
-        return reject(ErrorCode::invalid_argument, "no invoice " + query.after->str() + " to continue after");
+        return reject(ErrorCode::invalid_argument, "no invoice " + std::string(query.after->str()) + " to continue after");
     return ports_.store.invoices(query);
 }
 
 Result<std::vector<Payment>> PaymentService::payments_of(InvoiceId const& id) const {
-    if (!ports_.store.invoice(id)) return reject(ErrorCode::not_found, "no invoice " + id.str());
+    if (!ports_.store.invoice(id)) return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));
     return ports_.store.payments_of(id);
 }
 
 Result<Payment> PaymentService::payment(PaymentId const& id) const {
     if (auto found = ports_.store.payment(id)) return std::move(*found);
-    return reject(ErrorCode::not_found, "no payment " + id.str());
+    return reject(ErrorCode::not_found, "no payment " + std::string(id.str()));
 }
 
 } // namespace payments::application

@@ -12,17 +12,16 @@ bool is_valid_id(std::string_view text) noexcept {
     });
 }
 
-std::string generate_id(std::string_view prefix, Random& random) {
+std::string_view generate_id(std::string_view prefix, Random& random, char* out) {
     // Lowercase RFC 4648 base32: 13 characters hold 64 bits (the first one only 4).
     static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-    std::string id;
-    id.reserve(prefix.size() + 26);
-    id.append(prefix);
+    std::size_t const size = std::min(prefix.size(), max_generated_id - 26);
+    char* p = std::copy_n(prefix.data(), size, out);
     for (int word = 0; word < 2; ++word) {
         std::uint64_t bits = random.next_u64();
-        for (int i = 12; i >= 0; --i) id.push_back(alphabet[(bits >> (i * 5)) & 31]);
+        for (int i = 12; i >= 0; --i) *p++ = alphabet[(bits >> (i * 5)) & 31];
     }
-    return id;
+    return {out, static_cast<std::size_t>(p - out)};
 }
 
 } // namespace payments::domain

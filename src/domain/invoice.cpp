@@ -38,16 +38,16 @@ Result<PaymentRequested> Invoice::request_payment(PaymentId payment_id, std::str
                                                   EventMeta const& meta) const {
     switch (status_) {
     case InvoiceStatus::paid:
-        return reject(ErrorCode::invoice_already_paid, "invoice " + id_.str() + " is already PAID");
+        return reject(ErrorCode::invoice_already_paid, "invoice " + std::string(id_.str()) + " is already PAID");
     case InvoiceStatus::processing:
-        return reject(ErrorCode::payment_in_progress, "invoice " + id_.str() + " has a payment in progress");
+        return reject(ErrorCode::payment_in_progress, "invoice " + std::string(id_.str()) + " has a payment in progress");
     case InvoiceStatus::pending:
     case InvoiceStatus::failed: break;
     }
     if (!payment_method.empty() && !is_valid_id(payment_method))
         return reject(ErrorCode::invalid_argument, "payment method must be 1-64 characters of A-Z a-z 0-9 _ -");
 
-    std::string gateway_key = payment_id.str();
+    std::string gateway_key(payment_id.str());
     if (last_failure_ && reuses_gateway_key_after(*last_failure_)) {
         if (payment_method.empty()) payment_method = current_method_;
         if (payment_method != current_method_)
@@ -80,9 +80,9 @@ bool Invoice::reuses_gateway_key_after(Failure const& failure) const {
 Result<void> Invoice::require_current(EventEnvelope const& outcome) const {
     if (status_ != InvoiceStatus::processing)
         return reject(ErrorCode::invalid_state,
-                      "invoice " + id_.str() + " is " + std::string(to_string(status_)) + ", not PROCESSING");
+                      "invoice " + std::string(id_.str()) + " is " + std::string(to_string(status_)) + ", not PROCESSING");
     if (outcome.payment_id != current_payment())
-        return reject(ErrorCode::stale_attempt, "payment " + outcome.payment_id.str() + " is not the current attempt");
+        return reject(ErrorCode::stale_attempt, "payment " + std::string(outcome.payment_id.str()) + " is not the current attempt");
     return {};
 }
 
@@ -111,7 +111,7 @@ Result<Invoice::AfterFailure> Invoice::settle_failure(PaymentFailed const& faile
                                            failed.envelope.attempt},
                                           std::move(final_failure)}};
     }
-    std::string gateway_key = reuses_gateway_key_after(failure) ? current_gateway_key_ : next_payment_id.str();
+    std::string gateway_key = reuses_gateway_key_after(failure) ? current_gateway_key_ : std::string(next_payment_id.str());
     Timestamp const due = meta.now + policy.delay(cycle_attempts(), random);
     int const attempt = current_attempt() + 1;
     return AfterFailure{PaymentRequested{

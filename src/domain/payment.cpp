@@ -27,7 +27,7 @@ Payment Payment::from(PaymentRequested const& requested) {
 Result<void> Payment::require_requested() const {
     if (status_ != PaymentStatus::requested)
         return reject(ErrorCode::invalid_state,
-                      "payment " + id_.str() + " is already " + std::string(to_string(status_)));
+                      "payment " + std::string(id_.str()) + " is already " + std::string(to_string(status_)));
     return {};
 }
 

@@ -92,26 +92,26 @@ Result<void> InMemoryStore::check_locked(Changes const& changes) const {
         Shard const& shard = shard_of(invoice.id());
         auto it = shard.invoices.find(invoice.id());
         if (expected == 0 && it != shard.invoices.end())
-            return reject(ErrorCode::already_exists, "invoice " + invoice.id().str() + " already exists");
+            return reject(ErrorCode::already_exists, "invoice " + std::string(invoice.id().str()) + " already exists");
         if (expected != 0 && (it == shard.invoices.end() || it->second.first.version() != expected))
-            return reject(ErrorCode::conflict, "invoice " + invoice.id().str() + " changed since it was read");
+            return reject(ErrorCode::conflict, "invoice " + std::string(invoice.id().str()) + " changed since it was read");
     }
     for (auto const& [payment, expected] : changes.payments) {
         Shard const& shard = shard_of(payment.id());
         auto it = shard.payments.find(payment.id());
         if (expected == 0 && it != shard.payments.end())
-            return reject(ErrorCode::already_exists, "payment " + payment.id().str() + " already exists");
+            return reject(ErrorCode::already_exists, "payment " + std::string(payment.id().str()) + " already exists");
         if (expected != 0 && (it == shard.payments.end() || it->second.version() != expected))
-            return reject(ErrorCode::conflict, "payment " + payment.id().str() + " changed since it was read");
+            return reject(ErrorCode::conflict, "payment " + std::string(payment.id().str()) + " changed since it was read");
         // A new attempt is committed with its invoice, which lists it.
         if (expected == 0 && !(changes.invoice && changes.invoice->invoice.id() == payment.invoice_id())) {
             if (!shard_of(payment.invoice_id()).invoices.contains(payment.invoice_id()))
-                return reject(ErrorCode::not_found, "no invoice " + payment.invoice_id().str());
+                return reject(ErrorCode::not_found, "no invoice " + std::string(payment.invoice_id().str()));
             return reject(ErrorCode::invalid_argument,
-                          "payment " + payment.id().str() + " must be committed with its invoice");
+                          "payment " + std::string(payment.id().str()) + " must be committed with its invoice");
         }
         if (expected != 0 && it->second.invoice_id() != payment.invoice_id())
-            return reject(ErrorCode::invalid_argument, "payment " + payment.id().str() + " changed invoice");
+            return reject(ErrorCode::invalid_argument, "payment " + std::string(payment.id().str()) + " changed invoice");
     }
     return {};
 }

@@ -29,7 +29,7 @@ int base32_value(char c) {
 
 // The 64 bits of one group, if the group is canonical (its first character
 // carries only the top 4 bits).
-std::optional<std::uint64_t> decode_group(std::string_view text) {
+std::optional<std::uint64_t> group_bits(std::string_view text) {
     std::uint64_t bits = 0;
     for (std::size_t i = 0; i < group; ++i) {
         int const v = base32_value(text[i]);
@@ -39,8 +39,9 @@ std::optional<std::uint64_t> decode_group(std::string_view text) {
     return bits;
 }
 
-void encode_group(std::string& out, std::uint64_t bits) {
-    for (int i = group - 1; i >= 0; --i) out.push_back(alphabet[(bits >> (i * 5)) & 31]);
+char* write_group(char* out, std::uint64_t bits) {
+    for (int i = group - 1; i >= 0; --i) *out++ = alphabet[(bits >> (i * 5)) & 31];
+    return out;
 }
 
 class Writer {
@@ -61,8 +62,8 @@ public:
         for (std::size_t p = 0; p < prefixes.size(); ++p) {
             std::string_view const prefix = prefixes[p];
             if (t.size() != prefix.size() + 2 * group || !t.starts_with(prefix)) continue;
-            auto const high = decode_group(t.substr(prefix.size(), group));
-            auto const low = decode_group(t.substr(prefix.size() + group, group));
+            auto const high = group_bits(t.substr(prefix.size(), group));
+            auto const low = group_bits(t.substr(prefix.size() + group, group));
             if (!high || !low) break;
             byte(static_cast<std::uint8_t>(p + 1));
             raw64(*high);
@@ -125,26 +126,33 @@ public:
         return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
     }
 
-    std::string text() {
+    // The text, in the packed bytes or, for a generated id, rebuilt in `scratch`.
+    std::string_view text(char (&scratch)[max_generated_id]) {
         std::uint8_t const tag = byte();
         if (tag == 0) {
             auto const n = static_cast<std::size_t>(varint());
-            std::string t(reinterpret_cast<char const*>(p_), n);
+            std::string_view const t(reinterpret_cast<char const*>(p_), n);
             p_ += n;
             return t;
         }
-        std::string t(prefixes[tag - 1]);
-        t.reserve(t.size() + 2 * group);
-        encode_group(t, raw64());
-        encode_group(t, raw64());
-        return t;
+        std::string_view const prefix = prefixes[tag - 1];
+        char* out = std::copy(prefix.begin(), prefix.end(), scratch);
+        out = write_group(out, raw64());
+        out = write_group(out, raw64());
+        return {scratch, static_cast<std::size_t>(out - scratch)};
+    }
+
+    std::string text() {
+        char scratch[max_generated_id];
+        return std::string(text(scratch));
     }
 
     template <class Id>
     Id id() {
-        std::string t = text();
+        char scratch[max_generated_id];
+        std::string_view const t = text(scratch);
         if (t.empty()) return Id();
-        return Id::take(std::move(t)).value();
+        return Id::parse(t).value();
     }
 
     Timestamp time() { return Timestamp(Duration(signed_varint())); }

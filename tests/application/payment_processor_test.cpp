@@ -99,7 +99,7 @@ SCENARIO("a gateway that never answers is retried with the same gateway key") {
     CHECK(failed.last_failure()->reason ==
           "gave up after 3 attempts: gateway did not answer and holds no charge for the attempt");
     auto const keys = world.gateway.keys_seen();
-    CHECK(keys == std::vector<std::string>(3, first.id().str()));
+    CHECK(keys == std::vector<std::string>(3, std::string(first.id().str())));
     for (Payment const& p : world.service.payments_of(invoice.id()).value()) {
         CHECK(p.gateway_key() == first.id().str());
         CHECK(p.updated_at() - p.not_before() == 5s); // each attempt waited the full timeout
@@ -206,7 +206,7 @@ SCENARIO("the correlation id of the request follows every event it caused") {
     std::set<std::string> seen;
     for (auto const& e : world.events)
         if (envelope_of(e).invoice_id == invoice.id() && !std::holds_alternative<InvoiceCreated>(e))
-            seen.insert(envelope_of(e).correlation_id.str());
+            seen.insert(std::string(envelope_of(e).correlation_id.str()));
     CHECK(seen == std::set<std::string>{"req_abc"});
 }
 

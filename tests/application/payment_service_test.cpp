@@ -86,7 +86,7 @@ SCENARIO("a key still being handled is in use") {
     World world;
     Invoice invoice = world.create();
     application::RequestPayment const request{invoice.id(), "pm_card_ok", key("k"), {}};
-    auto claim = world.idempotency.claim(key("k"), invoice.id().str() + "\npm_card_ok", world.clock.now());
+    auto claim = world.idempotency.claim(key("k"), std::string(invoice.id().str()) + "\npm_card_ok", world.clock.now());
     REQUIRE(claim.state == application::IdempotencyClaim::State::claimed);
     CHECK(world.service.request_payment(request).result.error().code == ErrorCode::idempotency_key_in_use);
     world.idempotency.release(key("k"));

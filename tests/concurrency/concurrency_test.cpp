@@ -138,7 +138,7 @@ SCENARIO("every PaymentRequested delivered twice, and again late from other thre
     auto echo = engine->bus().subscribe<PaymentRequested>("echo", [&](PaymentRequested const& e) {
         {
             std::lock_guard lock(mutex);
-            if (!duplicated.insert(e.envelope.id.str()).second) return;
+            if (!duplicated.insert(std::string(e.envelope.id.str())).second) return;
             seen.push_back(e);
         }
         engine->bus().publish(e);
@@ -195,7 +195,7 @@ SCENARIO("events of one invoice are handled in publication order, one at a time,
         int seen_max = max_parallel.load();
         while (now_running > seen_max && !max_parallel.compare_exchange_weak(seen_max, now_running)) {
         }
-        Track& track = tracks[static_cast<std::size_t>(std::stoi(e.envelope.invoice_id.str().substr(4)))];
+        Track& track = tracks[static_cast<std::size_t>(std::stoi(std::string(e.envelope.invoice_id.str().substr(4))))];
         if (track.active.exchange(true)) ++overlaps;
         if (e.envelope.attempt != track.last + 1) ++out_of_order;
         track.last = e.envelope.attempt;

@@ -27,9 +27,32 @@ TEST_CASE("generated ids are prefixed, URL-safe, unique and reproducible from a 
         REQUIRE(id.str().starts_with("inv_"));
         REQUIRE(id.str().size() == 30);
         REQUIRE(is_valid_id(id.str()));
-        REQUIRE(seen.insert(id.str()).second);
+        REQUIRE(seen.insert(std::string(id.str())).second);
     }
     CHECK(PaymentId::generate(random).str().starts_with("pay_"));
     infrastructure::SeededRandom a(99), b(99);
     CHECK(EventId::generate(a) == EventId::generate(b));
+}
+
+TEST_CASE("ids of every length copy, move and compare by their text") {
+    for (std::size_t length : {1u, 30u, 39u, 40u, 64u}) {
+        CAPTURE(length);
+        std::string const text(length, 'a');
+        auto const original = InvoiceId::parse(text).value();
+        InvoiceId copy = original;
+        CHECK(copy.str() == text);
+        InvoiceId moved = std::move(copy);
+        CHECK(moved == original);
+        InvoiceId assigned = InvoiceId::parse("inv_other").value();
+        assigned = moved;
+        CHECK(assigned.str() == text);
+        assigned = InvoiceId::parse(std::string(64, 'z')).value(); // replaces heap text or inline text
+        CHECK(assigned.str() == std::string(64, 'z'));
+        assigned = std::move(moved);
+        CHECK(assigned == original);
+        CHECK(std::hash<InvoiceId>{}(assigned) == std::hash<std::string_view>{}(text));
+    }
+    CHECK(InvoiceId::parse("inv_a").value() < InvoiceId::parse("inv_b").value());
+    CHECK(InvoiceId::parse(std::string(50, 'a')).value() < InvoiceId::parse("b").value());
+    CHECK(InvoiceId().empty());
 }

@@ -21,7 +21,7 @@ std::vector<Event> every_kind() {
     EventEnvelope const chosen{EventId::parse("evt_1").value(), t0() - 5s, CorrelationId::parse("req-from-client").value(),
                                iid("inv_b42"), PaymentId(), 0};
     Money const yen = Money::charge(500, Currency::from_code("JPY").value()).value();
-    std::string const key = PaymentId::generate(random).str();
+    std::string const key(PaymentId::generate(random).str());
     return {
         InvoiceCreated{chosen, usd(1999), "Order #7 \xe2\x82\xac, \"quoted\"\n"},
         InvoiceCreated{generated_envelope(random), yen, ""},

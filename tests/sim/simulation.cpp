@@ -105,10 +105,10 @@ public:
     void step() {
         std::map<InvoiceId, int> charges;
         for (auto const& charge : system_.gateway.ledger())
-            if (++charges[charge.invoice_id] > 1) violation("invoice " + charge.invoice_id.str() + " charged twice");
+            if (++charges[charge.invoice_id] > 1) violation("invoice " + std::string(charge.invoice_id.str()) + " charged twice");
         for (Invoice const& invoice : invoices()) {
             if (invoice.status() == InvoiceStatus::paid && charges[invoice.id()] != 1)
-                violation("invoice " + invoice.id().str() + " PAID without a charge at the gateway");
+                violation("invoice " + std::string(invoice.id().str()) + " PAID without a charge at the gateway");
             check_attempts(invoice);
         }
     }
@@ -124,11 +124,11 @@ public:
         for (Invoice const& invoice : invoices()) {
             ++by_status[invoice.status()];
             if (charges[invoice.id()] == 1 && invoice.status() != InvoiceStatus::paid)
-                violation("invoice " + invoice.id().str() + " charged at the gateway but " +
+                violation("invoice " + std::string(invoice.id().str()) + " charged at the gateway but " +
                           std::string(to_string(invoice.status())));
             if (record_.requested.contains(invoice.id()) && invoice.status() != InvoiceStatus::paid &&
                 invoice.status() != InvoiceStatus::failed)
-                violation("invoice " + invoice.id().str() + " still " + std::string(to_string(invoice.status())) +
+                violation("invoice " + std::string(invoice.id().str()) + " still " + std::string(to_string(invoice.status())) +
                           " after the faults stopped");
             for (Payment const& p : system_.store.payments_of(invoice.id())) {
                 if (p.status() == PaymentStatus::succeeded) ++succeeded;
@@ -177,12 +177,12 @@ private:
             }
             ++in_cycle;
             if (in_cycle > config_.retry.max_attempts)
-                violation("invoice " + invoice.id().str() + " made attempt " + std::to_string(in_cycle) +
+                violation("invoice " + std::string(invoice.id().str()) + " made attempt " + std::to_string(in_cycle) +
                           " of a cycle; the policy allows " + std::to_string(config_.retry.max_attempts));
             Payment const& previous = attempts[i - 1];
             Duration const waited = p.not_before() - previous.updated_at();
             if (waited < Duration::zero() || waited > config_.retry.max_delay(in_cycle - 1))
-                violation("attempt " + p.id().str() + " waited " + std::to_string(waited.count()) + " us");
+                violation("attempt " + std::string(p.id().str()) + " waited " + std::to_string(waited.count()) + " us");
         }
     }
 

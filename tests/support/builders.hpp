@@ -74,7 +74,7 @@ inline PaymentRequested current_request(Invoice const& invoice, std::string cons
                              invoice.id(), invoice.attempts().back(), invoice.current_attempt()},
                             invoice.amount(),
                             method,
-                            invoice.attempts().back().str(),
+                            std::string(invoice.attempts().back().str()),
                             t0()};
 }
 

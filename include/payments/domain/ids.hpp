@@ -1,5 +1,6 @@
 #pragma once
 
+#include <payments/domain/detail/id_text.hpp>
 #include <payments/domain/random.hpp>
 #include <payments/error.hpp>
 
@@ -15,8 +16,12 @@ namespace payments::domain {
 /// True for 1..64 characters of [A-Za-z0-9_-]: safe in URLs, logs and file names.
 bool is_valid_id(std::string_view text) noexcept;
 
-/// `prefix` followed by 26 characters of lowercase base32 carrying 128 random bits.
-std::string generate_id(std::string_view prefix, Random& random);
+/// Room for a generated id: a prefix of up to 8 characters and 26 more.
+inline constexpr std::size_t max_generated_id = 8 + 26;
+
+/// `prefix` followed by 26 characters of lowercase base32 carrying 128 random
+/// bits, written to `out` (max_generated_id characters); returns the id.
+std::string_view generate_id(std::string_view prefix, Random& random, char* out);
 
 /// A validated identifier; the Tag gives it a name, a prefix and a distinct type.
 template <class Tag>
@@ -26,30 +31,32 @@ public:
     Id() = default;
 
     /// Validates a caller-supplied id.
-    static Result<Id> parse(std::string_view text) { return take(std::string(text)); }
-
-    /// parse() for a string the caller no longer needs: no copy.
-    static Result<Id> take(std::string text) {
+    static Result<Id> parse(std::string_view text) {
         if (!is_valid_id(text))
             return reject(ErrorCode::invalid_argument,
                         std::string(Tag::name) + " must be 1-64 characters of A-Z a-z 0-9 _ -");
-        return Id(std::move(text));
+        return Id(text);
     }
 
+
+
     /// A fresh random id such as `inv_3k9…`.
-    static Id generate(Random& random) { return Id(generate_id(Tag::prefix, random)); }
+    static Id generate(Random& random) {
+        char text[max_generated_id];
+        return Id(generate_id(Tag::prefix, random, text));
+    }
 
-    std::string const& str() const noexcept { return value_; }
-    bool empty() const noexcept { return value_.empty(); }
+    std::string_view str() const noexcept { return text_.view(); }
+    bool empty() const noexcept { return str().empty(); }
 
-    friend auto operator<=>(Id const&, Id const&) = default;
-    friend bool operator==(Id const&, Id const&) = default;
-    friend std::ostream& operator<<(std::ostream& os, Id const& id) { return os << id.value_; }
+    friend auto operator<=>(Id const& a, Id const& b) noexcept { return a.str() <=> b.str(); }
+    friend bool operator==(Id const& a, Id const& b) noexcept { return a.str() == b.str(); }
+    friend std::ostream& operator<<(std::ostream& os, Id const& id) { return os << id.str(); }
 
 private:
-    explicit Id(std::string value) : value_(std::move(value)) {}
+    explicit Id(std::string_view text) : text_(text) {}
 
-    std::string value_;
+    detail::IdText text_;
 };
 
 struct InvoiceIdTag {
@@ -79,6 +86,6 @@ using CorrelationId = Id<CorrelationIdTag>;
 template <class Tag>
 struct std::hash<payments::domain::Id<Tag>> {
     std::size_t operator()(payments::domain::Id<Tag> const& id) const noexcept {
-        return std::hash<std::string>{}(id.str());
+        return std::hash<std::string_view>{}(id.str());
     }
 };
