@@ -14,10 +14,14 @@ namespace {
 constexpr int commit_attempts = 8;
 
 // One gateway call: whichever of answer and timeout comes first settles it.
+// Both callbacks share it, so the attempt is held once, not copied into each.
 struct Call {
+    PaymentRequested requested;
+    Timestamp started;
     std::atomic<bool> settled{false};
     TimerId timeout;
 
+    Call(PaymentRequested const& r, Timestamp s) : requested(r), started(s) {}
     bool settle() { return !settled.exchange(true); }
 };
 
@@ -86,28 +90,27 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         return;
     }
 
-    auto call = std::make_shared<Call>();
-    Timestamp const started = ports_.clock.now();
+    auto call = std::make_shared<Call>(requested, ports_.clock.now());
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
     // Armed before the charge, so that an answer given synchronously can cancel it.
-    call->timeout = ports_.scheduler.call_at(started + options_.gateway_timeout, [weak, call, requested, started] {
+    call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
         if (!call->settle()) return;
         if (auto self = weak.lock())
-            self->on_outcome(requested,
+            self->on_outcome(call->requested,
                              ChargeOutcome::failed(FailureKind::unknown_outcome,
                                                    "gateway did not answer within " +
                                                        seconds_text(self->options_.gateway_timeout)),
-                             started);
+                             call->started);
     });
     ports_.logger.debug("charging", {{"payment_id", env.payment_id.str()}, {"attempt", env.attempt}});
     ports_.gateway.charge(
         ChargeRequest{env.payment_id, env.invoice_id, requested.gateway_key, requested.amount,
                       requested.payment_method, env.correlation_id},
-        [weak, call, requested, started](ChargeOutcome outcome) {
+        [weak, call](ChargeOutcome outcome) {
             if (!call->settle()) return;
             if (auto self = weak.lock()) {
                 self->ports_.scheduler.cancel(call->timeout);
-                self->on_outcome(requested, outcome, started);
+                self->on_outcome(call->requested, outcome, call->started);
             }
         });
 }
@@ -132,23 +135,22 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
     ports_.metrics.outcome_verification();
     ports_.logger.info("verifying an unknown outcome", {{"payment_id", requested.envelope.payment_id.str()},
                                                         {"correlation_id", requested.envelope.correlation_id.str()}});
-    auto call = std::make_shared<Call>();
+    auto call = std::make_shared<Call>(requested, ports_.clock.now());
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
-    Timestamp const now = ports_.clock.now();
     // Unanswered: ask again after the longest backoff; the attempt stays claimed meanwhile.
-    call->timeout = ports_.scheduler.call_at(now + options_.gateway_timeout, [weak, call, requested] {
+    call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
         if (!call->settle()) return;
         if (auto self = weak.lock())
-            self->ports_.scheduler.call_at(self->ports_.clock.now() + self->options_.retry.cap, [weak, requested] {
-                if (auto again = weak.lock()) again->verify(requested);
+            self->ports_.scheduler.call_at(self->ports_.clock.now() + self->options_.retry.cap, [weak, call] {
+                if (auto again = weak.lock()) again->verify(call->requested);
             });
     });
-    ports_.gateway.lookup(requested.gateway_key, [weak, call, requested](std::optional<ChargeOutcome> found) {
+    ports_.gateway.lookup(requested.gateway_key, [weak, call](std::optional<ChargeOutcome> found) {
         if (!call->settle()) return;
         if (auto self = weak.lock()) {
             self->ports_.scheduler.cancel(call->timeout);
             // No record means nothing was charged: a definitive failure.
-            self->settle_and_release(requested,
+            self->settle_and_release(call->requested,
                                      found ? *found
                                            : ChargeOutcome::failed(FailureKind::transient,
                                                                    "gateway did not answer and holds no charge for "
