@@ -2,6 +2,7 @@
 
 #include "timer_queue.hpp"
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <algorithm>
@@ -22,7 +23,13 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
         if (!earliest || stopped || (armed_for && *armed_for <= *earliest)) return;
         armed_for = *earliest;
         std::uint64_t const generation = ++armed_generation;
-        timer.expires_after(std::max(Duration::zero(), *earliest - clock.now()));
+        Duration const wait = *earliest - clock.now();
+        // A call already due skips the timer (and its system calls): it is posted.
+        if (wait <= Duration::zero()) {
+            boost::asio::post(timer.get_executor(), [self = shared_from_this(), generation] { self->on_timer(generation); });
+            return;
+        }
+        timer.expires_after(wait);
         timer.async_wait([self = shared_from_this(), generation](boost::system::error_code ec) {
             if (!ec) self->on_timer(generation);
         });

@@ -15,7 +15,7 @@ class IdText {
 public:
     static constexpr std::size_t inline_capacity = 39;
 
-    IdText() noexcept : size_(0) {}
+    IdText() noexcept : heap_(nullptr), size_(0) {}
 
     explicit IdText(std::string_view text) : size_(static_cast<std::uint8_t>(text.size())) {
         char* to = on_heap() ? (heap_ = new char[text.size()]) : inline_;
@@ -53,7 +53,9 @@ public:
 
     ~IdText() { release(); }
 
-    std::string_view view() const noexcept { return {on_heap() ? heap_ : inline_, size_}; }
+    std::string_view view() const noexcept {
+        return on_heap() ? std::string_view(heap_, size_) : std::string_view(inline_, size_);
+    }
 
 private:
     bool on_heap() const noexcept { return size_ > inline_capacity; }
