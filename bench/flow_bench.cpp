@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <future>
+#include <latch>
 #include <thread>
 
 namespace bench {
@@ -84,11 +85,16 @@ void run_flows(System& system, std::size_t count) {
     Money const amount = Money::charge(1999, Currency::usd()).value();
     std::atomic<std::size_t> next{0};
     constexpr std::size_t chunk = 64;
+    unsigned const clients = std::max(1u, std::thread::hardware_concurrency());
+    std::latch clients_done(clients);
     // One client per thread; each posts its next chunk when done, so that
     // clients and deliveries interleave as they would under live traffic.
     std::function<void()> client = [&] {
         std::size_t const from = next.fetch_add(chunk);
-        if (from >= count) return;
+        if (from >= count) {
+            clients_done.count_down();
+            return;
+        }
         for (std::size_t n = from; n < std::min(count, from + chunk); ++n) {
             auto invoice = system.service.create_invoice({.amount = amount});
             if (!invoice) throw std::runtime_error("create_invoice failed");
@@ -99,8 +105,9 @@ void run_flows(System& system, std::size_t count) {
         }
         asio::post(system.pool, client);
     };
-    for (unsigned i = 0; i < std::max(1u, std::thread::hardware_concurrency()); ++i) asio::post(system.pool, client);
+    for (unsigned i = 0; i < clients; ++i) asio::post(system.pool, client);
     all_paid.get_future().wait();
+    clients_done.wait(); // the clients refer to this frame
 }
 
 long settled_bytes(std::size_t count) {
