@@ -96,11 +96,11 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
             ++lane.pending;
             if (count_published) ++lane.published;
             start = !std::exchange(lane.active, true);
+            // Counted before the lock is released: drain() never sees zero
+            // active lanes while this event is queued.
+            if (start) active_lanes.fetch_add(1, std::memory_order_relaxed);
         }
-        if (start) {
-            active_lanes.fetch_add(1, std::memory_order_relaxed);
-            make_ready(lane);
-        }
+        if (start) make_ready(lane);
     }
 
     static void push_locked(Lane& lane, Item item) {
