@@ -75,7 +75,7 @@ struct BusFixture {
     application::Subscription subscription;
 };
 
-constexpr int repetitions = 5;
+constexpr int repetitions = 9;
 
 } // namespace
 
@@ -86,7 +86,7 @@ void figure_bus(Options const& options) {
     std::vector<Event> const events = sample_events(count);
     std::vector<Event> copy;
 
-    double const raw_ns = median_ns(repetitions, [&] { copy = events; }, [&] {
+    Trial const raw{[&] { copy = events; }, [&] {
         asio::io_context io;
         RawFanOut raw;
         for (std::size_t i = 0; i < count; i += batch) {
@@ -96,8 +96,8 @@ void figure_bus(Options const& options) {
             io.poll();
         }
         if (raw.handled != count) throw std::runtime_error("raw fan-out lost events");
-    });
-    double const bus_ns = median_ns(repetitions, [&] { copy = events; }, [&] {
+    }};
+    Trial const bus{[&] { copy = events; }, [&] {
         asio::io_context io;
         BusFixture fixture(io.get_executor());
         for (std::size_t i = 0; i < count; i += batch) {
@@ -106,7 +106,8 @@ void figure_bus(Options const& options) {
             io.poll();
         }
         if (fixture.handled != count) throw std::runtime_error("bus lost events");
-    });
+    }};
+    auto const [bus_ns, raw_ns] = paired_median_ns(repetitions, bus, raw);
     print({"bus publish->handler, 1 thread", per(bus_ns, count), per(raw_ns, count), "ns/event", Goal::at_most, 1.5});
 }
 
@@ -116,14 +117,14 @@ void figure_handoff(Options const& options) {
     std::vector<Event> const events = sample_events(count);
     std::vector<Event> copy;
 
-    double const raw_ns = median_ns(repetitions, [&] { copy = events; }, [&] {
+    Trial const raw{[&] { copy = events; }, [&] {
         asio::thread_pool pool(2);
         RawFanOut raw;
         for (Event& e : copy) asio::post(pool, [&raw, e = std::move(e)] { raw.signal(e); });
         pool.join();
         if (raw.handled != count) throw std::runtime_error("raw handoff lost events");
-    });
-    double const bus_ns = median_ns(repetitions, [&] { copy = events; }, [&] {
+    }};
+    Trial const bus{[&] { copy = events; }, [&] {
         asio::thread_pool pool(2);
         BusFixture fixture(pool.get_executor());
         for (Event& e : copy) fixture.bus.publish(std::move(e));
@@ -131,7 +132,8 @@ void figure_handoff(Options const& options) {
             throw std::runtime_error("bus did not drain");
         pool.join();
         if (fixture.handled != count) throw std::runtime_error("bus handoff lost events");
-    });
+    }};
+    auto const [bus_ns, raw_ns] = paired_median_ns(repetitions, bus, raw);
     print({"cross-thread handoff, pool of 2", per(bus_ns, count), per(raw_ns, count), "ns/event", Goal::at_most, 0.5});
 }
 
@@ -186,7 +188,7 @@ void figure_timers(Options const& options) {
     for (auto& offset : offsets) offset = std::chrono::microseconds(random.next_u64() % 1'000'000);
 
     int const reps = options.quick ? 3 : 3;
-    double const raw_ns = median_ns(reps, [&] { copy = events; }, [&] {
+    Trial const raw{[&] { copy = events; }, [&] {
         asio::io_context io;
         RawFanOut raw;
         auto const now = asio::steady_timer::clock_type::now();
@@ -200,15 +202,16 @@ void figure_timers(Options const& options) {
         }
         io.run();
         if (raw.handled != count) throw std::runtime_error("raw timers lost retries");
-    });
-    double const bus_ns = median_ns(reps, [&] { copy = events; }, [&] {
+    }};
+    Trial const bus{[&] { copy = events; }, [&] {
         asio::io_context io;
         BusFixture fixture(io.get_executor());
         auto const now = fixture.clock.now();
         for (std::size_t i = 0; i < count; ++i) fixture.bus.schedule(std::move(copy[i]), now - offsets[i]);
         while (fixture.handled < count) io.run_one();
         if (fixture.handled != count) throw std::runtime_error("bus lost retries");
-    });
+    }};
+    auto const [bus_ns, raw_ns] = paired_median_ns(reps, bus, raw);
     print({"1M retries scheduled and fired", per(bus_ns, count), per(raw_ns, count), "ns/retry", Goal::at_most, 1.0});
 
     std::printf("INFO\traw steady_timer per pending retry (event included): %.0f B\n", raw_bytes);

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <stdexcept>
@@ -56,6 +58,33 @@ double median_ns(int repetitions, Setup&& setup, F&& fn) {
     }
     std::sort(samples.begin(), samples.end());
     return samples[samples.size() / 2];
+}
+
+/// One timed thing: `setup` runs untimed before each run.
+struct Trial {
+    std::function<void()> setup;
+    std::function<void()> run;
+};
+
+/// Median nanoseconds of a figure's runs and of its baseline's, alternated
+/// run by run so that the machine's noise falls on both alike.
+inline std::pair<double, double> paired_median_ns(int repetitions, Trial const& figure, Trial const& baseline) {
+    std::vector<double> a, b;
+    auto timed = [](Trial const& trial) {
+        trial.setup();
+        auto const start = std::chrono::steady_clock::now();
+        trial.run();
+        return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    };
+    for (int i = 0; i < repetitions; ++i) {
+        a.push_back(timed(figure));
+        b.push_back(timed(baseline));
+    }
+    auto median = [](std::vector<double>& v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    return {median(a), median(b)};
 }
 
 /// `total` divided by a count.
