@@ -88,14 +88,14 @@ void figure_bus(Options const& options) {
 
     Trial const raw{[&] { copy = events; }, [&] {
         asio::io_context io;
-        RawFanOut raw;
+        RawFanOut fan_out;
         for (std::size_t i = 0; i < count; i += batch) {
             for (std::size_t j = i; j < i + batch; ++j)
-                asio::post(io, [&raw, e = std::move(copy[j])] { raw.signal(e); });
+                asio::post(io, [&fan_out, e = std::move(copy[j])] { fan_out.signal(e); });
             io.restart();
             io.poll();
         }
-        if (raw.handled != count) throw std::runtime_error("raw fan-out lost events");
+        if (fan_out.handled != count) throw std::runtime_error("raw fan-out lost events");
     }};
     Trial const bus{[&] { copy = events; }, [&] {
         asio::io_context io;
@@ -119,10 +119,10 @@ void figure_handoff(Options const& options) {
 
     Trial const raw{[&] { copy = events; }, [&] {
         asio::thread_pool pool(2);
-        RawFanOut raw;
-        for (Event& e : copy) asio::post(pool, [&raw, e = std::move(e)] { raw.signal(e); });
+        RawFanOut fan_out;
+        for (Event& e : copy) asio::post(pool, [&fan_out, e = std::move(e)] { fan_out.signal(e); });
         pool.join();
-        if (raw.handled != count) throw std::runtime_error("raw handoff lost events");
+        if (fan_out.handled != count) throw std::runtime_error("raw handoff lost events");
     }};
     Trial const bus{[&] { copy = events; }, [&] {
         asio::thread_pool pool(2);
@@ -154,7 +154,7 @@ long bus_pending_bytes(std::size_t count) {
 
 long raw_pending_bytes(std::size_t count) {
     asio::io_context io;
-    RawFanOut raw;
+    RawFanOut fan_out;
     infrastructure::SeededRandom random(7);
     std::vector<std::unique_ptr<asio::steady_timer>> timers;
     long const before = resident_bytes();
@@ -162,8 +162,8 @@ long raw_pending_bytes(std::size_t count) {
     for (std::size_t i = 0; i < count; ++i) {
         auto& timer = timers.emplace_back(std::make_unique<asio::steady_timer>(
             io, std::chrono::hours(1) + std::chrono::microseconds(random.next_u64() % 60'000'000)));
-        timer->async_wait([&raw, e = sample_event(i, random)](boost::system::error_code ec) {
-            if (!ec) raw.signal(e);
+        timer->async_wait([&fan_out, e = sample_event(i, random)](boost::system::error_code ec) {
+            if (!ec) fan_out.signal(e);
         });
     }
     return resident_bytes() - before;
@@ -190,18 +190,18 @@ void figure_timers(Options const& options) {
     int const reps = options.quick ? 3 : 3;
     Trial const raw{[&] { copy = events; }, [&] {
         asio::io_context io;
-        RawFanOut raw;
+        RawFanOut fan_out;
         auto const now = asio::steady_timer::clock_type::now();
         std::vector<std::unique_ptr<asio::steady_timer>> timers;
         timers.reserve(count);
         for (std::size_t i = 0; i < count; ++i) {
             auto& timer = timers.emplace_back(std::make_unique<asio::steady_timer>(io, now - offsets[i]));
-            timer->async_wait([&raw, e = std::move(copy[i])](boost::system::error_code ec) {
-                if (!ec) raw.signal(e);
+            timer->async_wait([&fan_out, e = std::move(copy[i])](boost::system::error_code ec) {
+                if (!ec) fan_out.signal(e);
             });
         }
         io.run();
-        if (raw.handled != count) throw std::runtime_error("raw timers lost retries");
+        if (fan_out.handled != count) throw std::runtime_error("raw timers lost retries");
     }};
     Trial const bus{[&] { copy = events; }, [&] {
         asio::io_context io;

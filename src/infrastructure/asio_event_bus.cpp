@@ -40,8 +40,10 @@ using Roster = std::vector<SubscriberPtr>;
 using Signal = boost::signals2::signal<void(Roster&)>;
 
 struct Item {
+    Item(Event&& e, std::uint64_t t) : event(std::move(e)), target(t) {}
+
     Event event;
-    std::uint64_t target = 0; // one subscriber only (a dead letter's replay); 0: everybody
+    std::uint64_t target; // one subscriber only (a dead letter's replay); 0: everybody
 };
 
 // A lane queues events in segments of fixed capacity: a burst appends
@@ -87,12 +89,13 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
 
     // Counts live on the lane, under the lock publish takes anyway: no
     // shared atomic per event for the publishers and the drains to fight over.
-    void enqueue(Item item, bool count_published = true) {
-        Lane& lane = lane_for(item.event);
+    // The event is moved once, into its place in the lane (events are large).
+    void enqueue(Event&& event, std::uint64_t target = 0, bool count_published = true) {
+        Lane& lane = lane_for(event);
         bool start = false;
         {
             std::lock_guard lock(lane.mutex);
-            push_locked(lane, std::move(item));
+            push_locked(lane, std::move(event), target);
             ++lane.pending;
             if (count_published) ++lane.published;
             start = !std::exchange(lane.active, true);
@@ -103,7 +106,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         if (start) make_ready(lane);
     }
 
-    static void push_locked(Lane& lane, Item item) {
+    static void push_locked(Lane& lane, Event&& event, std::uint64_t target) {
         if (lane.queue.empty() || lane.queue.back().size() == segment_items) {
             if (lane.spare.empty()) {
                 lane.queue.emplace_back().reserve(segment_items);
@@ -112,7 +115,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
                 lane.spare.pop_back();
             }
         }
-        lane.queue.back().push_back(std::move(item));
+        lane.queue.back().emplace_back(std::move(event), target);
     }
 
     // Puts a lane that has events on the ready list, and posts a drain task
@@ -257,7 +260,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         // Queued under the lock, so that events due together keep their order;
         // a bounded batch per wake-up, so that a million retries due at once
         // (after an outage) flow through the lanes instead of flooding them.
-        scheduled.pop_due(now, wake_batch, [this](Event event) { enqueue(Item{std::move(event)}); });
+        scheduled.pop_due(now, wake_batch, [this](Event event) { enqueue(std::move(event)); });
         arm_locked();
     }
 
@@ -303,7 +306,7 @@ bool AsioEventBus::publish(Event event) {
         impl_->rejected.fetch_add(1, std::memory_order_relaxed);
         return false;
     }
-    impl_->enqueue(Item{std::move(event)});
+    impl_->enqueue(std::move(event));
     return true;
 }
 
@@ -373,7 +376,7 @@ std::size_t AsioEventBus::replay_dead_letters() {
         std::lock_guard lock(impl_->dead_mutex);
         letters.swap(impl_->dead);
     }
-    for (DeadLetter& letter : letters) impl_->enqueue(Item{std::move(letter.event), letter.subscriber_id}, false);
+    for (DeadLetter& letter : letters) impl_->enqueue(std::move(letter.event), letter.subscriber_id, false);
     return letters.size();
 }
 

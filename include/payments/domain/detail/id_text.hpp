@@ -15,11 +15,18 @@ class IdText {
 public:
     static constexpr std::size_t inline_capacity = 39;
 
-    IdText() noexcept : heap_(nullptr), size_(0) {}
+    IdText() noexcept : inline_{}, size_(0) {}
 
     explicit IdText(std::string_view text) : size_(static_cast<std::uint8_t>(text.size())) {
-        char* to = on_heap() ? (heap_ = new char[text.size()]) : inline_;
-        std::memcpy(to, text.data(), text.size());
+        if (on_heap()) {
+            heap_ = new char[text.size()];
+            std::memcpy(heap_, text.data(), text.size());
+        } else {
+            // All of the buffer is written, so that moves copy it whole: a
+            // fixed-size copy compiles to a few moves, a variable one to a call.
+            std::memset(inline_, 0, inline_capacity);
+            std::memcpy(inline_, text.data(), text.size());
+        }
     }
 
     IdText(IdText const& other) : IdText(other.view()) {}
@@ -29,7 +36,7 @@ public:
             heap_ = std::exchange(other.heap_, nullptr);
             other.size_ = 0;
         } else {
-            std::memcpy(inline_, other.inline_, size_);
+            std::memcpy(inline_, other.inline_, inline_capacity);
         }
     }
 
@@ -46,7 +53,7 @@ public:
             heap_ = std::exchange(other.heap_, nullptr);
             other.size_ = 0;
         } else {
-            std::memcpy(inline_, other.inline_, size_);
+            std::memcpy(inline_, other.inline_, inline_capacity);
         }
         return *this;
     }
