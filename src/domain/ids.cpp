@@ -1,15 +1,27 @@
 #include <payments/domain/ids.hpp>
 
 #include <algorithm>
+#include <array>
 
 namespace payments::domain {
 
+namespace {
+
+// Which bytes an id may hold: [A-Za-z0-9_-].
+constexpr std::array<bool, 256> id_characters = [] {
+    std::array<bool, 256> table{};
+    for (int c = 0; c < 256; ++c)
+        table[static_cast<std::size_t>(c)] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                             (c >= '0' && c <= '9') || c == '_' || c == '-';
+    return table;
+}();
+
+} // namespace
+
 bool is_valid_id(std::string_view text) noexcept {
     if (text.empty() || text.size() > 64) return false;
-    return std::all_of(text.begin(), text.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-';
-    });
+    return std::all_of(text.begin(), text.end(),
+                       [](char c) { return id_characters[static_cast<unsigned char>(c)]; });
 }
 
 std::string_view generate_id(std::string_view prefix, Random& random, char* out) {

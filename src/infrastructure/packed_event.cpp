@@ -21,18 +21,21 @@ constexpr std::array<std::string_view, 4> prefixes = {InvoiceIdTag::prefix, Paym
 constexpr std::string_view alphabet = "abcdefghijklmnopqrstuvwxyz234567";
 constexpr std::size_t group = 13;
 
-int base32_value(char c) {
-    if (c >= 'a' && c <= 'z') return c - 'a';
-    if (c >= '2' && c <= '7') return c - '2' + 26;
-    return -1;
-}
+// The value of each base32 character, or -1.
+constexpr std::array<std::int8_t, 256> base32_values = [] {
+    std::array<std::int8_t, 256> table{};
+    table.fill(-1);
+    for (std::size_t i = 0; i < alphabet.size(); ++i)
+        table[static_cast<unsigned char>(alphabet[i])] = static_cast<std::int8_t>(i);
+    return table;
+}();
 
 // The 64 bits of one group, if the group is canonical (its first character
 // carries only the top 4 bits).
 std::optional<std::uint64_t> group_bits(std::string_view text) {
     std::uint64_t bits = 0;
     for (std::size_t i = 0; i < group; ++i) {
-        int const v = base32_value(text[i]);
+        int const v = base32_values[static_cast<unsigned char>(text[i])];
         if (v < 0 || (i == 0 && v >= 16)) return std::nullopt;
         bits = (bits << 5) | static_cast<std::uint64_t>(v);
     }
