@@ -137,13 +137,19 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
 
     // Drains ready lanes until none is left, or re-posts itself after a
     // budget of events, so that other work on the executor gets its turn.
-    void drain() {
+    void drain(bool lingered = false) {
         std::size_t delivered_here = 0;
         for (;;) {
             Lane* lane = nullptr;
             {
                 std::lock_guard lock(ready_mutex);
                 if (ready.empty()) {
+                    // Having worked, yield once before leaving: a publisher
+                    // mid-burst then finds this task still out and posts none.
+                    if (delivered_here > 0 && !lingered) {
+                        boost::asio::post(executor, [self = shared_from_this()] { self->drain(true); });
+                        return;
+                    }
                     --drains;
                     return;
                 }
