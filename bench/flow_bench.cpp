@@ -127,7 +127,7 @@ void figure_flow(Options const& options) {
     double const bytes = per(static_cast<double>(in_child(settled_bytes, settled)), settled);
 
     std::size_t const count = options.quick ? 20'000 : 200'000;
-    double const ns = median_ns(3, [] {}, [&] {
+    double const ns = median_ns(3, [&] {
         System system;
         run_flows(system, count);
     });

@@ -33,25 +33,26 @@ struct Row {
     double target = 0; ///< a ratio when there is a baseline, else in `unit`
 };
 
+/// A number as a reader wants it: whole above 1,000, four digits below.
+inline std::string number(double v) { return v >= 1000 ? fmt::format("{:.0f}", v) : fmt::format("{:.4g}", v); }
+
 inline void print(Row const& row) {
     bool const relative = row.baseline > 0;
     double const compared = relative ? row.value / row.baseline : row.value;
     bool const met = row.goal == Goal::at_most ? compared <= row.target : compared >= row.target;
     std::string_view const sign = row.goal == Goal::at_most ? "<=" : ">=";
-    fmt::print("ROW\t{}\t{:.4g} {}\t{}\t{}\t{} {:.4g}{}\t{}\n", row.name, row.value, row.unit,
-               relative ? fmt::format("{:.4g} {}", row.baseline, row.unit) : "-",
-               relative ? fmt::format("{:.3f}", compared) : "-", sign, row.target,
+    fmt::print("ROW\t{}\t{} {}\t{}\t{}\t{} {}{}\t{}\n", row.name, number(row.value), row.unit,
+               relative ? fmt::format("{} {}", number(row.baseline), row.unit) : "-",
+               relative ? fmt::format("{:.3f}", compared) : "-", sign, number(row.target),
                relative ? "x" : " " + row.unit, met ? "met" : "NOT MET");
     std::fflush(stdout);
 }
 
-/// Nanoseconds `fn` takes, the median of `repetitions` runs (noise only ever
-/// adds time); `setup` runs before each, untimed.
-template <class Setup, class F>
-double median_ns(int repetitions, Setup&& setup, F&& fn) {
+/// Nanoseconds `fn` takes, the median of `repetitions` runs (noise only ever adds time).
+template <class F>
+double median_ns(int repetitions, F&& fn) {
     std::vector<double> samples;
     for (int i = 0; i < repetitions; ++i) {
-        setup();
         auto const start = std::chrono::steady_clock::now();
         fn();
         samples.push_back(std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count());
