@@ -186,3 +186,17 @@ SCENARIO("a burst of scheduled events due at once is released in batches, in ord
     for (int i = 0; i < burst; ++i) REQUIRE(seen[static_cast<std::size_t>(i)] == i + 1);
     CHECK(f.bus.stats().scheduled_pending == 0);
 }
+
+SCENARIO("a subscriber unsubscribed while a batch is being delivered gets nothing more of it") {
+    BusFixture f;
+    int late_calls = 0;
+    application::Subscription late;
+    auto first = f.bus.subscribe<InvoicePaid>("first", [&](InvoicePaid const&) { late.reset(); });
+    late = f.bus.subscribe<InvoicePaid>("late", [&](InvoicePaid const&) { ++late_calls; });
+    // One invoice, so both events are in one lane's batch, whose roster lists both subscribers.
+    f.bus.publish(paid_event("inv_1"));
+    f.bus.publish(paid_event("inv_1"));
+    f.settle();
+    CHECK(late_calls == 0);
+    CHECK(f.bus.stats().delivered == 2);
+}
