@@ -1,5 +1,7 @@
 #include <payments/infrastructure/memory_store.hpp>
 
+#include <boost/container/small_vector.hpp>
+
 #include <algorithm>
 
 namespace payments::infrastructure {
@@ -119,7 +121,8 @@ Result<void> InMemoryStore::check_locked(Changes const& changes) const {
 Result<void> InMemoryStore::commit(Changes changes) {
     bool const creates = changes.invoice && changes.invoice->expected_version == 0;
     // Every shard the commit touches, locked in index order.
-    std::vector<std::size_t> touched;
+    // A commit touches a few shards: kept on the stack, no allocation per commit.
+    boost::container::small_vector<std::size_t, 6> touched;
     if (changes.invoice) touched.push_back(index_of(changes.invoice->invoice.id()));
     for (auto const& write : changes.payments) {
         touched.push_back(index_of(write.payment.id()));
@@ -129,8 +132,7 @@ Result<void> InMemoryStore::commit(Changes changes) {
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
     std::unique_lock<std::mutex> order_lock;
     if (creates) order_lock = std::unique_lock(order_mutex_);
-    std::vector<std::unique_lock<std::mutex>> locks;
-    locks.reserve(touched.size());
+    boost::container::small_vector<std::unique_lock<std::mutex>, 6> locks;
     for (std::size_t i : touched) locks.emplace_back(shards_[i].mutex);
 
     if (auto ok = check_locked(changes); !ok) return ok;
