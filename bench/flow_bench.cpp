@@ -35,10 +35,10 @@ namespace {
 class InstantGateway final : public application::PaymentGateway {
 public:
     void charge(application::ChargeRequest request, std::function<void(application::ChargeOutcome)> on_outcome) override {
-        on_outcome(application::ChargeOutcome::charged("ch_" + request.idempotency_key));
+        on_outcome(application::ChargeOutcome::success("ch_" + request.idempotency_key, request.amount));
     }
-    void lookup(std::string key, std::function<void(std::optional<application::ChargeOutcome>)> on_answer) override {
-        on_answer(application::ChargeOutcome::charged("ch_" + key));
+    void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
+        on_answer(application::ChargeStatus::not_found());
     }
 };
 

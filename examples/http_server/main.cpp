@@ -44,12 +44,15 @@ int main(int argc, char** argv) {
     signals_io.run();
     auto const deadline = std::chrono::steady_clock::now() + options.drain_timeout;
     readiness = Readiness::draining;
+    // From here new commands answer 503 before anything is committed.
+    (*engine)->service().stop_accepting();
     logger.info("draining", {{"signal", static_cast<std::int64_t>(received)}});
     bool const drained = server.drain(deadline);
     auto const left = std::max(std::chrono::steady_clock::duration::zero(), deadline - std::chrono::steady_clock::now());
-    std::size_t const dropped = (*engine)->shutdown(left);
+    auto const report = (*engine)->shutdown(left);
     server.stop();
     logger.info("stopped", {{"connections_drained", drained ? std::string_view("yes") : std::string_view("no")},
-                            {"scheduled_dropped", static_cast<std::int64_t>(dropped)}});
+                            {"scheduled_dropped", static_cast<std::int64_t>(report.scheduled_dropped)},
+                            {"unsettled", static_cast<std::int64_t>(report.unsettled.total())}});
     return 0;
 }

@@ -29,6 +29,12 @@ struct EngineOptions {
     domain::Duration log_flush_interval = std::chrono::milliseconds(100);
 };
 
+/// What a shutdown left behind.
+struct ShutdownReport {
+    std::size_t scheduled_dropped = 0;    ///< scheduled events (retries) not yet due, dropped
+    application::UnsettledWork unsettled; ///< accepted work not settled at exit, by kind
+};
+
 /// A running payments system in one process.
 ///
 /// Example:
@@ -54,11 +60,16 @@ public:
     /// out. Scheduled retries that are not yet due do not count.
     bool wait_idle(std::chrono::steady_clock::duration timeout);
 
-    /// Graceful stop: stops charging new attempts, lets in-flight work finish
-    /// within `grace`, stops the bus (scheduled retries not yet due are
-    /// dropped and logged) and joins the threads. Idempotent; returns the
-    /// number of scheduled events dropped.
-    std::size_t shutdown(std::chrono::steady_clock::duration grace);
+    /// The processor: its janitor and what it has not settled.
+    application::PaymentProcessor& processor();
+
+    /// Graceful stop. New commands are refused at once (`unavailable`, before
+    /// anything is committed); work already accepted goes on for up to
+    /// `grace`, retries that fall due included; then the bus stops
+    /// (scheduled retries not yet due are dropped), the processor stops, and
+    /// what is still unsettled is counted and logged by kind. Idempotent: a
+    /// second call returns an empty report.
+    ShutdownReport shutdown(std::chrono::steady_clock::duration grace);
 
 private:
     struct Impl;

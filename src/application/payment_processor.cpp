@@ -1,41 +1,61 @@
 #include <payments/application/payment_processor.hpp>
 
+#include "commit_retry.hpp"
+#include "settlement.hpp"
+
+#include <algorithm>
 #include <atomic>
-#include <optional>
 #include <string>
-#include <vector>
 
 namespace payments::application {
 
 using namespace domain;
 
-namespace {
-
-constexpr int commit_attempts = 8;
-
-// One gateway call: whichever of answer and timeout comes first settles it.
-// Both callbacks share it, so the attempt is held once, not copied into each.
-struct Call {
+// One gateway call: whichever of answer and timeout comes first settles it;
+// an answer that comes after the timeout is late, and still used.
+struct PaymentProcessor::Call {
     PaymentRequested requested;
     Timestamp started;
-    std::atomic<bool> settled{false};
+    std::atomic<bool> answered_in_time{false};
+    std::atomic<bool> timed_out{false};
     TimerId timeout;
 
     Call(PaymentRequested const& r, Timestamp s) : requested(r), started(s) {}
-    bool settle() { return !settled.exchange(true); }
+    // True for the first of answer and timeout.
+    bool first() { return !timed_out.exchange(true); }
 };
+
+namespace {
 
 std::string seconds_text(Duration d) {
     auto const ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
     return std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100) + "s";
 }
 
+// The event that asks for an attempt again, rebuilt from what the store keeps.
+PaymentRequested request_of(Payment const& payment, EventMeta const& meta) {
+    return {{meta.id, meta.now, payment.correlation_id(), payment.invoice_id(), payment.id(), payment.attempt()},
+            payment.amount(),
+            payment.payment_method(),
+            payment.gateway_key(),
+            payment.not_before()};
+}
+
 } // namespace
 
+Result<void> ProcessorOptions::validate() const {
+    if (auto valid = retry.validate(); !valid) return valid.error();
+    if (gateway_timeout <= Duration::zero()) return reject(ErrorCode::invalid_argument, "gateway timeout must be positive");
+    if (settle_window < Duration::zero()) return reject(ErrorCode::invalid_argument, "settle window must not be negative");
+    if (verification_limit <= Duration::zero() || verification_limit > std::chrono::hours(24 * 365))
+        return reject(ErrorCode::invalid_argument, "verification limit must be positive and at most a year");
+    if (janitor_interval < Duration::zero() || janitor_interval > std::chrono::hours(24))
+        return reject(ErrorCode::invalid_argument, "janitor interval must be between 0 (off) and 24 hours");
+    return {};
+}
+
 Result<std::shared_ptr<PaymentProcessor>> PaymentProcessor::start(Ports ports, ProcessorOptions options) {
-    if (auto valid = options.retry.validate(); !valid) return valid.error();
-    if (options.gateway_timeout <= Duration::zero())
-        return reject(ErrorCode::invalid_argument, "gateway timeout must be positive");
+    if (auto valid = options.validate(); !valid) return valid.error();
     auto processor = std::make_shared<PaymentProcessor>(Private{}, ports, options);
     // The bus may run the handler after the processor is gone: hold it weakly.
     processor->subscription_ = ports.bus.subscribe<PaymentRequested>(
@@ -48,7 +68,11 @@ Result<std::shared_ptr<PaymentProcessor>> PaymentProcessor::start(Ports ports, P
 PaymentProcessor::PaymentProcessor(Private, Ports ports, ProcessorOptions options)
     : ports_(ports), options_(options) {}
 
-void PaymentProcessor::stop() { subscription_.reset(); }
+void PaymentProcessor::stop() {
+    subscription_.reset();
+    std::lock_guard lock(mutex_);
+    stopped_ = true;
+}
 
 std::size_t PaymentProcessor::in_flight() const {
     std::lock_guard lock(mutex_);
@@ -71,6 +95,11 @@ void PaymentProcessor::release(PaymentId const& id) {
     if (in_flight_.empty()) idle_.notify_all();
 }
 
+bool PaymentProcessor::claimed(PaymentId const& id) const {
+    std::lock_guard lock(mutex_);
+    return in_flight_.contains(id);
+}
+
 void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     EventEnvelope const& env = requested.envelope;
     // The claim makes a duplicate delivery that arrives while the call is out
@@ -89,77 +118,180 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         ports_.logger.debug("attempt already settled", {{"payment_id", env.payment_id.str()}});
         return;
     }
+    arm_janitor();
 
     auto call = std::make_shared<Call>(requested, ports_.clock.now());
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
     // Armed before the charge, so that an answer given synchronously can cancel it.
     call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
-        if (!call->settle()) return;
+        if (!call->first()) return;
         if (auto self = weak.lock())
-            self->on_outcome(call->requested,
-                             ChargeOutcome::failed(FailureKind::unknown_outcome,
-                                                   "gateway did not answer within " +
-                                                       seconds_text(self->options_.gateway_timeout)),
-                             call->started);
+            self->on_answer(call->requested,
+                            ChargeOutcome::failed(FailureKind::unknown_outcome,
+                                                  "gateway did not answer within " +
+                                                      seconds_text(self->options_.gateway_timeout)));
     });
     ports_.logger.debug("charging", {{"payment_id", env.payment_id.str()}, {"attempt", env.attempt}});
     ports_.gateway.charge(
         ChargeRequest{env.payment_id, env.invoice_id, requested.gateway_key, requested.amount,
                       requested.payment_method, env.correlation_id},
         [weak, call](ChargeOutcome outcome) {
-            if (!call->settle()) return;
-            if (auto self = weak.lock()) {
+            auto self = weak.lock();
+            if (!self) return;
+            if (call->first()) {
                 self->ports_.scheduler.cancel(call->timeout);
-                self->on_outcome(call->requested, outcome, call->started);
+                self->ports_.metrics.gateway_latency(self->ports_.clock.now() - call->started);
+                self->on_answer(call->requested, outcome);
+            } else {
+                self->on_late_answer(call->requested, outcome);
             }
         });
 }
 
-void PaymentProcessor::on_outcome(PaymentRequested const& requested, ChargeOutcome const& outcome, Timestamp started) {
-    ports_.metrics.gateway_latency(ports_.clock.now() - started);
-    if (must_verify(requested, outcome)) {
-        verify(requested); // the claim stays until the answer is settled
-        return;
-    }
-    settle_and_release(requested, outcome);
+void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+    auto settled = settle(requested, outcome);
+    release(requested.envelope.payment_id);
+    if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
 }
 
-bool PaymentProcessor::must_verify(PaymentRequested const& requested, ChargeOutcome const& outcome) const {
-    if (outcome.succeeded()) return false;
-    auto invoice = ports_.store.invoice(requested.envelope.invoice_id);
-    return invoice && invoice->current_attempt() == requested.envelope.attempt &&
-           invoice->must_verify(outcome.failure->kind, options_.retry);
+void PaymentProcessor::on_late_answer(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+    ports_.metrics.late_answer();
+    ports_.logger.warn("gateway answered after the timeout",
+                       {{"payment_id", requested.envelope.payment_id.str()},
+                        {"correlation_id", requested.envelope.correlation_id.str()},
+                        {"answer", outcome.succeeded() ? std::string_view("charged") : to_string(outcome.failure->kind)}});
+    // Only a definitive answer says more than the timeout did.
+    if (outcome.definitive()) settle_logged(requested, outcome);
+}
+
+void PaymentProcessor::start_verifying(PaymentRequested const& requested) {
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || !verifying_.emplace(requested.envelope.payment_id, 0).second) return;
+    }
+    verify(requested);
 }
 
 void PaymentProcessor::verify(PaymentRequested const& requested) {
+    PaymentId const& id = requested.envelope.payment_id;
+    auto payment = ports_.store.payment(id);
+    if (!payment || !payment->unresolved()) {
+        std::lock_guard lock(mutex_);
+        verifying_.erase(id);
+        return;
+    }
+    Timestamp const now = ports_.clock.now();
+    if (payment->unknown_since() && now - *payment->unknown_since() >= options_.verification_limit) {
+        escalate(requested, "no definitive answer from the gateway within the verification limit");
+        return;
+    }
+    if (!claim(id)) { // a look-up of it is already out
+        verify_later(requested);
+        return;
+    }
     ports_.metrics.outcome_verification();
-    ports_.logger.info("verifying an unknown outcome", {{"payment_id", requested.envelope.payment_id.str()},
+    ports_.logger.info("verifying an unknown outcome", {{"payment_id", id.str()},
                                                         {"correlation_id", requested.envelope.correlation_id.str()}});
-    auto call = std::make_shared<Call>(requested, ports_.clock.now());
+    auto call = std::make_shared<Call>(requested, now);
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
-    // Unanswered: ask again after the longest backoff; the attempt stays claimed meanwhile.
-    call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
-        if (!call->settle()) return;
-        if (auto self = weak.lock())
-            self->ports_.scheduler.call_at(self->ports_.clock.now() + self->options_.retry.cap, [weak, call] {
-                if (auto again = weak.lock()) again->verify(call->requested);
-            });
+    call->timeout = ports_.scheduler.call_at(now + options_.gateway_timeout, [weak, call] {
+        if (!call->first()) return;
+        if (auto self = weak.lock()) self->on_lookup(call->requested, std::nullopt);
     });
-    ports_.gateway.lookup(requested.gateway_key, [weak, call](std::optional<ChargeOutcome> found) {
-        if (!call->settle()) return;
-        if (auto self = weak.lock()) {
+    ports_.gateway.lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (call->first()) {
             self->ports_.scheduler.cancel(call->timeout);
-            // No record means nothing was charged: a definitive failure.
-            self->settle_and_release(call->requested,
-                                     found ? *found
-                                           : ChargeOutcome::failed(FailureKind::transient,
-                                                                   "gateway did not answer and holds no charge for "
-                                                                   "the attempt"));
+            self->on_lookup(call->requested, status);
+        } else if (status.state == ChargeStatus::State::charged || status.state == ChargeStatus::State::declined) {
+            // A late look-up answer is as good as a late charge answer.
+            self->on_late_answer(call->requested,
+                                 status.state == ChargeStatus::State::charged
+                                     ? ChargeOutcome{status.reference, status.charged, std::nullopt}
+                                     : ChargeOutcome::failed(FailureKind::declined, status.reason));
         }
     });
 }
 
-void PaymentProcessor::settle_and_release(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optional<ChargeStatus> const& status) {
+    PaymentId const& id = requested.envelope.payment_id;
+    std::optional<Timestamp> window_end;
+    if (status) {
+        switch (status->state) {
+        case ChargeStatus::State::charged:
+            settle_logged(requested, ChargeOutcome{status->reference, status->charged, std::nullopt});
+            break;
+        case ChargeStatus::State::declined:
+            settle_logged(requested, ChargeOutcome::failed(FailureKind::declined, status->reason));
+            break;
+        case ChargeStatus::State::pending: break; // not final: ask again
+        case ChargeStatus::State::absent: {
+            auto payment = ports_.store.payment(id);
+            Timestamp const since = payment && payment->unknown_since() ? *payment->unknown_since() : ports_.clock.now();
+            window_end = since + options_.settle_window;
+            // Providers book late: only after the window does "no record" mean "not charged".
+            if (ports_.clock.now() >= *window_end)
+                settle_logged(requested,
+                              ChargeOutcome::failed(FailureKind::transient,
+                                                    "the gateway holds no charge for the key after the settle window"));
+            break;
+        }
+        }
+    }
+    release(id);
+    verify_later(requested, window_end);
+}
+
+void PaymentProcessor::verify_later(PaymentRequested const& requested, std::optional<Timestamp> no_later_than) {
+    int lookups = 0;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = verifying_.find(requested.envelope.payment_id);
+        if (stopped_ || it == verifying_.end()) return;
+        lookups = ++it->second;
+    }
+    // Settled meanwhile: verify() finds it resolved and stops.
+    Timestamp const now = ports_.clock.now();
+    Timestamp at = now + std::max(options_.retry.max_delay(lookups), Duration(std::chrono::milliseconds(1)));
+    if (no_later_than && *no_later_than > now) at = std::min(at, *no_later_than);
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    ports_.scheduler.call_at(at, [weak, requested] {
+        if (auto self = weak.lock()) self->verify(requested);
+    });
+}
+
+void PaymentProcessor::escalate(PaymentRequested const& requested, std::string reason) {
+    EventEnvelope const& env = requested.envelope;
+    {
+        std::lock_guard lock(mutex_);
+        verifying_.erase(env.payment_id);
+    }
+    auto flagged = retry_on_conflict([&]() -> Result<void> {
+        auto invoice = ports_.store.invoice(env.invoice_id);
+        if (!invoice) return reject(ErrorCode::not_found, "invoice vanished from the store");
+        if (invoice->status() != InvoiceStatus::processing) return {};
+        std::uint64_t const version = invoice->version();
+        auto review = invoice->require_review(env.payment_id, reason, new_event_meta(ports_, env.correlation_id));
+        if (!review) return review.error();
+        invoice->apply(*review);
+        if (auto committed = ports_.store.commit({Changes::InvoiceWrite{*invoice, version}, {}}); !committed)
+            return committed.error();
+        ports_.metrics.invoice_status_changed(InvoiceStatus::processing, InvoiceStatus::needs_review);
+        ports_.metrics.review_required(ReviewCause::unresolved);
+        ports_.logger.error("invoice needs an operator", {{"invoice_id", env.invoice_id.str()},
+                                                          {"payment_id", env.payment_id.str()},
+                                                          {"cause", to_string(ReviewCause::unresolved)},
+                                                          {"reason", reason}});
+        ports_.bus.publish(std::move(*review));
+        return {};
+    });
+    if (!flagged)
+        ports_.logger.error("could not put an invoice before an operator",
+                            {{"invoice_id", env.invoice_id.str()}, {"error", flagged.error().detail}});
+}
+
+void PaymentProcessor::settle_logged(PaymentRequested const& requested, ChargeOutcome const& outcome) {
     if (auto settled = settle(requested, outcome); !settled)
         ports_.logger.error("could not record a gateway outcome",
                             {{"payment_id", requested.envelope.payment_id.str()},
@@ -167,102 +299,59 @@ void PaymentProcessor::settle_and_release(PaymentRequested const& requested, Cha
                              {"correlation_id", requested.envelope.correlation_id.str()},
                              {"error", to_string(settled.error().code)},
                              {"detail", settled.error().detail}});
-    release(requested.envelope.payment_id);
 }
 
-namespace {
-
-// What one gateway outcome does to an attempt and its invoice.
-struct Settlement {
-    std::vector<Event> published;
-    std::optional<PaymentRequested> retry; // the next attempt, to schedule
-    Result<void> invoice_decision;         // an error: the invoice did not accept the outcome
-};
-
-// Decides on the aggregates as loaded and applies what it decided to them.
-Result<Settlement> decide(Ports const& ports, RetryPolicy const& policy, Payment& payment, Invoice& invoice,
-                          ChargeOutcome const& outcome, CorrelationId const& correlation_id) {
-    auto meta = [&] { return new_event_meta(ports, correlation_id); };
-    Settlement settlement;
-    if (outcome.succeeded()) {
-        auto succeeded = payment.succeed(outcome.reference, meta());
-        if (!succeeded) return succeeded.error();
-        payment.apply(*succeeded);
-        settlement.published.emplace_back(*succeeded);
-        if (auto paid = invoice.settle_success(*succeeded, meta())) {
-            invoice.apply(*paid);
-            settlement.published.emplace_back(std::move(*paid));
-        } else {
-            settlement.invoice_decision = paid.error();
-        }
-        return settlement;
-    }
-    auto failed = payment.fail(*outcome.failure, meta());
-    if (!failed) return failed.error();
-    payment.apply(*failed);
-    settlement.published.emplace_back(*failed);
-    auto next = invoice.settle_failure(*failed, policy, ports.random, PaymentId::generate(ports.random), meta());
-    if (!next) {
-        settlement.invoice_decision = next.error();
-        return settlement;
-    }
-    invoice.apply(*failed);
-    if (auto* again = std::get_if<PaymentRequested>(&*next)) {
-        invoice.apply(*again);
-        settlement.retry = std::move(*again);
-    } else {
-        auto& gave_up = std::get<InvoiceFailed>(*next);
-        invoice.apply(gave_up);
-        settlement.published.emplace_back(std::move(gave_up));
-    }
-    return settlement;
-}
-
-} // namespace
-
-Result<void> PaymentProcessor::settle(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested, ChargeOutcome const& outcome) {
     EventEnvelope const& env = requested.envelope;
-    for (int round = 0; round < commit_attempts; ++round) {
+    return retry_on_conflict([&]() -> Result<PaymentStatus> {
         auto payment = ports_.store.payment(env.payment_id);
         auto invoice = ports_.store.invoice(env.invoice_id);
         if (!payment || !invoice) return reject(ErrorCode::not_found, "attempt vanished from the store");
         std::uint64_t const payment_version = payment->version();
         std::uint64_t const invoice_version = invoice->version();
+        InvoiceStatus const invoice_before = invoice->status();
 
-        auto settlement = decide(ports_, options_.retry, *payment, *invoice, outcome, env.correlation_id);
-        if (!settlement) return settlement.error();
+        Settlement settlement =
+            decide_settlement(ports_, options_.retry, *payment, *invoice, outcome, env.correlation_id);
+        bool const payment_changed = payment->version() != payment_version;
+        bool const invoice_changed = invoice->version() != invoice_version;
+        if (!payment_changed && !invoice_changed) return payment->status();
 
-        // An outcome the invoice no longer expects is still recorded on its
-        // payment: a charge must never be lost, even one that should not have happened.
         Changes changes;
-        if (settlement->invoice_decision) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
-        changes.payments.push_back({*payment, payment_version});
-        if (settlement->retry) changes.payments.push_back({Payment::from(*settlement->retry), 0});
-        if (auto committed = ports_.store.commit(std::move(changes)); !committed) {
-            if (committed.error().code == ErrorCode::conflict) continue;
-            return committed.error();
-        }
+        if (invoice_changed) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
+        if (payment_changed) changes.payments.push_back({*payment, payment_version});
+        if (settlement.retry) changes.payments.push_back({Payment::from(*settlement.retry), 0});
+        if (auto committed = ports_.store.commit(std::move(changes)); !committed) return committed.error();
 
-        report(requested, outcome, *invoice, settlement->invoice_decision.has_value());
-        for (auto& event : settlement->published) ports_.bus.publish(std::move(event));
-        if (settlement->retry) {
-            ports_.metrics.retry_scheduled();
-            ports_.bus.schedule(*settlement->retry, settlement->retry->not_before);
+        if (payment_changed) report(requested, outcome, *invoice);
+        if (invoice->status() != invoice_before)
+            ports_.metrics.invoice_status_changed(invoice_before, invoice->status());
+        if (settlement.review) {
+            ports_.metrics.review_required(*settlement.review);
+            ports_.logger.error(*settlement.review == ReviewCause::contradiction
+                                    ? "ALERT: a gateway answer contradicts the record"
+                                    : "invoice needs an operator",
+                                {{"invoice_id", env.invoice_id.str()},
+                                 {"payment_id", env.payment_id.str()},
+                                 {"correlation_id", env.correlation_id.str()},
+                                 {"cause", to_string(*settlement.review)},
+                                 {"reason", settlement.review_reason}});
         }
-        return settlement->invoice_decision;
-    }
-    return reject(ErrorCode::conflict, "invoice " + std::string(env.invoice_id.str()) + " kept changing while settling");
+        for (auto& event : settlement.published) ports_.bus.publish(std::move(event));
+        if (settlement.retry) {
+            ports_.metrics.retry_scheduled();
+            ports_.bus.schedule(*settlement.retry, settlement.retry->not_before);
+        }
+        return payment->status();
+    });
 }
 
-void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome const& outcome, Invoice const& invoice,
-                              bool invoice_settled) {
+void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome const& outcome, Invoice const& invoice) {
     if (outcome.succeeded()) {
         ports_.metrics.payment_succeeded();
     } else {
         ports_.metrics.payment_failed(outcome.failure->kind);
     }
-    if (invoice_settled && invoice.status() != InvoiceStatus::processing)
-        ports_.metrics.invoice_status_changed(InvoiceStatus::processing, invoice.status());
     EventEnvelope const& env = requested.envelope;
     ports_.logger.info(outcome.succeeded() ? "payment succeeded" : "payment failed",
                        {{"invoice_id", env.invoice_id.str()},
@@ -271,6 +360,88 @@ void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome c
                         {"attempt", env.attempt},
                         {"failure", outcome.succeeded() ? std::string_view("none") : to_string(outcome.failure->kind)},
                         {"invoice_status", to_string(invoice.status())}});
+}
+
+// The janitor: a scheduled round that exists only while some invoice is
+// PROCESSING, so an idle system has no timer running.
+void PaymentProcessor::arm_janitor() {
+    if (options_.janitor_interval == Duration::zero()) return;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || std::exchange(janitor_armed_, true)) return;
+    }
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    ports_.scheduler.call_at(ports_.clock.now() + options_.janitor_interval, [weak] {
+        auto self = weak.lock();
+        if (!self) return;
+        {
+            std::lock_guard lock(self->mutex_);
+            self->janitor_armed_ = false;
+        }
+        self->run_janitor();
+        InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
+        if (!self->ports_.store.invoices(any_processing).data.empty()) self->arm_janitor();
+    });
+}
+
+std::size_t PaymentProcessor::run_janitor() {
+    std::size_t redriven = 0;
+    Timestamp const now = ports_.clock.now();
+    // An attempt due this long ago should have reached the gateway by now.
+    Duration const grace = options_.gateway_timeout + options_.janitor_interval;
+    InvoiceQuery query{.status = InvoiceStatus::processing, .limit = InvoiceQuery::max_limit};
+    for (;;) {
+        InvoicePage page = ports_.store.invoices(query);
+        for (Invoice const& invoice : page.data) {
+            auto payment = ports_.store.payment(invoice.attempts().back());
+            if (!payment || claimed(payment->id())) continue;
+            auto const request = request_of(*payment, new_event_meta(ports_, payment->correlation_id()));
+            if (payment->status() == PaymentStatus::requested && payment->not_before() + grace <= now) {
+                ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
+                ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment->id().str()}});
+                ++redriven;
+                on_requested(request);
+            } else if (payment->unresolved()) {
+                bool verifying = false;
+                {
+                    std::lock_guard lock(mutex_);
+                    verifying = verifying_.contains(payment->id());
+                }
+                if (verifying) continue;
+                ports_.metrics.janitor_redrove(JanitorFinding::unverified);
+                ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying",
+                                   {{"payment_id", payment->id().str()}});
+                ++redriven;
+                start_verifying(request);
+            }
+        }
+        if (!page.next) return redriven;
+        query.after = page.next;
+    }
+}
+
+UnsettledWork PaymentProcessor::unsettled() const {
+    UnsettledWork work;
+    for (InvoiceStatus status : {InvoiceStatus::processing, InvoiceStatus::needs_review}) {
+        InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
+        for (;;) {
+            InvoicePage page = ports_.store.invoices(query);
+            for (Invoice const& invoice : page.data) {
+                if (status == InvoiceStatus::needs_review) {
+                    ++work.needs_review;
+                    continue;
+                }
+                auto payment = ports_.store.payment(invoice.attempts().back());
+                if (!payment) continue;
+                if (claimed(payment->id())) ++work.at_gateway;
+                else if (payment->unresolved()) ++work.unknown;
+                else if (payment->status() == PaymentStatus::requested) ++work.retry_due;
+            }
+            if (!page.next) break;
+            query.after = page.next;
+        }
+    }
+    return work;
 }
 
 } // namespace payments::application

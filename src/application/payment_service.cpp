@@ -1,23 +1,31 @@
 #include <payments/application/payment_service.hpp>
 
+#include "commit_retry.hpp"
+
 namespace payments::application {
 
 using namespace domain;
 
 namespace {
 
-// Optimistic concurrency: a command retries this often when the invoice moved under it.
-constexpr int commit_attempts = 8;
-
 // What makes two requests with one key "the same request".
 std::string fingerprint(RequestPayment const& command) {
     return std::string(command.invoice_id.str()) + '\n' + command.payment_method;
 }
 
-// Outcomes that are the request's answer and so are replayed; the others
-// (a lost race, a shutdown) say nothing about the request and free the key.
+// Outcomes that depend on the request alone, and so are replayed: the payment
+// it started, or a refusal of its arguments. A refusal that depends on state
+// (no such invoice yet, a payment in progress, already paid, a lost race, a
+// shutdown) is not the request's answer: the key is freed, and a repeat runs
+// again against the state as it is then (Stripe stores neither).
 bool replayable(PaymentOutcome const& outcome) {
-    return outcome || (outcome.error().code != ErrorCode::conflict && outcome.error().code != ErrorCode::unavailable);
+    return outcome || outcome.error().code == ErrorCode::invalid_argument;
+}
+
+Result<void> refuse_when_stopped(std::atomic<bool> const& accepting) {
+    if (!accepting.load(std::memory_order_acquire))
+        return reject(ErrorCode::unavailable, "the service is shutting down; retry against another instance or later");
+    return {};
 }
 
 } // namespace
@@ -28,7 +36,12 @@ CorrelationId PaymentService::correlation(CorrelationId const& given) const {
     return given.empty() ? CorrelationId::generate(ports_.random) : given;
 }
 
+void PaymentService::stop_accepting() noexcept { accepting_.store(false, std::memory_order_release); }
+
+bool PaymentService::accepting() const noexcept { return accepting_.load(std::memory_order_acquire); }
+
 Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
+    if (auto open = refuse_when_stopped(accepting_); !open) return open.error();
     InvoiceId id = command.id ? std::move(*command.id) : InvoiceId::generate(ports_.random);
     auto created = Invoice::create(std::move(id), command.amount, std::move(command.description),
                                    new_event_meta(ports_, correlation(command.correlation_id)));
@@ -49,6 +62,8 @@ Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
 }
 
 PaymentRequestOutcome PaymentService::request_payment(RequestPayment const& command) {
+    // Before anything is claimed or committed: work accepted now would not be driven.
+    if (auto open = refuse_when_stopped(accepting_); !open) return {open.error(), false};
     CorrelationId const correlation_id = correlation(command.correlation_id);
     if (!command.idempotency_key) return {request_payment_once(command, correlation_id), false};
 
@@ -85,35 +100,85 @@ PaymentRequestOutcome PaymentService::request_payment(RequestPayment const& comm
 }
 
 PaymentOutcome PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id) {
-    for (int round = 0; round < commit_attempts; ++round) {
+    return retry_on_conflict([&]() -> PaymentOutcome {
         auto loaded = ports_.store.invoice(command.invoice_id);
         if (!loaded) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
         Invoice invoice = std::move(*loaded);
         InvoiceStatus const before = invoice.status();
         std::uint64_t const version = invoice.version();
 
-        auto requested = invoice.request_payment(PaymentId::generate(ports_.random), command.payment_method,
-                                                 new_event_meta(ports_, correlation_id));
+        auto requested =
+            invoice.request_payment(new_attempt(ports_), command.payment_method, new_event_meta(ports_, correlation_id));
         if (!requested) return requested.error();
         invoice.apply(*requested);
         Payment payment = Payment::from(*requested);
 
         auto committed = ports_.store.commit({Changes::InvoiceWrite{std::move(invoice), version},
                                               {Changes::PaymentWrite{payment, 0}}});
-        if (!committed) {
-            if (committed.error().code == ErrorCode::conflict) continue;
-            return committed.error();
-        }
+        if (!committed) return committed.error();
         ports_.metrics.payment_requested();
         ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
         ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
                                                  {"payment_id", payment.id().str()},
                                                  {"correlation_id", correlation_id.str()},
                                                  {"attempt", payment.attempt()}});
-        ports_.bus.publish(std::move(*requested));
+        if (!ports_.bus.publish(std::move(*requested)))
+            ports_.logger.warn("payment request committed but not queued; the janitor will drive it",
+                               {{"payment_id", payment.id().str()}});
         return payment;
-    }
-    return reject(ErrorCode::conflict, "invoice " + std::string(command.invoice_id.str()) + " is changing too often; try again");
+    });
+}
+
+Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {
+    CorrelationId const correlation_id = correlation(command.correlation_id);
+    return retry_on_conflict([&]() -> Result<Invoice> {
+        auto invoice = ports_.store.invoice(command.invoice_id);
+        if (!invoice) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
+        std::uint64_t const invoice_version = invoice->version();
+        InvoiceStatus const before = invoice->status();
+        auto decided = invoice->resolve_review(command.decision, new_event_meta(ports_, correlation_id));
+        if (!decided) return decided.error();
+        auto payment = ports_.store.payment(invoice->under_review());
+        if (!payment) return reject(ErrorCode::not_found, "the attempt under review vanished from the store");
+        std::uint64_t const payment_version = payment->version();
+
+        // The attempt under review is made to say what the operator found.
+        std::vector<Event> published;
+        if (command.decision.charged && payment->status() != PaymentStatus::succeeded) {
+            auto charged = payment->confirm_charged(command.decision.reference, invoice->amount(),
+                                                    new_event_meta(ports_, correlation_id));
+            if (!charged) return charged.error();
+            payment->apply(*charged);
+            published.emplace_back(std::move(*charged));
+        } else if (!command.decision.charged) {
+            if (payment->status() == PaymentStatus::succeeded)
+                return reject(ErrorCode::invalid_state,
+                              "attempt " + std::string(payment->id().str()) +
+                                  " is recorded as charged: refund it at the provider, then resolve it as charged");
+            if (payment->status() != PaymentStatus::failed) {
+                auto failed = payment->fail({FailureKind::transient, "an operator found no charge at the provider"},
+                                            new_event_meta(ports_, correlation_id));
+                if (!failed) return failed.error();
+                payment->apply(*failed);
+                published.emplace_back(std::move(*failed));
+            }
+        }
+        std::visit([&](auto& e) { invoice->apply(e); }, *decided);
+        std::visit([&](auto& e) { published.emplace_back(std::move(e)); }, *decided);
+
+        Changes changes{Changes::InvoiceWrite{*invoice, invoice_version}, {}};
+        if (payment->version() != payment_version) changes.payments.push_back({*payment, payment_version});
+        if (auto committed = ports_.store.commit(std::move(changes)); !committed) return committed.error();
+        ports_.metrics.invoice_status_changed(before, invoice->status());
+        ports_.logger.warn("an operator resolved an invoice", {{"invoice_id", invoice->id().str()},
+                                                               {"payment_id", payment->id().str()},
+                                                               {"correlation_id", correlation_id.str()},
+                                                               {"charged", command.decision.charged},
+                                                               {"reference", command.decision.reference},
+                                                               {"invoice_status", to_string(invoice->status())}});
+        for (auto& event : published) ports_.bus.publish(std::move(event));
+        return std::move(*invoice);
+    });
 }
 
 Result<Invoice> PaymentService::invoice(InvoiceId const& id) const {

@@ -17,7 +17,8 @@ EventEnvelope const& envelope_of(Event const& event) noexcept {
 
 std::string_view event_name(Event const& event) noexcept {
     static constexpr std::string_view names[] = {"InvoiceCreated", "PaymentRequested", "PaymentSucceeded",
-                                                 "PaymentFailed",  "InvoicePaid",      "InvoiceFailed"};
+                                                 "PaymentFailed",  "InvoicePaid",      "InvoiceFailed",
+                                                 "InvoiceNeedsReview"};
     static_assert(std::size(names) == event_kinds);
     return names[event.index()];
 }

@@ -2,6 +2,8 @@
 
 #include <boost/assert.hpp>
 
+#include <algorithm>
+
 namespace payments::domain {
 
 std::string_view to_string(InvoiceStatus status) noexcept {
@@ -10,14 +12,15 @@ std::string_view to_string(InvoiceStatus status) noexcept {
     case InvoiceStatus::processing: return "PROCESSING";
     case InvoiceStatus::paid: return "PAID";
     case InvoiceStatus::failed: return "FAILED";
+    case InvoiceStatus::needs_review: return "NEEDS_REVIEW";
     }
     return "UNKNOWN";
 }
 
 Result<InvoiceStatus> parse_invoice_status(std::string_view text) {
-    for (auto status : {InvoiceStatus::pending, InvoiceStatus::processing, InvoiceStatus::paid, InvoiceStatus::failed})
+    for (auto status : invoice_statuses)
         if (to_string(status) == text) return status;
-    return reject(ErrorCode::invalid_argument, "status must be one of PENDING, PROCESSING, PAID, FAILED");
+    return reject(ErrorCode::invalid_argument, "status must be one of PENDING, PROCESSING, PAID, FAILED, NEEDS_REVIEW");
 }
 
 Result<InvoiceCreated> Invoice::create(InvoiceId id, Money amount, std::string description, EventMeta const& meta) {
@@ -34,51 +37,36 @@ Invoice::Invoice(InvoiceCreated const& created)
 
 Invoice Invoice::from(InvoiceCreated const& created) { return Invoice(created); }
 
-Result<PaymentRequested> Invoice::request_payment(PaymentId payment_id, std::string payment_method,
+Result<PaymentRequested> Invoice::request_payment(NewAttempt attempt, std::string payment_method,
                                                   EventMeta const& meta) const {
     switch (status_) {
     case InvoiceStatus::paid:
         return reject(ErrorCode::invoice_already_paid, "invoice " + std::string(id_.str()) + " is already PAID");
     case InvoiceStatus::processing:
         return reject(ErrorCode::payment_in_progress, "invoice " + std::string(id_.str()) + " has a payment in progress");
+    case InvoiceStatus::needs_review:
+        return reject(ErrorCode::invalid_state,
+                      "invoice " + std::string(id_.str()) + " needs an operator's review before it can be paid");
     case InvoiceStatus::pending:
     case InvoiceStatus::failed: break;
     }
     if (!payment_method.empty() && !is_valid_id(payment_method))
         return reject(ErrorCode::invalid_argument, "payment method must be 1-64 characters of A-Z a-z 0-9 _ -");
-
-    std::string gateway_key(payment_id.str());
-    if (last_failure_ && reuses_gateway_key_after(*last_failure_)) {
-        if (payment_method.empty()) payment_method = current_method_;
-        if (payment_method != current_method_)
-            return reject(ErrorCode::invalid_state,
-                          "the outcome of the last attempt is unknown; retry it with the same payment method");
-        gateway_key = current_gateway_key_;
-    }
-    int const attempt = current_attempt() + 1;
-    return PaymentRequested{{meta.id, meta.now, meta.correlation_id, id_, std::move(payment_id), attempt},
-                            amount_,
-                            std::move(payment_method),
-                            std::move(gateway_key),
-                            meta.now};
+    BOOST_ASSERT(!attempt.gateway_key.empty());
+    return PaymentRequested{event_envelope(meta, std::move(attempt.id), current_attempt() + 1), amount_,
+                            std::move(payment_method), std::move(attempt.gateway_key), meta.now};
 }
 
-bool Invoice::must_verify(FailureKind kind, RetryPolicy const& policy) const noexcept {
-    return kind == FailureKind::unknown_outcome && status_ == InvoiceStatus::processing &&
-           cycle_attempts() >= policy.max_attempts;
-}
-
-bool Invoice::reuses_gateway_key_after(Failure const& failure) const {
-    // The gateway may have charged an attempt whose outcome we never learnt;
-    // only the same key lets it answer that charge instead of making a second
-    // one. A TRANSIENT answer to a reused key says nothing about the first
-    // request, so the key is kept until an answer is definitive.
-    if (failure.kind == FailureKind::unknown_outcome) return true;
-    return failure.kind == FailureKind::transient && current_gateway_key_ != current_payment().str();
+EventEnvelope Invoice::event_envelope(EventMeta const& meta, PaymentId payment_id, int attempt) const {
+    return {meta.id, meta.now, meta.correlation_id, id_, std::move(payment_id), attempt};
 }
 
 Result<void> Invoice::require_current(EventEnvelope const& outcome) const {
-    if (status_ != InvoiceStatus::processing)
+    // NEEDS_REVIEW still takes the answer it waited for: a definitive answer
+    // that arrives late settles the invoice without the operator.
+    bool const waiting = status_ == InvoiceStatus::processing ||
+                         (status_ == InvoiceStatus::needs_review && under_review_ == current_payment());
+    if (!waiting)
         return reject(ErrorCode::invalid_state,
                       "invoice " + std::string(id_.str()) + " is " + std::string(to_string(status_)) + ", not PROCESSING");
     if (outcome.payment_id != current_payment())
@@ -86,40 +74,69 @@ Result<void> Invoice::require_current(EventEnvelope const& outcome) const {
     return {};
 }
 
-Result<InvoicePaid> Invoice::settle_success(PaymentSucceeded const& succeeded, EventMeta const& meta) const {
+Result<Invoice::AfterSuccess> Invoice::settle_success(PaymentSucceeded const& succeeded, EventMeta const& meta) const {
     if (auto ok = require_current(succeeded.envelope); !ok) return ok.error();
-    if (succeeded.amount != amount_)
-        return reject(ErrorCode::invalid_amount, "charged " + succeeded.amount.to_string() + ", owed " + amount_.to_string());
-    return InvoicePaid{{meta.id, meta.now, meta.correlation_id, id_, succeeded.envelope.payment_id,
-                        succeeded.envelope.attempt},
-                       amount_};
+    EventEnvelope envelope = event_envelope(meta, succeeded.envelope.payment_id, succeeded.envelope.attempt);
+    if (succeeded.amount != amount_) {
+        if (status_ == InvoiceStatus::needs_review)
+            return reject(ErrorCode::invalid_state, "invoice " + std::string(id_.str()) + " is already NEEDS_REVIEW");
+        return AfterSuccess{InvoiceNeedsReview{std::move(envelope), "the gateway charged " + succeeded.amount.to_string() +
+                                                                        ", the invoice is for " + amount_.to_string()}};
+    }
+    return AfterSuccess{InvoicePaid{std::move(envelope), amount_}};
 }
 
 Result<Invoice::AfterFailure> Invoice::settle_failure(PaymentFailed const& failed, RetryPolicy const& policy,
-                                                      Random& random, PaymentId next_payment_id,
-                                                      EventMeta const& meta) const {
+                                                      Random& random, NewAttempt next, EventMeta const& meta) const {
     if (auto ok = require_current(failed.envelope); !ok) return ok.error();
     Failure const& failure = failed.failure;
-    if (must_verify(failure.kind, policy))
-        return reject(ErrorCode::invalid_state,
-                      "the outcome of the last attempt is unknown: ask the gateway before giving up");
-    if (!RetryPolicy::retryable(failure.kind) || cycle_attempts() >= policy.max_attempts) {
+    if (failure.kind == FailureKind::unknown_outcome) {
+        if (status_ == InvoiceStatus::needs_review)
+            return reject(ErrorCode::invalid_state, "the attempt under review is already unknown");
+        return AfterFailure{AwaitingAnswer{}};
+    }
+    // Under review, the operator's attention has passed: a definitive failure ends the cycle.
+    bool const gives_up = status_ == InvoiceStatus::needs_review || !RetryPolicy::retryable(failure.kind) ||
+                          cycle_attempts() >= policy.max_attempts;
+    if (gives_up) {
         Failure final_failure = failure;
-        if (RetryPolicy::retryable(failure.kind))
+        if (RetryPolicy::retryable(failure.kind) && status_ == InvoiceStatus::processing)
             final_failure.reason = "gave up after " + std::to_string(cycle_attempts()) + " attempts: " + failure.reason;
-        return AfterFailure{InvoiceFailed{{meta.id, meta.now, meta.correlation_id, id_, failed.envelope.payment_id,
-                                           failed.envelope.attempt},
+        return AfterFailure{InvoiceFailed{event_envelope(meta, failed.envelope.payment_id, failed.envelope.attempt),
                                           std::move(final_failure)}};
     }
-    std::string gateway_key = reuses_gateway_key_after(failure) ? current_gateway_key_ : std::string(next_payment_id.str());
+    BOOST_ASSERT(!next.gateway_key.empty());
     Timestamp const due = meta.now + policy.delay(cycle_attempts(), random);
-    int const attempt = current_attempt() + 1;
-    return AfterFailure{PaymentRequested{
-        {meta.id, meta.now, meta.correlation_id, id_, std::move(next_payment_id), attempt},
-        amount_,
-        current_method_,
-        std::move(gateway_key),
-        due}};
+    return AfterFailure{PaymentRequested{event_envelope(meta, std::move(next.id), current_attempt() + 1), amount_,
+                                         current_method_, std::move(next.gateway_key), due}};
+}
+
+Result<InvoiceNeedsReview> Invoice::require_review(PaymentId const& payment_id, std::string reason,
+                                                   EventMeta const& meta) const {
+    if (status_ == InvoiceStatus::needs_review)
+        return reject(ErrorCode::invalid_state, "invoice " + std::string(id_.str()) + " is already NEEDS_REVIEW");
+    auto const found = std::find(attempts_.begin(), attempts_.end(), payment_id);
+    if (found == attempts_.end())
+        return reject(ErrorCode::not_found, "invoice " + std::string(id_.str()) + " has no attempt " +
+                                                std::string(payment_id.str()));
+    int const attempt = static_cast<int>(found - attempts_.begin()) + 1;
+    return InvoiceNeedsReview{event_envelope(meta, payment_id, attempt), std::move(reason)};
+}
+
+Result<Invoice::AfterReview> Invoice::resolve_review(ReviewDecision const& decision, EventMeta const& meta) const {
+    if (status_ != InvoiceStatus::needs_review)
+        return reject(ErrorCode::invalid_state,
+                      "invoice " + std::string(id_.str()) + " is " + std::string(to_string(status_)) + ", not NEEDS_REVIEW");
+    auto const found = std::find(attempts_.begin(), attempts_.end(), under_review_);
+    int const attempt = static_cast<int>(found - attempts_.begin()) + 1;
+    EventEnvelope envelope = event_envelope(meta, under_review_, attempt);
+    if (decision.charged) {
+        if (decision.reference.empty())
+            return reject(ErrorCode::invalid_argument, "a charge needs the provider's reference");
+        return AfterReview{InvoicePaid{std::move(envelope), amount_}};
+    }
+    return AfterReview{InvoiceFailed{std::move(envelope),
+                                     {FailureKind::transient, "an operator found no charge at the provider"}}};
 }
 
 void Invoice::apply(PaymentRequested const& event) {
@@ -128,7 +145,6 @@ void Invoice::apply(PaymentRequested const& event) {
     status_ = InvoiceStatus::processing;
     attempts_.push_back(event.envelope.payment_id);
     current_method_ = event.payment_method;
-    current_gateway_key_ = event.gateway_key;
     next_retry_at_.reset();
     if (event.not_before > event.envelope.occurred_at) next_retry_at_ = event.not_before;
     updated_at_ = event.envelope.occurred_at;
@@ -144,18 +160,32 @@ void Invoice::apply(PaymentFailed const& event) {
 }
 
 void Invoice::apply(InvoicePaid const& event) {
-    BOOST_ASSERT(status_ == InvoiceStatus::processing);
+    BOOST_ASSERT(status_ == InvoiceStatus::processing || status_ == InvoiceStatus::needs_review);
     status_ = InvoiceStatus::paid;
     paid_by_ = event.envelope.payment_id;
+    review_reason_.clear();
+    under_review_ = {};
     next_retry_at_.reset();
     updated_at_ = event.envelope.occurred_at;
     ++version_;
 }
 
 void Invoice::apply(InvoiceFailed const& event) {
-    BOOST_ASSERT(status_ == InvoiceStatus::processing);
+    BOOST_ASSERT(status_ == InvoiceStatus::processing || status_ == InvoiceStatus::needs_review);
     status_ = InvoiceStatus::failed;
     last_failure_ = event.failure;
+    review_reason_.clear();
+    under_review_ = {};
+    next_retry_at_.reset();
+    updated_at_ = event.envelope.occurred_at;
+    ++version_;
+}
+
+void Invoice::apply(InvoiceNeedsReview const& event) {
+    BOOST_ASSERT(status_ != InvoiceStatus::needs_review);
+    status_ = InvoiceStatus::needs_review;
+    review_reason_ = event.reason;
+    under_review_ = event.envelope.payment_id;
     next_retry_at_.reset();
     updated_at_ = event.envelope.occurred_at;
     ++version_;

@@ -9,6 +9,7 @@ std::string_view to_string(PaymentStatus status) noexcept {
     case PaymentStatus::requested: return "REQUESTED";
     case PaymentStatus::succeeded: return "SUCCEEDED";
     case PaymentStatus::failed: return "FAILED";
+    case PaymentStatus::unknown: return "UNKNOWN";
     }
     return "UNKNOWN";
 }
@@ -16,7 +17,7 @@ std::string_view to_string(PaymentStatus status) noexcept {
 Payment::Payment(PaymentRequested const& requested)
     : id_(requested.envelope.payment_id), invoice_id_(requested.envelope.invoice_id),
       attempt_(requested.envelope.attempt), amount_(requested.amount), payment_method_(requested.payment_method),
-      gateway_key_(requested.gateway_key), not_before_(requested.not_before),
+      gateway_key_(requested.gateway_key), correlation_id_(requested.envelope.correlation_id), not_before_(requested.not_before),
       created_at_(requested.envelope.occurred_at), updated_at_(requested.envelope.occurred_at) {}
 
 Payment Payment::from(PaymentRequested const& requested) {
@@ -24,8 +25,8 @@ Payment Payment::from(PaymentRequested const& requested) {
     return Payment(requested);
 }
 
-Result<void> Payment::require_requested() const {
-    if (status_ != PaymentStatus::requested)
+Result<void> Payment::require_open() const {
+    if (status_ != PaymentStatus::requested && status_ != PaymentStatus::unknown)
         return reject(ErrorCode::invalid_state,
                       "payment " + std::string(id_.str()) + " is already " + std::string(to_string(status_)));
     return {};
@@ -35,27 +36,44 @@ EventEnvelope Payment::envelope(EventMeta const& meta) const {
     return {meta.id, meta.now, meta.correlation_id, invoice_id_, id_, attempt_};
 }
 
-Result<PaymentSucceeded> Payment::succeed(std::string gateway_reference, EventMeta const& meta) const {
-    if (auto ok = require_requested(); !ok) return ok.error();
-    return PaymentSucceeded{envelope(meta), amount_, std::move(gateway_reference)};
+Result<PaymentSucceeded> Payment::succeed(std::string gateway_reference, Money charged, EventMeta const& meta) const {
+    if (auto ok = require_open(); !ok) return ok.error();
+    return PaymentSucceeded{envelope(meta), charged, std::move(gateway_reference)};
 }
 
 Result<PaymentFailed> Payment::fail(Failure failure, EventMeta const& meta) const {
-    if (auto ok = require_requested(); !ok) return ok.error();
+    if (auto ok = require_open(); !ok) return ok.error();
+    // A second "we do not know" adds nothing: the payment waits for a definitive answer.
+    if (failure.kind == FailureKind::unknown_outcome && status_ == PaymentStatus::unknown)
+        return reject(ErrorCode::invalid_state, "payment " + std::string(id_.str()) + " is already UNKNOWN");
     return PaymentFailed{envelope(meta), std::move(failure)};
 }
 
+Result<PaymentSucceeded> Payment::confirm_charged(std::string gateway_reference, Money charged,
+                                                  EventMeta const& meta) const {
+    if (status_ == PaymentStatus::succeeded)
+        return reject(ErrorCode::invalid_state, "payment " + std::string(id_.str()) + " is already SUCCEEDED");
+    return PaymentSucceeded{envelope(meta), charged, std::move(gateway_reference)};
+}
+
 void Payment::apply(PaymentSucceeded const& event) {
-    BOOST_ASSERT(event.envelope.payment_id == id_ && status_ == PaymentStatus::requested);
+    BOOST_ASSERT(event.envelope.payment_id == id_ && status_ != PaymentStatus::succeeded);
     status_ = PaymentStatus::succeeded;
+    failure_.reset();
     gateway_reference_ = event.gateway_reference;
     updated_at_ = event.envelope.occurred_at;
     ++version_;
 }
 
 void Payment::apply(PaymentFailed const& event) {
-    BOOST_ASSERT(event.envelope.payment_id == id_ && status_ == PaymentStatus::requested);
-    status_ = PaymentStatus::failed;
+    BOOST_ASSERT(event.envelope.payment_id == id_ &&
+                 (status_ == PaymentStatus::requested || status_ == PaymentStatus::unknown));
+    if (event.failure.kind == FailureKind::unknown_outcome) {
+        status_ = PaymentStatus::unknown;
+        unknown_since_ = event.envelope.occurred_at;
+    } else {
+        status_ = PaymentStatus::failed;
+    }
     failure_ = event.failure;
     updated_at_ = event.envelope.occurred_at;
     ++version_;

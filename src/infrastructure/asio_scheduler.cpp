@@ -4,6 +4,7 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <algorithm>
 #include <mutex>
@@ -15,7 +16,12 @@ using domain::Duration;
 using domain::Timestamp;
 
 struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
-    Impl(boost::asio::any_io_executor executor, application::Clock const& c) : clock(c), timer(std::move(executor)) {}
+    // The timer lives on a strand, and every wake-up (the timer's completion or
+    // a post for a call already due) runs on it: due calls run one at a time,
+    // in (time, order of scheduling) order, as the Scheduler port promises,
+    // however many threads run the executor.
+    Impl(boost::asio::any_io_executor executor, application::Clock const& c)
+        : clock(c), timer(boost::asio::make_strand(std::move(executor))) {}
 
     // Arms the timer for the earliest call unless it is armed early enough already.
     void arm_locked() {

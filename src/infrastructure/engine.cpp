@@ -80,6 +80,7 @@ SimulatedGateway& Engine::gateway() { return impl_->gateway; }
 MetricsRegistry& Engine::metrics() { return impl_->registry; }
 application::Logger& Engine::logger() { return impl_->logger; }
 application::Clock const& Engine::clock() { return impl_->clock; }
+application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
 
 bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;
@@ -94,17 +95,26 @@ bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     }
 }
 
-std::size_t Engine::shutdown(std::chrono::steady_clock::duration grace) {
-    if (std::exchange(impl_->stopped, true)) return 0;
-    impl_->processor->stop();
+ShutdownReport Engine::shutdown(std::chrono::steady_clock::duration grace) {
+    if (std::exchange(impl_->stopped, true)) return {};
+    impl_->service.stop_accepting();
+    // The processor stays subscribed through the grace period, so a retry
+    // that falls due meanwhile is still charged.
     if (!wait_idle(grace)) impl_->logger.warn("shutdown grace period ended with work in flight");
-    auto const dropped = impl_->bus.stop();
-    if (!dropped.empty())
-        impl_->logger.warn("scheduled events dropped at shutdown",
-                           {{"count", static_cast<std::int64_t>(dropped.size())}});
+    ShutdownReport report;
+    report.scheduled_dropped = impl_->bus.stop().size();
+    impl_->processor->stop();
+    report.unsettled = impl_->processor->unsettled();
+    auto count = [](std::size_t n) { return static_cast<std::int64_t>(n); };
+    if (report.scheduled_dropped != 0 || report.unsettled.total() != 0)
+        impl_->logger.warn("unsettled work at shutdown", {{"scheduled_dropped", count(report.scheduled_dropped)},
+                                                          {"at_gateway", count(report.unsettled.at_gateway)},
+                                                          {"retry_due", count(report.unsettled.retry_due)},
+                                                          {"unknown", count(report.unsettled.unknown)},
+                                                          {"needs_review", count(report.unsettled.needs_review)}});
     impl_->scheduler.shutdown();
     impl_->pool.join();
-    return dropped.size();
+    return report;
 }
 
 } // namespace payments

@@ -203,7 +203,7 @@ std::size_t InMemoryIdempotencyStore::purge_expired(Timestamp now) {
 
 std::size_t InMemoryIdempotencyStore::purge_locked(Timestamp now) {
     std::size_t purged = 0;
-    while (!expiry_.empty() && expiry_.front().at + ttl_ <= now) {
+    while (!expiry_.empty() && expiry_.front().at + ttl_ < now) {
         Expiry const entry = expiry_.front();
         expiry_.pop_front();
         auto it = records_.find(*entry.key);

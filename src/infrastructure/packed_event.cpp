@@ -224,6 +224,10 @@ struct Pack {
         w.envelope(e.envelope);
         w.failure(e.failure);
     }
+    void operator()(InvoiceNeedsReview const& e) const {
+        w.envelope(e.envelope);
+        w.text(e.reason);
+    }
 };
 
 Event unpack_kind(std::size_t kind, Reader& r) {
@@ -246,6 +250,7 @@ Event unpack_kind(std::size_t kind, Reader& r) {
     case event_index<PaymentFailed>(): return PaymentFailed{std::move(envelope), r.failure()};
     case event_index<InvoicePaid>(): return InvoicePaid{std::move(envelope), r.money()};
     case event_index<InvoiceFailed>(): return InvoiceFailed{std::move(envelope), r.failure()};
+    case event_index<InvoiceNeedsReview>(): return InvoiceNeedsReview{std::move(envelope), r.text()};
     }
     throw std::logic_error("PackedEvent: unknown event kind");
 }

@@ -18,13 +18,25 @@ PrometheusMetrics::PrometheusMetrics(MetricsRegistry& r)
                             "Redelivered or duplicated payment requests kept from the gateway")),
       verifications_(r.counter("payment_outcome_verifications_total",
                                "Gateway look-ups of attempts whose outcome was unknown")),
-      invoices_{},
+      late_answers_(r.counter("payment_gateway_late_answers_total",
+                              "Gateway answers that arrived after the timeout, and were still used")),
+      reviews_{}, janitor_{}, invoices_{},
       gateway_latency_(r.histogram("payment_gateway_latency_seconds", "Time from charge to gateway outcome",
                                    latency_buckets())) {
     for (auto kind : {FailureKind::declined, FailureKind::transient, FailureKind::unknown_outcome})
         failed_[static_cast<std::size_t>(kind)] = &r.counter("payments_failed_total", "Payment attempts that failed",
                                                              {{"kind", std::string(to_string(kind))}});
-    for (auto status : {InvoiceStatus::pending, InvoiceStatus::processing, InvoiceStatus::paid, InvoiceStatus::failed})
+    using application::JanitorFinding;
+    using application::ReviewCause;
+    for (auto cause : {ReviewCause::unresolved, ReviewCause::amount_mismatch, ReviewCause::contradiction})
+        reviews_[static_cast<std::size_t>(cause)] =
+            &r.counter("invoices_review_required_total", "Invoices put before an operator (NEEDS_REVIEW), by cause",
+                       {{"cause", std::string(to_string(cause))}});
+    for (auto finding : {JanitorFinding::stalled_attempt, JanitorFinding::unverified})
+        janitor_[static_cast<std::size_t>(finding)] =
+            &r.counter("payment_janitor_redriven_total", "Attempts the janitor found undriven and drove again",
+                       {{"finding", std::string(to_string(finding))}});
+    for (auto status : domain::invoice_statuses)
         invoices_[static_cast<std::size_t>(status)] =
             &r.gauge("invoices", "Invoices by status", {{"status", std::string(to_string(status))}});
 }
@@ -35,6 +47,13 @@ void PrometheusMetrics::payment_failed(FailureKind kind) { failed_[static_cast<s
 void PrometheusMetrics::retry_scheduled() { retries_.inc(); }
 void PrometheusMetrics::duplicate_delivery() { duplicates_.inc(); }
 void PrometheusMetrics::outcome_verification() { verifications_.inc(); }
+void PrometheusMetrics::late_answer() { late_answers_.inc(); }
+void PrometheusMetrics::review_required(application::ReviewCause cause) {
+    reviews_[static_cast<std::size_t>(cause)]->inc();
+}
+void PrometheusMetrics::janitor_redrove(application::JanitorFinding finding) {
+    janitor_[static_cast<std::size_t>(finding)]->inc();
+}
 
 void PrometheusMetrics::invoice_status_changed(std::optional<InvoiceStatus> from, InvoiceStatus to) {
     if (from) invoices_[static_cast<std::size_t>(*from)]->add(-1);

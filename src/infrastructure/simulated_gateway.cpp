@@ -21,50 +21,91 @@ SimulatedGateway::SimulatedGateway(application::Scheduler& scheduler, applicatio
                                    SimulatedGatewayOptions options)
     : scheduler_(scheduler), clock_(clock), options_(options), random_(options.seed) {}
 
-ChargeOutcome SimulatedGateway::charge_locked(ChargeRequest const& request) {
+ChargeOutcome SimulatedGateway::remember_locked(ChargeRequest const& request, ChargeOutcome outcome) {
+    domain::Timestamp const now = clock_.now();
+    answered_.emplace(request.idempotency_key, Record{outcome, now, now});
+    return outcome;
+}
+
+ChargeOutcome SimulatedGateway::book_locked(ChargeRequest const& request, domain::Money amount,
+                                            domain::Duration processing) {
+    domain::Timestamp const now = clock_.now();
     std::string reference = "ch_" + std::to_string(ledger_.size() + 1) + "_" + request.idempotency_key;
-    ledger_.push_back({request.idempotency_key, request.invoice_id, request.payment_id, request.amount, reference});
-    return ChargeOutcome::charged(std::move(reference));
+    ledger_.push_back({request.idempotency_key, request.invoice_id, request.payment_id, amount, reference, now});
+    auto outcome = ChargeOutcome::success(std::move(reference), amount);
+    domain::Timestamp const visible = now + options_.search_lag;
+    answered_.emplace(request.idempotency_key, Record{outcome, visible, visible + processing});
+    return outcome;
+}
+
+void SimulatedGateway::book_later_locked(ChargeRequest const& request, domain::Duration delay) {
+    ++bookings_pending_;
+    scheduler_.call_at(clock_.now() + delay, [this, request] {
+        std::lock_guard lock(mutex_);
+        --bookings_pending_;
+        if (answered_.contains(request.idempotency_key)) return;
+        ++late_bookings_;
+        book_locked(request, request.amount, options_.processing_time);
+    });
 }
 
 SimulatedGateway::Decision SimulatedGateway::decide_locked(ChargeRequest const& request) {
     std::string_view const method = request.payment_method;
+    domain::Money const asked = request.amount;
+    domain::Duration const processing = options_.processing_time;
     // Answers worth remembering per key: a charge and a decline are final at a real PSP.
-    auto remember = [&](ChargeOutcome outcome) {
-        answered_.emplace(request.idempotency_key, outcome);
-        return Decision{std::move(outcome)};
+    auto declined = [&](std::string reason) {
+        return Decision{remember_locked(request, ChargeOutcome::failed(FailureKind::declined, std::move(reason)))};
     };
-    if (method == "pm_card_ok") return remember(charge_locked(request));
-    if (method == "pm_card_declined") return remember(ChargeOutcome::failed(FailureKind::declined, "card declined"));
-    if (method == "pm_card_unavailable")
-        return {ChargeOutcome::failed(FailureKind::transient, "issuer unavailable")};
+    auto mismatched = [&] { return domain::Money::of(asked.minor_units() + 1, asked.currency()).value(); };
+    if (method == "pm_card_ok") return {book_locked(request, asked, processing)};
+    if (method == "pm_card_declined") return declined("card declined");
+    if (method == "pm_card_unavailable") return {ChargeOutcome::failed(FailureKind::transient, "issuer unavailable")};
     if (method == "pm_card_timeout") return {};
     if (method == "pm_card_lost_response") {
-        remember(charge_locked(request));
+        book_locked(request, asked, processing);
         return {}; // charged, but this answer never arrives
     }
+    if (method == "pm_card_late_answer") return {book_locked(request, asked, processing), options_.late_answer_delay};
+    if (method == "pm_card_late_booking") {
+        book_later_locked(request, options_.booking_delay);
+        return {};
+    }
+    if (method == "pm_card_processing") {
+        book_locked(request, asked, std::max(processing, domain::Duration(std::chrono::seconds(60))));
+        return {};
+    }
+    if (method == "pm_card_amount_mismatch") return {book_locked(request, mismatched(), processing)};
     if (method.starts_with(flaky_prefix) && method.size() == flaky_prefix.size() + 1 &&
         method.back() >= '1' && method.back() <= '9') {
         int const failures = method.back() - '0';
         if (transient_failures_[request.invoice_id]++ < failures)
             return {ChargeOutcome::failed(FailureKind::transient, "issuer temporarily unavailable")};
-        return remember(charge_locked(request));
+        return {book_locked(request, asked, processing)};
     }
     if (method.empty() || method == "pm_card_random") {
-        // One draw against the cumulative rates: decline | transient | timeout | lost answer | charged.
+        // One draw against the cumulative rates:
+        // decline | transient | timeout | lost answer | late answer | late booking | mismatch | charged.
         double threshold = unit(random_);
-        if ((threshold -= options_.decline_rate) < 0)
-            return remember(ChargeOutcome::failed(FailureKind::declined, "card declined"));
+        if ((threshold -= options_.decline_rate) < 0) return declined("card declined");
         if ((threshold -= options_.transient_rate) < 0)
             return {ChargeOutcome::failed(FailureKind::transient, "issuer temporarily unavailable")};
         if ((threshold -= options_.timeout_rate) < 0) return {};
         if ((threshold -= options_.lost_response_rate) < 0) {
-            remember(charge_locked(request));
+            book_locked(request, asked, processing);
             return {};
         }
-        return remember(charge_locked(request));
+        if ((threshold -= options_.late_answer_rate) < 0)
+            return {book_locked(request, asked, processing), options_.late_answer_delay};
+        if ((threshold -= options_.late_booking_rate) < 0) {
+            auto const spread = static_cast<std::uint64_t>(options_.booking_delay.count());
+            book_later_locked(request, domain::Duration(static_cast<domain::Duration::rep>(random_.uniform(spread))));
+            return {};
+        }
+        if ((threshold -= options_.mismatch_rate) < 0) return {book_locked(request, mismatched(), processing)};
+        return {book_locked(request, asked, processing)};
     }
-    return remember(ChargeOutcome::failed(FailureKind::declined, "unknown payment method"));
+    return declined("unknown payment method");
 }
 
 void SimulatedGateway::charge(ChargeRequest request, std::function<void(ChargeOutcome)> on_outcome) {
@@ -74,10 +115,10 @@ void SimulatedGateway::charge(ChargeRequest request, std::function<void(ChargeOu
         std::lock_guard lock(mutex_);
         keys_seen_.push_back(request.idempotency_key);
         if (auto it = answered_.find(request.idempotency_key); it != answered_.end())
-            decision.answer = it->second;
+            decision.answer = it->second.outcome;
         else
             decision = decide_locked(request);
-        latency = latency_locked();
+        latency = latency_locked() + decision.extra_delay;
     }
     if (!decision.answer) return;
     // Always answered through the scheduler, never inside charge(): callers see a real asynchronous API.
@@ -91,16 +132,23 @@ domain::Duration SimulatedGateway::latency_locked() {
     return options_.latency_min + domain::Duration(static_cast<domain::Duration::rep>(random_.uniform(spread)));
 }
 
-void SimulatedGateway::lookup(std::string idempotency_key, std::function<void(std::optional<ChargeOutcome>)> on_answer) {
-    std::optional<ChargeOutcome> found;
+void SimulatedGateway::lookup(std::string idempotency_key, std::function<void(application::ChargeStatus)> on_answer) {
+    using application::ChargeStatus;
+    ChargeStatus status = ChargeStatus::not_found();
     domain::Duration latency{0};
     {
         std::lock_guard lock(mutex_);
-        if (auto it = answered_.find(idempotency_key); it != answered_.end()) found = it->second;
+        domain::Timestamp const now = clock_.now();
+        if (auto it = answered_.find(idempotency_key); it != answered_.end() && now >= it->second.visible_at) {
+            ChargeOutcome const& outcome = it->second.outcome;
+            if (!outcome.succeeded()) status = ChargeStatus::refused(outcome.failure->reason);
+            else if (now < it->second.final_at) status = ChargeStatus::processing();
+            else status = ChargeStatus::booked(outcome.reference, *outcome.charged);
+        }
         latency = latency_locked();
     }
     scheduler_.call_at(clock_.now() + latency,
-                       [found = std::move(found), on_answer = std::move(on_answer)]() mutable { on_answer(found); });
+                       [status = std::move(status), on_answer = std::move(on_answer)]() mutable { on_answer(status); });
 }
 
 void SimulatedGateway::set_options(SimulatedGatewayOptions options) {
@@ -127,6 +175,16 @@ std::size_t SimulatedGateway::calls() const {
 std::vector<std::string> SimulatedGateway::keys_seen() const {
     std::lock_guard lock(mutex_);
     return keys_seen_;
+}
+
+std::size_t SimulatedGateway::late_bookings() const {
+    std::lock_guard lock(mutex_);
+    return late_bookings_;
+}
+
+std::size_t SimulatedGateway::bookings_pending() const {
+    std::lock_guard lock(mutex_);
+    return bookings_pending_;
 }
 
 } // namespace payments::infrastructure

@@ -61,17 +61,6 @@ SCENARIO("the same idempotency key twice gives an equal result and exactly one e
     }
 }
 
-SCENARIO("a rejection is replayed too: the key stands for the request's answer") {
-    World world;
-    application::RequestPayment const request{iid("inv_unknown"), "pm_card_ok", key("k-2"), {}};
-    auto first = world.service.request_payment(request);
-    CHECK(first.result.error().code == ErrorCode::not_found);
-    world.create(); // another invoice changes nothing for this key
-    auto second = world.service.request_payment(request);
-    CHECK(second.replayed);
-    CHECK(second.result == first.result);
-}
-
 SCENARIO("one key used for a different request is refused") {
     World world;
     Invoice a = world.create(), b = world.create();
@@ -100,8 +89,8 @@ SCENARIO("keys are scoped to their client and expire") {
     CHECK(world.service.request_payment({b.id(), "pm_card_ok", key("k", "client-2"), {}}).result);
     world.run();
 
-    WHEN("a day has passed") {
-        world.clock.advance(24h);
+    WHEN("a day and a moment have passed") {
+        world.clock.advance(24h + 1s);
         auto again = world.service.request_payment({a.id(), "pm_card_ok", key("k", "client-1"), {}});
         THEN("the key is new again, and the request is judged afresh") {
             CHECK_FALSE(again.replayed);

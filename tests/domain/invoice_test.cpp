@@ -6,7 +6,17 @@ using namespace test;
 
 namespace {
 
-enum class Command { request_payment, settle_success, settle_retryable_failure, settle_final_failure };
+enum class Command {
+    request_payment,
+    settle_success,
+    settle_retryable_failure,
+    settle_final_failure,
+    settle_unknown,
+    require_review,
+    resolve_charged,
+    resolve_not_charged,
+};
+constexpr std::size_t command_count = 8;
 
 char const* name(Command c) {
     switch (c) {
@@ -14,6 +24,10 @@ char const* name(Command c) {
     case Command::settle_success: return "settle_success";
     case Command::settle_retryable_failure: return "settle_retryable_failure";
     case Command::settle_final_failure: return "settle_final_failure";
+    case Command::settle_unknown: return "settle_unknown";
+    case Command::require_review: return "require_review";
+    case Command::resolve_charged: return "resolve_charged";
+    case Command::resolve_not_charged: return "resolve_not_charged";
     }
     return "?";
 }
@@ -24,6 +38,11 @@ Invoice an_invoice_in(InvoiceStatus status) {
     case InvoiceStatus::processing: return a_processing_invoice();
     case InvoiceStatus::paid: return a_paid_invoice();
     case InvoiceStatus::failed: return a_failed_invoice();
+    case InvoiceStatus::needs_review: {
+        Invoice invoice = a_processing_invoice();
+        invoice.apply(invoice.require_review(pid(1), "no answer", meta()).value());
+        return invoice;
+    }
     }
     FAIL("unknown status");
     return an_invoice();
@@ -37,9 +56,10 @@ Result<void> run(Invoice& invoice, Command command) {
     auto outcome_invoice = invoice.attempts().empty() ? a_processing_invoice() : invoice;
     if (!invoice.attempts().empty() && invoice.status() != InvoiceStatus::processing)
         outcome_invoice = a_processing_invoice("pm_card_ok", invoice.attempts().back());
+    auto apply_all = [&](auto const& decided) { std::visit([&](auto const& e) { invoice.apply(e); }, decided); };
     switch (command) {
     case Command::request_payment: {
-        auto e = invoice.request_payment(pid(50), "pm_card_ok", meta());
+        auto e = invoice.request_payment(attempt(50), "pm_card_ok", meta());
         if (!e) return e.error();
         invoice.apply(*e);
         return {};
@@ -47,17 +67,38 @@ Result<void> run(Invoice& invoice, Command command) {
     case Command::settle_success: {
         auto e = invoice.settle_success(success_of(outcome_invoice), meta());
         if (!e) return e.error();
-        invoice.apply(*e);
+        apply_all(*e);
         return {};
     }
     case Command::settle_retryable_failure:
-    case Command::settle_final_failure: {
-        auto kind = command == Command::settle_final_failure ? FailureKind::declined : FailureKind::transient;
+    case Command::settle_final_failure:
+    case Command::settle_unknown: {
+        auto kind = command == Command::settle_final_failure ? FailureKind::declined
+                    : command == Command::settle_unknown     ? FailureKind::unknown_outcome
+                                                             : FailureKind::transient;
         auto failed = failure_of(outcome_invoice, kind);
-        auto next = invoice.settle_failure(failed, policy, random, pid(51), meta());
+        auto next = invoice.settle_failure(failed, policy, random, attempt(51), meta());
         if (!next) return next.error();
         invoice.apply(failed);
-        std::visit([&](auto const& e) { invoice.apply(e); }, *next);
+        std::visit(
+            [&](auto const& e) {
+                if constexpr (!std::is_same_v<std::decay_t<decltype(e)>, Invoice::AwaitingAnswer>) invoice.apply(e);
+            },
+            *next);
+        return {};
+    }
+    case Command::require_review: {
+        auto e = invoice.require_review(invoice.attempts().empty() ? pid(1) : invoice.attempts().back(), "why",
+                                        meta());
+        if (!e) return e.error();
+        invoice.apply(*e);
+        return {};
+    }
+    case Command::resolve_charged:
+    case Command::resolve_not_charged: {
+        auto e = invoice.resolve_review({command == Command::resolve_charged, "ch_op"}, meta());
+        if (!e) return e.error();
+        apply_all(*e);
         return {};
     }
     }
@@ -76,25 +117,50 @@ TEST_CASE("every (invoice state, command) pair of the invoice state machine") {
     using S = InvoiceStatus;
     using C = Command;
     std::optional<ErrorCode> const ok;
+    ErrorCode const invalid = ErrorCode::invalid_state;
     Row const rows[] = {
         {S::pending, C::request_payment, ok, S::processing},
-        {S::pending, C::settle_success, ErrorCode::invalid_state, S::pending},
-        {S::pending, C::settle_retryable_failure, ErrorCode::invalid_state, S::pending},
-        {S::pending, C::settle_final_failure, ErrorCode::invalid_state, S::pending},
+        {S::pending, C::settle_success, invalid, S::pending},
+        {S::pending, C::settle_retryable_failure, invalid, S::pending},
+        {S::pending, C::settle_final_failure, invalid, S::pending},
+        {S::pending, C::settle_unknown, invalid, S::pending},
+        {S::pending, C::require_review, ErrorCode::not_found, S::pending},
+        {S::pending, C::resolve_charged, invalid, S::pending},
+        {S::pending, C::resolve_not_charged, invalid, S::pending},
         {S::processing, C::request_payment, ErrorCode::payment_in_progress, S::processing},
         {S::processing, C::settle_success, ok, S::paid},
         {S::processing, C::settle_retryable_failure, ok, S::processing},
         {S::processing, C::settle_final_failure, ok, S::failed},
+        {S::processing, C::settle_unknown, ok, S::processing},
+        {S::processing, C::require_review, ok, S::needs_review},
+        {S::processing, C::resolve_charged, invalid, S::processing},
+        {S::processing, C::resolve_not_charged, invalid, S::processing},
         {S::paid, C::request_payment, ErrorCode::invoice_already_paid, S::paid},
-        {S::paid, C::settle_success, ErrorCode::invalid_state, S::paid},
-        {S::paid, C::settle_retryable_failure, ErrorCode::invalid_state, S::paid},
-        {S::paid, C::settle_final_failure, ErrorCode::invalid_state, S::paid},
+        {S::paid, C::settle_success, invalid, S::paid},
+        {S::paid, C::settle_retryable_failure, invalid, S::paid},
+        {S::paid, C::settle_final_failure, invalid, S::paid},
+        {S::paid, C::settle_unknown, invalid, S::paid},
+        {S::paid, C::require_review, ok, S::needs_review}, // a contradicting answer
+        {S::paid, C::resolve_charged, invalid, S::paid},
+        {S::paid, C::resolve_not_charged, invalid, S::paid},
         {S::failed, C::request_payment, ok, S::processing},
-        {S::failed, C::settle_success, ErrorCode::invalid_state, S::failed},
-        {S::failed, C::settle_retryable_failure, ErrorCode::invalid_state, S::failed},
-        {S::failed, C::settle_final_failure, ErrorCode::invalid_state, S::failed},
+        {S::failed, C::settle_success, invalid, S::failed},
+        {S::failed, C::settle_retryable_failure, invalid, S::failed},
+        {S::failed, C::settle_final_failure, invalid, S::failed},
+        {S::failed, C::settle_unknown, invalid, S::failed},
+        {S::failed, C::require_review, ok, S::needs_review}, // a contradicting answer
+        {S::failed, C::resolve_charged, invalid, S::failed},
+        {S::failed, C::resolve_not_charged, invalid, S::failed},
+        {S::needs_review, C::request_payment, invalid, S::needs_review},
+        {S::needs_review, C::settle_success, ok, S::paid}, // the answer it waited for, late
+        {S::needs_review, C::settle_retryable_failure, ok, S::failed},
+        {S::needs_review, C::settle_final_failure, ok, S::failed},
+        {S::needs_review, C::settle_unknown, invalid, S::needs_review},
+        {S::needs_review, C::require_review, invalid, S::needs_review},
+        {S::needs_review, C::resolve_charged, ok, S::paid},
+        {S::needs_review, C::resolve_not_charged, ok, S::failed},
     };
-    CHECK(std::size(rows) == 4 * 4);
+    CHECK(std::size(rows) == std::size(invoice_statuses) * command_count);
     for (Row const& row : rows) {
         CAPTURE(to_string(row.from));
         CAPTURE(name(row.command));
@@ -123,8 +189,8 @@ SCENARIO("an invoice is issued only for a positive amount and a bounded descript
 }
 
 SCENARIO("a payment method must be a well-formed token") {
-    CHECK(an_invoice().request_payment(pid(1), "pm card", meta()).error().code == ErrorCode::invalid_argument);
-    CHECK(an_invoice().request_payment(pid(1), "", meta()));
+    CHECK(an_invoice().request_payment(attempt(1), "pm card", meta()).error().code == ErrorCode::invalid_argument);
+    CHECK(an_invoice().request_payment(attempt(1), "", meta()));
 }
 
 SCENARIO("an outcome for an attempt that is no longer current is stale") {
@@ -132,13 +198,13 @@ SCENARIO("an outcome for an attempt that is no longer current is stale") {
         Invoice invoice = a_processing_invoice();
         auto first_failure = failure_of(invoice, FailureKind::transient);
         ScriptedRandom random({0});
-        auto retry = invoice.settle_failure(first_failure, RetryPolicy{}, random, pid(2), meta()).value();
+        auto retry = invoice.settle_failure(first_failure, RetryPolicy{}, random, attempt(2), meta()).value();
         invoice.apply(first_failure);
         invoice.apply(std::get<PaymentRequested>(retry));
         WHEN("a late success for the first attempt arrives") {
             PaymentSucceeded late = Payment::from(PaymentRequested{
                 {EventId::parse("evt_x").value(), t0(), {}, invoice.id(), pid(1), 1}, usd(1000), "pm_card_ok", "pay_1",
-                t0()}).succeed("ch_late", meta()).value();
+                t0()}).succeed("ch_late", usd(1000), meta()).value();
             THEN("it is refused as stale") {
                 CHECK(invoice.settle_success(late, meta()).error().code == ErrorCode::stale_attempt);
             }
@@ -146,12 +212,28 @@ SCENARIO("an outcome for an attempt that is no longer current is stale") {
     }
 }
 
-SCENARIO("a charge of another amount does not settle the invoice") {
-    Invoice invoice = a_processing_invoice();
-    auto request = current_request(invoice);
-    request.amount = usd(1);
-    auto succeeded = Payment::from(request).succeed("ch_1", meta()).value();
-    CHECK(invoice.settle_success(succeeded, meta()).error().code == ErrorCode::invalid_amount);
+SCENARIO("a charge of another amount or currency never pays the invoice: it needs an operator") {
+    GIVEN("an invoice for 10.00 USD at the gateway") {
+        Invoice invoice = a_processing_invoice();
+        WHEN("the gateway says it charged 10.01 USD") {
+            auto succeeded = Payment::from(current_request(invoice)).succeed("ch_1", usd(1001), meta()).value();
+            auto after = invoice.settle_success(succeeded, meta()).value();
+            THEN("the invoice goes to NEEDS_REVIEW, saying what was charged") {
+                auto const& review = std::get<InvoiceNeedsReview>(after);
+                CHECK(review.reason == "the gateway charged 10.01 USD, the invoice is for 10.00 USD");
+                invoice.apply(review);
+                CHECK(invoice.status() == InvoiceStatus::needs_review);
+                CHECK(invoice.under_review() == pid(1));
+            }
+        }
+        WHEN("the gateway says it charged 10.00 EUR") {
+            auto eur = Money::charge(1000, Currency::from_code("EUR").value()).value();
+            auto succeeded = Payment::from(current_request(invoice)).succeed("ch_1", eur, meta()).value();
+            THEN("the invoice is not paid") {
+                CHECK(std::holds_alternative<InvoiceNeedsReview>(invoice.settle_success(succeeded, meta()).value()));
+            }
+        }
+    }
 }
 
 SCENARIO("retries are scheduled with backoff until the cycle's attempts run out") {
@@ -159,15 +241,15 @@ SCENARIO("retries are scheduled with backoff until the cycle's attempts run out"
         RetryPolicy const policy{.base = 1s, .multiplier = 2.0, .cap = 30s, .max_attempts = 3};
         ScriptedRandom random({UINT64_MAX}); // the longest delay jitter allows
         Invoice invoice = a_processing_invoice("pm_card_unavailable");
-        for (int attempt = 1; attempt <= 2; ++attempt) {
+        for (int n = 1; n <= 2; ++n) {
             auto failed = failure_of(invoice, FailureKind::transient, "busy");
-            Timestamp const now = t0() + std::chrono::minutes(attempt);
-            auto next = invoice.settle_failure(failed, policy, random, pid(attempt + 1), meta(now)).value();
+            Timestamp const now = t0() + std::chrono::minutes(n);
+            auto next = invoice.settle_failure(failed, policy, random, attempt(n + 1), meta(now)).value();
             auto const& retry = std::get<PaymentRequested>(next);
-            CHECK(retry.envelope.attempt == attempt + 1);
-            CHECK(retry.not_before - now == policy.max_delay(attempt));
+            CHECK(retry.envelope.attempt == n + 1);
+            CHECK(retry.not_before - now == policy.max_delay(n));
             CHECK(retry.payment_method == "pm_card_unavailable");
-            CHECK(retry.gateway_key == pid(attempt + 1).str()); // nothing was charged: a fresh key
+            CHECK(retry.gateway_key == attempt(n + 1).gateway_key); // every attempt has a key of its own
             invoice.apply(failed);
             invoice.apply(retry);
             CHECK(invoice.next_retry_at() == retry.not_before);
@@ -175,7 +257,7 @@ SCENARIO("retries are scheduled with backoff until the cycle's attempts run out"
         }
         WHEN("the third attempt fails too") {
             auto failed = failure_of(invoice, FailureKind::transient, "busy");
-            auto next = invoice.settle_failure(failed, policy, random, pid(9), meta()).value();
+            auto next = invoice.settle_failure(failed, policy, random, attempt(9), meta()).value();
             THEN("the invoice gives up, saying why") {
                 auto const& gave_up = std::get<InvoiceFailed>(next);
                 CHECK(gave_up.failure.kind == FailureKind::transient);
@@ -188,7 +270,7 @@ SCENARIO("retries are scheduled with backoff until the cycle's attempts run out"
             AND_THEN("a manual retry opens a new cycle of 3 attempts") {
                 invoice.apply(failed);
                 invoice.apply(std::get<InvoiceFailed>(next));
-                invoice.apply(invoice.request_payment(pid(10), "pm_card_ok", meta()).value());
+                invoice.apply(invoice.request_payment(attempt(10), "pm_card_ok", meta()).value());
                 CHECK(invoice.current_attempt() == 4);
                 CHECK(invoice.cycle_attempts() == 1);
                 CHECK(invoice.attempts().back() == pid(10));
@@ -201,51 +283,71 @@ SCENARIO("a decline is final: no retry") {
     Invoice invoice = a_processing_invoice();
     ScriptedRandom random({0});
     auto next = invoice.settle_failure(failure_of(invoice, FailureKind::declined, "card declined"), RetryPolicy{},
-                                       random, pid(2), meta()).value();
+                                       random, attempt(2), meta()).value();
     REQUIRE(std::holds_alternative<InvoiceFailed>(next));
     CHECK(std::get<InvoiceFailed>(next).failure.reason == "card declined");
 }
 
-SCENARIO("after an unknown outcome every retry reuses the gateway key until an answer is definitive") {
-    ScriptedRandom random({0});
-    RetryPolicy const policy{.max_attempts = 3};
-    Invoice invoice = a_processing_invoice("pm_card_timeout", pid(1));
-    auto retry = [&](FailureKind kind, int next) {
-        auto failed = failure_of(invoice, kind);
-        auto decided = invoice.settle_failure(failed, policy, random, pid(next), meta()).value();
-        invoice.apply(failed);
-        std::visit([&](auto const& e) { invoice.apply(e); }, decided);
-        return decided;
-    };
-    auto second = std::get<PaymentRequested>(retry(FailureKind::unknown_outcome, 2));
-    CHECK(second.gateway_key == "pay_1");
-    // The gateway was unavailable for the repeat: the first charge may still exist.
-    auto third = std::get<PaymentRequested>(retry(FailureKind::transient, 3));
-    CHECK(third.gateway_key == "pay_1");
-    // The last attempt's outcome is unknown too: it cannot end the cycle until the gateway is asked.
-    CHECK(invoice.must_verify(FailureKind::unknown_outcome, policy));
-    CHECK_FALSE(invoice.must_verify(FailureKind::transient, policy));
-    CHECK(invoice.settle_failure(failure_of(invoice, FailureKind::unknown_outcome), policy, random, pid(4), meta())
-              .error()
-              .code == ErrorCode::invalid_state);
-    // Asked, the gateway holds no charge: that is definitive, and the cycle ends.
-    auto gave_up = retry(FailureKind::transient, 4);
-    REQUIRE(std::holds_alternative<InvoiceFailed>(gave_up));
-
-    WHEN("the invoice is retried by hand") {
-        THEN("the retry keeps the key and the payment method") {
-            auto manual = invoice.request_payment(pid(5), "", meta()).value();
-            CHECK(manual.gateway_key == "pay_1");
-            CHECK(manual.payment_method == "pm_card_timeout");
+SCENARIO("an unknown outcome neither retries nor ends the cycle, even on the last attempt") {
+    GIVEN("an invoice on the last attempt of its cycle") {
+        ScriptedRandom random({0});
+        RetryPolicy const policy{.max_attempts = 1};
+        Invoice invoice = a_processing_invoice("pm_card_timeout");
+        WHEN("its answer is unknown") {
+            auto failed = failure_of(invoice, FailureKind::unknown_outcome);
+            auto next = invoice.settle_failure(failed, policy, random, attempt(2), meta()).value();
+            THEN("the invoice waits for a definitive answer: no new key, no FAILED") {
+                CHECK(std::holds_alternative<Invoice::AwaitingAnswer>(next));
+                invoice.apply(failed);
+                CHECK(invoice.status() == InvoiceStatus::processing);
+                CHECK(invoice.current_attempt() == 1);
+                AND_THEN("a manual retry is refused while it waits") {
+                    CHECK(invoice.request_payment(attempt(3), "pm_card_ok", meta()).error().code ==
+                          ErrorCode::payment_in_progress);
+                }
+                AND_THEN("a definitive answer that nothing was charged ends the cycle") {
+                    auto gave_up = invoice.settle_failure(failure_of(invoice, FailureKind::transient, "no charge"),
+                                                          policy, random, attempt(4), meta()).value();
+                    CHECK(std::holds_alternative<InvoiceFailed>(gave_up));
+                }
+                AND_THEN("a definitive charge pays it") {
+                    CHECK(std::holds_alternative<InvoicePaid>(invoice.settle_success(success_of(invoice), meta()).value()));
+                }
+            }
         }
-        THEN("a different payment method is refused: it could charge twice") {
-            CHECK(invoice.request_payment(pid(5), "pm_card_ok", meta()).error().code == ErrorCode::invalid_state);
+    }
+}
+
+SCENARIO("an operator resolves an invoice that needs review") {
+    GIVEN("an invoice whose answer stayed unknown past the verification limit") {
+        Invoice invoice = an_invoice_in(InvoiceStatus::needs_review);
+        CHECK(invoice.review_reason() == "no answer");
+        WHEN("the operator found the charge") {
+            auto after = invoice.resolve_review({true, "ch_found"}, meta()).value();
+            THEN("the invoice is PAID by the attempt under review") {
+                auto const& paid = std::get<InvoicePaid>(after);
+                CHECK(paid.envelope.payment_id == pid(1));
+                invoice.apply(paid);
+                CHECK(invoice.paid_by() == pid(1));
+                CHECK(invoice.review_reason().empty());
+            }
+        }
+        WHEN("the operator found no charge") {
+            invoice.apply(std::get<InvoiceFailed>(invoice.resolve_review({false, ""}, meta()).value()));
+            THEN("the invoice is FAILED and payable again") {
+                CHECK(invoice.status() == InvoiceStatus::failed);
+                CHECK(invoice.request_payment(attempt(2), "pm_card_ok", meta()));
+            }
+        }
+        WHEN("the operator says charged without a reference") {
+            THEN("it is refused") {
+                CHECK(invoice.resolve_review({true, ""}, meta()).error().code == ErrorCode::invalid_argument);
+            }
         }
     }
 }
 
 TEST_CASE("invoice statuses round-trip through their names") {
-    for (auto s : {InvoiceStatus::pending, InvoiceStatus::processing, InvoiceStatus::paid, InvoiceStatus::failed})
-        CHECK(parse_invoice_status(to_string(s)).value() == s);
+    for (auto s : invoice_statuses) CHECK(parse_invoice_status(to_string(s)).value() == s);
     CHECK(parse_invoice_status("paid").error().code == ErrorCode::invalid_argument);
 }

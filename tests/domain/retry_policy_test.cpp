@@ -45,3 +45,32 @@ TEST_CASE("nonsensical retry policies are refused") {
     CHECK(RetryPolicy::retryable(FailureKind::transient));
     CHECK(RetryPolicy::retryable(FailureKind::unknown_outcome));
 }
+
+SCENARIO("finding 8: no policy that passes validate() yields a delay out of [0, cap]") {
+    GIVEN("policies at the edges of what validate() accepts") {
+        RetryPolicy const policies[] = {
+            {.base = 0s, .multiplier = 1e300, .cap = RetryPolicy::max_cap},
+            {.base = 1us, .multiplier = 1e300, .cap = RetryPolicy::max_cap},
+            {.base = RetryPolicy::max_cap, .multiplier = 1.0, .cap = RetryPolicy::max_cap},
+            {.base = 1s, .multiplier = 2.0, .cap = RetryPolicy::max_cap, .max_attempts = 100},
+            {.base = 0s, .multiplier = 1.0, .cap = 0s},
+        };
+        for (RetryPolicy const& policy : policies) {
+            REQUIRE(policy.validate());
+            infrastructure::SeededRandom random(7);
+            for (int n = 0; n <= 200; ++n) {
+                CAPTURE(n);
+                Duration const bound = policy.max_delay(n);
+                CHECK(bound >= 0s);
+                CHECK(bound <= policy.cap);
+                Duration const drawn = policy.delay(n, random);
+                CHECK(drawn >= 0s);
+                CHECK(drawn <= bound);
+            }
+        }
+    }
+    THEN("a cap whose delays would overflow a timestamp is refused") {
+        CHECK(RetryPolicy{.cap = Duration::max()}.validate().error().code == ErrorCode::invalid_argument);
+        CHECK(RetryPolicy{.cap = RetryPolicy::max_cap + 1us}.validate().error().code == ErrorCode::invalid_argument);
+    }
+}

@@ -25,20 +25,29 @@ SCENARIO("the engine runs a whole flow on its own threads") {
     CHECK(metrics.find("payments_succeeded_total 1\n") != std::string::npos);
     CHECK(metrics.find("invoices{status=\"PAID\"} 1\n") != std::string::npos);
     CHECK(metrics.find("bus_events_delivered_total") != std::string::npos);
-    CHECK(engine->shutdown(std::chrono::seconds(5)) == 0);
-    CHECK(engine->shutdown(std::chrono::seconds(5)) == 0); // idempotent
+    auto const report = engine->shutdown(std::chrono::seconds(5));
+    CHECK(report.scheduled_dropped == 0);
+    CHECK(report.unsettled.total() == 0);
+    CHECK(engine->shutdown(std::chrono::seconds(5)).scheduled_dropped == 0); // idempotent
 }
 
-SCENARIO("shutdown drops retries that are not due and says how many") {
+SCENARIO("shutdown refuses new requests at once, drops retries that are not due and says what is unsettled") {
     EngineOptions options;
-    // Full jitter may draw any delay up to 1000 h: one under a minute is a 1-in-60000 chance.
-    options.processor.retry = {.base = std::chrono::hours(1000), .cap = std::chrono::hours(1000)};
+    // Full jitter may draw any delay up to 500 h: one under a minute is a 1-in-30000 chance.
+    options.processor.retry = {.base = std::chrono::hours(500), .cap = std::chrono::hours(500)};
     auto engine = an_engine(options);
     auto invoice = engine->service().create_invoice({.amount = usd(500)}).value();
     engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_unavailable"});
     REQUIRE(engine->wait_idle(std::chrono::seconds(10)));
     CHECK(engine->bus().stats().scheduled_pending == 1);
-    CHECK(engine->shutdown(std::chrono::seconds(5)) == 1);
+    auto other = engine->service().create_invoice({.amount = usd(700)}).value();
+    auto const report = engine->shutdown(std::chrono::seconds(5));
+    CHECK(report.scheduled_dropped == 1);
+    CHECK(report.unsettled.retry_due == 1);
+    CHECK(report.unsettled.total() == 1);
+    auto refused = engine->service().request_payment({.invoice_id = other.id(), .payment_method = "pm_card_ok"});
+    CHECK(refused.result.error().code == ErrorCode::unavailable);
+    CHECK(engine->service().invoice(other.id()).value().status() == InvoiceStatus::pending);
 }
 
 SCENARIO("an engine with an invalid policy is refused") {

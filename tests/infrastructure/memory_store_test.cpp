@@ -14,7 +14,7 @@ SCENARIO("commits are versioned and all or nothing") {
     CHECK(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}).error().code == ErrorCode::already_exists);
 
     Invoice processing = invoice;
-    auto requested = processing.request_payment(pid(1), "pm_card_ok", meta()).value();
+    auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
     processing.apply(requested);
     Payment payment = Payment::from(requested);
 
@@ -59,7 +59,8 @@ SCENARIO("idempotency records: claim, in use, replay, mismatch, release, expiry"
     auto replay = store.claim(key, "req-a", t0() + 59min);
     CHECK(replay.state == State::replay);
     CHECK(replay.stored == outcome);
-    CHECK(store.claim(key, "req-a", t0() + 1h).state == State::claimed); // expired: a fresh claim
+    CHECK(store.claim(key, "req-a", t0() + 1h).state == State::replay); // exactly the TTL: not yet expired
+    CHECK(store.claim(key, "req-a", t0() + 1h + 1us).state == State::claimed); // expired: a fresh claim
 
     auto const other = IdempotencyKey::make("", "k2").value();
     CHECK(store.claim(other, "x", t0()).state == State::claimed);
@@ -82,9 +83,11 @@ SCENARIO("an idempotency record expires ttl after its completion, not after its 
     store.complete(slow, outcome, t0() + 50min);
 
     CHECK(store.purge_expired(t0() + 1h) == 0);
-    CHECK(store.purge_expired(t0() + 1h + 1min) == 1); // quick
+    CHECK(store.purge_expired(t0() + 1h + 1min) == 0);       // quick, exactly its TTL: kept
+    CHECK(store.purge_expired(t0() + 1h + 1min + 1us) == 1); // quick
     CHECK(store.claim(slow, "a", t0() + 1h + 49min).state == State::replay);
     // Each claim looks at what is due, so no explicit purge is needed.
-    CHECK(store.claim(IdempotencyKey::make("", "later").value(), "a", t0() + 1h + 50min).state == State::claimed);
+    CHECK(store.claim(IdempotencyKey::make("", "later").value(), "a", t0() + 1h + 50min + 1us).state ==
+          State::claimed);
     CHECK(store.size() == 1);
 }

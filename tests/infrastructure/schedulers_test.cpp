@@ -1,9 +1,15 @@
 #include "support/builders.hpp"
 
 #include <payments/infrastructure/asio_scheduler.hpp>
+#include <payments/infrastructure/clocks.hpp>
 #include <payments/infrastructure/manual_scheduler.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
 
 using namespace test;
 using infrastructure::ManualClock;
@@ -74,4 +80,48 @@ SCENARIO("the Asio scheduler fires due calls through one timer and drops the res
     io.restart();
     io.run();
     CHECK(ran.size() == 2);
+}
+
+SCENARIO("finding 9: the Asio scheduler runs due calls one at a time, in order, on any number of threads") {
+    GIVEN("a pool of 4 threads and calls that schedule more calls due at once") {
+        boost::asio::thread_pool pool(4);
+        infrastructure::SystemClock clock;
+        infrastructure::AsioScheduler scheduler(pool.get_executor(), clock);
+        constexpr int total = 4000;
+        std::atomic<int> running{0}, most_at_once{0}, scheduled{0}, ran{0};
+        std::mutex order_mutex;
+        std::vector<int> order; // Owned by: order_mutex
+        std::function<void(int)> schedule_one = [&](int n) {
+            scheduler.call_at(clock.now(), [&, n] {
+                int const now_running = running.fetch_add(1) + 1;
+                int seen = most_at_once.load();
+                while (now_running > seen && !most_at_once.compare_exchange_weak(seen, now_running)) {
+                }
+                {
+                    std::lock_guard lock(order_mutex);
+                    order.push_back(n);
+                }
+                // More work due now while this call runs: the moment a second thread could start.
+                for (int more = 0; more < 2; ++more) {
+                    int const next = scheduled.fetch_add(1);
+                    if (next < total) schedule_one(next);
+                }
+                running.fetch_sub(1);
+                ran.fetch_add(1);
+            });
+        };
+        schedule_one(scheduled.fetch_add(1)); // every later call is scheduled by a running one
+        WHEN("they have all run") {
+            auto const guard = std::chrono::steady_clock::now() + 30s;
+            while (ran.load() < total && std::chrono::steady_clock::now() < guard) std::this_thread::yield();
+            scheduler.shutdown();
+            pool.join();
+            THEN("never two at once, and in the order they were scheduled") {
+                CHECK(ran.load() == total);
+                CHECK(most_at_once.load() == 1);
+                std::lock_guard lock(order_mutex);
+                CHECK(std::is_sorted(order.begin(), order.end()));
+            }
+        }
+    }
 }

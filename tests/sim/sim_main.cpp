@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
     sim::BusFaultCounts bus{};
     sim::GatewayFaultCounts gateway{};
-    std::uint64_t ran = 0, failing = 0, replayed = 0, deliveries = 0, paid = 0, failed = 0;
+    std::uint64_t ran = 0, failing = 0, replayed = 0, deliveries = 0, paid = 0, failed = 0, needs_review = 0;
     double simulated = 0;
     for (std::uint64_t seed = from; seed - from < seeds; ++seed) {
         if (budget > 0 && elapsed() >= budget) break;
@@ -57,6 +57,11 @@ int main(int argc, char** argv) {
         gateway.transient += o.gateway_faults.transient;
         gateway.unknown_outcome += o.gateway_faults.unknown_outcome;
         gateway.lost_responses += o.gateway_faults.lost_responses;
+        gateway.late_answers += o.gateway_faults.late_answers;
+        gateway.late_bookings += o.gateway_faults.late_bookings;
+        gateway.mismatches += o.gateway_faults.mismatches;
+        gateway.lookups += o.gateway_faults.lookups;
+        needs_review += static_cast<std::uint64_t>(o.needs_review);
         replayed += o.dead_letters_replayed;
         deliveries += o.deliveries;
         paid += static_cast<std::uint64_t>(o.paid);
@@ -76,8 +81,9 @@ int main(int argc, char** argv) {
     std::printf("seeds %llu (from %llu), failing %llu, wall %.1f s, %.0f seeds/s, simulated/wall %.0fx\n",
                 static_cast<unsigned long long>(ran), static_cast<unsigned long long>(from),
                 static_cast<unsigned long long>(failing), wall, static_cast<double>(ran) / wall, simulated / wall);
-    std::printf("invoices paid %llu, failed %llu; deliveries %llu; dead letters replayed %llu\n",
+    std::printf("invoices paid %llu, failed %llu, needing an operator %llu; deliveries %llu; dead letters replayed %llu\n",
                 static_cast<unsigned long long>(paid), static_cast<unsigned long long>(failed),
+                static_cast<unsigned long long>(needs_review),
                 static_cast<unsigned long long>(deliveries), static_cast<unsigned long long>(replayed));
     std::printf("bus faults: dropped %llu, duplicated %llu, delayed %llu, handler threw before %llu / after %llu\n",
                 static_cast<unsigned long long>(bus.dropped), static_cast<unsigned long long>(bus.duplicated),
@@ -87,5 +93,9 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(gateway.declined), static_cast<unsigned long long>(gateway.transient),
                 static_cast<unsigned long long>(gateway.unknown_outcome),
                 static_cast<unsigned long long>(gateway.lost_responses));
+    std::printf("provider unkindness: late answers used %llu, late bookings %llu, amount mismatches %llu; look-ups %llu\n",
+                static_cast<unsigned long long>(gateway.late_answers),
+                static_cast<unsigned long long>(gateway.late_bookings),
+                static_cast<unsigned long long>(gateway.mismatches), static_cast<unsigned long long>(gateway.lookups));
     return failing == 0 ? 0 : 1;
 }

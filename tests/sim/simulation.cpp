@@ -70,6 +70,7 @@ struct System {
     SimulatedGateway gateway;
     MetricsRegistry registry;
     PrometheusMetrics metrics;
+    std::string instance_id;
     Ports ports;
     PaymentService service;
     std::shared_ptr<PaymentProcessor> processor;
@@ -83,7 +84,7 @@ struct Record {
     std::uint64_t accepted = 0;
 };
 
-std::string key_text(IdempotencyKey const& key) { return key.scope + '\n' + key.key; }
+std::string key_text(IdempotencyKey const& key) { return key.scope() + '\n' + key.key(); }
 
 double metric(std::string const& text, std::string const& series) {
     auto pos = text.find("\n" + series + " ");
@@ -101,14 +102,24 @@ public:
             outcome_.violations.push_back("t=" + format_rfc3339(system_.clock.now()) + " " + std::move(what));
     }
 
-    // Invariants that hold at every step.
+    // Invariants that hold at every step, against the provider's own ledger.
     void step() {
-        std::map<InvoiceId, int> charges;
-        for (auto const& charge : system_.gateway.ledger())
-            if (++charges[charge.invoice_id] > 1) violation("invoice " + std::string(charge.invoice_id.str()) + " charged twice");
+        std::map<InvoiceId, std::vector<GatewayCharge>> charges;
+        for (auto const& charge : system_.gateway.ledger()) {
+            auto& of_invoice = charges[charge.invoice_id];
+            of_invoice.push_back(charge);
+            if (of_invoice.size() == 2) violation("invoice " + std::string(charge.invoice_id.str()) + " charged twice");
+        }
         for (Invoice const& invoice : invoices()) {
-            if (invoice.status() == InvoiceStatus::paid && charges[invoice.id()] != 1)
-                violation("invoice " + std::string(invoice.id().str()) + " PAID without a charge at the gateway");
+            auto const& charged = charges[invoice.id()];
+            if (invoice.status() == InvoiceStatus::paid) {
+                if (charged.size() != 1)
+                    violation("invoice " + std::string(invoice.id().str()) + " PAID with " +
+                              std::to_string(charged.size()) + " charges at the gateway");
+                else if (charged[0].amount != invoice.amount())
+                    violation("invoice " + std::string(invoice.id().str()) + " PAID by a charge of " +
+                              charged[0].amount.to_string() + ", owed " + invoice.amount().to_string());
+            }
             check_attempts(invoice);
         }
     }
@@ -123,21 +134,26 @@ public:
         int succeeded = 0, retries = 0;
         for (Invoice const& invoice : invoices()) {
             ++by_status[invoice.status()];
-            if (charges[invoice.id()] == 1 && invoice.status() != InvoiceStatus::paid)
+            bool const settled_by_operator_or_paid =
+                invoice.status() == InvoiceStatus::paid || invoice.status() == InvoiceStatus::needs_review;
+            if (charges[invoice.id()] == 1 && !settled_by_operator_or_paid)
                 violation("invoice " + std::string(invoice.id().str()) + " charged at the gateway but " +
                           std::string(to_string(invoice.status())));
             if (record_.requested.contains(invoice.id()) && invoice.status() != InvoiceStatus::paid &&
-                invoice.status() != InvoiceStatus::failed)
+                invoice.status() != InvoiceStatus::failed && invoice.status() != InvoiceStatus::needs_review)
                 violation("invoice " + std::string(invoice.id().str()) + " still " + std::string(to_string(invoice.status())) +
                           " after the faults stopped");
             for (Payment const& p : system_.store.payments_of(invoice.id())) {
                 if (p.status() == PaymentStatus::succeeded) ++succeeded;
                 if (p.failure()) ++failed_by_kind[p.failure()->kind];
+                if (p.unknown_since()) ++failed_by_kind[FailureKind::unknown_outcome]; // counted when it became unknown
                 if (!record_.cycle_starts.contains(p.id())) ++retries;
             }
         }
+        if (system_.gateway.bookings_pending() != 0) violation("late bookings still pending at the end");
         outcome_.paid = by_status[InvoiceStatus::paid];
         outcome_.failed = by_status[InvoiceStatus::failed];
+        outcome_.needs_review = by_status[InvoiceStatus::needs_review];
         auto const text = system_.registry.render();
         auto expect = [&](std::string const& series, double audited) {
             double const counted = metric(text, series);
@@ -149,7 +165,7 @@ public:
         for (auto kind : {FailureKind::declined, FailureKind::transient, FailureKind::unknown_outcome})
             expect("payments_failed_total{kind=\"" + std::string(to_string(kind)) + "\"}", failed_by_kind[kind]);
         expect("payment_retries_scheduled_total", retries);
-        for (auto status : {InvoiceStatus::pending, InvoiceStatus::processing, InvoiceStatus::paid, InvoiceStatus::failed})
+        for (auto status : invoice_statuses)
             expect("invoices{status=\"" + std::string(to_string(status)) + "\"}", by_status[status]);
         if (auto next = system_.scheduler.next_due())
             violation("work still scheduled for " + format_rfc3339(*next) + " after the liveness phase");
@@ -158,6 +174,8 @@ public:
         outcome_.gateway_faults.declined = static_cast<std::uint64_t>(failed_by_kind[FailureKind::declined]);
         outcome_.gateway_faults.transient = static_cast<std::uint64_t>(failed_by_kind[FailureKind::transient]);
         outcome_.gateway_faults.unknown_outcome = static_cast<std::uint64_t>(failed_by_kind[FailureKind::unknown_outcome]);
+        outcome_.gateway_faults.late_answers = static_cast<std::uint64_t>(metric(text, "payment_gateway_late_answers_total"));
+        outcome_.gateway_faults.lookups = static_cast<std::uint64_t>(metric(text, "payment_outcome_verifications_total"));
     }
 
 private:
@@ -205,7 +223,16 @@ Faults Faults::draw(std::uint64_t seed) {
     f.gateway.transient_rate = 0.30 * unit(random);
     f.gateway.timeout_rate = 0.15 * unit(random);
     f.gateway.lost_response_rate = 0.15 * unit(random);
+    f.gateway.late_answer_rate = 0.15 * unit(random);
+    f.gateway.late_booking_rate = 0.10 * unit(random);
+    f.gateway.mismatch_rate = 0.01 * unit(random); // rare: a provider's bug
     f.gateway.latency_max = upto(random, std::chrono::seconds(3));
+    // Late answers, late bookings, search lag and processing all end within
+    // the processor's settle window (5 min): the provider contract it relies on.
+    f.gateway.late_answer_delay = std::chrono::seconds(1) + upto(random, std::chrono::seconds(60));
+    f.gateway.booking_delay = std::chrono::seconds(1) + upto(random, std::chrono::seconds(90));
+    f.gateway.search_lag = upto(random, std::chrono::seconds(60));
+    f.gateway.processing_time = upto(random, std::chrono::seconds(60));
     f.gateway.seed = seed ^ 0x9a7e3a7ULL;
     return f;
 }
@@ -251,13 +278,18 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
         if (key) {
             std::string const k = key_text(*key);
             auto first = record.first_outcome_by_key.find(k);
+            // Only answers that depend on the request alone are kept for replay.
+            bool const replayable = answer.result || answer.result.error().code == ErrorCode::invalid_argument;
             bool const refused_key = !answer.result && (answer.result.error().code == ErrorCode::idempotency_key_reused ||
                                                         answer.result.error().code == ErrorCode::idempotency_key_in_use);
-            if (answer.replayed) {
+            if (refused_key) {
+                // The key's first request stands; this one was not run.
+            } else if (answer.replayed) {
                 if (first == record.first_outcome_by_key.end()) auditor.violation("replay of a key never answered: " + k);
                 else if (!(answer.result == first->second)) auditor.violation("replay differs from the first answer: " + k);
-            } else if (!refused_key) {
-                if (first != record.first_outcome_by_key.end()) auditor.violation("key answered twice: " + k);
+            } else if (first != record.first_outcome_by_key.end()) {
+                auditor.violation("key answered twice: " + k);
+            } else if (replayable) {
                 record.first_outcome_by_key.emplace(k, answer.result);
             }
         }
@@ -305,6 +337,7 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
     // Liveness: the transport and the gateway behave; the operator replays dead letters.
     system.bus.stop_faults();
     system.gateway.set_options({.latency_max = faults.gateway.latency_max, .seed = faults.gateway.seed});
+    // Bookings already late still happen: the provider keeps what it accepted.
     Timestamp const live_end = system.clock.now() + liveness_limit;
     for (int round = 0; round < 10; ++round) { // a few rounds: a replay may fail and dead-letter again
         while (advance(live_end)) {
@@ -316,13 +349,16 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
 
     outcome.trace_hash = trace.value;
     outcome.bus_faults = system.bus.counts();
-    for (auto const& charge : system.gateway.ledger())
+    for (auto const& charge : system.gateway.ledger()) {
         for (Payment const& p : system.store.payments_of(charge.invoice_id))
-            if (p.gateway_key() == charge.idempotency_key && p.failure() &&
-                p.failure()->kind == FailureKind::unknown_outcome) {
+            if (p.gateway_key() == charge.idempotency_key && p.unknown_since()) {
                 ++outcome.gateway_faults.lost_responses;
                 break;
             }
+        auto invoice = system.store.invoice(charge.invoice_id);
+        if (invoice && invoice->amount() != charge.amount) ++outcome.gateway_faults.mismatches;
+    }
+    outcome.gateway_faults.late_bookings = system.gateway.late_bookings();
     outcome.simulated = system.clock.now() - start;
     system.processor->stop();
     system.bus.stop_faults();

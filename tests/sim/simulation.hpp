@@ -34,6 +34,10 @@ struct Faults {
 /// Faults seen at the gateway, by kind.
 struct GatewayFaultCounts {
     std::uint64_t declined = 0, transient = 0, unknown_outcome = 0, lost_responses = 0;
+    std::uint64_t late_answers = 0;  ///< answers that came after the timeout, and were used
+    std::uint64_t late_bookings = 0; ///< charges booked after the call went unanswered
+    std::uint64_t mismatches = 0;    ///< charges of another amount than asked
+    std::uint64_t lookups = 0;       ///< look-ups of unknown outcomes
 };
 
 /// What one seed did.
@@ -48,6 +52,7 @@ struct Outcome {
     std::uint64_t steps = 0;
     payments::domain::Duration simulated{};
     int paid = 0, failed = 0;
+    int needs_review = 0; ///< invoices left to an operator (amount mismatches, unresolved answers)
 };
 
 /// Runs one seed: workload with faults, then a fault-free liveness phase.

@@ -42,6 +42,13 @@ inline EventMeta meta(Timestamp now = t0()) {
 inline PaymentId pid(int n) { return PaymentId::parse("pay_" + std::to_string(n)).value(); }
 inline InvoiceId iid(std::string const& s = "inv_1") { return InvoiceId::parse(s).value(); }
 
+// A new attempt whose gateway key is its payment id with a test suffix.
+inline NewAttempt attempt(PaymentId id) {
+    std::string key = std::string(id.str()) + ".test";
+    return {std::move(id), std::move(key)};
+}
+inline NewAttempt attempt(int n) { return attempt(pid(n)); }
+
 // Random bits from a script, for jitter at its exact bounds.
 class ScriptedRandom final : public Random {
 public:
@@ -65,7 +72,7 @@ inline Invoice an_invoice(Money amount = usd(1000)) {
 // An invoice whose attempt `payment` is at the gateway.
 inline Invoice a_processing_invoice(std::string const& method = "pm_card_ok", PaymentId payment = pid(1)) {
     Invoice invoice = an_invoice();
-    invoice.apply(invoice.request_payment(std::move(payment), method, meta()).value());
+    invoice.apply(invoice.request_payment(attempt(std::move(payment)), method, meta()).value());
     return invoice;
 }
 
@@ -74,12 +81,12 @@ inline PaymentRequested current_request(Invoice const& invoice, std::string cons
                              invoice.id(), invoice.attempts().back(), invoice.current_attempt()},
                             invoice.amount(),
                             method,
-                            std::string(invoice.attempts().back().str()),
+                            std::string(invoice.attempts().back().str()) + ".test",
                             t0()};
 }
 
 inline PaymentSucceeded success_of(Invoice const& invoice) {
-    return Payment::from(current_request(invoice)).succeed("ch_1", meta()).value();
+    return Payment::from(current_request(invoice)).succeed("ch_1", invoice.amount(), meta()).value();
 }
 
 inline PaymentFailed failure_of(Invoice const& invoice, FailureKind kind, std::string reason = "no") {
@@ -88,7 +95,7 @@ inline PaymentFailed failure_of(Invoice const& invoice, FailureKind kind, std::s
 
 inline Invoice a_paid_invoice() {
     Invoice invoice = a_processing_invoice();
-    invoice.apply(invoice.settle_success(success_of(invoice), meta()).value());
+    invoice.apply(std::get<InvoicePaid>(invoice.settle_success(success_of(invoice), meta()).value()));
     return invoice;
 }
 
@@ -96,7 +103,7 @@ inline Invoice a_failed_invoice(FailureKind kind = FailureKind::declined) {
     Invoice invoice = a_processing_invoice();
     auto failed = failure_of(invoice, kind);
     ScriptedRandom random({0});
-    auto next = invoice.settle_failure(failed, RetryPolicy{.max_attempts = 1}, random, pid(99), meta()).value();
+    auto next = invoice.settle_failure(failed, RetryPolicy{.max_attempts = 1}, random, attempt(99), meta()).value();
     invoice.apply(failed);
     invoice.apply(std::get<InvoiceFailed>(next));
     return invoice;

@@ -26,6 +26,7 @@ struct WorldOptions {
     application::ProcessorOptions processor{};
     infrastructure::SimulatedGatewayOptions gateway{};
     std::uint64_t seed = 42;
+    std::string instance_id = "test";
 };
 
 // The simulated gateway, with look-ups that can be made to go unanswered.
@@ -36,7 +37,7 @@ public:
                 std::function<void(application::ChargeOutcome)> on_outcome) override {
         inner_.charge(std::move(request), std::move(on_outcome));
     }
-    void lookup(std::string key, std::function<void(std::optional<application::ChargeOutcome>)> on_answer) override {
+    void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
         ++lookups;
         if (unanswered_lookups > 0) {
             --unanswered_lookups;
@@ -55,7 +56,9 @@ struct World {
     explicit World(WorldOptions options = {})
         : random(options.seed), scheduler(clock), bus(io.get_executor(), scheduler, clock, logger),
           gateway(scheduler, clock, options.gateway), gateway_port(gateway), metrics(registry),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway_port, metrics, logger}, service(ports),
+          instance_id(options.instance_id),
+          ports{clock, random, store, idempotency, bus, scheduler, gateway_port, metrics, logger, instance_id},
+          service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)
             recordings.push_back(bus.subscribe_kind(kind, "recorder", [this](Event const& e) { events.push_back(e); }));
@@ -115,6 +118,7 @@ struct World {
     TestGateway gateway_port;
     infrastructure::MetricsRegistry registry;
     infrastructure::PrometheusMetrics metrics;
+    std::string instance_id;
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;

@@ -13,14 +13,24 @@
 namespace payments::application {
 
 /// A client's Idempotency-Key, scoped to the client (scope may be empty).
-struct IdempotencyKey {
-    std::string scope;
-    std::string key;
+/// Only make() builds one, so every key holds its invariants.
+class IdempotencyKey {
+public:
+    static constexpr std::size_t max_size = 255;
 
     /// The key must be 1..255 printable ASCII characters; the scope at most 255.
     static Result<IdempotencyKey> make(std::string scope, std::string key);
 
+    std::string const& scope() const noexcept { return scope_; }
+    std::string const& key() const noexcept { return key_; }
+
     friend bool operator==(IdempotencyKey const&, IdempotencyKey const&) = default;
+
+private:
+    IdempotencyKey(std::string scope, std::string key) : scope_(std::move(scope)), key_(std::move(key)) {}
+
+    std::string scope_;
+    std::string key_;
 };
 
 /// What a first request produced, replayed to every repeat of it.
@@ -61,7 +71,7 @@ public:
 template <>
 struct std::hash<payments::application::IdempotencyKey> {
     std::size_t operator()(payments::application::IdempotencyKey const& k) const noexcept {
-        std::size_t const h = std::hash<std::string>{}(k.scope);
-        return h ^ (std::hash<std::string>{}(k.key) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+        std::size_t const h = std::hash<std::string>{}(k.scope());
+        return h ^ (std::hash<std::string>{}(k.key()) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
     }
 };

@@ -5,8 +5,28 @@
 #include <payments/domain/time.hpp>
 
 #include <optional>
+#include <string_view>
 
 namespace payments::application {
+
+/// Why an invoice was put before an operator (NEEDS_REVIEW).
+enum class ReviewCause {
+    unresolved,      ///< no definitive answer within the verification limit
+    amount_mismatch, ///< the gateway charged another amount or currency
+    contradiction,   ///< a definitive answer contradicts what was recorded (an alert)
+};
+
+/// "unresolved", "amount_mismatch", "contradiction".
+std::string_view to_string(ReviewCause cause) noexcept;
+
+/// What the processor's janitor found that nothing was driving any more.
+enum class JanitorFinding {
+    stalled_attempt, ///< REQUESTED, due, and neither at the gateway nor queued (a lost or dead-lettered request)
+    unverified,      ///< UNKNOWN with no look-up pending
+};
+
+/// "stalled_attempt", "unverified".
+std::string_view to_string(JanitorFinding finding) noexcept;
 
 /// What the use cases count. Implementations are thread-safe and cheap.
 class Metrics {
@@ -24,6 +44,12 @@ public:
     virtual void gateway_latency(domain::Duration elapsed) = 0;
     /// The gateway was asked what became of an attempt whose outcome was unknown.
     virtual void outcome_verification() = 0;
+    /// A gateway answered a charge after its timeout; the answer was still used.
+    virtual void late_answer() = 0;
+    /// An invoice was put before an operator.
+    virtual void review_required(ReviewCause cause) = 0;
+    /// The janitor re-drove an attempt.
+    virtual void janitor_redrove(JanitorFinding finding) = 0;
 };
 
 } // namespace payments::application

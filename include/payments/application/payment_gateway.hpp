@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace payments::application {
 
@@ -20,31 +21,62 @@ struct ChargeRequest {
     domain::CorrelationId correlation_id;
 };
 
-/// What the gateway answered: a reference on success, else a failure.
+/// What the gateway answered a charge: a reference and the amount it says it
+/// took, or a failure. A non-final answer ("processing") is an
+/// UNKNOWN_OUTCOME failure: the charge may still happen.
 struct ChargeOutcome {
     std::string reference;
+    std::optional<domain::Money> charged; ///< on success: the amount and currency the gateway took
     std::optional<domain::Failure> failure;
 
-    static ChargeOutcome charged(std::string reference) { return {std::move(reference), std::nullopt}; }
+    static ChargeOutcome success(std::string reference, domain::Money charged) {
+        return {std::move(reference), charged, std::nullopt};
+    }
     static ChargeOutcome failed(domain::FailureKind kind, std::string reason) {
-        return {{}, domain::Failure{kind, std::move(reason)}};
+        return {{}, std::nullopt, domain::Failure{kind, std::move(reason)}};
     }
     bool succeeded() const noexcept { return !failure.has_value(); }
+    /// Charged or declined: the answer settles the attempt whenever it arrives.
+    bool definitive() const noexcept { return !failure || failure->kind == domain::FailureKind::declined; }
 };
 
+/// What a gateway holds for one idempotency key, as a look-up finds it.
+struct ChargeStatus {
+    enum class State {
+        charged,  ///< booked: `reference` and `charged` say what was taken
+        declined, ///< refused for good: nothing was taken
+        pending,  ///< not final yet (the provider is still processing it): ask again later
+        absent,   ///< no record of the key. Providers book late and their search lags,
+                  ///< so this is final only once the settle window has passed.
+    };
+    State state = State::absent;
+    std::string reference;
+    std::optional<domain::Money> charged;
+    std::string reason; ///< declined: why
+
+    static ChargeStatus booked(std::string reference, domain::Money charged) {
+        return {State::charged, std::move(reference), charged, {}};
+    }
+    static ChargeStatus refused(std::string reason) { return {State::declined, {}, std::nullopt, std::move(reason)}; }
+    static ChargeStatus processing() { return {State::pending, {}, std::nullopt, {}}; }
+    static ChargeStatus not_found() { return {State::absent, {}, std::nullopt, {}}; }
+};
+
+/// "CHARGED", "DECLINED", "PENDING", "ABSENT".
+std::string_view to_string(ChargeStatus::State state) noexcept;
+
 /// A payment service provider. charge() returns at once; `on_outcome` is
-/// called at most once, on any thread, and perhaps never (the caller owns the
-/// timeout). A repeated idempotency key must never charge twice.
+/// called at most once, on any thread, perhaps never, and perhaps after the
+/// caller's timeout (the caller owns the timeout and still takes a late
+/// answer). A repeated idempotency key must never charge twice.
 class PaymentGateway {
 public:
     virtual ~PaymentGateway() = default;
     virtual void charge(ChargeRequest request, std::function<void(ChargeOutcome)> on_outcome) = 0;
 
-    /// What became of the charge with this idempotency key: its final answer
-    /// (charged or declined), or nothing if the gateway holds no such charge.
-    /// Same contract as charge(): at most once, on any thread, perhaps never.
-    virtual void lookup(std::string idempotency_key,
-                        std::function<void(std::optional<ChargeOutcome>)> on_answer) = 0;
+    /// What the gateway holds for this idempotency key. Same contract as
+    /// charge(): at most once, on any thread, perhaps never.
+    virtual void lookup(std::string idempotency_key, std::function<void(ChargeStatus)> on_answer) = 0;
 };
 
 } // namespace payments::application

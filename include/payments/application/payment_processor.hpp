@@ -8,23 +8,60 @@
 #include <cstddef>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace payments::application {
 
+/// How the processor charges, verifies and re-drives attempts.
 struct ProcessorOptions {
+    /// Backoff between attempts of a cycle, and between look-ups of an unknown answer.
     domain::RetryPolicy retry;
-    /// A gateway call unanswered this long is an UNKNOWN_OUTCOME failure.
+    /// A gateway call unanswered this long is an UNKNOWN_OUTCOME failure; its
+    /// answer is still taken if it comes later.
     domain::Duration gateway_timeout = std::chrono::seconds(10);
+    /// "No such charge" from a look-up is definitive only this long after the
+    /// answer became unknown: providers book late and their search lags.
+    /// Shorter than the provider's booking lag risks a double charge.
+    domain::Duration settle_window = std::chrono::minutes(5);
+    /// An answer still unknown after this long puts the invoice before an
+    /// operator (NEEDS_REVIEW), and look-ups stop.
+    domain::Duration verification_limit = std::chrono::hours(24);
+    /// How often the janitor looks for attempts that nothing drives any more;
+    /// zero turns it off. It runs only while some invoice is PROCESSING.
+    domain::Duration janitor_interval = std::chrono::seconds(60);
+
+    /// Every duration in range; the retry policy valid.
+    Result<void> validate() const;
+};
+
+/// Work that was accepted and had not settled, by kind.
+struct UnsettledWork {
+    std::size_t at_gateway = 0;    ///< a charge or look-up out, unanswered
+    std::size_t retry_due = 0;     ///< an attempt scheduled for later (or due and not yet started)
+    std::size_t unknown = 0;       ///< an answer unknown, look-ups pending
+    std::size_t needs_review = 0;  ///< waiting on an operator
+
+    std::size_t total() const noexcept { return at_gateway + retry_due + unknown + needs_review; }
 };
 
 /// Charges each requested payment at the gateway, once, and settles the
 /// outcome: the invoice is paid, the next attempt is scheduled on the bus
 /// after a backoff, or the invoice fails. Redelivered and duplicated
-/// PaymentRequested events never reach the gateway a second time. When the
-/// last attempt of a cycle ends with an unknown outcome, the gateway is asked
-/// what became of it (again and again, every retry.cap, until it answers)
-/// before the invoice is settled.
+/// PaymentRequested events never reach the gateway a second time.
+///
+/// Money rules (docs/decisions.md):
+/// - any definitive answer settles the attempt whenever it arrives, before or
+///   after the timeout, to a charge or to a look-up; one that contradicts the
+///   record puts the invoice before an operator and raises an alert;
+/// - an unknown answer is verified with look-ups of the same key, never a new
+///   key; "not found" counts only after the settle window; past the
+///   verification limit the invoice needs an operator;
+/// - the janitor re-drives attempts that nothing drives any more.
+///
+/// Threads: callbacks come from the bus, the gateway and the scheduler, on
+/// any thread; shared state is behind one mutex.
 class PaymentProcessor : public std::enable_shared_from_this<PaymentProcessor> {
     struct Private {};
 
@@ -34,26 +71,40 @@ public:
 
     PaymentProcessor(Private, Ports ports, ProcessorOptions options);
 
-    /// Unsubscribes; calls already at the gateway still settle.
+    /// Unsubscribes and stops scheduling look-ups and janitor rounds; calls
+    /// already at the gateway still settle.
     void stop();
 
-    /// Gateway calls not yet settled.
+    /// Gateway calls (charges and look-ups) not yet answered.
     std::size_t in_flight() const;
     /// Waits until no gateway call is in flight; false at the deadline.
     bool wait_idle(std::chrono::steady_clock::time_point deadline) const;
 
+    /// Accepted work not yet settled, read from the store.
+    UnsettledWork unsettled() const;
+
+    /// One janitor round now: re-drives what nothing drives; returns how many.
+    std::size_t run_janitor();
+
 private:
+    struct Call;
+
     void on_requested(domain::PaymentRequested const& requested);
-    void on_outcome(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
-                    domain::Timestamp started);
-    bool must_verify(domain::PaymentRequested const& requested, ChargeOutcome const& outcome) const;
+    void on_answer(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    void on_late_answer(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     void verify(domain::PaymentRequested const& requested);
-    void settle_and_release(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
-    Result<void> settle(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    void on_lookup(domain::PaymentRequested const& requested, std::optional<ChargeStatus> const& status);
+    void verify_later(domain::PaymentRequested const& requested, std::optional<domain::Timestamp> no_later_than = {});
+    void start_verifying(domain::PaymentRequested const& requested);
+    void escalate(domain::PaymentRequested const& requested, std::string reason);
+    void arm_janitor();
+    Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    void settle_logged(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     void report(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
-                domain::Invoice const& invoice, bool invoice_settled);
+                domain::Invoice const& invoice);
     bool claim(domain::PaymentId const& id);
     void release(domain::PaymentId const& id);
+    bool claimed(domain::PaymentId const& id) const;
 
     Ports ports_;
     ProcessorOptions options_;
@@ -61,7 +112,10 @@ private:
 
     mutable std::mutex mutex_;
     mutable std::condition_variable idle_;
-    std::unordered_set<domain::PaymentId> in_flight_; // Owned by: mutex_
+    std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
+    std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
+    bool janitor_armed_ = false;                             // Owned by: mutex_
+    bool stopped_ = false;                                   // Owned by: mutex_
 };
 
 } // namespace payments::application

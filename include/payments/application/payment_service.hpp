@@ -2,6 +2,7 @@
 
 #include <payments/application/ports.hpp>
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,13 @@ struct RequestPayment {
     domain::CorrelationId correlation_id = {}; ///< generated when empty
 };
 
+/// An operator's decision on an invoice in NEEDS_REVIEW.
+struct ResolveReview {
+    domain::InvoiceId invoice_id;
+    domain::ReviewDecision decision;
+    domain::CorrelationId correlation_id = {}; ///< generated when empty
+};
+
 /// The outcome of a payment request, and whether it is a replay of an earlier one.
 struct PaymentRequestOutcome {
     PaymentOutcome result;
@@ -36,8 +44,21 @@ class PaymentService {
 public:
     explicit PaymentService(Ports ports);
 
+    /// `unavailable` once stop_accepting() was called; nothing is committed then.
     Result<domain::Invoice> create_invoice(CreateInvoice command);
+    /// `unavailable` once stop_accepting() was called, before the key is
+    /// claimed or anything is committed.
     PaymentRequestOutcome request_payment(RequestPayment const& command);
+
+    /// The operator's action on an invoice in NEEDS_REVIEW: "charged, with
+    /// reference R" makes it PAID by the attempt under review; "not charged"
+    /// makes it FAILED, and payable again. `invalid_state` for any other
+    /// status, or for "not charged" when the attempt is recorded as charged.
+    Result<domain::Invoice> resolve_review(ResolveReview const& command);
+
+    /// Refuses new commands from now on (shutdown); work already accepted goes on.
+    void stop_accepting() noexcept;
+    bool accepting() const noexcept;
 
     Result<domain::Invoice> invoice(domain::InvoiceId const& id) const;
     Result<InvoicePage> invoices(InvoiceQuery const& query) const;
@@ -50,6 +71,7 @@ private:
     domain::CorrelationId correlation(domain::CorrelationId const& given) const;
 
     Ports ports_;
+    std::atomic<bool> accepting_{true};
 };
 
 } // namespace payments::application

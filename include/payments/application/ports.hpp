@@ -8,7 +8,10 @@
 #include <payments/application/payment_gateway.hpp>
 #include <payments/application/scheduler.hpp>
 #include <payments/application/store.hpp>
+#include <payments/domain/invoice.hpp>
 #include <payments/domain/random.hpp>
+
+#include <string_view>
 
 namespace payments::application {
 
@@ -24,7 +27,16 @@ struct Ports {
     PaymentGateway& gateway;
     Metrics& metrics;
     Logger& logger;
+    /// Unique to this process run; every gateway key carries it, so that keys
+    /// never repeat across processes and runs, even with a fixed seed (the
+    /// seed alone would send the same keys again). Empty: 80 bits drawn from
+    /// std::random_device once per process.
+    std::string_view instance_id = {};
 };
+
+/// A new attempt's payment id (from `ports.random`) and its gateway key:
+/// "<payment id>.<instance id>".
+domain::NewAttempt new_attempt(Ports const& ports);
 
 /// The metadata of a new event caused by the request `correlation_id`.
 inline domain::EventMeta new_event_meta(Ports const& ports, domain::CorrelationId const& correlation_id) {

@@ -37,7 +37,7 @@ struct EventEnvelope {
 enum class FailureKind {
     declined,        ///< final: the issuer said no
     transient,       ///< retryable: nothing was charged (gateway unavailable, rate limited)
-    unknown_outcome, ///< retryable with the *same* gateway key: the gateway may have charged
+    unknown_outcome, ///< not known: the gateway may have charged; only a definitive answer about its key settles it
 };
 
 /// "DECLINED", "TRANSIENT", "UNKNOWN_OUTCOME".
@@ -75,7 +75,7 @@ struct PaymentRequested {
 /// The gateway charged the attempt.
 struct PaymentSucceeded {
     EventEnvelope envelope;
-    Money amount;
+    Money amount; ///< what the gateway says it charged
     std::string gateway_reference;
 
     friend bool operator==(PaymentSucceeded const&, PaymentSucceeded const&) = default;
@@ -105,9 +105,20 @@ struct InvoiceFailed {
     friend bool operator==(InvoiceFailed const&, InvoiceFailed const&) = default;
 };
 
+/// The invoice needs an operator: its outcome could not be settled by the
+/// library (an answer never became definitive within the verification limit,
+/// the provider charged another amount, or a definitive answer contradicted
+/// what was recorded). The envelope names the attempt in question.
+struct InvoiceNeedsReview {
+    EventEnvelope envelope;
+    std::string reason;
+
+    friend bool operator==(InvoiceNeedsReview const&, InvoiceNeedsReview const&) = default;
+};
+
 /// Any domain event.
 using Event = std::variant<InvoiceCreated, PaymentRequested, PaymentSucceeded, PaymentFailed, InvoicePaid,
-                           InvoiceFailed>;
+                           InvoiceFailed, InvoiceNeedsReview>;
 
 /// The number of event kinds, and the index of each in `Event`.
 inline constexpr std::size_t event_kinds = std::variant_size_v<Event>;

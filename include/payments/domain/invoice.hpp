@@ -15,15 +15,39 @@
 namespace payments::domain {
 
 /// PENDING → PROCESSING → PAID | FAILED; FAILED → PROCESSING on a manual retry.
-enum class InvoiceStatus { pending, processing, paid, failed };
+/// Any status → NEEDS_REVIEW when the library cannot settle the invoice by
+/// itself; an operator's decision (or a late definitive answer) takes it to
+/// PAID or FAILED.
+enum class InvoiceStatus { pending, processing, paid, failed, needs_review };
 
-/// "PENDING", "PROCESSING", "PAID", "FAILED".
+/// Every status, in declaration order.
+inline constexpr InvoiceStatus invoice_statuses[] = {InvoiceStatus::pending, InvoiceStatus::processing,
+                                                     InvoiceStatus::paid, InvoiceStatus::failed,
+                                                     InvoiceStatus::needs_review};
+
+/// "PENDING", "PROCESSING", "PAID", "FAILED", "NEEDS_REVIEW".
 std::string_view to_string(InvoiceStatus status) noexcept;
 /// The inverse of to_string; invalid_argument for anything else.
 Result<InvoiceStatus> parse_invoice_status(std::string_view text);
 
+/// The id and gateway key of a new payment attempt. Every attempt has a key of
+/// its own: a key is never sent again for another attempt.
+struct NewAttempt {
+    PaymentId id;
+    std::string gateway_key;
+};
+
+/// What an operator found at the provider for an invoice in NEEDS_REVIEW.
+struct ReviewDecision {
+    bool charged = false;
+    std::string reference; ///< the provider's reference of the charge, when charged
+};
+
 /// An amount owed, settled by one of its payment attempts. Commands decide and
 /// return events; apply() is the only place its state changes.
+///
+/// Money rule: at most one attempt's answer is unknown at a time, and only
+/// the current one; while it is, no new attempt starts and no cycle ends.
 class Invoice {
 public:
     /// Descriptions longer than this are refused.
@@ -35,30 +59,45 @@ public:
     static Invoice from(InvoiceCreated const& created);
 
     /// Starts a cycle of attempts, from PENDING or (a manual retry) from FAILED.
-    /// While an earlier outcome is unknown, the retry keeps its gateway key and method.
-    Result<PaymentRequested> request_payment(PaymentId payment_id, std::string payment_method,
+    Result<PaymentRequested> request_payment(NewAttempt attempt, std::string payment_method,
                                              EventMeta const& meta) const;
 
-    /// The current attempt succeeded: the invoice is paid.
-    Result<InvoicePaid> settle_success(PaymentSucceeded const& succeeded, EventMeta const& meta) const;
+    /// What follows a charge: paid, or (another amount was charged) an operator's review.
+    using AfterSuccess = std::variant<InvoicePaid, InvoiceNeedsReview>;
+
+    /// The current attempt was charged. A charge of another amount or currency
+    /// never pays the invoice: it needs an operator.
+    Result<AfterSuccess> settle_success(PaymentSucceeded const& succeeded, EventMeta const& meta) const;
+
+    /// The current attempt's answer is unknown: nothing follows until an
+    /// answer about its key is definitive (a late answer, a look-up).
+    struct AwaitingAnswer {
+        friend bool operator==(AwaitingAnswer const&, AwaitingAnswer const&) = default;
+    };
 
     /// What follows a failed attempt: the next attempt, scheduled after a
-    /// backoff, or the end of the cycle.
-    using AfterFailure = std::variant<PaymentRequested, InvoiceFailed>;
+    /// backoff; the end of the cycle; or, for an unknown outcome, a wait.
+    using AfterFailure = std::variant<PaymentRequested, InvoiceFailed, AwaitingAnswer>;
 
-    /// Whether a failure of this kind would end the cycle with the outcome
-    /// unknown: the gateway may hold a charge, so it must be asked first.
-    bool must_verify(FailureKind kind, RetryPolicy const& policy) const noexcept;
-
-    /// The current attempt failed: retry it (with `next_payment_id`) or give up.
-    /// An unknown outcome cannot end a cycle: verify it, then settle what was found.
+    /// The current attempt failed: retry it (as `next`) or give up. An unknown
+    /// outcome neither retries nor gives up: the gateway may hold a charge.
     Result<AfterFailure> settle_failure(PaymentFailed const& failed, RetryPolicy const& policy, Random& random,
-                                        PaymentId next_payment_id, EventMeta const& meta) const;
+                                        NewAttempt next, EventMeta const& meta) const;
+
+    /// Puts the invoice before an operator, about attempt `payment_id`.
+    Result<InvoiceNeedsReview> require_review(PaymentId const& payment_id, std::string reason,
+                                              EventMeta const& meta) const;
+
+    /// An operator's decision on a NEEDS_REVIEW invoice: PAID by the attempt
+    /// under review, or FAILED (and payable again).
+    using AfterReview = std::variant<InvoicePaid, InvoiceFailed>;
+    Result<AfterReview> resolve_review(ReviewDecision const& decision, EventMeta const& meta) const;
 
     void apply(PaymentRequested const& event);
     void apply(PaymentFailed const& event);
     void apply(InvoicePaid const& event);
     void apply(InvoiceFailed const& event);
+    void apply(InvoiceNeedsReview const& event);
 
     InvoiceId const& id() const noexcept { return id_; }
     Money amount() const noexcept { return amount_; }
@@ -75,6 +114,10 @@ public:
     std::optional<Failure> const& last_failure() const noexcept { return last_failure_; }
     /// The payment that settled a PAID invoice.
     PaymentId const& paid_by() const noexcept { return paid_by_; }
+    /// Why the invoice needs an operator, while it is NEEDS_REVIEW (else empty).
+    std::string const& review_reason() const noexcept { return review_reason_; }
+    /// The attempt in question, while the invoice is NEEDS_REVIEW.
+    PaymentId const& under_review() const noexcept { return under_review_; }
     Timestamp created_at() const noexcept { return created_at_; }
     Timestamp updated_at() const noexcept { return updated_at_; }
     /// Bumped by every applied event; stores compare it for optimistic concurrency.
@@ -86,7 +129,7 @@ private:
     explicit Invoice(InvoiceCreated const& created);
 
     Result<void> require_current(EventEnvelope const& outcome) const;
-    bool reuses_gateway_key_after(Failure const& failure) const;
+    EventEnvelope event_envelope(EventMeta const& meta, PaymentId payment_id, int attempt) const;
     PaymentId const& current_payment() const { return attempts_.back(); }
 
     InvoiceId id_;
@@ -96,10 +139,11 @@ private:
     std::vector<PaymentId> attempts_;
     int cycle_start_ = 1; // the attempt number that opened the current cycle
     std::string current_method_;
-    std::string current_gateway_key_;
     std::optional<Timestamp> next_retry_at_;
     std::optional<Failure> last_failure_;
     PaymentId paid_by_;
+    std::string review_reason_;
+    PaymentId under_review_;
     Timestamp created_at_;
     Timestamp updated_at_;
     std::uint64_t version_ = 1;

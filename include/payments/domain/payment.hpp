@@ -10,10 +10,13 @@
 
 namespace payments::domain {
 
-/// REQUESTED → SUCCEEDED | FAILED; both outcomes are terminal.
-enum class PaymentStatus { requested, succeeded, failed };
+/// REQUESTED → SUCCEEDED | FAILED | UNKNOWN; UNKNOWN → SUCCEEDED | FAILED once
+/// a definitive answer about its gateway key arrives. FAILED → SUCCEEDED only
+/// when a definitive charge contradicts the recorded failure (an operator
+/// confirms it). SUCCEEDED is terminal.
+enum class PaymentStatus { requested, succeeded, failed, unknown };
 
-/// "REQUESTED", "SUCCEEDED", "FAILED".
+/// "REQUESTED", "SUCCEEDED", "FAILED", "UNKNOWN".
 std::string_view to_string(PaymentStatus status) noexcept;
 
 /// One technical attempt to settle an invoice. Commands decide and return an
@@ -23,10 +26,17 @@ public:
     /// The attempt an invoice requested.
     static Payment from(PaymentRequested const& requested);
 
-    /// The gateway charged it.
-    Result<PaymentSucceeded> succeed(std::string gateway_reference, EventMeta const& meta) const;
-    /// The gateway refused it, failed, or did not answer in time.
+    /// The gateway charged it, `charged` being the amount it says it took;
+    /// from REQUESTED, or from UNKNOWN when a late or looked-up answer arrives.
+    Result<PaymentSucceeded> succeed(std::string gateway_reference, Money charged, EventMeta const& meta) const;
+    /// The gateway refused it or failed (from REQUESTED or UNKNOWN), or did
+    /// not answer in time (an UNKNOWN_OUTCOME failure, from REQUESTED only:
+    /// it makes the payment UNKNOWN, not FAILED).
     Result<PaymentFailed> fail(Failure failure, EventMeta const& meta) const;
+    /// A charge that contradicts a recorded failure, confirmed by an operator:
+    /// from FAILED (and from REQUESTED or UNKNOWN, like succeed()).
+    Result<PaymentSucceeded> confirm_charged(std::string gateway_reference, Money charged,
+                                             EventMeta const& meta) const;
 
     void apply(PaymentSucceeded const& event);
     void apply(PaymentFailed const& event);
@@ -40,6 +50,12 @@ public:
     PaymentStatus status() const noexcept { return status_; }
     std::optional<Failure> const& failure() const noexcept { return failure_; }
     std::string const& gateway_reference() const noexcept { return gateway_reference_; }
+    /// Whether the gateway's answer is still owed: UNKNOWN.
+    bool unresolved() const noexcept { return status_ == PaymentStatus::unknown; }
+    /// When the answer became unknown; kept once it is known, as history.
+    std::optional<Timestamp> const& unknown_since() const noexcept { return unknown_since_; }
+    /// The request that caused the attempt; later work on it carries the same id.
+    CorrelationId const& correlation_id() const noexcept { return correlation_id_; }
     Timestamp not_before() const noexcept { return not_before_; }
     Timestamp created_at() const noexcept { return created_at_; }
     Timestamp updated_at() const noexcept { return updated_at_; }
@@ -51,7 +67,7 @@ public:
 private:
     explicit Payment(PaymentRequested const& requested);
 
-    Result<void> require_requested() const;
+    Result<void> require_open() const;
     EventEnvelope envelope(EventMeta const& meta) const;
 
     PaymentId id_;
@@ -60,9 +76,11 @@ private:
     Money amount_;
     std::string payment_method_;
     std::string gateway_key_;
+    CorrelationId correlation_id_;
     PaymentStatus status_ = PaymentStatus::requested;
     std::optional<Failure> failure_;
     std::string gateway_reference_;
+    std::optional<Timestamp> unknown_since_;
     Timestamp not_before_;
     Timestamp created_at_;
     Timestamp updated_at_;

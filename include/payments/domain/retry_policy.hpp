@@ -18,13 +18,18 @@ struct RetryPolicy {
     Duration cap = std::chrono::seconds(30);
     int max_attempts = 5; ///< attempts per cycle, the first one included
 
-    /// base >= 0, multiplier >= 1, cap >= base, 1 <= max_attempts <= 100.
+    /// The largest cap validate() accepts: every delay, added to any
+    /// timestamp of this era, stays far from overflowing.
+    static constexpr Duration max_cap = std::chrono::hours(24 * 30);
+
+    /// base >= 0, multiplier >= 1, base <= cap <= max_cap, 1 <= max_attempts <= 100.
     Result<void> validate() const;
 
     /// Whether a failure of this kind may be retried at all.
     static bool retryable(FailureKind kind) noexcept { return kind != FailureKind::declined; }
 
-    /// The upper bound of the delay after attempt `failed_attempt` (1-based) of a cycle.
+    /// The upper bound of the delay after attempt `failed_attempt` (1-based)
+    /// of a cycle: never negative, never above the cap.
     Duration max_delay(int failed_attempt) const noexcept;
 
     /// A delay drawn uniformly from [0, max_delay(failed_attempt)].

@@ -73,7 +73,8 @@ private:
     };
 
     std::size_t purge_locked(domain::Timestamp now);
-    bool expired(Record const& record, domain::Timestamp now) const { return record.since + ttl_ <= now; }
+    // Strictly after the time to live: a key used exactly ttl ago still replays.
+    bool expired(Record const& record, domain::Timestamp now) const { return record.since + ttl_ < now; }
 
     domain::Duration ttl_;
     mutable std::mutex mutex_;

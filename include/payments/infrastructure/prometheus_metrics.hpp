@@ -12,7 +12,9 @@ class AsioEventBus;
 /// The use cases' metrics as Prometheus families in a registry:
 /// payments_requested_total, payments_succeeded_total,
 /// payments_failed_total{kind}, payment_retries_scheduled_total,
-/// payment_duplicate_deliveries_total, payment_outcome_verifications_total, invoices{status} and
+/// payment_duplicate_deliveries_total, payment_outcome_verifications_total,
+/// payment_gateway_late_answers_total, invoices_review_required_total{cause},
+/// payment_janitor_redriven_total{finding}, invoices{status} and
 /// payment_gateway_latency_seconds.
 class PrometheusMetrics final : public application::Metrics {
 public:
@@ -26,6 +28,9 @@ public:
     void invoice_status_changed(std::optional<domain::InvoiceStatus> from, domain::InvoiceStatus to) override;
     void gateway_latency(domain::Duration elapsed) override;
     void outcome_verification() override;
+    void late_answer() override;
+    void review_required(application::ReviewCause cause) override;
+    void janitor_redrove(application::JanitorFinding finding) override;
 
 private:
     Counter& requested_;
@@ -34,7 +39,10 @@ private:
     Counter& retries_;
     Counter& duplicates_;
     Counter& verifications_;
-    std::array<Gauge*, 4> invoices_;  // by InvoiceStatus
+    Counter& late_answers_;
+    std::array<Counter*, 3> reviews_; // by ReviewCause
+    std::array<Counter*, 2> janitor_; // by JanitorFinding
+    std::array<Gauge*, std::size(domain::invoice_statuses)> invoices_; // by InvoiceStatus
     Histogram& gateway_latency_;
 };
 

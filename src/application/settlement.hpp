@@ -1,0 +1,29 @@
+#pragma once
+// What one gateway answer does to an attempt and its invoice: the decision,
+// apart from loading, committing and publishing (PaymentProcessor does those).
+
+#include <payments/application/metrics.hpp>
+#include <payments/application/ports.hpp>
+#include <payments/domain/retry_policy.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace payments::application {
+
+struct Settlement {
+    std::vector<domain::Event> published;
+    std::optional<domain::PaymentRequested> retry; ///< the next attempt, to schedule
+    std::optional<ReviewCause> review;             ///< the invoice needs an operator
+    std::string review_reason;
+};
+
+/// Decides on the aggregates as loaded and applies what it decided to them.
+/// An answer for a payment already settled changes nothing unless it
+/// contradicts the record: then the invoice is put before an operator.
+Settlement decide_settlement(Ports const& ports, domain::RetryPolicy const& policy, domain::Payment& payment,
+                             domain::Invoice& invoice, ChargeOutcome const& outcome,
+                             domain::CorrelationId const& correlation_id);
+
+} // namespace payments::application

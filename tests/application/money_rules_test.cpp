@@ -1,0 +1,263 @@
+// The money rules of docs/decisions.md, one scenario per finding of the
+// review that found nine ways to lose money, charge twice or strand an
+// invoice when the gateway's answer is late, missing or ambiguous.
+#include "support/world.hpp"
+
+#include <set>
+
+using namespace test;
+
+namespace {
+
+WorldOptions unkind(infrastructure::SimulatedGatewayOptions gateway = {}) {
+    return {.processor = {.retry = {.max_attempts = 5}, .gateway_timeout = 5s, .settle_window = 2min},
+            .gateway = gateway};
+}
+
+} // namespace
+
+SCENARIO("finding 1: an answer that arrives after the timeout still settles the attempt") {
+    GIVEN("a gateway that charges, then answers 30 s later, past a 5 s timeout; its search lags an hour") {
+        World world(unkind({.late_answer_delay = 30s, .search_lag = 1h}));
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_late_answer");
+        WHEN("the timeout fires") {
+            world.settle();
+            world.clock.advance(5s);
+            world.settle();
+            THEN("the attempt is UNKNOWN, not failed, and the invoice waits") {
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::unknown);
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+            }
+        }
+        WHEN("everything has run") {
+            world.run();
+            THEN("the late answer made the invoice PAID by its one charge, and nothing is left scheduled") {
+                CHECK(world.counter("payment_gateway_late_answers_total") == 1);
+                Invoice paid = world.invoice(invoice.id());
+                CHECK(world.service.payments_of(invoice.id()).value()[0].updated_at() - t0() == 30s);
+                CHECK(paid.status() == InvoiceStatus::paid);
+                CHECK(paid.current_attempt() == 1);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                CHECK(world.scheduler.pending() == 0);
+                CHECK(world.processor->in_flight() == 0);
+                AND_THEN("a manual retry is refused as already paid") {
+                    CHECK(world.service.request_payment({invoice.id(), "pm_card_ok"}).result.error().code ==
+                          ErrorCode::invoice_already_paid);
+                }
+            }
+        }
+    }
+}
+
+SCENARIO("finding 2: an unknown outcome never ends a cycle FAILED while the provider holds the charge") {
+    GIVEN("a charge booked whose answer is lost, and a gateway whose look-ups go unanswered for a while") {
+        World world(unkind());
+        world.gateway_port.unanswered_lookups = 6;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_lost_response");
+        WHEN("everything has run") {
+            world.run();
+            THEN("the invoice is PAID by the one key it ever sent, never FAILED on the way") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.events_of<InvoiceFailed>().empty());
+                CHECK(world.gateway.keys_seen().size() == 1);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                CHECK(world.gateway_port.lookups == 7);
+            }
+        }
+    }
+}
+
+SCENARIO("finding 3: \"not found\" right after a timeout is not taken as \"not charged\"") {
+    GIVEN("a provider that books a timed-out charge 20 s late, within the 2 min settle window") {
+        World world(unkind({.booking_delay = 20s}));
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_late_booking");
+        WHEN("the timeout fires and the first look-up finds nothing") {
+            world.settle();
+            world.clock.advance(5s);
+            world.settle();
+            world.clock.advance(1s);
+            world.settle();
+            THEN("no new key is issued and a manual retry is refused") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+                CHECK(world.service.request_payment({invoice.id(), "pm_card_ok"}).result.error().code ==
+                      ErrorCode::payment_in_progress);
+            }
+        }
+        WHEN("everything has run") {
+            world.run();
+            THEN("the late booking is found: PAID, one charge, one key") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                CHECK(world.gateway.keys_seen().size() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("finding 4: a look-up that answers \"still processing\" is asked again until it is final") {
+    GIVEN("a charge whose answer is lost and which the provider reports as processing for 60 s") {
+        World world(unkind());
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_processing");
+        WHEN("the first look-up says PENDING") {
+            world.settle();
+            world.clock.advance(5s);
+            world.settle();
+            THEN("another look-up is scheduled: the invoice is not stranded") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+                CHECK(world.scheduler.pending() > 0);
+            }
+        }
+        WHEN("everything has run") {
+            world.run();
+            THEN("the invoice is PAID") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway_port.lookups >= 2);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("finding 5: once shutdown begins, new requests are refused before anything is committed") {
+    GIVEN("a service that stopped accepting") {
+        World world;
+        Invoice invoice = world.create();
+        world.service.stop_accepting();
+        auto key = application::IdempotencyKey::make("client", "k-shutdown").value();
+        WHEN("a payment is requested with a key") {
+            auto answer = world.service.request_payment({invoice.id(), "pm_card_ok", key});
+            THEN("it is unavailable, nothing is stored, and the key stays free") {
+                CHECK(answer.result.error().code == ErrorCode::unavailable);
+                CHECK(world.store.payments_of(invoice.id()).empty());
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::pending);
+                CHECK(world.idempotency.claim(key, "x", world.clock.now()).state ==
+                      application::IdempotencyClaim::State::claimed);
+            }
+        }
+        WHEN("an invoice is created") {
+            THEN("it is unavailable too") {
+                CHECK(world.service.create_invoice({.amount = usd(1)}).error().code == ErrorCode::unavailable);
+            }
+        }
+    }
+    GIVEN("accepted work that has not settled") {
+        World world({.processor = {.retry = {.base = 1h, .cap = 1h}}});
+        world.pay(world.create(), "pm_card_flaky_1"); // a retry scheduled for later
+        world.pay(world.create(), "pm_card_timeout");  // an answer that will be unknown
+        world.settle();
+        world.clock.advance(10s);
+        world.settle();
+        THEN("the processor counts it by kind") {
+            auto const work = world.processor->unsettled();
+            CHECK(work.retry_due == 1);
+            CHECK(work.unknown + work.at_gateway == 1);
+            CHECK(work.total() == 2);
+        }
+    }
+}
+
+SCENARIO("finding 6: gateway keys never repeat across runs, and a charge of another amount never pays") {
+    GIVEN("runs with no instance id given") {
+        auto key_of_a_run = [](std::uint64_t seed, std::string instance) {
+            World world({.seed = seed, .instance_id = std::move(instance)});
+            world.pay(world.create(), "pm_card_ok");
+            world.run();
+            REQUIRE(world.gateway.keys_seen().size() == 1);
+            std::string key = world.gateway.keys_seen()[0];
+            auto const dot = key.find('.');
+            REQUIRE(dot != std::string::npos);
+            return std::pair{key.substr(0, dot), key.substr(dot + 1)};
+        };
+        auto const [id_1, instance_1] = key_of_a_run(1, "");
+        auto const [id_2, instance_2] = key_of_a_run(2, "");
+        THEN("the key's instance part comes from the process, not the seed") {
+            CHECK(id_1 != id_2);
+            CHECK(instance_1 == instance_2); // one process: one instance id, whatever the seed
+            CHECK(instance_1.size() == 16);
+        }
+        THEN("the same seed in another process (another instance id) sends other keys") {
+            auto const [id_3, instance_3] = key_of_a_run(1, "another-process");
+            CHECK(id_3 == id_1);
+            CHECK(instance_3 != instance_1);
+        }
+    }
+    GIVEN("a provider that charges one cent more than asked") {
+        World world;
+        Invoice invoice = world.create(usd(99900));
+        world.pay(invoice, "pm_card_amount_mismatch");
+        world.run();
+        THEN("the invoice is not PAID: it needs an operator, and the alert is counted") {
+            Invoice review = world.invoice(invoice.id());
+            CHECK(review.status() == InvoiceStatus::needs_review);
+            CHECK(review.review_reason() == "the gateway charged 999.01 USD, the invoice is for 999.00 USD");
+            CHECK(world.counter("invoices_review_required_total{cause=\"amount_mismatch\"}") == 1);
+            CHECK(world.counter("invoices{status=\"NEEDS_REVIEW\"}") == 1);
+            CHECK(world.events_of<InvoicePaid>().empty());
+        }
+    }
+}
+
+SCENARIO("finding 7: state-dependent refusals are not stored, and keys expire strictly after the TTL") {
+    GIVEN("a key first used for an invoice that does not exist yet") {
+        World world;
+        auto const key = application::IdempotencyKey::make("client", "k-404").value();
+        auto const id = iid("inv_later");
+        CHECK(world.service.request_payment({id, "pm_card_ok", key}).result.error().code == ErrorCode::not_found);
+        WHEN("the invoice is created and the request repeated") {
+            REQUIRE(world.service.create_invoice({.id = id, .amount = usd(500)}));
+            auto again = world.service.request_payment({id, "pm_card_ok", key});
+            THEN("it runs, instead of replaying the 404") {
+                CHECK_FALSE(again.replayed);
+                CHECK(again.result);
+            }
+        }
+    }
+    GIVEN("a key refused with payment_in_progress") {
+        World world;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_declined");
+        auto const key = application::IdempotencyKey::make("client", "k-409").value();
+        CHECK(world.service.request_payment({invoice.id(), "pm_card_ok", key}).result.error().code ==
+              ErrorCode::payment_in_progress);
+        WHEN("the invoice failed meanwhile and the request is repeated") {
+            world.run();
+            auto again = world.service.request_payment({invoice.id(), "pm_card_ok", key});
+            THEN("it runs and is accepted") {
+                CHECK_FALSE(again.replayed);
+                CHECK(again.result);
+            }
+        }
+    }
+    GIVEN("a refusal of the request's own arguments") {
+        World world;
+        Invoice invoice = world.create();
+        auto const key = application::IdempotencyKey::make("client", "k-400").value();
+        auto first = world.service.request_payment({invoice.id(), "bad method!", key});
+        THEN("it is replayed: it depends on the request alone") {
+            CHECK(first.result.error().code == ErrorCode::invalid_argument);
+            CHECK(world.service.request_payment({invoice.id(), "bad method!", key}).replayed);
+        }
+    }
+    GIVEN("a key used exactly 24 h ago") {
+        World world;
+        Invoice invoice = world.create();
+        auto const key = application::IdempotencyKey::make("client", "k-ttl").value();
+        REQUIRE(world.service.request_payment({invoice.id(), "pm_card_declined", key}).result);
+        world.run();
+        world.clock.advance(24h - (world.clock.now() - t0()));
+        THEN("it still replays at exactly the TTL, and runs again just after it") {
+            CHECK(world.service.request_payment({invoice.id(), "pm_card_declined", key}).replayed);
+            world.clock.advance(1us);
+            CHECK_FALSE(world.service.request_payment({invoice.id(), "pm_card_declined", key}).replayed);
+        }
+    }
+    THEN("a key can only be made through make(), which checks it") {
+        static_assert(!std::is_aggregate_v<application::IdempotencyKey>);
+        static_assert(!std::is_constructible_v<application::IdempotencyKey, std::string, std::string>);
+        CHECK(application::IdempotencyKey::make("", std::string(8 << 20, 'k')).error().code == ErrorCode::invalid_argument);
+    }
+}
