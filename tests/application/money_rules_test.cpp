@@ -261,3 +261,118 @@ SCENARIO("finding 7: state-dependent refusals are not stored, and keys expire st
         CHECK(application::IdempotencyKey::make("", std::string(8 << 20, 'k')).error().code == ErrorCode::invalid_argument);
     }
 }
+
+SCENARIO("a definitive answer that contradicts the record puts the invoice before an operator") {
+    GIVEN("a provider whose answer comes 10 min late and whose search lags an hour, past a 2 min settle window") {
+        World world({.processor = {.retry = {.max_attempts = 1}, .gateway_timeout = 5s, .settle_window = 2min},
+                     .gateway = {.late_answer_delay = 10min, .search_lag = 1h}});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_late_answer");
+        WHEN("the window passes with nothing found, and the charge answer comes after that") {
+            world.run();
+            THEN("the invoice was FAILED, and the late charge takes it to NEEDS_REVIEW with an alert") {
+                CHECK(world.events_of<InvoiceFailed>().size() == 1);
+                Invoice flagged = world.invoice(invoice.id());
+                CHECK(flagged.status() == InvoiceStatus::needs_review);
+                CHECK(flagged.review_reason().starts_with("the gateway answered charged"));
+                CHECK(world.counter("invoices_review_required_total{cause=\"contradiction\"}") == 1);
+                AND_THEN("the operator confirms the charge: PAID, and the attempt says so") {
+                    auto resolved = world.service.resolve_review({invoice.id(), {true, "ch_confirmed"}}).value();
+                    CHECK(resolved.status() == InvoiceStatus::paid);
+                    auto const attempt = world.service.payment(resolved.paid_by()).value();
+                    CHECK(attempt.status() == PaymentStatus::succeeded);
+                    CHECK(attempt.gateway_reference() == "ch_confirmed");
+                }
+            }
+        }
+    }
+}
+
+SCENARIO("an answer unknown past the verification limit needs an operator, who can settle it either way") {
+    GIVEN("a gateway that never answers and whose look-ups never answer either") {
+        World world({.processor = {.retry = {}, .gateway_timeout = 5s, .verification_limit = 1h}});
+        world.gateway_port.unanswered_lookups = 1'000'000;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_timeout");
+        world.run();
+        THEN("the invoice is NEEDS_REVIEW, look-ups stopped, and nothing is left scheduled") {
+            Invoice review = world.invoice(invoice.id());
+            CHECK(review.status() == InvoiceStatus::needs_review);
+            CHECK(world.counter("invoices_review_required_total{cause=\"unresolved\"}") == 1);
+            CHECK(world.scheduler.pending() == 0);
+            CHECK(world.processor->unsettled().needs_review == 1);
+        }
+        WHEN("the operator found no charge") {
+            auto resolved = world.service.resolve_review({invoice.id(), {false, ""}}).value();
+            THEN("the invoice is FAILED, its attempt FAILED, and it is payable again") {
+                CHECK(resolved.status() == InvoiceStatus::failed);
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::failed);
+                world.pay(invoice, "pm_card_ok");
+                world.run();
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+            }
+        }
+        WHEN("the operator asks for an invoice that is not in review") {
+            THEN("it is refused") {
+                Invoice other = world.create();
+                CHECK(world.service.resolve_review({other.id(), {true, "ch_x"}}).error().code ==
+                      ErrorCode::invalid_state);
+            }
+        }
+    }
+}
+
+SCENARIO("the janitor re-drives attempts that nothing drives any more") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
+    // A request committed whose event was lost (a crash between commit and publish, a dead letter).
+    auto commit_without_publishing = [&](Invoice invoice, std::string const& method) {
+        std::uint64_t const version = invoice.version();
+        auto requested = invoice.request_payment(application::new_attempt(world.ports), method, meta()).value();
+        invoice.apply(requested);
+        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
+                                    {{Payment::from(requested), 0}}}));
+        return requested;
+    };
+    GIVEN("an attempt REQUESTED whose PaymentRequested was lost") {
+        Invoice invoice = world.create();
+        commit_without_publishing(invoice, "pm_card_ok");
+        WHEN("it is not yet overdue") {
+            THEN("the janitor leaves it alone") { CHECK(world.processor->run_janitor() == 0); }
+        }
+        WHEN("it is overdue by more than the timeout and the janitor interval") {
+            world.clock.advance(6min);
+            CHECK(world.processor->run_janitor() == 1);
+            world.run();
+            THEN("it is charged once under its own key, and the invoice is PAID") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.calls() == 1);
+                CHECK(world.counter("payment_janitor_redriven_total{finding=\"stalled_attempt\"}") == 1);
+            }
+        }
+    }
+    GIVEN("an attempt UNKNOWN that no look-up is verifying (the process that knew was restarted)") {
+        Invoice invoice = world.create();
+        auto requested = commit_without_publishing(invoice, "pm_card_ok");
+        // The provider did charge it: a charge whose answer was lost.
+        world.gateway.charge({requested.envelope.payment_id, invoice.id(), requested.gateway_key, invoice.amount(),
+                              "pm_card_ok", {}},
+                             [](application::ChargeOutcome) {});
+        Payment payment = world.store.payment(requested.envelope.payment_id).value();
+        Invoice stored = world.invoice(invoice.id());
+        auto const versions = std::pair{payment.version(), stored.version()};
+        auto unknown = payment.fail({FailureKind::unknown_outcome, "restarted"}, meta()).value();
+        payment.apply(unknown);
+        stored.apply(unknown);
+        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{stored, versions.second},
+                                    {{payment, versions.first}}}));
+        WHEN("the janitor runs") {
+            CHECK(world.processor->run_janitor() == 1);
+            world.run();
+            THEN("it verifies the key and the invoice is PAID, not charged again") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                CHECK(world.counter("payment_janitor_redriven_total{finding=\"unverified\"}") == 1);
+            }
+        }
+    }
+}
