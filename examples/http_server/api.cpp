@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "http_metrics.hpp"
+#include "protocol.hpp"
 #include "routes.hpp"
 
 #include <payments/infrastructure/seeded_random.hpp>
@@ -41,6 +42,16 @@ bool matches(std::string_view pattern, std::vector<std::string> const& segments,
     return true;
 }
 
+// The target's path and query: origin-form ("/invoices?limit=5") or
+// absolute-form ("http://host/invoices", RFC 9112 §3.2.2).
+boost::system::result<boost::urls::url_view> parse_target(std::string_view target) {
+    if (target.starts_with('/')) return boost::urls::parse_origin_form(target);
+    auto absolute = boost::urls::parse_absolute_uri(target);
+    if (absolute && absolute->scheme_id() != boost::urls::scheme::http && absolute->scheme_id() != boost::urls::scheme::https)
+        return boost::urls::error::non_canonical; // not http(s)
+    return absolute;
+}
+
 } // namespace
 
 struct Api::Impl {
@@ -48,16 +59,19 @@ struct Api::Impl {
 
     // Routes the request; `route` is set to the matched pattern for metrics and logs.
     Reply dispatch(Request const& request, CorrelationId const& correlation_id, std::string_view& route) {
-        auto target = boost::urls::parse_origin_form(request.target());
+        auto target = parse_target(request.target());
         if (!target) return problem_reply(http::status::bad_request, "bad_request", "the request target is not a valid path");
         std::vector<std::string> segments;
         for (auto segment : target->segments()) segments.push_back(segment);
+        // HEAD is GET without the body (RFC 9110 §9.3.2): the same handler answers.
+        auto const method = request.method() == http::verb::head ? http::verb::get : request.method();
         std::string allow;
         for (Route const& r : route_table()) {
             std::vector<std::string> params;
             if (!matches(r.pattern, segments, params)) continue;
-            if (r.method != request.method()) {
+            if (r.method != method) {
                 allow += (allow.empty() ? "" : ", ") + std::string(http::to_string(r.method));
+                if (r.method == http::verb::get) allow += ", HEAD";
                 continue;
             }
             route = r.pattern;
@@ -72,7 +86,38 @@ struct Api::Impl {
         return problem_reply(http::status::not_found, "route_not_found", "no route for this path");
     }
 
-    CorrelationId request_id(Request const& request) {
+    // The response to `request`: headers every answer carries, and no body
+    // for HEAD (its Content-Length is the GET's).
+    Response respond(Reply reply, http::request_header<> const& request, CorrelationId const& id) {
+        Response response{reply.status, request.version()};
+        response.set(http::field::content_type, reply.content_type);
+        response.set("X-Request-Id", id.str());
+        // Every 503 says when to come back, whichever path produced it.
+        if (reply.status == http::status::service_unavailable) response.set(http::field::retry_after, "1");
+        for (auto& [name, value] : reply.headers) response.set(name, value);
+        response.body() = std::move(reply.body);
+        response.prepare_payload();
+        if (request.method() == http::verb::head) {
+            auto const length = response.body().size();
+            response.body().clear();
+            response.content_length(length);
+        }
+        return response;
+    }
+
+    // The access log line and the metric series of one answered request.
+    void record(std::string_view route, http::verb method, http::status status,
+                std::chrono::steady_clock::time_point started, CorrelationId const& id) {
+        double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        metrics.record(route, method, static_cast<unsigned>(status), seconds);
+        context.engine.logger().info("http request", {{"method", method_label(method)},
+                                                      {"route", route},
+                                                      {"status", static_cast<std::int64_t>(status)},
+                                                      {"duration_us", static_cast<std::int64_t>(seconds * 1e6)},
+                                                      {"request_id", id.str()}});
+    }
+
+    CorrelationId request_id(http::request_header<> const& request) {
         auto given = CorrelationId::parse(request["X-Request-Id"]);
         return given ? *given : CorrelationId::generate(ids);
     }
@@ -89,22 +134,20 @@ Response Api::handle(Request const& request) {
     CorrelationId const id = impl_->request_id(request);
     std::string_view route = "unmatched"; // a route pattern or this literal: static storage
     Reply reply = impl_->dispatch(request, id, route);
-
-    Response response{reply.status, request.version()};
-    response.set(http::field::content_type, reply.content_type);
-    response.set("X-Request-Id", id.str());
-    for (auto& [name, value] : reply.headers) response.set(name, value);
+    Response response = impl_->respond(std::move(reply), request, id);
     response.keep_alive(request.keep_alive());
-    response.body() = std::move(reply.body);
-    response.prepare_payload();
+    impl_->record(route, request.method(), response.result(), started, id);
+    return response;
+}
 
-    double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    impl_->metrics.record(route, request.method(), static_cast<unsigned>(reply.status), seconds);
-    impl_->context.engine.logger().info("http request", {{"method", http::to_string(request.method())},
-                                                         {"route", route},
-                                                         {"status", static_cast<std::int64_t>(reply.status)},
-                                                         {"duration_us", static_cast<std::int64_t>(seconds * 1e6)},
-                                                         {"request_id", id.str()}});
+Response Api::refuse(Refusal const& refusal, http::request_header<> const* header) {
+    auto const started = std::chrono::steady_clock::now();
+    http::request_header<> const none{};
+    http::request_header<> const& request = header != nullptr ? *header : none;
+    CorrelationId const id = impl_->request_id(request);
+    Response response = impl_->respond(problem_reply(refusal.status, refusal.code, refusal.detail), request, id);
+    response.keep_alive(false);
+    impl_->record("unmatched", request.method(), response.result(), started, id);
     return response;
 }
 
@@ -112,16 +155,6 @@ std::vector<std::string> Api::routes() {
     std::vector<std::string> names;
     for (Route const& r : route_table()) names.push_back(std::string(http::to_string(r.method)) + " " + std::string(r.pattern));
     return names;
-}
-
-Response Api::problem(http::status status, std::string_view code, std::string_view detail, unsigned version) {
-    Reply reply = problem_reply(status, code, detail);
-    Response response{status, version};
-    response.set(http::field::content_type, reply.content_type);
-    response.keep_alive(false);
-    response.body() = std::move(reply.body);
-    response.prepare_payload();
-    return response;
 }
 
 } // namespace http_server

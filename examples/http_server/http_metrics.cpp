@@ -4,13 +4,19 @@
 
 namespace http_server {
 
+std::string_view method_label(boost::beast::http::verb method) {
+    // A request refused before its method was read has none.
+    return method == boost::beast::http::verb::unknown ? std::string_view("unknown")
+                                                       : std::string_view(boost::beast::http::to_string(method));
+}
+
 void HttpMetrics::record(std::string_view route, boost::beast::http::verb method, unsigned status, double seconds) {
     Series series{};
     {
         std::lock_guard lock(mutex_);
         auto [it, inserted] = series_.try_emplace({route, method, status});
         if (inserted) {
-            std::string const method_name(boost::beast::http::to_string(method));
+            std::string const method_name(method_label(method));
             it->second.requests = &registry_.counter("http_requests_total", "HTTP requests by route, method and status",
                                                      {{"route", std::string(route)},
                                                       {"method", method_name},

@@ -11,6 +11,9 @@
 
 namespace http_server {
 
+/// The method as metrics and logs name it: "GET", or "unknown" if it was not read.
+std::string_view method_label(boost::beast::http::verb method);
+
 /// `http_requests_total{route,method,status}` and `http_request_duration_seconds{route}`.
 /// Each (route, method, status) series is registered on first use and then found
 /// in a map under a short lock, instead of the registry's lookup by name and

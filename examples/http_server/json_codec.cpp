@@ -4,11 +4,14 @@
 
 #include <payments/infrastructure/time_format.hpp>
 
+#include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
 
 #include <algorithm>
 #include <cctype>
 #include <optional>
+#include <set>
+#include <vector>
 
 namespace http_server {
 
@@ -30,6 +33,57 @@ bool is_json(http::request<http::string_body> const& request) {
     std::string lower(type);
     std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
     return lower == "application/json";
+}
+
+// A Boost.JSON parse handler that stops at the first key sent twice in one
+// object: json::parse keeps the last one silently (RFC 8259 §4 leaves it to us).
+struct DuplicateKeys {
+    static constexpr std::size_t max_array_size = std::size_t(-1);
+    static constexpr std::size_t max_object_size = std::size_t(-1);
+    static constexpr std::size_t max_string_size = std::size_t(-1);
+    static constexpr std::size_t max_key_size = std::size_t(-1);
+    using error_code = boost::system::error_code;
+    using string_view = json::string_view;
+
+    std::vector<std::set<std::string, std::less<>>> objects; // the keys of each open object
+    std::string key;
+    std::optional<std::string> duplicate;
+
+    bool on_object_begin(error_code&) { return objects.emplace_back(), true; }
+    bool on_object_end(std::size_t, error_code&) { return objects.pop_back(), true; }
+    bool on_key_part(string_view s, std::size_t, error_code&) { return key.append(s.data(), s.size()), true; }
+    bool on_key(string_view s, std::size_t, error_code& ec) {
+        key.append(s.data(), s.size());
+        if (!objects.back().insert(key).second) {
+            duplicate = std::move(key);
+            ec = make_error_code(std::errc::invalid_argument);
+            return false;
+        }
+        key.clear();
+        return true;
+    }
+    bool on_document_begin(error_code&) { return true; }
+    bool on_document_end(error_code&) { return true; }
+    bool on_array_begin(error_code&) { return true; }
+    bool on_array_end(std::size_t, error_code&) { return true; }
+    bool on_string_part(string_view, std::size_t, error_code&) { return true; }
+    bool on_string(string_view, std::size_t, error_code&) { return true; }
+    bool on_number_part(string_view, error_code&) { return true; }
+    bool on_int64(std::int64_t, string_view, error_code&) { return true; }
+    bool on_uint64(std::uint64_t, string_view, error_code&) { return true; }
+    bool on_double(double, string_view, error_code&) { return true; }
+    bool on_bool(bool, error_code&) { return true; }
+    bool on_null(error_code&) { return true; }
+    bool on_comment_part(string_view, error_code&) { return true; }
+    bool on_comment(string_view, error_code&) { return true; }
+};
+
+// The first key sent twice in one object of valid JSON `text`, if any.
+std::optional<std::string> duplicate_key(std::string_view text) {
+    json::basic_parser<DuplicateKeys> parser(json::parse_options{});
+    boost::system::error_code ec;
+    parser.write_some(false, text.data(), text.size(), ec);
+    return std::move(parser.handler().duplicate);
 }
 
 } // namespace
@@ -77,6 +131,8 @@ std::variant<json::object, Reply> json_body(http::request<http::string_body> con
     json::value value = json::parse(request.body(), ec);
     if (ec) return problem_reply(http::status::bad_request, "malformed_json", "the body is not valid JSON: " + ec.message());
     if (!value.is_object()) return problem_reply(http::status::bad_request, "malformed_json", "the body must be a JSON object");
+    if (auto twice = duplicate_key(request.body()))
+        return problem_reply(http::status::bad_request, "duplicate_field", "field '" + *twice + "' is sent twice");
     for (auto const& [key, unused] : value.as_object())
         if (std::find(allowed.begin(), allowed.end(), std::string_view(key)) == allowed.end())
             return problem_reply(http::status::bad_request, "unknown_field",

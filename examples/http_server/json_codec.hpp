@@ -24,7 +24,7 @@ boost::json::value payment_json(payments::domain::Payment const& payment);
 
 /// The request's JSON object body, or the problem with it: a body that is not
 /// application/json (415), not JSON or not an object (400 malformed_json), or
-/// has a field outside `allowed` (400 unknown_field).
+/// has a field outside `allowed` (400 unknown_field) or a key twice in one object (400 duplicate_field).
 std::variant<boost::json::object, Reply> json_body(http::request<http::string_body> const& request,
                                                    std::initializer_list<std::string_view> allowed, bool required);
 
