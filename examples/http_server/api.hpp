@@ -16,6 +16,8 @@ namespace http = boost::beast::http;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 
+struct Refusal;
+
 /// What /health/ready reports.
 enum class Readiness { starting, ready, draining };
 
@@ -31,8 +33,11 @@ public:
     /// Every route as "METHOD /path/{param}", for the OpenAPI consistency test.
     static std::vector<std::string> routes();
 
-    /// A problem+json response for what fails before routing (limits, malformed HTTP).
-    static Response problem(http::status status, std::string_view code, std::string_view detail, unsigned version);
+    /// The answer to a request refused before routing (limits, framing,
+    /// malformed HTTP, overload), logged and counted under the route
+    /// "unmatched" like any other; it closes the connection. `header` is what
+    /// was parsed of the request, if anything.
+    Response refuse(Refusal const& refusal, http::request_header<> const* header);
 
 private:
     struct Impl;

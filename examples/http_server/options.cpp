@@ -1,5 +1,6 @@
 #include "options.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdlib>
 #include <functional>
@@ -69,12 +70,24 @@ std::vector<Flag> const& flags() {
              o.engine.threads = o.threads;
              return true;
          }},
-        {"max-connections", "open connections at most; more are refused with 503 (1024)",
+        {"max-connections", "open connections at most; at the limit the longest idle one is closed (1024)",
          number(&Options::max_connections)},
+        {"overload-connections", "past max-connections, this many more get one answer: probes, else 503 (64)",
+         number(&Options::overload_connections)},
         {"body-limit", "request body limit in bytes (65536)", number(&Options::body_limit)},
-        {"read-timeout-ms", "close a connection idle or slow for this long (30000)", millis(&Options::read_timeout)},
+        {"header-limit", "request header block limit in bytes (8192)", number(&Options::header_limit)},
+        {"uri-limit", "request target limit in bytes; longer is 414 (4096)", number(&Options::uri_limit)},
+        {"read-timeout-ms", "a request begun must arrive within this (30000)", millis(&Options::read_timeout)},
+        {"idle-timeout-ms", "close a connection waiting this long for a request (5000)", millis(&Options::idle_timeout)},
+        {"overload-read-timeout-ms", "an overload connection's request must arrive within this (1000)",
+         millis(&Options::overload_read_timeout)},
         {"drain-timeout-ms", "on SIGINT/SIGTERM, time allowed to finish in-flight work (10000)",
          millis(&Options::drain_timeout)},
+        {"drain-read-timeout-ms", "on SIGINT/SIGTERM, time left to a half-sent request (500)",
+         millis(&Options::drain_read_timeout)},
+        {"idempotency-max-records", "idempotency records kept at most; past it the oldest of the client "
+                                    "with the most are evicted (100000)",
+         [](Options& o, std::string_view v) { return parse_number(v, o.engine.idempotency_max_records) && o.engine.idempotency_max_records > 0; }},
         {"retry-base-ms", "retry backoff base (1000)",
          engine_millis([](EngineOptions& e, Duration d) { e.processor.retry.base = d; })},
         {"retry-cap-ms", "retry backoff cap (30000)",
@@ -114,10 +127,10 @@ std::string help() {
                        "Every flag can also be set as an environment variable PAYMENTS_<FLAG> (e.g. PAYMENTS_PORT).\n\n";
     for (Flag const& f : flags()) {
         std::string name = "  --" + std::string(f.name);
-        name.resize(24, ' ');
+        name.resize(std::max<std::size_t>(30, name.size() + 2), ' ');
         text += name + std::string(f.help) + "\n";
     }
-    return text + "  --help                this text\n";
+    return text + "  --help                        this text\n";
 }
 
 std::string env_name(std::string_view flag) {

@@ -17,9 +17,16 @@ struct Options {
     unsigned threads = 0; ///< 0: one per core
     std::size_t body_limit = 64 * 1024;
     std::size_t header_limit = 8 * 1024;
+    std::size_t uri_limit = 4 * 1024;
     std::size_t max_connections = 1024;
-    std::chrono::milliseconds read_timeout{30'000};
+    /// Past max_connections, this many more may each send one request: probes
+    /// are answered, anything else gets 503.
+    std::size_t overload_connections = 64;
+    std::chrono::milliseconds read_timeout{30'000};         ///< a request begun must arrive within this
+    std::chrono::milliseconds idle_timeout{5'000};          ///< a connection waiting for a request closes after this
+    std::chrono::milliseconds overload_read_timeout{1'000}; ///< an overload connection's request must arrive within this
     std::chrono::milliseconds drain_timeout{10'000};
+    std::chrono::milliseconds drain_read_timeout{500}; ///< on SIGTERM, a half-sent request has this long left
     payments::EngineOptions engine;
 };
 

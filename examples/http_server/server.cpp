@@ -1,6 +1,9 @@
 #include "server.hpp"
 
+#include "protocol.hpp"
+
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -27,112 +30,212 @@ unsigned worker_threads(Options const& options) {
     return options.threads != 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
 }
 
+// Whether a connection's end is the ordinary kind (the peer left, a timeout, a
+// close of ours), not worth a log line.
+bool ordinary_end(beast::error_code ec) {
+    return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == beast::error::timeout ||
+           ec == net::error::operation_aborted || ec == net::error::bad_descriptor || ec == net::error::eof ||
+           ec == net::error::connection_reset || ec == net::error::broken_pipe;
+}
+
+bool is_parse_error(beast::error_code ec) { return ec.category() == make_error_code(http::error::bad_method).category(); }
+
+// The probes a load balancer or orchestrator sends; answered even under overload.
+bool is_probe(http::request_header<> const& header) {
+    auto const target = header.target();
+    return (header.method() == http::verb::get || header.method() == http::verb::head) &&
+           (target == "/health" || target == "/health/live" || target == "/health/ready");
+}
+
+constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+
 } // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
     Impl(Options const& o, Api& a, payments::application::Logger& l, net::io_context& context)
-        : options(o), api(a), logger(l), io(context), acceptor(net::make_strand(io)) {}
+        : options(o), limits{o.body_limit, o.header_limit, o.uri_limit}, api(a), logger(l), io(context),
+          acceptor(net::make_strand(io)) {}
 
     void accept();
-    void closed() {
-        if (open.fetch_sub(1) == 1) {
+    void admit(tcp::socket socket);
+    std::shared_ptr<Session> longest_idle();
+    void closed(bool overload) {
+        (overload ? overloaded : open).fetch_sub(1);
+        if (open.load() == 0 && overloaded.load() == 0) {
             std::lock_guard lock(mutex);
             idle.notify_all();
         }
     }
 
     Options options;
+    Limits limits;
     Api& api;
     payments::application::Logger& logger;
     net::io_context& io;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
     std::vector<std::thread> workers;
     tcp::acceptor acceptor;
-    std::atomic<std::size_t> open{0};
+    std::atomic<std::size_t> open{0};       // regular sessions, at most max_connections (+ those being shed)
+    std::atomic<std::size_t> overloaded{0}; // overload sessions, at most overload_connections
     std::atomic<bool> draining{false};
     std::mutex mutex;
     std::condition_variable idle;
     std::vector<std::weak_ptr<Session>> sessions; // Owned by: mutex
 };
 
-// Handles one HTTP connection, one request at a time.
+// Handles one HTTP connection, one request at a time: waits for the first
+// byte of a request (idle), reads its header, checks the framing, reads the
+// body, answers. An overload session answers one request: a probe, or 503.
 class Session : public std::enable_shared_from_this<Session> {
 public:
-    Session(tcp::socket&& socket, std::shared_ptr<Server::Impl> server)
-        : stream_(std::move(socket)), server_(std::move(server)) {}
-    ~Session() { server_->closed(); }
+    // A new connection counts as idle (it has sent nothing) from the start.
+    Session(tcp::socket&& socket, std::shared_ptr<Server::Impl> server, bool overload)
+        : stream_(std::move(socket)), server_(std::move(server)), overload_(overload),
+          idle_since_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
+    ~Session() { server_->closed(overload_); }
 
-    void start() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::read, shared_from_this())); }
+    void start() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::wait, shared_from_this())); }
 
-    // Too many connections: answer 503 and close.
-    void refuse() {
+    // Closes the connection if it is still waiting for a request: the server
+    // needs its place for a new one.
+    void shed() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-            self->write(Api::problem(http::status::service_unavailable, "too_many_connections",
-                                     "the server has too many open connections; retry later", 11));
+            if (self->idle_.load()) self->close();
         });
     }
 
-    // Ends the connection after the current answer. A connection waiting for a
-    // request gets a short deadline instead of closing at once: a request
-    // already on the wire is still served, an idle connection expires.
+    // Ends the connection as soon as it is not needed: at once if it waits for
+    // a request and none is on the wire, after a short window if a request is
+    // half-sent, after the answer if one is being made. A pending read keeps
+    // the deadline it was given (Boost 1.81), so it is cancelled and, if a
+    // request has begun, read again with the short one.
     void drain() {
         net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
             self->draining_ = true;
-            if (!self->busy_) self->expire_soon();
+            if (self->idle_.load() || self->reading_) self->stream_.cancel();
         });
     }
 
+    bool overload() const { return overload_; }
+    bool idle() const { return idle_.load(); }
+    std::int64_t idle_since() const { return idle_since_.load(); }
+    std::atomic<bool> chosen_to_shed{false}; // set once, by the acceptor
+
 private:
-    // While draining, a connection told "keep-alive" may already be sending
-    // its next request: it gets a short window, not an abrupt close.
-    void expire_soon() {
-        stream_.expires_after(std::min<std::chrono::steady_clock::duration>(server_->options.read_timeout,
-                                                                            std::chrono::milliseconds(500)));
+    // Waits for the first byte of the next request.
+    void wait() {
+        if (draining_) return buffer_.size() > 0 || bytes_waiting() ? read_header() : close();
+        if (buffer_.size() > 0) return read_header(); // pipelined: already here
+        idle_since_.store(std::chrono::steady_clock::now().time_since_epoch().count());
+        idle_.store(true);
+        stream_.expires_after(overload_ ? server_->options.overload_read_timeout : server_->options.idle_timeout);
+        stream_.async_read_some(buffer_.prepare(4096), beast::bind_front_handler(&Session::on_wait, shared_from_this()));
     }
 
-    void read() {
+    void on_wait(beast::error_code ec, std::size_t n) {
+        idle_.store(false);
+        buffer_.commit(n);
+        if (ec == net::error::operation_aborted && draining_) return wait();
+        if (ec) return end(ec, "read");
+        read_header();
+    }
+
+    // Bytes of a request are on the wire, not yet read.
+    bool bytes_waiting() {
+        beast::error_code ignored;
+        return stream_.socket().is_open() && stream_.socket().available(ignored) > 0;
+    }
+
+    // How long what is left of a request may take to arrive.
+    std::chrono::milliseconds read_timeout() const {
+        auto const& o = server_->options;
+        if (overload_) return std::min(o.read_timeout, o.overload_read_timeout);
+        if (draining_) return std::min(o.read_timeout, o.drain_read_timeout);
+        return o.read_timeout;
+    }
+
+    void read_header() {
+        auto const received = buffer_.data();
+        bool const some = buffer_.size() > 0;
+        buffer_.consume(leading_empty_lines({static_cast<char const*>(received.data()), received.size()}));
+        if (some && buffer_.size() == 0) return wait(); // only empty lines came
+        reading_ = true;
         parser_.emplace();
-        parser_->body_limit(server_->options.body_limit);
-        parser_->header_limit(static_cast<std::uint32_t>(server_->options.header_limit));
-        if (!draining_) stream_.expires_after(server_->options.read_timeout);
-        http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+        parser_->body_limit(server_->limits.body);
+        parser_->header_limit(static_cast<std::uint32_t>(server_->limits.header));
+        stream_.expires_after(read_timeout());
+        http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_header, shared_from_this()));
     }
 
-    void on_read(beast::error_code ec, std::size_t) {
-        if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::operation_aborted ||
-            ec == net::error::bad_descriptor)
-            return close();
-        if (ec == http::error::body_limit)
-            return write(Api::problem(http::status::payload_too_large, "payload_too_large",
-                                      "the body is larger than " + std::to_string(server_->options.body_limit) + " bytes",
-                                      11));
-        if (ec == http::error::header_limit)
-            return write(Api::problem(http::status::request_header_fields_too_large, "headers_too_large",
-                                      "the header block is too large", 11));
-        if (ec) {
-            if (parser_->got_some())
-                return write(Api::problem(http::status::bad_request, "bad_request", "malformed HTTP: " + ec.message(), 11));
-            return close();
-        }
-        busy_ = true;
+    void on_header(beast::error_code ec, std::size_t) {
+        if (rearm_for_drain(ec))
+            return http::async_read_header(stream_, buffer_, *parser_,
+                                           beast::bind_front_handler(&Session::on_header, shared_from_this()));
+        if (ec) return failed_read(ec);
+        auto const& header = parser_->get();
+        if (auto refusal = check_header(header, server_->limits)) return refuse(*refusal);
+        if (overload_ && !is_probe(header))
+            return refuse({http::status::service_unavailable, "too_many_connections",
+                           "the server has too many open connections; retry later"});
+        if (!expects_continue(header) || parser_->is_done()) return read_body();
+        net::async_write(stream_, net::buffer(continue_line.data(), continue_line.size()),
+                         [self = shared_from_this()](beast::error_code written, std::size_t) {
+                             if (written) return self->end(written, "write");
+                             self->read_body();
+                         });
+    }
+
+    void read_body() {
+        stream_.expires_after(read_timeout());
+        http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_body, shared_from_this()));
+    }
+
+    void on_body(beast::error_code ec, std::size_t) {
+        if (rearm_for_drain(ec)) return read_body();
+        if (ec) return failed_read(ec);
+        reading_ = false;
         Response response = server_->api.handle(parser_->get());
-        if (draining_ || server_->draining.load()) response.keep_alive(false);
+        if (draining_ || overload_ || server_->draining.load()) response.keep_alive(false);
         write(std::move(response));
+    }
+
+    // A read cancelled by drain() is read again, once, with the short deadline.
+    bool rearm_for_drain(beast::error_code ec) {
+        if (ec != net::error::operation_aborted || !draining_ || rearmed_ || !stream_.socket().is_open()) return false;
+        rearmed_ = true;
+        stream_.expires_after(read_timeout());
+        return true;
+    }
+
+    void failed_read(beast::error_code ec) {
+        if (is_parse_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message)
+            return refuse(refusal_for(ec, parser_->get(), server_->limits));
+        end(ec, "read");
+    }
+
+    void refuse(Refusal const& refusal) {
+        reading_ = false;
+        write(server_->api.refuse(refusal, parser_ && parser_->got_some() ? &parser_->get() : nullptr));
     }
 
     void write(Response response) {
         auto message = std::make_shared<Response>(std::move(response));
         stream_.expires_after(server_->options.read_timeout);
-        http::async_write(stream_, *message,
-                          [self = shared_from_this(), message](beast::error_code ec, std::size_t) {
-                              self->busy_ = false;
-                              if (ec || !message->keep_alive()) return self->close();
-                              if (self->draining_) self->expire_soon();
-                              self->read();
-                          });
+        http::async_write(stream_, *message, [self = shared_from_this(), message](beast::error_code ec, std::size_t) {
+            if (ec) return self->end(ec, "write");
+            if (!message->keep_alive()) return self->close();
+            self->wait();
+        });
+    }
+
+    // The connection ends on an I/O error: reported once, here, unless ordinary.
+    void end(beast::error_code ec, std::string_view during) {
+        if (!ordinary_end(ec)) server_->logger.info("connection error", {{"during", during}, {"error", ec.message()}});
+        close();
     }
 
     void close() {
+        reading_ = false;
         beast::error_code ignored;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
         stream_.socket().close(ignored);
@@ -140,10 +243,14 @@ private:
 
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
-    std::optional<http::request_parser<http::string_body>> parser_;
+    std::optional<RequestParser> parser_;
     std::shared_ptr<Server::Impl> server_;
-    bool busy_ = false;     // a request is being answered
-    bool draining_ = false; // close after the current answer
+    bool const overload_;
+    std::atomic<bool> idle_{true};          // waiting for the first byte of a request; read by the acceptor
+    std::atomic<std::int64_t> idle_since_;  // steady clock ticks; read by the acceptor
+    bool reading_ = false;                  // a request has begun and is being read
+    bool draining_ = false;                 // close as soon as nothing is in flight
+    bool rearmed_ = false;                  // the read was given the drain deadline
 };
 
 void Server::Impl::accept() {
@@ -153,20 +260,47 @@ void Server::Impl::accept() {
             if (!self->acceptor.is_open()) return;
             return self->accept();
         }
-        bool const over = self->open.fetch_add(1) >= self->options.max_connections;
-        auto session = std::make_shared<Session>(std::move(socket), self);
-        if (over) {
-            session->refuse();
-        } else {
-            {
-                std::lock_guard lock(self->mutex);
-                std::erase_if(self->sessions, [](auto const& w) { return w.expired(); });
-                self->sessions.push_back(session);
-            }
-            session->start();
-        }
+        self->admit(std::move(socket));
         self->accept();
     });
+}
+
+// A new connection takes a free place, or the place of the connection idle
+// longest, or becomes an overload connection, or (past those too) is closed.
+void Server::Impl::admit(tcp::socket socket) {
+    beast::error_code ignored;
+    // Pipelined answers must not wait for the client's delayed ACK (Nagle).
+    socket.set_option(tcp::no_delay(true), ignored);
+    bool overload = false;
+    if (open.load() >= options.max_connections) {
+        if (auto victim = longest_idle()) victim->shed();
+        else overload = true;
+    }
+    if (overload && overloaded.load() >= options.overload_connections) {
+        logger.warn("connection refused", {{"reason", "too many connections"}});
+        socket.close(ignored);
+        return;
+    }
+    (overload ? overloaded : open).fetch_add(1);
+    auto session = std::make_shared<Session>(std::move(socket), shared_from_this(), overload);
+    {
+        std::lock_guard lock(mutex);
+        std::erase_if(sessions, [](auto const& w) { return w.expired(); });
+        sessions.push_back(session);
+    }
+    session->start();
+}
+
+std::shared_ptr<Session> Server::Impl::longest_idle() {
+    std::shared_ptr<Session> found;
+    std::lock_guard lock(mutex);
+    for (auto const& weak : sessions) {
+        auto session = weak.lock();
+        if (!session || session->overload() || !session->idle() || session->chosen_to_shed.load()) continue;
+        if (!found || session->idle_since() < found->idle_since()) found = std::move(session);
+    }
+    if (found) found->chosen_to_shed.store(true);
+    return found;
 }
 
 Server::Server(Options const& options, Api& api, payments::application::Logger& logger)

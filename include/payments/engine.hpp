@@ -22,6 +22,8 @@ struct EngineOptions {
     infrastructure::SimulatedGatewayOptions gateway;
     infrastructure::BusOptions bus;
     domain::Duration idempotency_ttl = std::chrono::hours(24);
+    /// Idempotency records kept at most; see InMemoryIdempotencyStore for who is evicted.
+    std::size_t idempotency_max_records = 100'000;
     std::uint64_t seed = 0; ///< ids and jitter; 0: from std::random_device
     application::LogLevel log_level = application::LogLevel::info;
     std::FILE* log_output = stderr; ///< nullptr: no logs

@@ -39,9 +39,10 @@ struct Engine::Impl {
           logger(o.log_output, o.log_level, clock, o.log_flush_interval), metrics(registry),
           pool(thread_count(o)),
           scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, bus_options(o)),
-          idempotency(o.idempotency_ttl), gateway(scheduler, clock, o.gateway),
+          idempotency(o.idempotency_ttl, o.idempotency_max_records), gateway(scheduler, clock, o.gateway),
           ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports) {
         register_bus_metrics(registry, bus);
+        register_store_metrics(registry, store, idempotency);
     }
 
     EngineOptions options;

@@ -3,6 +3,8 @@
 #include <boost/container/small_vector.hpp>
 
 #include <algorithm>
+#include <list>
+#include <set>
 
 namespace payments::infrastructure {
 
@@ -75,6 +77,20 @@ std::optional<Payment> InMemoryStore::payment(PaymentId const& id) const {
     auto it = shard.payments.find(id);
     if (it == shard.payments.end()) return std::nullopt;
     return it->second;
+}
+
+std::size_t InMemoryStore::invoice_count() const {
+    std::lock_guard lock(order_mutex_);
+    return order_.size();
+}
+
+std::size_t InMemoryStore::payment_count() const {
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+        std::lock_guard lock(shards_[i].mutex);
+        count += shards_[i].payments.size();
+    }
+    return count;
 }
 
 std::vector<Payment> InMemoryStore::payments_of(InvoiceId const& id) const {
@@ -155,45 +171,105 @@ Result<void> InMemoryStore::commit(Changes changes) {
     return {};
 }
 
-InMemoryIdempotencyStore::InMemoryIdempotencyStore(Duration ttl) : ttl_(ttl) {}
+using application::IdempotencyKey;
 
-application::IdempotencyClaim InMemoryIdempotencyStore::claim(application::IdempotencyKey const& key,
-                                                             std::string_view fingerprint, Timestamp now) {
+// One record, and where it sits in the orders it belongs to.
+struct InMemoryIdempotencyStore::Record {
+    std::string fingerprint;
+    std::optional<application::PaymentOutcome> outcome; // empty while the request runs
+    Timestamp since;                                    // claimed, then completed
+    std::list<IdempotencyKey const*>::iterator in_order;
+    std::list<IdempotencyKey const*>::iterator in_scope; // while completed
+};
+
+// A client scope's completed records, oldest completion first: the ones it may lose at the cap.
+struct InMemoryIdempotencyStore::Scope {
+    std::list<IdempotencyKey const*> completed;
+};
+
+// Keys and list entries point into by_key and scopes, whose nodes never move.
+struct InMemoryIdempotencyStore::Records {
+    std::unordered_map<IdempotencyKey, Record> by_key;
+    std::list<IdempotencyKey const*> order; // by `since`, oldest first: the expiry order
+    std::unordered_map<std::string, Scope> scopes;
+    std::set<std::pair<std::size_t, std::string const*>> by_size; // (completed records, scope); the largest last
+    std::uint64_t evictions = 0;
+
+    void link_completed(IdempotencyKey const& key, Record& record) {
+        auto& [name, scope] = *scopes.try_emplace(key.scope()).first;
+        by_size.erase({scope.completed.size(), &name});
+        scope.completed.push_back(&key);
+        record.in_scope = std::prev(scope.completed.end());
+        by_size.insert({scope.completed.size(), &name});
+    }
+
+    void unlink_completed(IdempotencyKey const& key, Record& record) {
+        auto it = scopes.find(key.scope());
+        by_size.erase({it->second.completed.size(), &it->first});
+        it->second.completed.erase(record.in_scope);
+        if (it->second.completed.empty()) scopes.erase(it);
+        else by_size.insert({it->second.completed.size(), &it->first});
+    }
+
+    void erase(std::unordered_map<IdempotencyKey, Record>::iterator it) {
+        order.erase(it->second.in_order);
+        if (it->second.outcome) unlink_completed(it->first, it->second);
+        by_key.erase(it);
+    }
+};
+
+namespace {
+
+// The record is older than its time to live.
+// Strictly after the time to live: a key used exactly ttl ago still replays.
+bool expired(Timestamp since, Duration ttl, Timestamp now) { return since + ttl < now; }
+
+} // namespace
+
+InMemoryIdempotencyStore::InMemoryIdempotencyStore(Duration ttl, std::size_t max_records)
+    : ttl_(ttl), max_records_(std::max<std::size_t>(1, max_records)), records_(std::make_unique<Records>()) {}
+
+InMemoryIdempotencyStore::~InMemoryIdempotencyStore() = default;
+
+application::IdempotencyClaim InMemoryIdempotencyStore::claim(IdempotencyKey const& key, std::string_view fingerprint,
+                                                             Timestamp now) {
     using State = application::IdempotencyClaim::State;
     std::lock_guard lock(mutex_);
     // Amortised O(1): only records whose time has come are looked at.
     purge_locked(now);
-    auto [it, inserted] = records_.try_emplace(key, Record{std::string(fingerprint), std::nullopt, now});
-    if (inserted) {
-        expiry_.push_back({now, &it->first});
-        return {State::claimed, std::nullopt};
+    auto& r = *records_;
+    if (auto it = r.by_key.find(key); it != r.by_key.end()) {
+        Record const& record = it->second;
+        if (!expired(record.since, ttl_, now)) {
+            if (record.fingerprint != fingerprint) return {State::mismatch, std::nullopt};
+            if (!record.outcome) return {State::in_use, std::nullopt};
+            return {State::replay, record.outcome};
+        }
+        r.erase(it); // expired, though behind a newer one in the order
     }
+    if (r.by_key.size() >= max_records_) evict_locked();
+    auto [it, inserted] = r.by_key.try_emplace(key, Record{std::string(fingerprint), std::nullopt, now, {}, {}});
+    r.order.push_back(&it->first);
+    it->second.in_order = std::prev(r.order.end());
+    return {State::claimed, std::nullopt};
+}
+
+void InMemoryIdempotencyStore::complete(IdempotencyKey const& key, application::PaymentOutcome outcome, Timestamp now) {
+    std::lock_guard lock(mutex_);
+    auto& r = *records_;
+    auto it = r.by_key.find(key);
+    if (it == r.by_key.end()) return;
     Record& record = it->second;
-    if (record.released || expired(record, now)) {
-        record = Record{std::string(fingerprint), std::nullopt, now};
-        return {State::claimed, std::nullopt};
-    }
-    if (record.fingerprint != fingerprint) return {State::mismatch, std::nullopt};
-    if (!record.outcome) return {State::in_use, std::nullopt};
-    return {State::replay, record.outcome};
+    if (record.outcome) r.unlink_completed(it->first, record);
+    record.outcome = std::move(outcome);
+    record.since = now;
+    r.order.splice(r.order.end(), r.order, record.in_order);
+    r.link_completed(it->first, record);
 }
 
-void InMemoryIdempotencyStore::complete(application::IdempotencyKey const& key,
-                                        application::PaymentOutcome outcome, Timestamp now) {
+void InMemoryIdempotencyStore::release(IdempotencyKey const& key) {
     std::lock_guard lock(mutex_);
-    auto it = records_.find(key);
-    if (it == records_.end()) return;
-    it->second.outcome = std::move(outcome);
-    it->second.since = now;
-}
-
-void InMemoryIdempotencyStore::release(application::IdempotencyKey const& key) {
-    std::lock_guard lock(mutex_);
-    // Marked, not erased: its expiry entry still points at it.
-    if (auto it = records_.find(key); it != records_.end()) {
-        it->second.released = true;
-        it->second.outcome.reset();
-    }
+    if (auto it = records_->by_key.find(key); it != records_->by_key.end()) records_->erase(it);
 }
 
 std::size_t InMemoryIdempotencyStore::purge_expired(Timestamp now) {
@@ -202,25 +278,34 @@ std::size_t InMemoryIdempotencyStore::purge_expired(Timestamp now) {
 }
 
 std::size_t InMemoryIdempotencyStore::purge_locked(Timestamp now) {
+    auto& r = *records_;
     std::size_t purged = 0;
-    while (!expiry_.empty() && expiry_.front().at + ttl_ < now) {
-        Expiry const entry = expiry_.front();
-        expiry_.pop_front();
-        auto it = records_.find(*entry.key);
-        if (expired(it->second, now)) {
-            records_.erase(it);
-            ++purged;
-        } else {
-            // Completed or claimed again since: look again when that expires.
-            expiry_.push_back({it->second.since, entry.key});
-        }
+    while (!r.order.empty()) {
+        auto it = r.by_key.find(*r.order.front());
+        if (!expired(it->second.since, ttl_, now)) break;
+        r.erase(it);
+        ++purged;
     }
     return purged;
 }
 
+// The cap's rule: the oldest completed record of the scope holding the most.
+void InMemoryIdempotencyStore::evict_locked() {
+    auto& r = *records_;
+    if (r.by_size.empty()) return; // every record is a request still running
+    Scope const& largest = r.scopes.find(*r.by_size.rbegin()->second)->second;
+    r.erase(r.by_key.find(*largest.completed.front()));
+    ++r.evictions;
+}
+
 std::size_t InMemoryIdempotencyStore::size() const {
     std::lock_guard lock(mutex_);
-    return records_.size();
+    return records_->by_key.size();
+}
+
+std::uint64_t InMemoryIdempotencyStore::evictions() const {
+    std::lock_guard lock(mutex_);
+    return records_->evictions;
 }
 
 } // namespace payments::infrastructure

@@ -1,6 +1,7 @@
 #include <payments/infrastructure/prometheus_metrics.hpp>
 
 #include <payments/infrastructure/asio_event_bus.hpp>
+#include <payments/infrastructure/memory_store.hpp>
 
 #include <chrono>
 
@@ -77,6 +78,18 @@ void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus) {
     registry.gauge_callback("bus_queue_depth", "Deliveries queued or running", {}, read(&BusStats::queue_depth));
     registry.gauge_callback("bus_scheduled_pending", "Scheduled events not yet due", {},
                             read(&BusStats::scheduled_pending));
+}
+
+void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& store,
+                            InMemoryIdempotencyStore const& idempotency) {
+    registry.gauge_callback("store_invoices", "Invoices held in memory (never dropped)", {},
+                            [&store] { return static_cast<double>(store.invoice_count()); });
+    registry.gauge_callback("store_payments", "Payment attempts held in memory (never dropped)", {},
+                            [&store] { return static_cast<double>(store.payment_count()); });
+    registry.gauge_callback("idempotency_records", "Idempotency records held", {},
+                            [&idempotency] { return static_cast<double>(idempotency.size()); });
+    registry.counter_callback("idempotency_evictions_total", "Idempotency records evicted at the cap", {},
+                              [&idempotency] { return static_cast<double>(idempotency.evictions()); });
 }
 
 } // namespace payments::infrastructure

@@ -2,144 +2,15 @@
 // client: what the adapter owns (routing, status codes, problem+json,
 // idempotency headers, limits, bad input, shutdown). Business rules are tested
 // below the adapter.
-#include "server.hpp"
+#include "test_server.hpp"
 
-#include <payments/domain/events.hpp>
-
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/json/parse.hpp>
-
-#include <doctest/doctest.h>
-
-#include <condition_variable>
 #include <fstream>
 #include <latch>
 #include <mutex>
 #include <set>
 #include <thread>
 
-namespace {
-
-namespace beast = boost::beast;
-namespace net = boost::asio;
-namespace json = boost::json;
-using tcp = net::ip::tcp;
-using namespace http_server;
-using namespace std::chrono_literals;
-
-constexpr auto guard = std::chrono::seconds(30); // fails a broken build; never a way to wait
-
-// A server with its engine on ephemeral ports, and a client for it.
-struct TestServer {
-    explicit TestServer(Options tweak = {}) : options(std::move(tweak)) {
-        options.bind = "127.0.0.1";
-        options.port = 0;
-        options.threads = 2;
-        options.engine.threads = 2;
-        options.engine.log_output = nullptr;
-        options.engine.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 5ms, .max_attempts = 3};
-        engine = payments::Engine::create(options.engine).value();
-        api.emplace(*engine, readiness);
-        server.emplace(options, *api, engine->logger());
-        port = server->start().value();
-        readiness = Readiness::ready;
-        settled_paid = engine->bus().subscribe<payments::domain::InvoicePaid>("test", [this](auto const&) { bump(); });
-        settled_failed = engine->bus().subscribe<payments::domain::InvoiceFailed>("test", [this](auto const&) { bump(); });
-    }
-    ~TestServer() {
-        settled_paid.reset();
-        settled_failed.reset();
-        server->drain(std::chrono::steady_clock::now() + 5s);
-        engine->shutdown(5s);
-        server->stop();
-    }
-
-    tcp::socket connect() {
-        tcp::socket socket(io);
-        socket.connect({net::ip::address_v4::loopback(), port});
-        return socket;
-    }
-
-    Response send(tcp::socket& socket, http::verb verb, std::string target, std::string body = {},
-                  std::vector<std::pair<std::string, std::string>> headers = {}) {
-        Request request{verb, target, 11};
-        request.set(http::field::host, "localhost");
-        if (!body.empty()) request.set(http::field::content_type, "application/json");
-        for (auto& [name, value] : headers) request.set(name, value);
-        request.body() = std::move(body);
-        request.prepare_payload();
-        http::write(socket, request);
-        beast::flat_buffer buffer;
-        Response response;
-        http::read(socket, buffer, response);
-        return response;
-    }
-
-    Response call(http::verb verb, std::string target, std::string body = {},
-                  std::vector<std::pair<std::string, std::string>> headers = {}) {
-        auto socket = connect();
-        return send(socket, verb, std::move(target), std::move(body), std::move(headers));
-    }
-
-    // Sends raw bytes and returns everything the server answers before it closes.
-    std::string raw(std::string const& bytes) {
-        auto socket = connect();
-        net::write(socket, net::buffer(bytes));
-        std::string answer;
-        beast::error_code ec;
-        net::read(socket, net::dynamic_buffer(answer), ec);
-        return answer;
-    }
-
-    std::string create(std::int64_t amount = 1000) {
-        auto r = call(http::verb::post, "/invoices", R"({"amount":)" + std::to_string(amount) + "}");
-        REQUIRE(r.result() == http::status::created);
-        return std::string(json::parse(r.body()).at("id").as_string());
-    }
-
-    bool wait_settled(int n) {
-        std::unique_lock lock(mutex);
-        return cv.wait_for(lock, guard, [&] { return settled >= n; });
-    }
-
-    void bump() {
-        std::lock_guard lock(mutex);
-        ++settled;
-        cv.notify_all();
-    }
-
-    Options options;
-    std::unique_ptr<payments::Engine> engine;
-    std::atomic<Readiness> readiness{Readiness::starting};
-    std::optional<Api> api;
-    std::optional<Server> server;
-    std::uint16_t port = 0;
-    net::io_context io;
-    std::mutex mutex;
-    std::condition_variable cv;
-    int settled = 0;
-    payments::application::Subscription settled_paid, settled_failed;
-};
-
-json::object body_of(Response const& r) { return json::parse(r.body()).as_object(); }
-
-std::string code_of(Response const& r) {
-    CHECK(r[http::field::content_type] == "application/problem+json");
-    auto body = body_of(r);
-    CHECK(body.at("status").as_int64() == static_cast<int>(r.result()));
-    CHECK(body.contains("type"));
-    CHECK(body.contains("title"));
-    CHECK(body.contains("detail"));
-    return std::string(body.at("code").as_string());
-}
-
-} // namespace
+using namespace http_test;
 
 SCENARIO("create, pay and read an invoice over HTTP") {
     TestServer s;
@@ -239,7 +110,7 @@ SCENARIO("bad input gets problem+json with a stable code and changes nothing") {
         auto response = s.call(row.verb, row.target, row.body, row.headers);
         CHECK(response.result() == row.status);
         CHECK(code_of(response) == row.code);
-        if (row.status == S::method_not_allowed) CHECK(response[http::field::allow] == "POST, GET");
+        if (row.status == S::method_not_allowed) CHECK(response[http::field::allow] == "POST, GET, HEAD");
     }
     CHECK(body_of(s.call(http::verb::get, "/invoices")).at("data").as_array().empty()); // nothing was created
 }
@@ -261,19 +132,6 @@ SCENARIO("a client that stays silent past the read timeout is disconnected") {
     beast::error_code ec;
     net::read(socket, net::dynamic_buffer(answer), ec); // returns when the server closes
     CHECK(ec == net::error::eof);
-}
-
-SCENARIO("connections past the limit are refused with 503, cleanly") {
-    Options few;
-    few.max_connections = 2;
-    TestServer s(few);
-    auto a = s.connect();
-    auto b = s.connect();
-    CHECK(s.send(a, http::verb::get, "/health").result() == http::status::ok); // both are served
-    CHECK(s.send(b, http::verb::get, "/health").result() == http::status::ok);
-    std::string const third = s.raw("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-    CHECK(third.starts_with("HTTP/1.1 503"));
-    CHECK(third.find("too_many_connections") != std::string::npos);
 }
 
 SCENARIO("request ids: a sane client id is kept, anything else is replaced") {
@@ -418,4 +276,260 @@ TEST_CASE("every route is in docs/openapi.yaml, and every documented route is se
     }
     auto const served = Api::routes();
     CHECK(std::set<std::string>(served.begin(), served.end()) == documented);
+}
+
+namespace {
+
+constexpr auto quick = std::chrono::milliseconds(1000); // an answer due at once; a failing guard only
+
+// Pays `invoice` as `client` with `key`.
+Response pay_as(TestServer& s, std::string const& client, std::string const& invoice, std::string const& key) {
+    return s.call(http::verb::post, "/invoices/" + invoice + "/pay", R"({"payment_method":"pm_card_ok"})",
+                  {{"X-Client-Id", client}, {"Idempotency-Key", key}});
+}
+
+} // namespace
+
+SCENARIO("item 1: idempotency records are capped, and a client flooding fresh keys evicts only its own") {
+    Options capped;
+    capped.engine.idempotency_max_records = 8;
+    TestServer s(capped);
+    GIVEN("client a paid an invoice with key a-1") {
+        auto const mine = s.create();
+        REQUIRE(pay_as(s, "a", mine, "a-1").result() == http::status::accepted);
+        WHEN("client b pays 20 invoices, each with a fresh key") {
+            std::vector<std::string> theirs;
+            for (int i = 0; i < 20; ++i) {
+                theirs.push_back(s.create());
+                REQUIRE(pay_as(s, "b", theirs.back(), "b-" + std::to_string(i)).result() == http::status::accepted);
+            }
+            THEN("a's key is still replayed") { CHECK(pay_as(s, "a", mine, "a-1")["Idempotent-Replayed"] == "true"); }
+            THEN("b's oldest keys were evicted and its newest kept") {
+                CHECK(pay_as(s, "b", theirs.front(), "b-0")["Idempotent-Replayed"] != "true");
+                CHECK(pay_as(s, "b", theirs.back(), "b-19")["Idempotent-Replayed"] == "true");
+            }
+            THEN("/metrics shows the cap holding, the evictions and what the store holds") {
+                auto const text = s.call(http::verb::get, "/metrics").body();
+                CHECK(metric(text, "idempotency_records") == 8);
+                CHECK(metric(text, "idempotency_evictions_total") == 13); // 21 keys, 8 kept
+                CHECK(metric(text, "store_invoices") == 21);
+                CHECK(metric(text, "store_payments") >= 21);
+            }
+        }
+    }
+}
+
+SCENARIO("item 3: idle connections filling the table do not lock new clients out") {
+    Options few;
+    few.max_connections = 4;
+    few.idle_timeout = std::chrono::seconds(30); // shedding, not a timeout, makes room
+    TestServer s(few);
+    GIVEN("every place taken by a keep-alive connection that was served and is now idle") {
+        std::vector<std::unique_ptr<Client>> idle;
+        for (int i = 0; i < 4; ++i) {
+            idle.push_back(std::make_unique<Client>(s.port));
+            idle.back()->send(request_bytes("GET", "/health"));
+            REQUIRE(idle.back()->read(quick).has_value());
+        }
+        WHEN("a new client sends a request") {
+            Client fresh(s.port);
+            fresh.send(request_bytes("GET", "/invoices"));
+            auto answer = fresh.read(quick);
+            THEN("it is answered within a second, and the longest idle connection made room") {
+                REQUIRE(answer.has_value());
+                CHECK(answer->result() == http::status::ok);
+                CHECK(idle.front()->closed(quick));
+            }
+        }
+    }
+    GIVEN("every place taken by a socket that connected and never sent a byte") {
+        std::vector<std::unique_ptr<Client>> silent;
+        for (int i = 0; i < 4; ++i) silent.push_back(std::make_unique<Client>(s.port));
+        WHEN("a new client sends a request") {
+            Client fresh(s.port);
+            fresh.send(request_bytes("GET", "/invoices"));
+            THEN("it is answered within a second") { CHECK(fresh.read(quick).value().result() == http::status::ok); }
+        }
+    }
+    GIVEN("every place taken by a request whose body has not come yet") {
+        std::vector<std::unique_ptr<Client>> busy;
+        for (int i = 0; i < 4; ++i) {
+            busy.push_back(std::make_unique<Client>(s.port));
+            busy.back()->send("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                              "Content-Length: 14\r\nExpect: 100-continue\r\n\r\n");
+            REQUIRE(busy.back()->read(quick).value().result() == http::status::continue_); // the server reads it
+        }
+        WHEN("a probe arrives") {
+            Client probe(s.port);
+            probe.send(request_bytes("GET", "/health/live"));
+            THEN("it is answered") { CHECK(probe.read(quick).value().result() == http::status::ok); }
+        }
+        WHEN("any other request arrives") {
+            Client other(s.port);
+            other.send(request_bytes("GET", "/invoices"));
+            auto answer = other.read(quick);
+            THEN("503 too_many_connections with Retry-After, within a second, and counted") {
+                REQUIRE(answer.has_value());
+                CHECK(answer->result() == http::status::service_unavailable);
+                CHECK(code_of(*answer) == "too_many_connections");
+                CHECK((*answer)[http::field::retry_after] == "1");
+                CHECK(other.closed(quick));
+                CHECK(s.engine->metrics().render().find(
+                          R"(http_requests_total{route="unmatched",method="GET",status="503"} 1)") != std::string::npos);
+            }
+        }
+    }
+}
+
+SCENARIO("item 3: a keep-alive connection idle past --idle-timeout-ms is closed") {
+    Options quick_idle;
+    quick_idle.idle_timeout = std::chrono::milliseconds(100);
+    TestServer s(quick_idle);
+    Client client(s.port);
+    client.send(request_bytes("GET", "/health"));
+    REQUIRE(client.read(quick).has_value());
+    CHECK(client.closed(std::chrono::seconds(5))); // well before the 30 s read timeout
+}
+
+SCENARIO("item 4: HEAD answers carry headers and no body, so keep-alive clients stay in step") {
+    TestServer s;
+    struct Row {
+        std::string target;
+        http::status status;
+    };
+    std::vector<Row> const rows = {
+        {"/health", http::status::ok},
+        {"/invoices", http::status::ok},
+        {"/metrics", http::status::ok},
+        {"/invoices/inv_none", http::status::not_found},
+        {"/invoices/inv_none/pay", http::status::method_not_allowed},
+        {"/nowhere", http::status::not_found},
+    };
+    GIVEN("one keep-alive connection") {
+        Client client(s.port);
+        THEN("each HEAD is answered with headers only, and the GET pipelined after it is read intact") {
+            for (Row const& row : rows) {
+                CAPTURE(row.target);
+                client.send(request_bytes("HEAD", row.target) + request_bytes("GET", "/health"));
+                auto head = client.read(quick, true);
+                REQUIRE(head.has_value());
+                CHECK(head->result() == row.status);
+                CHECK(head->body().empty());
+                auto next = client.read(quick);
+                REQUIRE(next.has_value());
+                CHECK(next->result() == http::status::ok);
+                CHECK(body_of(*next).at("status").as_string() == "ok");
+            }
+        }
+        THEN("HEAD's Content-Length is the GET's") {
+            client.send(request_bytes("HEAD", "/health"));
+            auto head = client.read(quick, true);
+            REQUIRE(head.has_value());
+            CHECK((*head)[http::field::content_length] == std::to_string(s.call(http::verb::get, "/health").body().size()));
+            CHECK(s.call(http::verb::delete_, "/health")[http::field::allow] == "GET, HEAD");
+        }
+    }
+}
+
+SCENARIO("item 5: draining closes idle connections at once and gives a half-sent request a short window") {
+    Options o;
+    o.read_timeout = std::chrono::seconds(30);
+    o.idle_timeout = std::chrono::seconds(30);
+    o.drain_read_timeout = std::chrono::milliseconds(100);
+    auto s = std::make_unique<TestServer>(o);
+    GIVEN("an idle keep-alive client and a client whose request is half-sent") {
+        Client idle(s->port);
+        idle.send(request_bytes("GET", "/health"));
+        REQUIRE(idle.read(quick).has_value());
+        Client half(s->port);
+        half.send("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  "Content-Length: 14\r\nExpect: 100-continue\r\n\r\n");
+        REQUIRE(half.read(quick).value().result() == http::status::continue_); // the server reads it
+        WHEN("the server drains") {
+            auto const started = std::chrono::steady_clock::now();
+            bool const drained = s->server->drain(started + std::chrono::seconds(10));
+            auto const took = std::chrono::steady_clock::now() - started;
+            THEN("it is done as soon as nothing is in flight, not at the deadline") {
+                CHECK(drained);
+                CHECK(took < std::chrono::seconds(2));
+                CHECK(idle.closed(quick));
+                CHECK(half.closed(quick));
+            }
+        }
+    }
+}
+
+SCENARIO("item 7: requests refused before routing are logged, counted and carry a request id") {
+    Options small;
+    small.body_limit = 1024;
+    small.header_limit = 1024;
+    small.uri_limit = 200;
+    std::FILE* log = std::tmpfile();
+    REQUIRE(log != nullptr);
+    auto s = std::make_unique<TestServer>(small, log);
+    struct Row {
+        std::string bytes;
+        int status;
+        std::string method;
+    };
+    std::vector<Row> const rows = {
+        {"GET /invoices HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400, "GET"},
+        {"BAD\x01 / HTTP/1.1\r\n\r\n", 400, "unknown"},
+        {request_bytes("POST", "/invoices", "", std::string(2000, ' ')), 413, "POST"},
+        {request_bytes("GET", "/health", "X-Pad: " + std::string(2000, 'p') + "\r\n"), 431, "GET"},
+        {request_bytes("GET", "/" + std::string(300, 'u')), 414, "GET"},
+    };
+    GIVEN("one request of each kind the HTTP layer refuses") {
+        for (Row const& row : rows) {
+            CAPTURE(row.status);
+            Client client(s->port);
+            client.send(row.bytes);
+            auto answer = client.read(quick);
+            REQUIRE(answer.has_value());
+            CHECK(static_cast<int>(answer->result()) == row.status);
+            CHECK(std::string((*answer)["X-Request-Id"]).starts_with("req_"));
+        }
+        THEN("each is a series of http_requests_total under the route \"unmatched\"") {
+            auto const text = s->call(http::verb::get, "/metrics").body();
+            for (Row const& row : rows) {
+                CAPTURE(row.status);
+                CHECK(text.find("http_requests_total{route=\"unmatched\",method=\"" + row.method + "\",status=\"" +
+                                std::to_string(row.status) + "\"}") != std::string::npos);
+            }
+        }
+        THEN("each has its access log line") {
+            s.reset(); // flushes the log
+            std::rewind(log);
+            std::string lines;
+            char chunk[4096];
+            for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, log)) > 0;) lines.append(chunk, n);
+            for (Row const& row : rows) {
+                CAPTURE(row.status);
+                CHECK(lines.find("\"route\":\"unmatched\",\"status\":" + std::to_string(row.status)) != std::string::npos);
+            }
+        }
+    }
+    s.reset();
+    std::fclose(log);
+}
+
+SCENARIO("item 9: pipelined requests on an established connection are as fast as sequential ones") {
+    TestServer s;
+    GIVEN("an established keep-alive connection") {
+        Client client(s.port);
+        client.send(request_bytes("GET", "/health"));
+        REQUIRE(client.read(quick).has_value());
+        WHEN("20 pairs of GETs are pipelined, a pair at a time") {
+            auto const started = std::chrono::steady_clock::now();
+            for (int i = 0; i < 20; ++i) {
+                client.send(request_bytes("GET", "/health") + request_bytes("GET", "/health"));
+                REQUIRE(client.read(quick).has_value());
+                REQUIRE(client.read(quick).has_value());
+            }
+            auto const took = std::chrono::steady_clock::now() - started;
+            THEN("no pair waits for a delayed ACK (40 ms each with Nagle)") {
+                CHECK(took < std::chrono::milliseconds(400));
+            }
+        }
+    }
 }

@@ -91,3 +91,57 @@ SCENARIO("an idempotency record expires ttl after its completion, not after its 
           State::claimed);
     CHECK(store.size() == 1);
 }
+
+SCENARIO("at the idempotency cap, the client holding the most records loses its oldest completed one") {
+    using State = IdempotencyClaim::State;
+    infrastructure::InMemoryIdempotencyStore store(1h, 4);
+    application::PaymentOutcome const outcome = reject(ErrorCode::invalid_state, "x");
+    auto const key = [](char const* scope, char const* k) { return IdempotencyKey::make(scope, k).value(); };
+    GIVEN("client a with one completed record and client b with three: the store is full") {
+        for (auto const& k : {key("a", "1"), key("b", "1"), key("b", "2"), key("b", "3")}) {
+            REQUIRE(store.claim(k, "f", t0()).state == State::claimed);
+            store.complete(k, outcome, t0());
+        }
+        WHEN("b claims a fresh key") {
+            REQUIRE(store.claim(key("b", "4"), "f", t0()).state == State::claimed);
+            THEN("b's oldest record is evicted, a's is kept, and the store stays at the cap") {
+                CHECK(store.size() == 4);
+                CHECK(store.evictions() == 1);
+                CHECK(store.claim(key("a", "1"), "f", t0()).state == State::replay);
+                CHECK(store.claim(key("b", "2"), "f", t0()).state == State::replay);
+                CHECK(store.claim(key("b", "1"), "f", t0()).state == State::claimed); // forgotten
+            }
+        }
+        WHEN("a claims fresh keys until it holds the most") {
+            for (auto const& k : {key("a", "2"), key("a", "3"), key("a", "4")}) {
+                REQUIRE(store.claim(k, "f", t0()).state == State::claimed);
+                store.complete(k, outcome, t0());
+            }
+            THEN("b lost records while it held the most, then a lost its own") {
+                CHECK(store.size() == 4);
+                CHECK(store.evictions() == 3);
+                CHECK(store.claim(key("b", "3"), "f", t0()).state == State::replay);
+                CHECK(store.claim(key("a", "4"), "f", t0()).state == State::replay);
+            }
+        }
+    }
+}
+
+SCENARIO("idempotency records of requests still running are never evicted") {
+    using State = IdempotencyClaim::State;
+    infrastructure::InMemoryIdempotencyStore store(1h, 2);
+    auto const key = [](char const* k) { return IdempotencyKey::make("", k).value(); };
+    GIVEN("two requests running, holding the whole cap") {
+        REQUIRE(store.claim(key("1"), "f", t0()).state == State::claimed);
+        REQUIRE(store.claim(key("2"), "f", t0()).state == State::claimed);
+        WHEN("a third claims a key") {
+            auto const third = store.claim(key("3"), "f", t0());
+            THEN("it runs too: the store exceeds the cap by the requests in flight, evicting none") {
+                CHECK(third.state == State::claimed);
+                CHECK(store.size() == 3);
+                CHECK(store.evictions() == 0);
+                CHECK(store.claim(key("1"), "f", t0()).state == State::in_use);
+            }
+        }
+    }
+}

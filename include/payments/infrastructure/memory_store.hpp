@@ -27,6 +27,11 @@ public:
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     Result<void> commit(application::Changes changes) override;
 
+    /// Invoices stored; in memory they are never dropped (a durable store keeps them on disk).
+    std::size_t invoice_count() const;
+    /// Payment attempts stored.
+    std::size_t payment_count() const;
+
 private:
     struct Shard;
     struct Listed;
@@ -44,10 +49,19 @@ private:
     std::deque<Listed> order_; // Owned by: order_mutex_
 };
 
-/// Idempotency records in memory, forgotten `ttl` after completion (24 h by default).
+/// Idempotency records in memory, forgotten `ttl` after completion (24 h by
+/// default), and at most `max_records` of them.
+///
+/// At the cap, a new key evicts the oldest completed record of the client
+/// scope that holds the most completed records (counted in evictions()): a
+/// client flooding fresh keys evicts its own, never another client's, while
+/// it holds more than they do. Records of requests still running are never
+/// evicted; they are bounded by the requests in flight, so the store may
+/// exceed the cap by at most that many.
 class InMemoryIdempotencyStore final : public application::IdempotencyStore {
 public:
-    explicit InMemoryIdempotencyStore(domain::Duration ttl = std::chrono::hours(24));
+    explicit InMemoryIdempotencyStore(domain::Duration ttl = std::chrono::hours(24), std::size_t max_records = 100'000);
+    ~InMemoryIdempotencyStore() override;
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
                                         domain::Timestamp now) override;
@@ -56,30 +70,21 @@ public:
     void release(application::IdempotencyKey const& key) override;
     std::size_t purge_expired(domain::Timestamp now) override;
     std::size_t size() const;
+    /// Records evicted at the cap so far.
+    std::uint64_t evictions() const;
 
 private:
-    struct Record {
-        std::string fingerprint;
-        std::optional<application::PaymentOutcome> outcome; // empty while in use
-        domain::Timestamp since;                            // claimed, then completed
-        bool released = false;                              // free to claim again
-    };
-
-    // When a record was last looked at for expiry. Each record has one entry;
-    // records leave the map only through their entry, so the key stays valid.
-    struct Expiry {
-        domain::Timestamp at;
-        application::IdempotencyKey const* key;
-    };
+    struct Record;
+    struct Scope;
+    struct Records;
 
     std::size_t purge_locked(domain::Timestamp now);
-    // Strictly after the time to live: a key used exactly ttl ago still replays.
-    bool expired(Record const& record, domain::Timestamp now) const { return record.since + ttl_ < now; }
+    void evict_locked();
 
     domain::Duration ttl_;
+    std::size_t max_records_;
     mutable std::mutex mutex_;
-    std::unordered_map<application::IdempotencyKey, Record> records_; // Owned by: mutex_
-    std::deque<Expiry> expiry_;                                         // Owned by: mutex_; oldest first
+    std::unique_ptr<Records> records_; // Owned by: mutex_
 };
 
 } // namespace payments::infrastructure

@@ -8,6 +8,8 @@
 namespace payments::infrastructure {
 
 class AsioEventBus;
+class InMemoryIdempotencyStore;
+class InMemoryStore;
 
 /// The use cases' metrics as Prometheus families in a registry:
 /// payments_requested_total, payments_succeeded_total,
@@ -50,5 +52,10 @@ private:
 /// bus_events_delivered_total, bus_handler_failures_total,
 /// bus_dead_letters_total, bus_queue_depth, bus_scheduled_pending.
 void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus);
+
+/// Exposes what the in-memory stores hold: store_invoices, store_payments,
+/// idempotency_records and idempotency_evictions_total.
+void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& store,
+                            InMemoryIdempotencyStore const& idempotency);
 
 } // namespace payments::infrastructure

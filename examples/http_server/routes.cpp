@@ -1,0 +1,21 @@
+#include "routes.hpp"
+
+namespace http_server {
+
+std::span<Route const> route_table() {
+    static Route const table[] = {
+        {http::verb::post, "/invoices", &create_invoice},
+        {http::verb::get, "/invoices", &list_invoices},
+        {http::verb::get, "/invoices/{id}", &get_invoice},
+        {http::verb::post, "/invoices/{id}/pay", &pay_invoice},
+        {http::verb::get, "/invoices/{id}/payments", &list_payments},
+        {http::verb::get, "/payments/{id}", &get_payment},
+        {http::verb::get, "/health", &health},
+        {http::verb::get, "/health/live", &health},
+        {http::verb::get, "/health/ready", &ready},
+        {http::verb::get, "/metrics", &metrics},
+    };
+    return table;
+}
+
+} // namespace http_server

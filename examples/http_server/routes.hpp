@@ -1,0 +1,58 @@
+#pragma once
+// The handlers behind each route, grouped by resource in routes_*.cpp, and the
+// table that names them (routes.cpp).
+
+#include "api.hpp"
+#include "reply.hpp"
+
+#include <boost/url/params_view.hpp>
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace http_server {
+
+/// What every handler may use: the engine and the readiness flag.
+struct Context {
+    payments::Engine& engine;
+    std::atomic<Readiness> const& readiness;
+};
+
+/// The parts of a request a handler needs.
+struct Call {
+    Request const& request;
+    std::vector<std::string> params; ///< path parameters, in order
+    boost::urls::params_view query;
+    payments::domain::CorrelationId correlation_id;
+};
+
+using Handler = Reply (*)(Context&, Call&);
+
+/// One route: method, path pattern ("/invoices/{id}/pay") and handler.
+struct Route {
+    http::verb method;
+    std::string_view pattern;
+    Handler handler;
+};
+
+/// Every route, in matching order.
+std::span<Route const> route_table();
+
+// routes_invoices.cpp
+Reply create_invoice(Context&, Call&);
+Reply get_invoice(Context&, Call&);
+Reply list_invoices(Context&, Call&);
+
+// routes_payments.cpp
+Reply pay_invoice(Context&, Call&);
+Reply list_payments(Context&, Call&);
+Reply get_payment(Context&, Call&);
+
+// routes_health.cpp
+Reply health(Context&, Call&);
+Reply ready(Context&, Call&);
+Reply metrics(Context&, Call&);
+
+} // namespace http_server
