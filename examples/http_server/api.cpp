@@ -55,7 +55,8 @@ boost::system::result<boost::urls::url_view> parse_target(std::string_view targe
 } // namespace
 
 struct Api::Impl {
-    Impl(Engine& e, std::atomic<Readiness> const& r) : context{e, r}, metrics(e.metrics()) {}
+    Impl(Engine& e, std::atomic<Readiness> const& r, std::string admin_token)
+        : context{e, r, std::move(admin_token)}, metrics(e.metrics()) {}
 
     // Routes the request; `route` is set to the matched pattern for metrics and logs.
     Reply dispatch(Request const& request, CorrelationId const& correlation_id, std::string_view& route) {
@@ -127,7 +128,8 @@ struct Api::Impl {
     infrastructure::SeededRandom ids{infrastructure::SeededRandom::entropy_seed()};
 };
 
-Api::Api(Engine& engine, std::atomic<Readiness> const& readiness) : impl_(std::make_shared<Impl>(engine, readiness)) {}
+Api::Api(Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token)
+    : impl_(std::make_shared<Impl>(engine, readiness, std::move(admin_token))) {}
 
 Response Api::handle(Request const& request) {
     auto const started = std::chrono::steady_clock::now();

@@ -26,7 +26,9 @@ enum class Readiness { starting, ready, draining };
 /// lives here; the invoice's state machine answers for itself.
 class Api {
 public:
-    Api(payments::Engine& engine, std::atomic<Readiness> const& readiness);
+    /// `admin_token`: the bearer token of the operator's routes (/admin/...);
+    /// empty turns them off (404).
+    Api(payments::Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token = {});
 
     Response handle(Request const& request);
 

@@ -91,6 +91,9 @@ std::optional<std::string> duplicate_key(std::string_view text) {
 json::value invoice_json(Invoice const& i, Timestamp now) {
     json::value next_retry = nullptr;
     if (i.next_retry_at() && *i.next_retry_at() > now) next_retry = json::string(format_rfc3339(*i.next_retry_at()));
+    json::value review = nullptr;
+    if (i.status() == InvoiceStatus::needs_review)
+        review = json::object{{"reason", i.review_reason()}, {"payment_id", i.under_review().str()}};
     return json::object{{"id", i.id().str()},
                         {"amount", i.amount().minor_units()},
                         {"currency", i.amount().currency().code()},
@@ -99,6 +102,7 @@ json::value invoice_json(Invoice const& i, Timestamp now) {
                         {"attempts", i.current_attempt()},
                         {"next_retry_at", next_retry},
                         {"last_failure", failure_json(i.last_failure())},
+                        {"review", review},
                         {"created_at", format_rfc3339(i.created_at())},
                         {"updated_at", format_rfc3339(i.updated_at())}};
 }

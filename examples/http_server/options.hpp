@@ -27,6 +27,8 @@ struct Options {
     std::chrono::milliseconds overload_read_timeout{1'000}; ///< an overload connection's request must arrive within this
     std::chrono::milliseconds drain_timeout{10'000};
     std::chrono::milliseconds drain_read_timeout{500}; ///< on SIGTERM, a half-sent request has this long left
+    /// Bearer token of the operator's routes (/admin/...); empty: they are off.
+    std::string admin_token;
     payments::EngineOptions engine;
 };
 

@@ -14,6 +14,10 @@ std::span<Route const> route_table() {
         {http::verb::get, "/health/live", &health},
         {http::verb::get, "/health/ready", &ready},
         {http::verb::get, "/metrics", &metrics},
+        {http::verb::get, "/admin/reviews", &list_reviews},
+        {http::verb::post, "/admin/invoices/{id}/resolve", &resolve_review},
+        {http::verb::get, "/admin/dead-letters", &list_dead_letters},
+        {http::verb::post, "/admin/dead-letters/replay", &replay_dead_letters},
     };
     return table;
 }

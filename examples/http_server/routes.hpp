@@ -7,6 +7,7 @@
 
 #include <boost/url/params_view.hpp>
 
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -14,10 +15,12 @@
 
 namespace http_server {
 
-/// What every handler may use: the engine and the readiness flag.
+/// What every handler may use: the engine, the readiness flag, and the
+/// operator routes' bearer token (empty: those routes are off).
 struct Context {
     payments::Engine& engine;
     std::atomic<Readiness> const& readiness;
+    std::string admin_token;
 };
 
 /// The parts of a request a handler needs.
@@ -44,11 +47,19 @@ std::span<Route const> route_table();
 Reply create_invoice(Context&, Call&);
 Reply get_invoice(Context&, Call&);
 Reply list_invoices(Context&, Call&);
+/// A page of invoices (?limit, ?after; ?status unless `only` fixes it).
+Reply invoice_page(Context&, Call&, std::optional<payments::domain::InvoiceStatus> only);
 
 // routes_payments.cpp
 Reply pay_invoice(Context&, Call&);
 Reply list_payments(Context&, Call&);
 Reply get_payment(Context&, Call&);
+
+// routes_admin.cpp: the operator's routes, behind the bearer token
+Reply list_reviews(Context&, Call&);
+Reply resolve_review(Context&, Call&);
+Reply list_dead_letters(Context&, Call&);
+Reply replay_dead_letters(Context&, Call&);
 
 // routes_health.cpp
 Reply health(Context&, Call&);

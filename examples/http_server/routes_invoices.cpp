@@ -50,10 +50,13 @@ Reply get_invoice(Context& context, Call& call) {
     return json_reply(http::status::ok, invoice_json(*invoice, context.engine.clock().now()));
 }
 
-Reply list_invoices(Context& context, Call& call) {
+Reply list_invoices(Context& context, Call& call) { return invoice_page(context, call, std::nullopt); }
+
+Reply invoice_page(Context& context, Call& call, std::optional<InvoiceStatus> only) {
     application::InvoiceQuery query;
+    query.status = only;
     for (auto const& param : call.query) {
-        if (param.key == "status") {
+        if (param.key == "status" && !only) {
             auto status = parse_invoice_status(param.value);
             if (!status) return from_error(status.error());
             query.status = *status;
