@@ -89,6 +89,7 @@ SCENARIO("finding 9: the Asio scheduler runs due calls one at a time, in order, 
         infrastructure::AsioScheduler scheduler(pool.get_executor(), clock);
         constexpr int total = 4000;
         std::atomic<int> running{0}, most_at_once{0}, scheduled{0}, ran{0};
+        std::atomic<std::uint64_t> sink{0};
         std::mutex order_mutex;
         std::vector<int> order; // Owned by: order_mutex
         std::function<void(int)> schedule_one = [&](int n) {
@@ -106,6 +107,10 @@ SCENARIO("finding 9: the Asio scheduler runs due calls one at a time, in order, 
                     int const next = scheduled.fetch_add(1);
                     if (next < total) schedule_one(next);
                 }
+                // Work after the new calls are queued: the window in which a second thread could start them.
+                std::uint64_t busy = static_cast<std::uint64_t>(n);
+                for (int spin = 0; spin < 20000; ++spin) busy = busy * 6364136223846793005ULL + 1442695040888963407ULL;
+                sink.fetch_add(busy);
                 running.fetch_sub(1);
                 ran.fetch_add(1);
             });
