@@ -34,7 +34,9 @@ struct EngineOptions {
 /// What a shutdown left behind.
 struct ShutdownReport {
     std::size_t scheduled_dropped = 0;    ///< scheduled events (retries) not yet due, dropped
-    application::UnsettledWork unsettled; ///< accepted work not settled at exit, by kind
+    /// Invoices whose accepted work had not settled at exit, by kind; an
+    /// invoice whose retry was dropped is among `retry_due`.
+    application::UnsettledWork unsettled;
 };
 
 /// A running payments system in one process.

@@ -45,8 +45,10 @@ PaymentRequested request_of(Payment const& payment, EventMeta const& meta) {
 
 Result<void> ProcessorOptions::validate() const {
     if (auto valid = retry.validate(); !valid) return valid.error();
-    if (gateway_timeout <= Duration::zero()) return reject(ErrorCode::invalid_argument, "gateway timeout must be positive");
-    if (settle_window < Duration::zero()) return reject(ErrorCode::invalid_argument, "settle window must not be negative");
+    if (gateway_timeout <= Duration::zero() || gateway_timeout > std::chrono::hours(1))
+        return reject(ErrorCode::invalid_argument, "gateway timeout must be positive and at most an hour");
+    if (settle_window < Duration::zero() || settle_window > std::chrono::hours(24 * 7))
+        return reject(ErrorCode::invalid_argument, "settle window must be between 0 and 7 days");
     if (verification_limit <= Duration::zero() || verification_limit > std::chrono::hours(24 * 365))
         return reject(ErrorCode::invalid_argument, "verification limit must be positive and at most a year");
     if (janitor_interval < Duration::zero() || janitor_interval > std::chrono::hours(24))
@@ -62,6 +64,8 @@ Result<std::shared_ptr<PaymentProcessor>> PaymentProcessor::start(Ports ports, P
         "payment-processor", [weak = std::weak_ptr<PaymentProcessor>(processor)](PaymentRequested const& e) {
             if (auto self = weak.lock()) self->on_requested(e);
         });
+    // Work left PROCESSING by an earlier run (a durable store) is found at the first round.
+    processor->arm_janitor();
     return processor;
 }
 
@@ -69,9 +73,16 @@ PaymentProcessor::PaymentProcessor(Private, Ports ports, ProcessorOptions option
     : ports_(ports), options_(options) {}
 
 void PaymentProcessor::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        if (std::exchange(stopped_, true)) return; // the first caller alone touches the subscription
+    }
     subscription_.reset();
+}
+
+bool PaymentProcessor::stopped() const {
     std::lock_guard lock(mutex_);
-    stopped_ = true;
+    return stopped_;
 }
 
 std::size_t PaymentProcessor::in_flight() const {
@@ -109,11 +120,12 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         ports_.logger.debug("duplicate delivery while charging", {{"payment_id", env.payment_id.str()}});
         return;
     }
+    // A port that throws must not leave the attempt claimed for ever.
+    ClaimGuard guard{*this, env.payment_id};
     auto payment = ports_.store.payment(env.payment_id);
     auto invoice = ports_.store.invoice(env.invoice_id);
     if (!payment || payment->status() != PaymentStatus::requested || !invoice ||
         invoice->status() != InvoiceStatus::processing || invoice->attempts().back() != env.payment_id) {
-        release(env.payment_id);
         ports_.metrics.duplicate_delivery();
         ports_.logger.debug("attempt already settled", {{"payment_id", env.payment_id.str()}});
         return;
@@ -132,6 +144,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
                                                       seconds_text(self->options_.gateway_timeout)));
     });
     ports_.logger.debug("charging", {{"payment_id", env.payment_id.str()}, {"attempt", env.attempt}});
+    guard.armed = false; // from here the answer or the timeout releases it
     ports_.gateway.charge(
         ChargeRequest{env.payment_id, env.invoice_id, requested.gateway_key, requested.amount,
                       requested.payment_method, env.correlation_id},
@@ -149,8 +162,11 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
 }
 
 void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeOutcome const& outcome) {
-    auto settled = settle(requested, outcome);
-    release(requested.envelope.payment_id);
+    Result<PaymentStatus> settled = reject(ErrorCode::unavailable, "not settled");
+    {
+        ClaimGuard guard{*this, requested.envelope.payment_id};
+        settled = settle(requested, outcome);
+    }
     if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
 }
 
@@ -175,7 +191,7 @@ void PaymentProcessor::start_verifying(PaymentRequested const& requested) {
 void PaymentProcessor::verify(PaymentRequested const& requested) {
     PaymentId const& id = requested.envelope.payment_id;
     auto payment = ports_.store.payment(id);
-    if (!payment || !payment->unresolved()) {
+    if (!payment || !payment->unresolved() || stopped()) {
         std::lock_guard lock(mutex_);
         verifying_.erase(id);
         return;
@@ -196,14 +212,14 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
     call->timeout = ports_.scheduler.call_at(now + options_.gateway_timeout, [weak, call] {
         if (!call->first()) return;
-        if (auto self = weak.lock()) self->on_lookup(call->requested, std::nullopt);
+        if (auto self = weak.lock()) self->on_lookup(call->requested, std::nullopt, call->started);
     });
     ports_.gateway.lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
         auto self = weak.lock();
         if (!self) return;
         if (call->first()) {
             self->ports_.scheduler.cancel(call->timeout);
-            self->on_lookup(call->requested, status);
+            self->on_lookup(call->requested, status, call->started);
         } else if (status.state == ChargeStatus::State::charged || status.state == ChargeStatus::State::declined) {
             // A late look-up answer is as good as a late charge answer.
             self->on_late_answer(call->requested,
@@ -214,9 +230,11 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
     });
 }
 
-void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optional<ChargeStatus> const& status) {
+void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optional<ChargeStatus> const& status,
+                                 Timestamp asked_at) {
     PaymentId const& id = requested.envelope.payment_id;
     std::optional<Timestamp> window_end;
+    ClaimGuard guard{*this, id};
     if (status) {
         switch (status->state) {
         case ChargeStatus::State::charged:
@@ -230,8 +248,9 @@ void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optiona
             auto payment = ports_.store.payment(id);
             Timestamp const since = payment && payment->unknown_since() ? *payment->unknown_since() : ports_.clock.now();
             window_end = since + options_.settle_window;
-            // Providers book late: only after the window does "no record" mean "not charged".
-            if (ports_.clock.now() >= *window_end)
+            // Providers book late: only after the window does "no record" mean
+            // "not charged", and the answer speaks of the moment it was asked.
+            if (asked_at >= *window_end)
                 settle_logged(requested,
                               ChargeOutcome::failed(FailureKind::transient,
                                                     "the gateway holds no charge for the key after the settle window"));
@@ -239,7 +258,7 @@ void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optiona
         }
         }
     }
-    release(id);
+    guard.release_now();
     verify_later(requested, window_end);
 }
 
@@ -251,10 +270,14 @@ void PaymentProcessor::verify_later(PaymentRequested const& requested, std::opti
         if (stopped_ || it == verifying_.end()) return;
         lookups = ++it->second;
     }
-    // Settled meanwhile: verify() finds it resolved and stops.
+    // Settled meanwhile: verify() finds it resolved and stops. At least a
+    // second apart, whatever the policy's base; never past the verification
+    // limit, so that the operator hears of it on time.
     Timestamp const now = ports_.clock.now();
-    Timestamp at = now + std::max(options_.retry.max_delay(lookups), Duration(std::chrono::milliseconds(1)));
+    Timestamp at = now + std::max(options_.retry.max_delay(lookups), Duration(std::chrono::seconds(1)));
     if (no_later_than && *no_later_than > now) at = std::min(at, *no_later_than);
+    if (auto payment = ports_.store.payment(requested.envelope.payment_id); payment && payment->unknown_since())
+        at = std::max(now, std::min(at, *payment->unknown_since() + options_.verification_limit));
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
     ports_.scheduler.call_at(at, [weak, requested] {
         if (auto self = weak.lock()) self->verify(requested);
@@ -270,14 +293,16 @@ void PaymentProcessor::escalate(PaymentRequested const& requested, std::string r
     auto flagged = retry_on_conflict([&]() -> Result<void> {
         auto invoice = ports_.store.invoice(env.invoice_id);
         if (!invoice) return reject(ErrorCode::not_found, "invoice vanished from the store");
-        if (invoice->status() != InvoiceStatus::processing) return {};
+        InvoiceStatus const before = invoice->status();
+        if (before != InvoiceStatus::processing && before != InvoiceStatus::needs_review) return {};
         std::uint64_t const version = invoice->version();
         auto review = invoice->require_review(env.payment_id, reason, new_event_meta(ports_, env.correlation_id));
         if (!review) return review.error();
         invoice->apply(*review);
         if (auto committed = ports_.store.commit({Changes::InvoiceWrite{*invoice, version}, {}}); !committed)
             return committed.error();
-        ports_.metrics.invoice_status_changed(InvoiceStatus::processing, InvoiceStatus::needs_review);
+        if (before != InvoiceStatus::needs_review)
+            ports_.metrics.invoice_status_changed(before, InvoiceStatus::needs_review);
         ports_.metrics.review_required(ReviewCause::unresolved);
         ports_.logger.error("invoice needs an operator", {{"invoice_id", env.invoice_id.str()},
                                                           {"payment_id", env.payment_id.str()},
@@ -315,7 +340,10 @@ Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested
             decide_settlement(ports_, options_.retry, *payment, *invoice, outcome, env.correlation_id);
         bool const payment_changed = payment->version() != payment_version;
         bool const invoice_changed = invoice->version() != invoice_version;
-        if (!payment_changed && !invoice_changed) return payment->status();
+        if (!payment_changed && !invoice_changed) {
+            if (settlement.review) alert(env, *settlement.review, settlement.review_reason); // said again: still an alert
+            return payment->status();
+        }
 
         Changes changes;
         if (invoice_changed) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
@@ -326,17 +354,7 @@ Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested
         if (payment_changed) report(requested, outcome, *invoice);
         if (invoice->status() != invoice_before)
             ports_.metrics.invoice_status_changed(invoice_before, invoice->status());
-        if (settlement.review) {
-            ports_.metrics.review_required(*settlement.review);
-            ports_.logger.error(*settlement.review == ReviewCause::contradiction
-                                    ? "ALERT: a gateway answer contradicts the record"
-                                    : "invoice needs an operator",
-                                {{"invoice_id", env.invoice_id.str()},
-                                 {"payment_id", env.payment_id.str()},
-                                 {"correlation_id", env.correlation_id.str()},
-                                 {"cause", to_string(*settlement.review)},
-                                 {"reason", settlement.review_reason}});
-        }
+        if (settlement.review) alert(env, *settlement.review, settlement.review_reason);
         for (auto& event : settlement.published) ports_.bus.publish(std::move(event));
         if (settlement.retry) {
             ports_.metrics.retry_scheduled();
@@ -344,6 +362,17 @@ Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested
         }
         return payment->status();
     });
+}
+
+void PaymentProcessor::alert(EventEnvelope const& env, ReviewCause cause, std::string const& reason) {
+    ports_.metrics.review_required(cause);
+    ports_.logger.error(cause == ReviewCause::contradiction ? "ALERT: a gateway answer contradicts the record"
+                                                            : "invoice needs an operator",
+                        {{"invoice_id", env.invoice_id.str()},
+                         {"payment_id", env.payment_id.str()},
+                         {"correlation_id", env.correlation_id.str()},
+                         {"cause", to_string(cause)},
+                         {"reason", reason}});
 }
 
 void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome const& outcome, Invoice const& invoice) {
@@ -385,6 +414,7 @@ void PaymentProcessor::arm_janitor() {
 }
 
 std::size_t PaymentProcessor::run_janitor() {
+    if (stopped()) return 0;
     std::size_t redriven = 0;
     Timestamp const now = ports_.clock.now();
     // An attempt due this long ago should have reached the gateway by now.

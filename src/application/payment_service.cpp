@@ -130,13 +130,29 @@ PaymentOutcome PaymentService::request_payment_once(RequestPayment const& comman
 }
 
 Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {
+    if (auto open = refuse_when_stopped(accepting_); !open) return open.error();
     CorrelationId const correlation_id = correlation(command.correlation_id);
     return retry_on_conflict([&]() -> Result<Invoice> {
         auto invoice = ports_.store.invoice(command.invoice_id);
         if (!invoice) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
+        if (invoice->status() != InvoiceStatus::needs_review)
+            return reject(ErrorCode::invalid_state, "invoice " + std::string(invoice->id().str()) + " is " +
+                                                        std::string(to_string(invoice->status())) + ", not NEEDS_REVIEW");
         std::uint64_t const invoice_version = invoice->version();
         InvoiceStatus const before = invoice->status();
-        auto decided = invoice->resolve_review(command.decision, new_event_meta(ports_, correlation_id));
+
+        // The other attempts decide what the invoice becomes: one charged keeps
+        // it PAID; one whose answer is still owed must settle first, or the
+        // invoice could end with a key unresolved.
+        std::optional<PaymentId> paid_by_another;
+        for (Payment const& other : ports_.store.payments_of(invoice->id())) {
+            if (other.id() == invoice->under_review()) continue;
+            if (other.status() == PaymentStatus::succeeded && !paid_by_another) paid_by_another = other.id();
+            if (other.status() == PaymentStatus::requested || other.status() == PaymentStatus::unknown)
+                return reject(ErrorCode::invalid_state, "attempt " + std::to_string(other.attempt()) +
+                                                            " of the invoice has not settled yet; resolve it after");
+        }
+        auto decided = invoice->resolve_review(command.decision, paid_by_another, new_event_meta(ports_, correlation_id));
         if (!decided) return decided.error();
         auto payment = ports_.store.payment(invoice->under_review());
         if (!payment) return reject(ErrorCode::not_found, "the attempt under review vanished from the store");
@@ -144,36 +160,36 @@ Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {
 
         // The attempt under review is made to say what the operator found.
         std::vector<Event> published;
-        if (command.decision.charged && payment->status() != PaymentStatus::succeeded) {
-            auto charged = payment->confirm_charged(command.decision.reference, invoice->amount(),
-                                                    new_event_meta(ports_, correlation_id));
-            if (!charged) return charged.error();
-            payment->apply(*charged);
-            published.emplace_back(std::move(*charged));
-        } else if (!command.decision.charged) {
-            if (payment->status() == PaymentStatus::succeeded)
-                return reject(ErrorCode::invalid_state,
-                              "attempt " + std::string(payment->id().str()) +
-                                  " is recorded as charged: refund it at the provider, then resolve it as charged");
-            if (payment->status() != PaymentStatus::failed) {
-                auto failed = payment->fail({FailureKind::transient, "an operator found no charge at the provider"},
-                                            new_event_meta(ports_, correlation_id));
-                if (!failed) return failed.error();
-                payment->apply(*failed);
-                published.emplace_back(std::move(*failed));
-            }
+        bool const charged = command.decision.charged;
+        if (charged && payment->status() != PaymentStatus::succeeded) {
+            auto succeeded = payment->confirm_charged(command.decision.reference, invoice->amount(),
+                                                      new_event_meta(ports_, correlation_id));
+            if (!succeeded) return succeeded.error();
+            payment->apply(*succeeded);
+            published.emplace_back(std::move(*succeeded));
+        } else if (!charged && payment->status() != PaymentStatus::failed) {
+            auto failed = payment->confirm_not_charged("an operator found no charge at the provider (or refunded it)",
+                                                       new_event_meta(ports_, correlation_id));
+            if (!failed) return failed.error();
+            payment->apply(*failed);
+            published.emplace_back(std::move(*failed));
         }
         std::visit([&](auto& e) { invoice->apply(e); }, *decided);
         std::visit([&](auto& e) { published.emplace_back(std::move(e)); }, *decided);
 
         Changes changes{Changes::InvoiceWrite{*invoice, invoice_version}, {}};
-        if (payment->version() != payment_version) changes.payments.push_back({*payment, payment_version});
+        bool const payment_changed = payment->version() != payment_version;
+        if (payment_changed) changes.payments.push_back({*payment, payment_version});
         if (auto committed = ports_.store.commit(std::move(changes)); !committed) return committed.error();
+        if (payment_changed) {
+            if (charged) ports_.metrics.payment_succeeded();
+            else ports_.metrics.payment_failed(FailureKind::transient);
+        }
         ports_.metrics.invoice_status_changed(before, invoice->status());
         ports_.logger.warn("an operator resolved an invoice", {{"invoice_id", invoice->id().str()},
                                                                {"payment_id", payment->id().str()},
                                                                {"correlation_id", correlation_id.str()},
-                                                               {"charged", command.decision.charged},
+                                                               {"charged", charged},
                                                                {"reference", command.decision.reference},
                                                                {"invoice_status", to_string(invoice->status())}});
         for (auto& event : published) ports_.bus.publish(std::move(event));

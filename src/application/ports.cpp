@@ -2,7 +2,10 @@
 #include <payments/application/payment_gateway.hpp>
 #include <payments/application/ports.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <random>
+#include <string>
 
 namespace payments::application {
 
@@ -51,10 +54,17 @@ std::string const& process_instance_id() {
 
 domain::NewAttempt new_attempt(Ports const& ports) {
     domain::PaymentId id = domain::PaymentId::generate(ports.random);
-    std::string_view const instance = ports.instance_id.empty() ? process_instance_id() : ports.instance_id;
     std::string key;
-    key.reserve(id.str().size() + 1 + instance.size());
-    key.append(id.str()).append(1, '.').append(instance);
+    key.reserve(id.str().size() + 40);
+    key.append(id.str()).append(1, '.');
+    if (!ports.instance_id.empty()) {
+        key.append(ports.instance_id);
+    } else {
+        // Two wirings in one process may share a seed: a process-wide count
+        // keeps their keys apart, the process's instance id keeps processes apart.
+        static std::atomic<std::uint64_t> issued{0};
+        key.append(process_instance_id()).append(1, '-').append(std::to_string(issued.fetch_add(1) + 1));
+    }
     return {std::move(id), std::move(key)};
 }
 

@@ -24,10 +24,14 @@ struct Decider {
         settlement.published.emplace_back(std::move(event));
     }
 
-    // Puts the invoice before an operator; one already there keeps its first reason.
+    // Puts the invoice before an operator; one already there gets the reason
+    // added, unless it already says it (a repeated answer adds nothing).
     void review(ReviewCause cause, std::string reason) {
         settlement.review = cause;
         settlement.review_reason = reason;
+        if (invoice.status() == InvoiceStatus::needs_review &&
+            invoice.review_reason().find(reason) != std::string::npos)
+            return;
         if (auto flagged = invoice.require_review(payment.id(), std::move(reason), meta())) record(std::move(*flagged));
     }
 

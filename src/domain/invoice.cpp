@@ -78,8 +78,6 @@ Result<Invoice::AfterSuccess> Invoice::settle_success(PaymentSucceeded const& su
     if (auto ok = require_current(succeeded.envelope); !ok) return ok.error();
     EventEnvelope envelope = event_envelope(meta, succeeded.envelope.payment_id, succeeded.envelope.attempt);
     if (succeeded.amount != amount_) {
-        if (status_ == InvoiceStatus::needs_review)
-            return reject(ErrorCode::invalid_state, "invoice " + std::string(id_.str()) + " is already NEEDS_REVIEW");
         return AfterSuccess{InvoiceNeedsReview{std::move(envelope), "the gateway charged " + succeeded.amount.to_string() +
                                                                         ", the invoice is for " + amount_.to_string()}};
     }
@@ -113,8 +111,6 @@ Result<Invoice::AfterFailure> Invoice::settle_failure(PaymentFailed const& faile
 
 Result<InvoiceNeedsReview> Invoice::require_review(PaymentId const& payment_id, std::string reason,
                                                    EventMeta const& meta) const {
-    if (status_ == InvoiceStatus::needs_review)
-        return reject(ErrorCode::invalid_state, "invoice " + std::string(id_.str()) + " is already NEEDS_REVIEW");
     auto const found = std::find(attempts_.begin(), attempts_.end(), payment_id);
     if (found == attempts_.end())
         return reject(ErrorCode::not_found, "invoice " + std::string(id_.str()) + " has no attempt " +
@@ -123,18 +119,21 @@ Result<InvoiceNeedsReview> Invoice::require_review(PaymentId const& payment_id, 
     return InvoiceNeedsReview{event_envelope(meta, payment_id, attempt), std::move(reason)};
 }
 
-Result<Invoice::AfterReview> Invoice::resolve_review(ReviewDecision const& decision, EventMeta const& meta) const {
+Result<Invoice::AfterReview> Invoice::resolve_review(ReviewDecision const& decision,
+                                                     std::optional<PaymentId> const& paid_by_another,
+                                                     EventMeta const& meta) const {
     if (status_ != InvoiceStatus::needs_review)
         return reject(ErrorCode::invalid_state,
                       "invoice " + std::string(id_.str()) + " is " + std::string(to_string(status_)) + ", not NEEDS_REVIEW");
-    auto const found = std::find(attempts_.begin(), attempts_.end(), under_review_);
-    int const attempt = static_cast<int>(found - attempts_.begin()) + 1;
-    EventEnvelope envelope = event_envelope(meta, under_review_, attempt);
-    if (decision.charged) {
-        if (decision.reference.empty())
-            return reject(ErrorCode::invalid_argument, "a charge needs the provider's reference");
-        return AfterReview{InvoicePaid{std::move(envelope), amount_}};
-    }
+    if (decision.charged && decision.reference.empty())
+        return reject(ErrorCode::invalid_argument, "a charge needs the provider's reference");
+    auto attempt_of = [&](PaymentId const& id) {
+        return static_cast<int>(std::find(attempts_.begin(), attempts_.end(), id) - attempts_.begin()) + 1;
+    };
+    if (paid_by_another)
+        return AfterReview{InvoicePaid{event_envelope(meta, *paid_by_another, attempt_of(*paid_by_another)), amount_}};
+    EventEnvelope envelope = event_envelope(meta, under_review_, attempt_of(under_review_));
+    if (decision.charged) return AfterReview{InvoicePaid{std::move(envelope), amount_}};
     return AfterReview{InvoiceFailed{std::move(envelope),
                                      {FailureKind::transient, "an operator found no charge at the provider"}}};
 }
@@ -182,10 +181,13 @@ void Invoice::apply(InvoiceFailed const& event) {
 }
 
 void Invoice::apply(InvoiceNeedsReview const& event) {
-    BOOST_ASSERT(status_ != InvoiceStatus::needs_review);
-    status_ = InvoiceStatus::needs_review;
-    review_reason_ = event.reason;
-    under_review_ = event.envelope.payment_id;
+    if (status_ == InvoiceStatus::needs_review) {
+        review_reason_ += "; then: " + event.reason;
+    } else {
+        status_ = InvoiceStatus::needs_review;
+        review_reason_ = event.reason;
+        under_review_ = event.envelope.payment_id;
+    }
     next_retry_at_.reset();
     updated_at_ = event.envelope.occurred_at;
     ++version_;

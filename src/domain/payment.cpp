@@ -56,6 +56,12 @@ Result<PaymentSucceeded> Payment::confirm_charged(std::string gateway_reference,
     return PaymentSucceeded{envelope(meta), charged, std::move(gateway_reference)};
 }
 
+Result<PaymentFailed> Payment::confirm_not_charged(std::string reason, EventMeta const& meta) const {
+    if (status_ == PaymentStatus::failed)
+        return reject(ErrorCode::invalid_state, "payment " + std::string(id_.str()) + " is already FAILED");
+    return PaymentFailed{envelope(meta), {FailureKind::transient, std::move(reason)}};
+}
+
 void Payment::apply(PaymentSucceeded const& event) {
     BOOST_ASSERT(event.envelope.payment_id == id_ && status_ != PaymentStatus::succeeded);
     status_ = PaymentStatus::succeeded;
@@ -66,8 +72,7 @@ void Payment::apply(PaymentSucceeded const& event) {
 }
 
 void Payment::apply(PaymentFailed const& event) {
-    BOOST_ASSERT(event.envelope.payment_id == id_ &&
-                 (status_ == PaymentStatus::requested || status_ == PaymentStatus::unknown));
+    BOOST_ASSERT(event.envelope.payment_id == id_ && status_ != PaymentStatus::failed);
     if (event.failure.kind == FailureKind::unknown_outcome) {
         status_ = PaymentStatus::unknown;
         unknown_since_ = event.envelope.occurred_at;

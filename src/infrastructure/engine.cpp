@@ -10,6 +10,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 namespace payments {
@@ -60,7 +61,7 @@ struct Engine::Impl {
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;
-    bool stopped = false;
+    std::atomic<bool> stopped{false}; // shutdown() from a signal thread and the destructor
 };
 
 Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
@@ -97,7 +98,7 @@ bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
 }
 
 ShutdownReport Engine::shutdown(std::chrono::steady_clock::duration grace) {
-    if (std::exchange(impl_->stopped, true)) return {};
+    if (impl_->stopped.exchange(true)) return {};
     impl_->service.stop_accepting();
     // The processor stays subscribed through the grace period, so a retry
     // that falls due meanwhile is still charged.

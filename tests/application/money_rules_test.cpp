@@ -99,7 +99,9 @@ SCENARIO("finding 3: \"not found\" right after a timeout is not taken as \"not c
 
 SCENARIO("finding 4: a look-up that answers \"still processing\" is asked again until it is final") {
     GIVEN("a charge whose answer is lost and which the provider reports as processing for 60 s") {
-        World world(unkind());
+        WorldOptions options = unkind();
+        options.processor.janitor_interval = Duration::zero(); // the verification alone must see it through
+        World world(options);
         Invoice invoice = world.create();
         world.pay(invoice, "pm_card_processing");
         WHEN("the first look-up says PENDING") {
@@ -174,10 +176,13 @@ SCENARIO("finding 6: gateway keys never repeat across runs, and a charge of anot
         };
         auto const [id_1, instance_1] = key_of_a_run(1, "");
         auto const [id_2, instance_2] = key_of_a_run(2, "");
-        THEN("the key's instance part comes from the process, not the seed") {
+        auto const [id_1_again, instance_1_again] = key_of_a_run(1, "");
+        THEN("the key's instance part comes from the process, not the seed, and never repeats in it") {
             CHECK(id_1 != id_2);
-            CHECK(instance_1 == instance_2); // one process: one instance id, whatever the seed
-            CHECK(instance_1.size() == 16);
+            CHECK(id_1_again == id_1);             // the same seed: the same payment id
+            CHECK(instance_1_again != instance_1); // but not the same key
+            CHECK(instance_1.substr(0, 16) == instance_2.substr(0, 16)); // one process id, whatever the seed
+            CHECK(instance_1[16] == '-');
         }
         THEN("the same seed in another process (another instance id) sends other keys") {
             auto const [id_3, instance_3] = key_of_a_run(1, "another-process");
@@ -374,5 +379,149 @@ SCENARIO("the janitor re-drives attempts that nothing drives any more") {
                 CHECK(world.counter("payment_janitor_redriven_total{finding=\"unverified\"}") == 1);
             }
         }
+    }
+}
+
+// What a hostile review of the rules above found; each failed before its fix.
+namespace {
+
+// A provider whose charge answers come 10 min late and whose search lags an
+// hour: past a 2 min settle window, a charge is recorded as not made.
+WorldOptions late_past_the_window(int max_attempts) {
+    return {.processor = {.retry = {.max_attempts = max_attempts}, .gateway_timeout = 5s, .settle_window = 2min},
+            .gateway = {.late_answer_delay = 10min, .search_lag = 1h}};
+}
+
+} // namespace
+
+SCENARIO("review 1: a second contradicting answer is an alert too, and the operator is told of both") {
+    World world(late_past_the_window(2));
+    Invoice invoice = world.create();
+    world.pay(invoice, "pm_card_late_answer");
+    world.run();
+    REQUIRE(world.gateway.charges_for(invoice.id()) == 2);
+    CHECK(world.counter("invoices_review_required_total{cause=\"contradiction\"}") == 2);
+    Invoice flagged = world.invoice(invoice.id());
+    CHECK(flagged.status() == InvoiceStatus::needs_review);
+    CHECK(flagged.review_reason().find("attempt 1") != std::string::npos);
+    CHECK(flagged.review_reason().find("attempt 2") != std::string::npos);
+}
+
+SCENARIO("review 2: an operator's \"not charged\" about one attempt keeps an invoice PAID by another") {
+    GIVEN("an invoice PAID by a manual retry, then a late charge for its first attempt") {
+        World world(late_past_the_window(1));
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_late_answer");
+        world.settle();
+        world.clock.advance(5s);
+        world.settle();
+        world.clock.advance(3min);
+        world.settle();
+        REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::failed);
+        world.pay(invoice, "pm_card_ok");
+        world.run();
+        REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::needs_review);
+        WHEN("the operator refunds the first charge and says \"not charged\"") {
+            auto resolved = world.service.resolve_review({invoice.id(), {false, ""}}).value();
+            THEN("the invoice is PAID by the manual retry, and a new request is refused") {
+                CHECK(resolved.status() == InvoiceStatus::paid);
+                CHECK(resolved.paid_by() == resolved.attempts()[1]);
+                CHECK(world.service.request_payment({invoice.id(), "pm_card_ok"}).result.error().code ==
+                      ErrorCode::invoice_already_paid);
+                CHECK(world.gateway.charges_for(invoice.id()) == 2);
+            }
+        }
+    }
+}
+
+SCENARIO("review 3: an operator can end FAILED an invoice whose odd charge was refunded") {
+    World world;
+    Invoice invoice = world.create(usd(99900));
+    world.pay(invoice, "pm_card_amount_mismatch");
+    world.run();
+    REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::needs_review);
+    auto resolved = world.service.resolve_review({invoice.id(), {false, ""}}).value();
+    CHECK(resolved.status() == InvoiceStatus::failed);
+    CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::failed);
+    CHECK(world.counter("invoices{status=\"FAILED\"}") == 1);
+    CHECK(world.counter("invoices{status=\"NEEDS_REVIEW\"}") == 0);
+}
+
+SCENARIO("review 4: a charge of another amount that comes while the invoice is in review says so") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .verification_limit = 1h},
+                 .gateway = {.latency_min = 2h, .latency_max = 2h, .search_lag = 10h}});
+    Invoice invoice = world.create();
+    world.pay(invoice, "pm_card_amount_mismatch");
+    world.run();
+    CHECK(world.counter("invoices_review_required_total{cause=\"unresolved\"}") == 1);
+    CHECK(world.counter("invoices_review_required_total{cause=\"amount_mismatch\"}") == 1);
+    CHECK(world.counter("invoices_review_required_total{cause=\"contradiction\"}") == 0);
+    CHECK(world.invoice(invoice.id()).review_reason().find("charged 10.01 USD") != std::string::npos);
+}
+
+SCENARIO("review 5: durations that would overflow a timestamp are refused") {
+    CHECK(application::ProcessorOptions{.retry = {}, .settle_window = Duration::max()}.validate().error().code ==
+          ErrorCode::invalid_argument);
+    CHECK(application::ProcessorOptions{.retry = {}, .gateway_timeout = 2h}.validate().error().code == ErrorCode::invalid_argument);
+    CHECK(application::ProcessorOptions{.retry = {}, .verification_limit = Duration::max()}.validate().error().code ==
+          ErrorCode::invalid_argument);
+    CHECK(application::ProcessorOptions{.retry = {}, .janitor_interval = -1s}.validate().error().code == ErrorCode::invalid_argument);
+    CHECK(application::ProcessorOptions{}.validate());
+}
+
+SCENARIO("review 6 and 9: the janitor runs from the start, and nothing is charged after stop()") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
+    Invoice stalled = world.create();
+    {
+        Invoice invoice = stalled;
+        std::uint64_t const version = invoice.version();
+        auto requested = invoice.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
+        invoice.apply(requested);
+        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
+    }
+    WHEN("time runs with no other request") {
+        world.run();
+        THEN("the first janitor round finds it") {
+            CHECK(world.invoice(stalled.id()).status() == InvoiceStatus::paid);
+            CHECK(world.gateway.calls() == 1);
+        }
+    }
+    WHEN("the processor is stopped first") {
+        world.processor->stop();
+        world.run();
+        THEN("nothing is charged") {
+            CHECK(world.gateway.calls() == 0);
+            CHECK(world.processor->run_janitor() == 0);
+        }
+    }
+}
+
+SCENARIO("review 7: the verification limit holds whatever the backoff") {
+    World world({.processor = {.retry = {.base = 1h, .cap = 24h * 7}, .gateway_timeout = 5s}});
+    world.gateway_port.unanswered_lookups = 1'000'000;
+    Invoice invoice = world.create();
+    world.pay(invoice, "pm_card_timeout");
+    world.run();
+    auto const reviews = world.events_of<InvoiceNeedsReview>();
+    REQUIRE(reviews.size() == 1);
+    CHECK(reviews[0].envelope.occurred_at - t0() <= 24h + 5s + 5s);
+}
+
+SCENARIO("review 10 and 11: an operator's decision is counted, and refused once shutdown began") {
+    World world(late_past_the_window(1));
+    Invoice invoice = world.create();
+    world.pay(invoice, "pm_card_late_answer");
+    world.run();
+    REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::needs_review);
+    double const succeeded = world.counter("payments_succeeded_total");
+    WHEN("shutdown began") {
+        world.service.stop_accepting();
+        THEN("the decision is refused") {
+            CHECK(world.service.resolve_review({invoice.id(), {true, "ch_1"}}).error().code == ErrorCode::unavailable);
+        }
+    }
+    WHEN("the operator confirms the charge") {
+        REQUIRE(world.service.resolve_review({invoice.id(), {true, "ch_1"}}));
+        THEN("the attempt's success is counted") { CHECK(world.counter("payments_succeeded_total") == succeeded + 1); }
     }
 }

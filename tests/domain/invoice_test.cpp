@@ -96,7 +96,7 @@ Result<void> run(Invoice& invoice, Command command) {
     }
     case Command::resolve_charged:
     case Command::resolve_not_charged: {
-        auto e = invoice.resolve_review({command == Command::resolve_charged, "ch_op"}, meta());
+        auto e = invoice.resolve_review({command == Command::resolve_charged, "ch_op"}, std::nullopt, meta());
         if (!e) return e.error();
         apply_all(*e);
         return {};
@@ -156,7 +156,7 @@ TEST_CASE("every (invoice state, command) pair of the invoice state machine") {
         {S::needs_review, C::settle_retryable_failure, ok, S::failed},
         {S::needs_review, C::settle_final_failure, ok, S::failed},
         {S::needs_review, C::settle_unknown, invalid, S::needs_review},
-        {S::needs_review, C::require_review, invalid, S::needs_review},
+        {S::needs_review, C::require_review, ok, S::needs_review}, // another reason, added
         {S::needs_review, C::resolve_charged, ok, S::paid},
         {S::needs_review, C::resolve_not_charged, ok, S::failed},
     };
@@ -323,7 +323,7 @@ SCENARIO("an operator resolves an invoice that needs review") {
         Invoice invoice = an_invoice_in(InvoiceStatus::needs_review);
         CHECK(invoice.review_reason() == "no answer");
         WHEN("the operator found the charge") {
-            auto after = invoice.resolve_review({true, "ch_found"}, meta()).value();
+            auto after = invoice.resolve_review({true, "ch_found"}, std::nullopt, meta()).value();
             THEN("the invoice is PAID by the attempt under review") {
                 auto const& paid = std::get<InvoicePaid>(after);
                 CHECK(paid.envelope.payment_id == pid(1));
@@ -333,7 +333,7 @@ SCENARIO("an operator resolves an invoice that needs review") {
             }
         }
         WHEN("the operator found no charge") {
-            invoice.apply(std::get<InvoiceFailed>(invoice.resolve_review({false, ""}, meta()).value()));
+            invoice.apply(std::get<InvoiceFailed>(invoice.resolve_review({false, ""}, std::nullopt, meta()).value()));
             THEN("the invoice is FAILED and payable again") {
                 CHECK(invoice.status() == InvoiceStatus::failed);
                 CHECK(invoice.request_payment(attempt(2), "pm_card_ok", meta()));
@@ -341,7 +341,21 @@ SCENARIO("an operator resolves an invoice that needs review") {
         }
         WHEN("the operator says charged without a reference") {
             THEN("it is refused") {
-                CHECK(invoice.resolve_review({true, ""}, meta()).error().code == ErrorCode::invalid_argument);
+                CHECK(invoice.resolve_review({true, ""}, std::nullopt, meta()).error().code ==
+                      ErrorCode::invalid_argument);
+            }
+        }
+        WHEN("another attempt was recorded as charged before the review") {
+            auto after = invoice.resolve_review({false, ""}, pid(7), meta()).value();
+            THEN("the invoice stays PAID by that attempt, whatever the decision") {
+                CHECK(std::get<InvoicePaid>(after).envelope.payment_id == pid(7));
+            }
+        }
+        WHEN("a second reason arrives while the invoice is in review") {
+            invoice.apply(invoice.require_review(pid(1), "charged twice", meta()).value());
+            THEN("both reasons are kept, and the attempt under review stays the first") {
+                CHECK(invoice.review_reason() == "no answer; then: charged twice");
+                CHECK(invoice.under_review() == pid(1));
             }
         }
     }

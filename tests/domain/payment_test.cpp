@@ -6,7 +6,7 @@ using namespace test;
 
 namespace {
 
-enum class Command { succeed, fail, fail_unknown, confirm_charged };
+enum class Command { succeed, fail, fail_unknown, confirm_charged, confirm_not_charged };
 
 Payment a_payment_in(PaymentStatus status) {
     Payment payment = Payment::from(current_request(a_processing_invoice()));
@@ -29,6 +29,7 @@ Result<void> run(Payment& payment, Command command) {
     case Command::fail: return apply(payment.fail({FailureKind::declined, "no"}, meta()));
     case Command::fail_unknown: return apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()));
     case Command::confirm_charged: return apply(payment.confirm_charged("ch_op", usd(1000), meta()));
+    case Command::confirm_not_charged: return apply(payment.confirm_not_charged("refunded", meta()));
     }
     return {};
 }
@@ -51,20 +52,24 @@ TEST_CASE("every (payment state, command) pair of the payment state machine") {
         {S::requested, C::fail, ok, S::failed},
         {S::requested, C::fail_unknown, ok, S::unknown},
         {S::requested, C::confirm_charged, ok, S::succeeded},
+        {S::requested, C::confirm_not_charged, ok, S::failed},
         {S::succeeded, C::succeed, invalid, S::succeeded},
         {S::succeeded, C::fail, invalid, S::succeeded},
         {S::succeeded, C::fail_unknown, invalid, S::succeeded},
         {S::succeeded, C::confirm_charged, invalid, S::succeeded},
+        {S::succeeded, C::confirm_not_charged, ok, S::failed}, // refunded, an operator says
         {S::failed, C::succeed, invalid, S::failed},
         {S::failed, C::fail, invalid, S::failed},
         {S::failed, C::fail_unknown, invalid, S::failed},
         {S::failed, C::confirm_charged, ok, S::succeeded}, // a contradiction an operator confirmed
+        {S::failed, C::confirm_not_charged, invalid, S::failed},
         {S::unknown, C::succeed, ok, S::succeeded},        // a late or looked-up charge
         {S::unknown, C::fail, ok, S::failed},              // a late or looked-up refusal
         {S::unknown, C::fail_unknown, invalid, S::unknown}, // nothing new
         {S::unknown, C::confirm_charged, ok, S::succeeded},
+        {S::unknown, C::confirm_not_charged, ok, S::failed},
     };
-    CHECK(std::size(rows) == 4 * 4);
+    CHECK(std::size(rows) == 4 * 5);
     for (Row const& row : rows) {
         CAPTURE(to_string(row.from));
         CAPTURE(static_cast<int>(row.command));

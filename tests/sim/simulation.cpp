@@ -165,6 +165,9 @@ public:
         for (auto kind : {FailureKind::declined, FailureKind::transient, FailureKind::unknown_outcome})
             expect("payments_failed_total{kind=\"" + std::string(to_string(kind)) + "\"}", failed_by_kind[kind]);
         expect("payment_retries_scheduled_total", retries);
+        // In one process nothing loses track of an unknown answer: the janitor
+        // finding one would mean a verification chain broke off.
+        expect("payment_janitor_redriven_total{finding=\"unverified\"}", 0);
         for (auto status : invoice_statuses)
             expect("invoices{status=\"" + std::string(to_string(status)) + "\"}", by_status[status]);
         if (auto next = system_.scheduler.next_due())

@@ -11,6 +11,7 @@
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 namespace payments::application {
 
@@ -93,18 +94,32 @@ private:
     void on_answer(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     void on_late_answer(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     void verify(domain::PaymentRequested const& requested);
-    void on_lookup(domain::PaymentRequested const& requested, std::optional<ChargeStatus> const& status);
+    void on_lookup(domain::PaymentRequested const& requested, std::optional<ChargeStatus> const& status,
+                   domain::Timestamp asked_at);
     void verify_later(domain::PaymentRequested const& requested, std::optional<domain::Timestamp> no_later_than = {});
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
     void report(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
                 domain::Invoice const& invoice);
     bool claim(domain::PaymentId const& id);
     void release(domain::PaymentId const& id);
     bool claimed(domain::PaymentId const& id) const;
+    bool stopped() const;
+
+    // Releases a claim when it goes out of scope, unless disarmed.
+    struct ClaimGuard {
+        PaymentProcessor& processor;
+        domain::PaymentId id;
+        bool armed = true;
+        void release_now() {
+            if (std::exchange(armed, false)) processor.release(id);
+        }
+        ~ClaimGuard() { release_now(); }
+    };
 
     Ports ports_;
     ProcessorOptions options_;

@@ -27,15 +27,16 @@ struct Ports {
     PaymentGateway& gateway;
     Metrics& metrics;
     Logger& logger;
-    /// Unique to this process run; every gateway key carries it, so that keys
-    /// never repeat across processes and runs, even with a fixed seed (the
-    /// seed alone would send the same keys again). Empty: 80 bits drawn from
-    /// std::random_device once per process.
+    /// Unique to this wiring in this process run (1-32 characters of
+    /// A-Z a-z 0-9 _ -); every gateway key carries it, so that keys never
+    /// repeat across processes and runs, even with a fixed seed (the seed
+    /// alone would send the same keys again). Empty: 80 bits drawn from
+    /// std::random_device once per process, and a process-wide count.
     std::string_view instance_id = {};
 };
 
 /// A new attempt's payment id (from `ports.random`) and its gateway key:
-/// "<payment id>.<instance id>".
+/// "<payment id>.<instance id>", or "<payment id>.<process id>-<n>".
 domain::NewAttempt new_attempt(Ports const& ports);
 
 /// The metadata of a new event caused by the request `correlation_id`.

@@ -84,14 +84,21 @@ public:
     Result<AfterFailure> settle_failure(PaymentFailed const& failed, RetryPolicy const& policy, Random& random,
                                         NewAttempt next, EventMeta const& meta) const;
 
-    /// Puts the invoice before an operator, about attempt `payment_id`.
+    /// Puts the invoice before an operator, about attempt `payment_id`. One
+    /// already in review keeps its attempt under review and adds the reason:
+    /// nothing the operator must see is dropped.
     Result<InvoiceNeedsReview> require_review(PaymentId const& payment_id, std::string reason,
                                               EventMeta const& meta) const;
 
-    /// An operator's decision on a NEEDS_REVIEW invoice: PAID by the attempt
-    /// under review, or FAILED (and payable again).
+    /// An operator's decision on a NEEDS_REVIEW invoice, about the attempt
+    /// under review. `paid_by_another` names an attempt recorded as charged
+    /// besides it, if any: the invoice stays PAID by that one whatever the
+    /// decision (a second charge is the operator's to refund). Otherwise
+    /// "charged" makes it PAID by the attempt under review, "not charged"
+    /// FAILED (and payable again).
     using AfterReview = std::variant<InvoicePaid, InvoiceFailed>;
-    Result<AfterReview> resolve_review(ReviewDecision const& decision, EventMeta const& meta) const;
+    Result<AfterReview> resolve_review(ReviewDecision const& decision, std::optional<PaymentId> const& paid_by_another,
+                                       EventMeta const& meta) const;
 
     void apply(PaymentRequested const& event);
     void apply(PaymentFailed const& event);

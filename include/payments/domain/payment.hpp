@@ -13,7 +13,8 @@ namespace payments::domain {
 /// REQUESTED → SUCCEEDED | FAILED | UNKNOWN; UNKNOWN → SUCCEEDED | FAILED once
 /// a definitive answer about its gateway key arrives. FAILED → SUCCEEDED only
 /// when a definitive charge contradicts the recorded failure (an operator
-/// confirms it). SUCCEEDED is terminal.
+/// confirms it); SUCCEEDED → FAILED only when an operator finds no charge
+/// (refunded).
 enum class PaymentStatus { requested, succeeded, failed, unknown };
 
 /// "REQUESTED", "SUCCEEDED", "FAILED", "UNKNOWN".
@@ -37,6 +38,9 @@ public:
     /// from FAILED (and from REQUESTED or UNKNOWN, like succeed()).
     Result<PaymentSucceeded> confirm_charged(std::string gateway_reference, Money charged,
                                              EventMeta const& meta) const;
+    /// An operator found no charge for it at the provider (never made, or
+    /// refunded): from any status but FAILED.
+    Result<PaymentFailed> confirm_not_charged(std::string reason, EventMeta const& meta) const;
 
     void apply(PaymentSucceeded const& event);
     void apply(PaymentFailed const& event);
