@@ -154,7 +154,10 @@ void MetricsRegistry::gauge_callback(std::string_view name, std::string_view hel
 std::string MetricsRegistry::render() const {
     std::lock_guard lock(mutex_);
     std::string out;
-    for (auto const& [name, family] : families_) {
+    for (auto const& entry : families_) {
+        // Not a structured binding: clang 14 cannot capture one in the lambda below.
+        std::string const& name = entry.first;
+        auto const& family = entry.second;
         out += "# HELP " + name + ' ';
         append_escaped(out, family.help, false);
         out += "\n# TYPE " + name + ' ' + family.type + '\n';
