@@ -9,6 +9,16 @@ using namespace test;
 
 namespace {
 
+// A request committed whose event was lost (a crash between commit and
+// publish, a dead letter): nothing will deliver it.
+PaymentRequested commit_without_publishing(World& world, Invoice invoice, std::string const& method) {
+    std::uint64_t const version = invoice.version();
+    auto requested = invoice.request_payment(application::new_attempt(world.ports), method, meta()).value();
+    invoice.apply(requested);
+    REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
+    return requested;
+}
+
 WorldOptions unkind(infrastructure::SimulatedGatewayOptions gateway = {}) {
     return {.processor = {.retry = {.max_attempts = 5}, .gateway_timeout = 5s, .settle_window = 2min},
             .gateway = gateway};
@@ -329,18 +339,9 @@ SCENARIO("an answer unknown past the verification limit needs an operator, who c
 
 SCENARIO("the janitor re-drives attempts that nothing drives any more") {
     World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
-    // A request committed whose event was lost (a crash between commit and publish, a dead letter).
-    auto commit_without_publishing = [&](Invoice invoice, std::string const& method) {
-        std::uint64_t const version = invoice.version();
-        auto requested = invoice.request_payment(application::new_attempt(world.ports), method, meta()).value();
-        invoice.apply(requested);
-        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
-                                    {{Payment::from(requested), 0}}}));
-        return requested;
-    };
     GIVEN("an attempt REQUESTED whose PaymentRequested was lost") {
         Invoice invoice = world.create();
-        commit_without_publishing(invoice, "pm_card_ok");
+        commit_without_publishing(world, invoice, "pm_card_ok");
         WHEN("it is not yet overdue") {
             THEN("the janitor leaves it alone") { CHECK(world.processor->run_janitor() == 0); }
         }
@@ -357,7 +358,7 @@ SCENARIO("the janitor re-drives attempts that nothing drives any more") {
     }
     GIVEN("an attempt UNKNOWN that no look-up is verifying (the process that knew was restarted)") {
         Invoice invoice = world.create();
-        auto requested = commit_without_publishing(invoice, "pm_card_ok");
+        auto requested = commit_without_publishing(world, invoice, "pm_card_ok");
         // The provider did charge it: a charge whose answer was lost.
         world.gateway.charge({requested.envelope.payment_id, invoice.id(), requested.gateway_key, invoice.amount(),
                               "pm_card_ok", {}},
@@ -472,13 +473,7 @@ SCENARIO("review 5: durations that would overflow a timestamp are refused") {
 SCENARIO("review 6 and 9: the janitor runs from the start, and nothing is charged after stop()") {
     World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
     Invoice stalled = world.create();
-    {
-        Invoice invoice = stalled;
-        std::uint64_t const version = invoice.version();
-        auto requested = invoice.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
-        invoice.apply(requested);
-        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
-    }
+    commit_without_publishing(world, stalled, "pm_card_ok");
     WHEN("time runs with no other request") {
         world.run();
         THEN("the first janitor round finds it") {
