@@ -1,0 +1,105 @@
+// The processor's janitor, and its account of unsettled work: the parts that
+// read the store for attempts nothing drives any more.
+#include <payments/application/payment_processor.hpp>
+
+namespace payments::application {
+
+using namespace domain;
+
+namespace {
+
+// The event that asks for an attempt again, rebuilt from what the store keeps.
+PaymentRequested request_of(Payment const& payment, EventMeta const& meta) {
+    return {{meta.id, meta.now, payment.correlation_id(), payment.invoice_id(), payment.id(), payment.attempt()},
+            payment.amount(),
+            payment.payment_method(),
+            payment.gateway_key(),
+            payment.not_before()};
+}
+
+} // namespace
+
+// The janitor: a scheduled round that exists only while some invoice is
+// PROCESSING, so an idle system has no timer running.
+void PaymentProcessor::arm_janitor() {
+    if (options_.janitor_interval == Duration::zero()) return;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || std::exchange(janitor_armed_, true)) return;
+    }
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    ports_.scheduler.call_at(ports_.clock.now() + options_.janitor_interval, [weak] {
+        auto self = weak.lock();
+        if (!self) return;
+        {
+            std::lock_guard lock(self->mutex_);
+            self->janitor_armed_ = false;
+        }
+        self->run_janitor();
+        InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
+        if (!self->ports_.store.invoices(any_processing).data.empty()) self->arm_janitor();
+    });
+}
+
+std::size_t PaymentProcessor::run_janitor() {
+    if (stopped()) return 0;
+    std::size_t redriven = 0;
+    Timestamp const now = ports_.clock.now();
+    // An attempt due this long ago should have reached the gateway by now.
+    Duration const grace = options_.gateway_timeout + options_.janitor_interval;
+    InvoiceQuery query{.status = InvoiceStatus::processing, .limit = InvoiceQuery::max_limit};
+    for (;;) {
+        InvoicePage page = ports_.store.invoices(query);
+        for (Invoice const& invoice : page.data) {
+            auto payment = ports_.store.payment(invoice.attempts().back());
+            if (!payment || claimed(payment->id())) continue;
+            auto const request = request_of(*payment, new_event_meta(ports_, payment->correlation_id()));
+            if (payment->status() == PaymentStatus::requested && payment->not_before() + grace <= now) {
+                ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
+                ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment->id().str()}});
+                ++redriven;
+                on_requested(request);
+            } else if (payment->unresolved()) {
+                bool verifying = false;
+                {
+                    std::lock_guard lock(mutex_);
+                    verifying = verifying_.contains(payment->id());
+                }
+                if (verifying) continue;
+                ports_.metrics.janitor_redrove(JanitorFinding::unverified);
+                ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying",
+                                   {{"payment_id", payment->id().str()}});
+                ++redriven;
+                start_verifying(request);
+            }
+        }
+        if (!page.next) return redriven;
+        query.after = page.next;
+    }
+}
+
+UnsettledWork PaymentProcessor::unsettled() const {
+    UnsettledWork work;
+    for (InvoiceStatus status : {InvoiceStatus::processing, InvoiceStatus::needs_review}) {
+        InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
+        for (;;) {
+            InvoicePage page = ports_.store.invoices(query);
+            for (Invoice const& invoice : page.data) {
+                if (status == InvoiceStatus::needs_review) {
+                    ++work.needs_review;
+                    continue;
+                }
+                auto payment = ports_.store.payment(invoice.attempts().back());
+                if (!payment) continue;
+                if (claimed(payment->id())) ++work.at_gateway;
+                else if (payment->unresolved()) ++work.unknown;
+                else if (payment->status() == PaymentStatus::requested) ++work.retry_due;
+            }
+            if (!page.next) break;
+            query.after = page.next;
+        }
+    }
+    return work;
+}
+
+} // namespace payments::application
