@@ -249,3 +249,50 @@ SCENARIO("subscribing and unsubscribing while other threads publish is safe") {
     scheduler.shutdown();
     pool.join();
 }
+
+SCENARIO("late, lost and late-booked answers on 4 threads: every invoice settles, charged exactly once or not at all") {
+    GIVEN("an engine whose provider answers after the timeout, loses answers and books late") {
+        EngineOptions options;
+        options.threads = 4;
+        options.seed = 77;
+        options.log_output = nullptr;
+        options.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 4ms, .max_attempts = 2};
+        options.processor.gateway_timeout = 20ms;
+        options.processor.settle_window = 150ms;
+        options.gateway.late_answer_delay = 40ms;
+        options.gateway.booking_delay = 60ms;
+        auto engine = Engine::create(options).value();
+        SettledCounter settled(engine->bus());
+        std::vector<std::string> const methods = {"pm_card_ok", "pm_card_lost_response", "pm_card_late_answer",
+                                                  "pm_card_late_booking", "pm_card_timeout", "pm_card_declined"};
+        constexpr int per_method = 8;
+        std::vector<std::pair<InvoiceId, std::string>> invoices;
+        for (int i = 0; i < per_method; ++i)
+            for (auto const& method : methods)
+                invoices.emplace_back(engine->service().create_invoice({.amount = usd(100 + i)}).value().id(), method);
+        WHEN("they are all paid from 4 threads at once") {
+            std::latch start(4);
+            std::vector<std::thread> clients;
+            for (int t = 0; t < 4; ++t)
+                clients.emplace_back([&, t] {
+                    start.arrive_and_wait();
+                    for (std::size_t i = static_cast<std::size_t>(t); i < invoices.size(); i += 4)
+                        REQUIRE(engine->service().request_payment({invoices[i].first, invoices[i].second}).result);
+                });
+            for (auto& client : clients) client.join();
+            REQUIRE(settled.wait_for(static_cast<int>(invoices.size())));
+            REQUIRE(engine->wait_idle(deadline));
+            THEN("PAID means one charge of its amount, FAILED means none") {
+                for (auto const& [id, method] : invoices) {
+                    CAPTURE(method);
+                    Invoice const invoice = engine->service().invoice(id).value();
+                    std::size_t const charges = engine->gateway().charges_for(id);
+                    bool const charged = method != "pm_card_timeout" && method != "pm_card_declined";
+                    CHECK(invoice.status() == (charged ? InvoiceStatus::paid : InvoiceStatus::failed));
+                    CHECK(charges == (charged ? 1u : 0u));
+                }
+                CHECK(engine->shutdown(5s).unsettled.total() == 0);
+            }
+        }
+    }
+}
