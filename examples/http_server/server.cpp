@@ -63,7 +63,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
         (overload ? overloaded : open).fetch_sub(1);
         if (open.load() == 0 && overloaded.load() == 0) {
             std::lock_guard lock(mutex);
-            idle.notify_all();
+            all_closed.notify_all();
         }
     }
 
@@ -79,7 +79,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     std::atomic<std::size_t> overloaded{0}; // overload sessions, at most overload_connections
     std::atomic<bool> draining{false};
     std::mutex mutex;
-    std::condition_variable idle;
+    std::condition_variable all_closed;
     std::vector<std::weak_ptr<Session>> sessions; // Owned by: mutex
 };
 
@@ -277,7 +277,8 @@ void Server::Impl::admit(tcp::socket socket) {
         else overload = true;
     }
     if (overload && overloaded.load() >= options.overload_connections) {
-        logger.warn("connection refused", {{"reason", "too many connections"}});
+        // Info, not warn: a flood of these is batched, not written one by one.
+        logger.info("connection refused", {{"reason", "too many connections"}});
         socket.close(ignored);
         return;
     }
@@ -341,7 +342,7 @@ bool Server::drain(std::chrono::steady_clock::time_point deadline) {
     for (auto& session : live) session->drain();
     live.clear();
     std::unique_lock lock(impl_->mutex);
-    return impl_->idle.wait_until(lock, deadline, [&] { return impl_->open.load() == 0; });
+    return impl_->all_closed.wait_until(lock, deadline, [&] { return impl_->open.load() == 0; });
 }
 
 void Server::stop() {

@@ -14,7 +14,9 @@ class io_context;
 namespace http_server {
 
 /// Accepts connections and serves each on its own strand, with the limits of
-/// Options: body and header size, read timeout, connection count.
+/// Options: body, header and URI size, idle and read timeouts, connection count
+/// (at the limit the longest idle connection makes room; past it, overload
+/// connections answer probes and refuse the rest with 503).
 class Server {
 public:
     Server(Options const& options, Api& api, payments::application::Logger& logger);
@@ -23,8 +25,9 @@ public:
 
     /// Binds, listens and starts the threads; returns the bound port.
     payments::Result<std::uint16_t> start();
-    /// Stops accepting, closes idle connections, lets requests in flight
-    /// finish (answering with Connection: close); false at the deadline.
+    /// Stops accepting, closes idle connections at once, gives a half-sent
+    /// request drain_read_timeout, lets requests in flight finish (answering
+    /// with Connection: close); true as soon as none is left, false at the deadline.
     bool drain(std::chrono::steady_clock::time_point deadline);
     /// Stops the threads.
     void stop();
