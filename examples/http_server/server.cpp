@@ -177,16 +177,20 @@ private:
         if (overload_ && !is_probe(header))
             return refuse({http::status::service_unavailable, "too_many_connections",
                            "the server has too many open connections; retry later"});
-        if (!expects_continue(header) || parser_->is_done()) return read_body();
+        // A request without a body (most GETs) is complete with its header: no
+        // second read, no second timer.
+        if (parser_->is_done()) return on_body({}, 0);
+        if (!expects_continue(header)) return read_body(); // the header's deadline covers the body
         net::async_write(stream_, net::buffer(continue_line.data(), continue_line.size()),
                          [self = shared_from_this()](beast::error_code written, std::size_t) {
                              if (written) return self->end(written, "write");
+                             // The client waited for us: its body gets a deadline of its own.
+                             self->stream_.expires_after(self->read_timeout());
                              self->read_body();
                          });
     }
 
     void read_body() {
-        stream_.expires_after(read_timeout());
         http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_body, shared_from_this()));
     }
 
