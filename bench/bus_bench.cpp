@@ -2,11 +2,11 @@
 #include "figures.hpp"
 #include "report.hpp"
 
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/asio_scheduler.hpp>
-#include <payments/infrastructure/clocks.hpp>
-#include <payments/infrastructure/json_logger.hpp>
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/bus/asio_scheduler.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -35,7 +35,7 @@ Event sample_event(std::size_t n, Random& random) {
                            InvoiceId::parse("inv_bench_" + std::to_string(n % invoices)).value(),
                            PaymentId::generate(random), 1};
     std::string gateway_key(envelope.payment_id.str());
-    return PaymentRequested{std::move(envelope), Money::charge(1999, Currency::usd()).value(), "pm_card_ok",
+    return PaymentRequested{std::move(envelope), Money::positive(1999, Currency::usd()).value(), "pm_card_ok",
                             std::move(gateway_key), Timestamp{}};
 }
 
@@ -128,7 +128,7 @@ void figure_handoff(Options const& options) {
         asio::thread_pool pool(2);
         BusFixture fixture(pool.get_executor());
         for (Event& e : copy) fixture.bus.publish(std::move(e));
-        if (!fixture.bus.drain(std::chrono::steady_clock::now() + std::chrono::minutes(1)))
+        if (!fixture.bus.wait_idle(std::chrono::steady_clock::now() + std::chrono::minutes(1)))
             throw std::runtime_error("bus did not drain");
         pool.join();
         if (fixture.handled != count) throw std::runtime_error("bus handoff lost events");

@@ -5,14 +5,14 @@
 
 #include <payments/application/payment_processor.hpp>
 #include <payments/application/payment_service.hpp>
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/asio_scheduler.hpp>
-#include <payments/infrastructure/clocks.hpp>
-#include <payments/infrastructure/json_logger.hpp>
-#include <payments/infrastructure/memory_store.hpp>
-#include <payments/infrastructure/metrics_registry.hpp>
-#include <payments/infrastructure/prometheus_metrics.hpp>
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/bus/asio_scheduler.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/observability/metrics_registry.hpp>
+#include <payments/infrastructure/observability/prometheus_metrics.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -34,8 +34,8 @@ namespace {
 // the flow's cost is then the library's alone.
 class InstantGateway final : public application::PaymentGateway {
 public:
-    void charge(application::ChargeRequest request, std::function<void(application::ChargeOutcome)> on_outcome) override {
-        on_outcome(application::ChargeOutcome::success("ch_" + request.idempotency_key, request.amount));
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
     }
     void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
         on_answer(application::ChargeStatus::not_found());
@@ -82,7 +82,7 @@ void run_flows(System& system, std::size_t count) {
     auto subscription = system.bus.subscribe<InvoicePaid>("bench", [&](InvoicePaid const&) {
         if (paid.fetch_add(1, std::memory_order_relaxed) + 1 == count) all_paid.set_value();
     });
-    Money const amount = Money::charge(1999, Currency::usd()).value();
+    Money const amount = Money::positive(1999, Currency::usd()).value();
     std::atomic<std::size_t> next{0};
     constexpr std::size_t chunk = 64;
     unsigned const clients = std::max(1u, std::thread::hardware_concurrency());
@@ -114,7 +114,7 @@ long settled_bytes(std::size_t count) {
     long const before = resident_bytes();
     System system;
     run_flows(system, count);
-    system.bus.drain(std::chrono::steady_clock::now() + std::chrono::minutes(1));
+    system.bus.wait_idle(std::chrono::steady_clock::now() + std::chrono::minutes(1));
     return resident_bytes() - before;
 }
 

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     }
     application::PaymentService& payments = (*engine)->service();
 
-    auto amount = domain::Money::charge(1999, domain::Currency::usd()).value();
+    auto amount = domain::Money::positive(1999, domain::Currency::usd()).value();
     auto invoice = payments.create_invoice({.amount = amount, .description = "Annual plan"}).value();
 
     // The outcome arrives as an event; wait for this invoice's.

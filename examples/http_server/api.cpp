@@ -5,7 +5,7 @@
 #include "protocol.hpp"
 #include "routes.hpp"
 
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>

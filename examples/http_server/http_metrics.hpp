@@ -1,6 +1,6 @@
 #pragma once
 
-#include <payments/infrastructure/metrics_registry.hpp>
+#include <payments/infrastructure/observability/metrics_registry.hpp>
 
 #include <boost/beast/http/verb.hpp>
 

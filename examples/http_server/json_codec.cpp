@@ -2,7 +2,7 @@
 
 #include "errors.hpp"
 
-#include <payments/infrastructure/time_format.hpp>
+#include <payments/infrastructure/observability/time_format.hpp>
 
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>

@@ -5,7 +5,7 @@
 #include "json_codec.hpp"
 #include "routes.hpp"
 
-#include <payments/infrastructure/time_format.hpp>
+#include <payments/infrastructure/observability/time_format.hpp>
 
 #include <optional>
 

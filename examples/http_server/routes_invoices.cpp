@@ -23,7 +23,7 @@ Reply create_invoice(Context& context, Call& call) {
     if (auto* bad = std::get_if<Reply>(&currency_code)) return std::move(*bad);
     auto currency = Currency::from_code(std::get<std::string>(currency_code));
     if (!currency) return from_error(currency.error());
-    auto money = Money::charge(amount->as_int64(), *currency);
+    auto money = Money::positive(amount->as_int64(), *currency);
     if (!money) return from_error(money.error());
     auto description = string_field(fields, "description", "");
     if (auto* bad = std::get_if<Reply>(&description)) return std::move(*bad);

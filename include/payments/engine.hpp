@@ -6,9 +6,9 @@
 
 #include <payments/application/payment_processor.hpp>
 #include <payments/application/payment_service.hpp>
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/metrics_registry.hpp>
-#include <payments/infrastructure/simulated_gateway.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/observability/metrics_registry.hpp>
+#include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -43,7 +43,7 @@ struct ShutdownReport {
 ///
 /// Example:
 ///     auto engine = payments::Engine::create({}).value();
-///     auto amount = payments::domain::Money::charge(1999, payments::domain::Currency::usd()).value();
+///     auto amount = payments::domain::Money::positive(1999, payments::domain::Currency::usd()).value();
 ///     auto invoice = engine->service().create_invoice({.amount = amount}).value();
 ///     engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_ok"});
 ///     engine->wait_idle(std::chrono::seconds(5));   // invoice is now PAID

@@ -130,7 +130,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         if (!call->first()) return;
         if (auto self = weak.lock())
             self->on_answer(call->requested,
-                            ChargeOutcome::failed(FailureKind::unknown_outcome,
+                            ChargeAnswer::failed(FailureKind::unknown_outcome,
                                                   "gateway did not answer within " +
                                                       seconds_text(self->options_.gateway_timeout)));
     });
@@ -139,7 +139,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     ports_.gateway.charge(
         ChargeRequest{env.payment_id, env.invoice_id, requested.gateway_key, requested.amount,
                       requested.payment_method, env.correlation_id},
-        [weak, call](ChargeOutcome outcome) {
+        [weak, call](ChargeAnswer outcome) {
             auto self = weak.lock();
             if (!self) return;
             if (call->first()) {
@@ -152,7 +152,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         });
 }
 
-void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     Result<PaymentStatus> settled = reject(ErrorCode::unavailable, "not settled");
     {
         ClaimGuard guard{*this, requested.envelope.payment_id};
@@ -161,7 +161,7 @@ void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeOutcom
     if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
 }
 
-void PaymentProcessor::on_late_answer(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+void PaymentProcessor::on_late_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     ports_.metrics.late_answer();
     ports_.logger.warn("gateway answered after the timeout",
                        {{"payment_id", requested.envelope.payment_id.str()},
@@ -215,8 +215,8 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
             // A late look-up answer is as good as a late charge answer.
             self->on_late_answer(call->requested,
                                  status.state == ChargeStatus::State::charged
-                                     ? ChargeOutcome{status.reference, status.charged, std::nullopt}
-                                     : ChargeOutcome::failed(FailureKind::declined, status.reason));
+                                     ? ChargeAnswer{status.reference, status.charged, std::nullopt}
+                                     : ChargeAnswer::failed(FailureKind::declined, status.reason));
         }
     });
 }
@@ -229,10 +229,10 @@ void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optiona
     if (status) {
         switch (status->state) {
         case ChargeStatus::State::charged:
-            settle_logged(requested, ChargeOutcome{status->reference, status->charged, std::nullopt});
+            settle_logged(requested, ChargeAnswer{status->reference, status->charged, std::nullopt});
             break;
         case ChargeStatus::State::declined:
-            settle_logged(requested, ChargeOutcome::failed(FailureKind::declined, status->reason));
+            settle_logged(requested, ChargeAnswer::failed(FailureKind::declined, status->reason));
             break;
         case ChargeStatus::State::pending: break; // not final: ask again
         case ChargeStatus::State::absent: {
@@ -243,7 +243,7 @@ void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optiona
             // "not charged", and the answer speaks of the moment it was asked.
             if (asked_at >= *window_end)
                 settle_logged(requested,
-                              ChargeOutcome::failed(FailureKind::transient,
+                              ChargeAnswer::failed(FailureKind::transient,
                                                     "the gateway holds no charge for the key after the settle window"));
             break;
         }
@@ -307,7 +307,7 @@ void PaymentProcessor::escalate(PaymentRequested const& requested, std::string r
                             {{"invoice_id", env.invoice_id.str()}, {"error", flagged.error().detail}});
 }
 
-void PaymentProcessor::settle_logged(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+void PaymentProcessor::settle_logged(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     if (auto settled = settle(requested, outcome); !settled)
         ports_.logger.error("could not record a gateway outcome",
                             {{"payment_id", requested.envelope.payment_id.str()},
@@ -317,7 +317,7 @@ void PaymentProcessor::settle_logged(PaymentRequested const& requested, ChargeOu
                              {"detail", settled.error().detail}});
 }
 
-Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested, ChargeOutcome const& outcome) {
+Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     EventEnvelope const& env = requested.envelope;
     return retry_on_conflict([&]() -> Result<PaymentStatus> {
         auto payment = ports_.store.payment(env.payment_id);
@@ -366,7 +366,7 @@ void PaymentProcessor::alert(EventEnvelope const& env, ReviewCause cause, std::s
                          {"reason", reason}});
 }
 
-void PaymentProcessor::report(PaymentRequested const& requested, ChargeOutcome const& outcome, Invoice const& invoice) {
+void PaymentProcessor::report(PaymentRequested const& requested, ChargeAnswer const& outcome, Invoice const& invoice) {
     if (outcome.succeeded()) {
         ports_.metrics.payment_succeeded();
     } else {

@@ -18,7 +18,7 @@ std::string fingerprint(RequestPayment const& command) {
 // (no such invoice yet, a payment in progress, already paid, a lost race, a
 // shutdown) is not the request's answer: the key is freed, and a repeat runs
 // again against the state as it is then (Stripe stores neither).
-bool replayable(PaymentOutcome const& outcome) {
+bool replayable(PaymentResult const& outcome) {
     return outcome || outcome.error().code == ErrorCode::invalid_argument;
 }
 
@@ -61,7 +61,7 @@ Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
     return invoice;
 }
 
-PaymentRequestOutcome PaymentService::request_payment(RequestPayment const& command) {
+PaymentRequestReply PaymentService::request_payment(RequestPayment const& command) {
     // Before anything is claimed or committed: work accepted now would not be driven.
     if (auto open = refuse_when_stopped(accepting_); !open) return {open.error(), false};
     CorrelationId const correlation_id = correlation(command.correlation_id);
@@ -91,7 +91,7 @@ PaymentRequestOutcome PaymentService::request_payment(RequestPayment const& comm
         }
     } release{ports_.idempotency, key};
 
-    PaymentOutcome outcome = request_payment_once(command, correlation_id);
+    PaymentResult outcome = request_payment_once(command, correlation_id);
     if (replayable(outcome)) {
         ports_.idempotency.complete(key, outcome, ports_.clock.now());
         release.armed = false;
@@ -99,8 +99,8 @@ PaymentRequestOutcome PaymentService::request_payment(RequestPayment const& comm
     return {std::move(outcome), false};
 }
 
-PaymentOutcome PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id) {
-    return retry_on_conflict([&]() -> PaymentOutcome {
+PaymentResult PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id) {
+    return retry_on_conflict([&]() -> PaymentResult {
         auto loaded = ports_.store.invoice(command.invoice_id);
         if (!loaded) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
         Invoice invoice = std::move(*loaded);

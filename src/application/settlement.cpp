@@ -35,7 +35,7 @@ struct Decider {
         if (auto flagged = invoice.require_review(payment.id(), std::move(reason), meta())) record(std::move(*flagged));
     }
 
-    void charged(ChargeOutcome const& outcome) {
+    void charged(ChargeAnswer const& outcome) {
         // A charge that does not say what it took cannot pay an invoice: zero mismatches any amount.
         Money const charged = outcome.charged.value_or(Money::of(0, payment.amount().currency()).value());
         auto succeeded = payment.succeed(outcome.reference, charged, meta());
@@ -81,7 +81,7 @@ struct Decider {
     }
 
     // An answer about a payment whose outcome is already recorded.
-    void recorded(ChargeOutcome const& outcome) {
+    void recorded(ChargeAnswer const& outcome) {
         bool const contradicts =
             (outcome.succeeded() && payment.status() == PaymentStatus::failed) ||
             (outcome.definitive() && !outcome.succeeded() && payment.status() == PaymentStatus::succeeded);
@@ -96,7 +96,7 @@ struct Decider {
 } // namespace
 
 Settlement decide_settlement(Ports const& ports, RetryPolicy const& policy, Payment& payment, Invoice& invoice,
-                             ChargeOutcome const& outcome, CorrelationId const& correlation_id) {
+                             ChargeAnswer const& outcome, CorrelationId const& correlation_id) {
     Decider decider{ports, policy, payment, invoice, correlation_id, {}};
     if (payment.status() == PaymentStatus::succeeded || payment.status() == PaymentStatus::failed)
         decider.recorded(outcome);

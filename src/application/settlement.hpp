@@ -23,7 +23,7 @@ struct Settlement {
 /// An answer for a payment already settled changes nothing unless it
 /// contradicts the record: then the invoice is put before an operator.
 Settlement decide_settlement(Ports const& ports, domain::RetryPolicy const& policy, domain::Payment& payment,
-                             domain::Invoice& invoice, ChargeOutcome const& outcome,
+                             domain::Invoice& invoice, ChargeAnswer const& outcome,
                              domain::CorrelationId const& correlation_id);
 
 } // namespace payments::application

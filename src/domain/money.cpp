@@ -62,7 +62,7 @@ Result<Money> Money::of(std::int64_t minor_units, Currency currency) {
     return Money(minor_units, currency);
 }
 
-Result<Money> Money::charge(std::int64_t minor_units, Currency currency) {
+Result<Money> Money::positive(std::int64_t minor_units, Currency currency) {
     if (minor_units <= 0) return reject(ErrorCode::invalid_amount, "amount must be a positive number of minor units");
     return of(minor_units, currency);
 }

@@ -362,7 +362,7 @@ SCENARIO("the janitor re-drives attempts that nothing drives any more") {
         // The provider did charge it: a charge whose answer was lost.
         world.gateway.charge({requested.envelope.payment_id, invoice.id(), requested.gateway_key, invoice.amount(),
                               "pm_card_ok", {}},
-                             [](application::ChargeOutcome) {});
+                             [](application::ChargeAnswer) {});
         Payment payment = world.store.payment(requested.envelope.payment_id).value();
         Invoice stored = world.invoice(invoice.id());
         auto const versions = std::pair{payment.version(), stored.version()};

@@ -3,10 +3,10 @@
 #include "support/builders.hpp"
 
 #include <payments/engine.hpp>
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/asio_scheduler.hpp>
-#include <payments/infrastructure/clocks.hpp>
-#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/bus/asio_scheduler.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
 
 #include <boost/asio/thread_pool.hpp>
 
@@ -19,7 +19,7 @@
 
 using namespace test;
 using application::IdempotencyKey;
-using application::PaymentRequestOutcome;
+using application::PaymentRequestReply;
 
 namespace {
 
@@ -79,12 +79,12 @@ SCENARIO("32 threads with one idempotency key make exactly one payment") {
     auto const key = IdempotencyKey::make("client-7", "order-42").value();
     application::RequestPayment const request{invoice.id(), "pm_card_ok", key, {}};
 
-    std::vector<std::optional<PaymentRequestOutcome>> first_answers(32), final_answers(32);
+    std::vector<std::optional<PaymentRequestReply>> first_answers(32), final_answers(32);
     on_threads(32, [&](int i) {
         auto const slot = static_cast<std::size_t>(i);
         first_answers[slot] = engine->service().request_payment(request);
         // A client told "in use" tries again, as the error invites.
-        PaymentRequestOutcome answer = *first_answers[slot];
+        PaymentRequestReply answer = *first_answers[slot];
         while (!answer.result && answer.result.error().code == ErrorCode::idempotency_key_in_use) {
             std::this_thread::yield();
             answer = engine->service().request_payment(request);
@@ -209,7 +209,7 @@ SCENARIO("events of one invoice are handled in publication order, one at a time,
             bus.publish(PaymentFailed{{EventId::parse("evt_" + std::to_string(n)).value(), t0(), {}, invoice, pid(n), n},
                                       {FailureKind::transient, "x"}});
     });
-    REQUIRE(bus.drain(std::chrono::steady_clock::now() + deadline));
+    REQUIRE(bus.wait_idle(std::chrono::steady_clock::now() + deadline));
     CHECK(handled.load() == invoices * per_invoice);
     CHECK(overlaps.load() == 0);
     CHECK(out_of_order.load() == 0);
@@ -241,7 +241,7 @@ SCENARIO("subscribing and unsubscribing while other threads publish is safe") {
                                      pid(1), 1},
                                     usd(1)});
     });
-    REQUIRE(bus.drain(std::chrono::steady_clock::now() + deadline));
+    REQUIRE(bus.wait_idle(std::chrono::steady_clock::now() + deadline));
     publishing.store(false);
     churn.join();
     CHECK(calls.load() == 2000);

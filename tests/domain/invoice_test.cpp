@@ -227,7 +227,7 @@ SCENARIO("a charge of another amount or currency never pays the invoice: it need
             }
         }
         WHEN("the gateway says it charged 10.00 EUR") {
-            auto eur = Money::charge(1000, Currency::from_code("EUR").value()).value();
+            auto eur = Money::positive(1000, Currency::from_code("EUR").value()).value();
             auto succeeded = Payment::from(current_request(invoice)).succeed("ch_1", eur, meta()).value();
             THEN("the invoice is not paid") {
                 CHECK(std::holds_alternative<InvoiceNeedsReview>(invoice.settle_success(succeeded, meta()).value()));

@@ -27,11 +27,11 @@ TEST_CASE("unknown or malformed currency codes are refused") {
 }
 
 TEST_CASE("a charge must be a positive amount within range") {
-    CHECK(Money::charge(1, Currency::usd()));
-    CHECK(Money::charge(Money::max_minor_units, Currency::usd()));
+    CHECK(Money::positive(1, Currency::usd()));
+    CHECK(Money::positive(Money::max_minor_units, Currency::usd()));
     for (std::int64_t bad : {std::int64_t{0}, std::int64_t{-1}, Money::max_minor_units + 1, INT64_MAX, INT64_MIN}) {
         CAPTURE(bad);
-        auto money = Money::charge(bad, Currency::usd());
+        auto money = Money::positive(bad, Currency::usd());
         REQUIRE_FALSE(money);
         CHECK(money.error().code == ErrorCode::invalid_amount);
     }

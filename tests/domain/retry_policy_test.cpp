@@ -1,6 +1,6 @@
 #include "support/builders.hpp"
 
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 using namespace test;
 

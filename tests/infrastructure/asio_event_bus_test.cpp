@@ -1,8 +1,8 @@
 #include "support/builders.hpp"
 
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/json_logger.hpp>
-#include <payments/infrastructure/manual_scheduler.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
 
 #include <boost/asio/io_context.hpp>
 

@@ -1,6 +1,6 @@
 #include "support/builders.hpp"
 
-#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
 
 #include <boost/json/parse.hpp>
 

@@ -1,6 +1,6 @@
 #include "support/builders.hpp"
 
-#include <payments/infrastructure/memory_store.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
 
 using namespace test;
 using application::Changes;
@@ -54,7 +54,7 @@ SCENARIO("idempotency records: claim, in use, replay, mismatch, release, expiry"
     CHECK(store.claim(key, "req-a", t0()).state == State::in_use);
     CHECK(store.claim(key, "req-b", t0()).state == State::mismatch);
 
-    application::PaymentOutcome const outcome = reject(ErrorCode::not_found, "no invoice");
+    application::PaymentResult const outcome = reject(ErrorCode::not_found, "no invoice");
     store.complete(key, outcome, t0());
     auto replay = store.claim(key, "req-a", t0() + 59min);
     CHECK(replay.state == State::replay);
@@ -76,7 +76,7 @@ SCENARIO("an idempotency record expires ttl after its completion, not after its 
     infrastructure::InMemoryIdempotencyStore store(1h);
     auto const slow = IdempotencyKey::make("", "slow").value();
     auto const quick = IdempotencyKey::make("", "quick").value();
-    application::PaymentOutcome const outcome = reject(ErrorCode::not_found, "no invoice");
+    application::PaymentResult const outcome = reject(ErrorCode::not_found, "no invoice");
     CHECK(store.claim(slow, "a", t0()).state == State::claimed);
     CHECK(store.claim(quick, "a", t0() + 1min).state == State::claimed);
     store.complete(quick, outcome, t0() + 1min);
@@ -95,7 +95,7 @@ SCENARIO("an idempotency record expires ttl after its completion, not after its 
 SCENARIO("at the idempotency cap, the client holding the most records loses its oldest completed one") {
     using State = IdempotencyClaim::State;
     infrastructure::InMemoryIdempotencyStore store(1h, 4);
-    application::PaymentOutcome const outcome = reject(ErrorCode::invalid_state, "x");
+    application::PaymentResult const outcome = reject(ErrorCode::invalid_state, "x");
     auto const key = [](char const* scope, char const* k) { return IdempotencyKey::make(scope, k).value(); };
     GIVEN("client a with one completed record and client b with three: the store is full") {
         for (auto const& k : {key("a", "1"), key("b", "1"), key("b", "2"), key("b", "3")}) {

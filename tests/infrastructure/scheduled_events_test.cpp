@@ -1,8 +1,8 @@
 #include "support/builders.hpp"
 
-#include "infrastructure/scheduled_events.hpp"
+#include "infrastructure/bus/scheduled_events.hpp"
 
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 using namespace test;
 using infrastructure::PackedEvent;
@@ -20,7 +20,7 @@ std::vector<Event> every_kind() {
     infrastructure::SeededRandom random(11);
     EventEnvelope const chosen{EventId::parse("evt_1").value(), t0() - 5s, CorrelationId::parse("req-from-client").value(),
                                iid("inv_b42"), PaymentId(), 0};
-    Money const yen = Money::charge(500, Currency::from_code("JPY").value()).value();
+    Money const yen = Money::positive(500, Currency::from_code("JPY").value()).value();
     std::string const key(PaymentId::generate(random).str());
     return {
         InvoiceCreated{chosen, usd(1999), "Order #7 \xe2\x82\xac, \"quoted\"\n"},

@@ -1,8 +1,8 @@
 #include "support/builders.hpp"
 
-#include <payments/infrastructure/asio_scheduler.hpp>
-#include <payments/infrastructure/clocks.hpp>
-#include <payments/infrastructure/manual_scheduler.hpp>
+#include <payments/infrastructure/bus/asio_scheduler.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/thread_pool.hpp>

@@ -1,12 +1,12 @@
 #include "support/builders.hpp"
 
-#include <payments/infrastructure/manual_scheduler.hpp>
-#include <payments/infrastructure/simulated_gateway.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
+#include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <optional>
 
 using namespace test;
-using application::ChargeOutcome;
+using application::ChargeAnswer;
 using application::ChargeRequest;
 
 namespace {
@@ -14,11 +14,11 @@ namespace {
 struct GatewayFixture {
     explicit GatewayFixture(infrastructure::SimulatedGatewayOptions options = {}) : gateway(scheduler, clock, options) {}
 
-    std::optional<ChargeOutcome> charge(std::string const& method, std::string const& key,
+    std::optional<ChargeAnswer> charge(std::string const& method, std::string const& key,
                                         std::string const& invoice = "inv_1") {
-        std::optional<ChargeOutcome> answer;
+        std::optional<ChargeAnswer> answer;
         gateway.charge(ChargeRequest{pid(1), iid(invoice), key, usd(100), method, {}},
-                       [&](ChargeOutcome o) { answer = std::move(o); });
+                       [&](ChargeAnswer o) { answer = std::move(o); });
         CHECK_FALSE(answer); // never answered inside charge()
         while (scheduler.advance_to_next()) {
         }

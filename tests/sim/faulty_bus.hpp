@@ -5,7 +5,7 @@
 
 #include <payments/application/clock.hpp>
 #include <payments/application/event_bus.hpp>
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <chrono>
 #include <cstdint>

@@ -2,13 +2,13 @@
 
 #include <payments/application/payment_processor.hpp>
 #include <payments/application/payment_service.hpp>
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/clocks.hpp>
-#include <payments/infrastructure/json_logger.hpp>
-#include <payments/infrastructure/manual_scheduler.hpp>
-#include <payments/infrastructure/memory_store.hpp>
-#include <payments/infrastructure/prometheus_metrics.hpp>
-#include <payments/infrastructure/time_format.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/observability/prometheus_metrics.hpp>
+#include <payments/infrastructure/observability/time_format.hpp>
 
 #include <boost/asio/io_context.hpp>
 
@@ -78,7 +78,7 @@ struct System {
 
 // What the workload was told, kept by the auditor independently of the system.
 struct Record {
-    std::map<std::string, PaymentOutcome> first_outcome_by_key;
+    std::map<std::string, PaymentResult> first_outcome_by_key;
     std::set<PaymentId> cycle_starts; // attempts the workload's own requests created
     std::set<InvoiceId> requested;
     std::uint64_t accepted = 0;
@@ -272,7 +272,7 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
     SeededRandom workload(seed ^ 0x3c6ef372fe94f82bULL);
     std::vector<InvoiceId> ids;
     for (int i = 0; i < config.invoices; ++i) {
-        auto amount = Money::charge(1 + static_cast<std::int64_t>(workload.uniform(99'999)), Currency::usd()).value();
+        auto amount = Money::positive(1 + static_cast<std::int64_t>(workload.uniform(99'999)), Currency::usd()).value();
         ids.push_back(system.service.create_invoice({.amount = amount}).value().id());
     }
     auto request = [&](std::size_t invoice, std::optional<IdempotencyKey> key) {

@@ -6,7 +6,7 @@
 #include "faulty_bus.hpp"
 
 #include <payments/domain/retry_policy.hpp>
-#include <payments/infrastructure/simulated_gateway.hpp>
+#include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <cstdint>
 #include <string>

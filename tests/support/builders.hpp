@@ -4,7 +4,7 @@
 
 #include <payments/domain/invoice.hpp>
 #include <payments/domain/payment.hpp>
-#include <payments/infrastructure/clocks.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
 
 #include <doctest/doctest.h>
 
@@ -29,7 +29,7 @@ using namespace payments;
 using namespace payments::domain;
 using namespace std::chrono_literals;
 
-inline Money usd(std::int64_t cents) { return Money::charge(cents, Currency::usd()).value(); }
+inline Money usd(std::int64_t cents) { return Money::positive(cents, Currency::usd()).value(); }
 
 inline Timestamp t0() { return infrastructure::ManualClock::default_start(); }
 

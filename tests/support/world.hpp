@@ -7,13 +7,13 @@
 
 #include <payments/application/payment_processor.hpp>
 #include <payments/application/payment_service.hpp>
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/json_logger.hpp>
-#include <payments/infrastructure/manual_scheduler.hpp>
-#include <payments/infrastructure/memory_store.hpp>
-#include <payments/infrastructure/prometheus_metrics.hpp>
-#include <payments/infrastructure/seeded_random.hpp>
-#include <payments/infrastructure/simulated_gateway.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/observability/prometheus_metrics.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
+#include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <boost/asio/io_context.hpp>
 
@@ -34,8 +34,8 @@ class TestGateway final : public application::PaymentGateway {
 public:
     explicit TestGateway(infrastructure::SimulatedGateway& inner) : inner_(inner) {}
     void charge(application::ChargeRequest request,
-                std::function<void(application::ChargeOutcome)> on_outcome) override {
-        inner_.charge(std::move(request), std::move(on_outcome));
+                std::function<void(application::ChargeAnswer)> on_answer) override {
+        inner_.charge(std::move(request), std::move(on_answer));
     }
     void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
         ++lookups;

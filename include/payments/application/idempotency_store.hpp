@@ -34,7 +34,7 @@ private:
 };
 
 /// What a first request produced, replayed to every repeat of it.
-using PaymentOutcome = Result<domain::Payment>;
+using PaymentResult = Result<domain::Payment>;
 
 /// The answer to "may I run this request?".
 struct IdempotencyClaim {
@@ -46,7 +46,7 @@ struct IdempotencyClaim {
     };
 
     State state;
-    std::optional<PaymentOutcome> stored;
+    std::optional<PaymentResult> stored;
 };
 
 /// Remembers the outcome of each idempotent request for a time (Stripe and
@@ -59,7 +59,7 @@ public:
     virtual IdempotencyClaim claim(IdempotencyKey const& key, std::string_view fingerprint,
                                    domain::Timestamp now) = 0;
     /// Stores the outcome of a claimed key for replay.
-    virtual void complete(IdempotencyKey const& key, PaymentOutcome outcome, domain::Timestamp now) = 0;
+    virtual void complete(IdempotencyKey const& key, PaymentResult outcome, domain::Timestamp now) = 0;
     /// Forgets a claimed key whose request ended without a replayable outcome.
     virtual void release(IdempotencyKey const& key) = 0;
     /// Drops records older than the time to live; returns how many.

@@ -24,15 +24,15 @@ struct ChargeRequest {
 /// What the gateway answered a charge: a reference and the amount it says it
 /// took, or a failure. A non-final answer ("processing") is an
 /// UNKNOWN_OUTCOME failure: the charge may still happen.
-struct ChargeOutcome {
+struct ChargeAnswer {
     std::string reference;
     std::optional<domain::Money> charged; ///< on success: the amount and currency the gateway took
     std::optional<domain::Failure> failure;
 
-    static ChargeOutcome success(std::string reference, domain::Money charged) {
+    static ChargeAnswer success(std::string reference, domain::Money charged) {
         return {std::move(reference), charged, std::nullopt};
     }
-    static ChargeOutcome failed(domain::FailureKind kind, std::string reason) {
+    static ChargeAnswer failed(domain::FailureKind kind, std::string reason) {
         return {{}, std::nullopt, domain::Failure{kind, std::move(reason)}};
     }
     bool succeeded() const noexcept { return !failure.has_value(); }
@@ -65,14 +65,14 @@ struct ChargeStatus {
 /// "CHARGED", "DECLINED", "PENDING", "ABSENT".
 std::string_view to_string(ChargeStatus::State state) noexcept;
 
-/// A payment service provider. charge() returns at once; `on_outcome` is
+/// A payment service provider. charge() returns at once; `on_answer` is
 /// called at most once, on any thread, perhaps never, and perhaps after the
 /// caller's timeout (the caller owns the timeout and still takes a late
 /// answer). A repeated idempotency key must never charge twice.
 class PaymentGateway {
 public:
     virtual ~PaymentGateway() = default;
-    virtual void charge(ChargeRequest request, std::function<void(ChargeOutcome)> on_outcome) = 0;
+    virtual void charge(ChargeRequest request, std::function<void(ChargeAnswer)> on_answer) = 0;
 
     /// What the gateway holds for this idempotency key. Same contract as
     /// charge(): at most once, on any thread, perhaps never.

@@ -91,8 +91,8 @@ private:
     struct Call;
 
     void on_requested(domain::PaymentRequested const& requested);
-    void on_answer(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
-    void on_late_answer(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    void on_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
+    void on_late_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void verify(domain::PaymentRequested const& requested);
     void on_lookup(domain::PaymentRequested const& requested, std::optional<ChargeStatus> const& status,
                    domain::Timestamp asked_at);
@@ -100,10 +100,10 @@ private:
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
-    Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
-    void settle_logged(domain::PaymentRequested const& requested, ChargeOutcome const& outcome);
+    Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
+    void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
-    void report(domain::PaymentRequested const& requested, ChargeOutcome const& outcome,
+    void report(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
                 domain::Invoice const& invoice);
     bool claim(domain::PaymentId const& id);
     void release(domain::PaymentId const& id);

@@ -33,8 +33,8 @@ struct ResolveReview {
 };
 
 /// The outcome of a payment request, and whether it is a replay of an earlier one.
-struct PaymentRequestOutcome {
-    PaymentOutcome result;
+struct PaymentRequestReply {
+    PaymentResult result;
     bool replayed = false;
 };
 
@@ -48,7 +48,7 @@ public:
     Result<domain::Invoice> create_invoice(CreateInvoice command);
     /// `unavailable` once stop_accepting() was called, before the key is
     /// claimed or anything is committed.
-    PaymentRequestOutcome request_payment(RequestPayment const& command);
+    PaymentRequestReply request_payment(RequestPayment const& command);
 
     /// The operator's action on an invoice in NEEDS_REVIEW: "charged, with
     /// reference R" makes it PAID by the attempt under review; "not charged"
@@ -67,7 +67,7 @@ public:
     Result<domain::Payment> payment(domain::PaymentId const& id) const;
 
 private:
-    PaymentOutcome request_payment_once(RequestPayment const& command, domain::CorrelationId const& correlation_id);
+    PaymentResult request_payment_once(RequestPayment const& command, domain::CorrelationId const& correlation_id);
     domain::CorrelationId correlation(domain::CorrelationId const& given) const;
 
     Ports ports_;

@@ -44,7 +44,7 @@ public:
     /// Any amount in range, including zero and negatives (refunds, balances).
     static Result<Money> of(std::int64_t minor_units, Currency currency);
     /// An amount that can be charged: strictly positive and in range.
-    static Result<Money> charge(std::int64_t minor_units, Currency currency);
+    static Result<Money> positive(std::int64_t minor_units, Currency currency);
 
     std::int64_t minor_units() const noexcept { return minor_units_; }
     Currency currency() const noexcept { return currency_; }

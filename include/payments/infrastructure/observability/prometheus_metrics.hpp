@@ -1,7 +1,7 @@
 #pragma once
 
 #include <payments/application/metrics.hpp>
-#include <payments/infrastructure/metrics_registry.hpp>
+#include <payments/infrastructure/observability/metrics_registry.hpp>
 
 #include <array>
 

@@ -24,10 +24,10 @@ struct BusOptions {
     std::size_t lanes = 64;
     /// Tries a throwing handler gets for one event before it is dead-lettered.
     int delivery_attempts = 3;
-    /// Drain tasks at most on the executor at once: each drains ready lanes
+    /// Delivery tasks at most on the executor at once: each empties ready lanes
     /// one after another, so one post delivers many events. Set it to the
     /// executor's thread count.
-    std::size_t drains = std::max(1u, std::thread::hardware_concurrency());
+    std::size_t delivery_tasks = std::max(1u, std::thread::hardware_concurrency());
 };
 
 /// An event a handler kept failing on.
@@ -65,7 +65,7 @@ struct BusStats {
 /// - schedule() holds events in one ordered queue behind one Scheduler wake-up.
 /// - A handler that throws is retried at once, up to delivery_attempts tries
 ///   (so the lane's order holds), then the event is dead-lettered for it alone.
-/// - Shutdown: drain() waits for queued and running deliveries (not for
+/// - Shutdown: wait_idle() waits for queued and running deliveries (not for
 ///   scheduled ones); stop() refuses new events and hands back the scheduled
 ///   events not yet due, which are then never delivered.
 class AsioEventBus final : public application::EventBus {
@@ -82,7 +82,7 @@ public:
 
     /// Waits until no delivery is queued or running. Call it from outside the
     /// executor's threads; false at the deadline.
-    bool drain(std::chrono::steady_clock::time_point deadline);
+    bool wait_idle(std::chrono::steady_clock::time_point deadline);
     /// Stops accepting events; returns the scheduled events that will now never be delivered.
     std::vector<ScheduledEvent> stop();
 

@@ -1,7 +1,7 @@
 #pragma once
 
 #include <payments/application/scheduler.hpp>
-#include <payments/infrastructure/clocks.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
 
 #include <cstddef>
 #include <memory>

@@ -1,10 +1,10 @@
-#include <payments/infrastructure/simulated_gateway.hpp>
+#include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <algorithm>
 
 namespace payments::infrastructure {
 
-using application::ChargeOutcome;
+using application::ChargeAnswer;
 using application::ChargeRequest;
 using domain::FailureKind;
 
@@ -21,18 +21,18 @@ SimulatedGateway::SimulatedGateway(application::Scheduler& scheduler, applicatio
                                    SimulatedGatewayOptions options)
     : scheduler_(scheduler), clock_(clock), options_(options), random_(options.seed) {}
 
-ChargeOutcome SimulatedGateway::remember_locked(ChargeRequest const& request, ChargeOutcome outcome) {
+ChargeAnswer SimulatedGateway::remember_locked(ChargeRequest const& request, ChargeAnswer outcome) {
     domain::Timestamp const now = clock_.now();
     answered_.emplace(request.idempotency_key, Record{outcome, now, now});
     return outcome;
 }
 
-ChargeOutcome SimulatedGateway::book_locked(ChargeRequest const& request, domain::Money amount,
+ChargeAnswer SimulatedGateway::book_locked(ChargeRequest const& request, domain::Money amount,
                                             domain::Duration processing) {
     domain::Timestamp const now = clock_.now();
     std::string reference = "ch_" + std::to_string(ledger_.size() + 1) + "_" + request.idempotency_key;
     ledger_.push_back({request.idempotency_key, request.invoice_id, request.payment_id, amount, reference, now});
-    auto outcome = ChargeOutcome::success(std::move(reference), amount);
+    auto outcome = ChargeAnswer::success(std::move(reference), amount);
     domain::Timestamp const visible = now + options_.search_lag;
     answered_.emplace(request.idempotency_key, Record{outcome, visible, visible + processing});
     return outcome;
@@ -55,12 +55,12 @@ SimulatedGateway::Decision SimulatedGateway::decide_locked(ChargeRequest const& 
     domain::Duration const processing = options_.processing_time;
     // Answers worth remembering per key: a charge and a decline are final at a real PSP.
     auto declined = [&](std::string reason) {
-        return Decision{remember_locked(request, ChargeOutcome::failed(FailureKind::declined, std::move(reason)))};
+        return Decision{remember_locked(request, ChargeAnswer::failed(FailureKind::declined, std::move(reason)))};
     };
     auto mismatched = [&] { return domain::Money::of(asked.minor_units() + 1, asked.currency()).value(); };
     if (method == "pm_card_ok") return {book_locked(request, asked, processing)};
     if (method == "pm_card_declined") return declined("card declined");
-    if (method == "pm_card_unavailable") return {ChargeOutcome::failed(FailureKind::transient, "issuer unavailable")};
+    if (method == "pm_card_unavailable") return {ChargeAnswer::failed(FailureKind::transient, "issuer unavailable")};
     if (method == "pm_card_timeout") return {};
     if (method == "pm_card_lost_response") {
         book_locked(request, asked, processing);
@@ -80,7 +80,7 @@ SimulatedGateway::Decision SimulatedGateway::decide_locked(ChargeRequest const& 
         method.back() >= '1' && method.back() <= '9') {
         int const failures = method.back() - '0';
         if (transient_failures_[request.invoice_id]++ < failures)
-            return {ChargeOutcome::failed(FailureKind::transient, "issuer temporarily unavailable")};
+            return {ChargeAnswer::failed(FailureKind::transient, "issuer temporarily unavailable")};
         return {book_locked(request, asked, processing)};
     }
     if (method.empty() || method == "pm_card_random") {
@@ -89,7 +89,7 @@ SimulatedGateway::Decision SimulatedGateway::decide_locked(ChargeRequest const& 
         double threshold = unit(random_);
         if ((threshold -= options_.decline_rate) < 0) return declined("card declined");
         if ((threshold -= options_.transient_rate) < 0)
-            return {ChargeOutcome::failed(FailureKind::transient, "issuer temporarily unavailable")};
+            return {ChargeAnswer::failed(FailureKind::transient, "issuer temporarily unavailable")};
         if ((threshold -= options_.timeout_rate) < 0) return {};
         if ((threshold -= options_.lost_response_rate) < 0) {
             book_locked(request, asked, processing);
@@ -108,7 +108,7 @@ SimulatedGateway::Decision SimulatedGateway::decide_locked(ChargeRequest const& 
     return declined("unknown payment method");
 }
 
-void SimulatedGateway::charge(ChargeRequest request, std::function<void(ChargeOutcome)> on_outcome) {
+void SimulatedGateway::charge(ChargeRequest request, std::function<void(ChargeAnswer)> on_answer) {
     Decision decision;
     domain::Duration latency{0};
     {
@@ -123,7 +123,7 @@ void SimulatedGateway::charge(ChargeRequest request, std::function<void(ChargeOu
     if (!decision.answer) return;
     // Always answered through the scheduler, never inside charge(): callers see a real asynchronous API.
     scheduler_.call_at(clock_.now() + latency, [answer = std::move(*decision.answer),
-                                                on_outcome = std::move(on_outcome)]() mutable { on_outcome(answer); });
+                                                on_answer = std::move(on_answer)]() mutable { on_answer(answer); });
 }
 
 domain::Duration SimulatedGateway::latency_locked() {
@@ -140,7 +140,7 @@ void SimulatedGateway::lookup(std::string idempotency_key, std::function<void(ap
         std::lock_guard lock(mutex_);
         domain::Timestamp const now = clock_.now();
         if (auto it = answered_.find(idempotency_key); it != answered_.end() && now >= it->second.visible_at) {
-            ChargeOutcome const& outcome = it->second.outcome;
+            ChargeAnswer const& outcome = it->second.outcome;
             if (!outcome.succeeded()) status = ChargeStatus::refused(outcome.failure->reason);
             else if (now < it->second.final_at) status = ChargeStatus::processing();
             else status = ChargeStatus::booked(outcome.reference, *outcome.charged);

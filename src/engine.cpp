@@ -1,11 +1,11 @@
 #include <payments/engine.hpp>
 
-#include <payments/infrastructure/asio_scheduler.hpp>
-#include <payments/infrastructure/clocks.hpp>
-#include <payments/infrastructure/json_logger.hpp>
-#include <payments/infrastructure/memory_store.hpp>
-#include <payments/infrastructure/prometheus_metrics.hpp>
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/bus/asio_scheduler.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/observability/prometheus_metrics.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/asio/thread_pool.hpp>
 
@@ -23,10 +23,10 @@ unsigned thread_count(EngineOptions const& o) {
     return o.threads != 0 ? o.threads : std::max(1u, std::thread::hardware_concurrency());
 }
 
-// As many drain tasks as the pool has threads.
+// As many delivery tasks as the pool has threads.
 BusOptions bus_options(EngineOptions const& o) {
     BusOptions bus = o.bus;
-    bus.drains = thread_count(o);
+    bus.delivery_tasks = thread_count(o);
     return bus;
 }
 
@@ -92,7 +92,7 @@ bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     // claims before it leaves the queue, so "processor idle, then bus empty"
     // cannot miss work moving between the two.
     for (;;) {
-        if (!impl_->bus.drain(deadline) || !impl_->processor->wait_idle(deadline)) return false;
+        if (!impl_->bus.wait_idle(deadline) || !impl_->processor->wait_idle(deadline)) return false;
         if (impl_->processor->in_flight() == 0 && impl_->bus.stats().queue_depth == 0) return true;
     }
 }

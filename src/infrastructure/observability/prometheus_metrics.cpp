@@ -1,7 +1,7 @@
-#include <payments/infrastructure/prometheus_metrics.hpp>
+#include <payments/infrastructure/observability/prometheus_metrics.hpp>
 
-#include <payments/infrastructure/asio_event_bus.hpp>
-#include <payments/infrastructure/memory_store.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
 
 #include <chrono>
 

@@ -1,4 +1,4 @@
-#include <payments/infrastructure/asio_event_bus.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
 
 #include "scheduled_events.hpp"
 
@@ -47,21 +47,21 @@ struct Item {
 };
 
 // A lane queues events in segments of fixed capacity: a burst appends
-// without moving what is queued (under the lock the drain needs), and drained
+// without moving what is queued (under the lock a delivery needs), and emptied
 // segments are reused, so a steady lane does not allocate.
 constexpr std::size_t segment_items = 32;
 constexpr std::size_t spare_segments = 4; // kept per lane for reuse
-constexpr std::size_t drain_budget = 1024;  // events one drain task delivers before yielding
+constexpr std::size_t delivery_budget = 1024;  // events one delivery task delivers before yielding
 constexpr std::size_t wake_batch = 1024;    // scheduled events released per wake-up
 using Segment = std::vector<Item>;
 
-// A FIFO of one group of invoices, drained by at most one task at a time.
-// Its own cache line: a publisher on one lane does not slow a drain of the next.
+// A FIFO of one group of invoices, delivered by at most one task at a time.
+// Its own cache line: a publisher on one lane does not slow a delivery on the next.
 struct alignas(64) Lane {
     std::mutex mutex;
     std::vector<Segment> queue;  // Owned by: mutex; full segments, then the one being filled
     std::vector<Segment> spare;  // Owned by: mutex; empty, with capacity
-    bool active = false;         // Owned by: mutex; a drain task is posted or running
+    bool active = false;         // Owned by: mutex; a delivery task is posted or running
     std::size_t pending = 0;     // Owned by: mutex; events queued or being delivered
     std::uint64_t published = 0; // Owned by: mutex
 };
@@ -88,7 +88,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     }
 
     // Counts live on the lane, under the lock publish takes anyway: no
-    // shared atomic per event for the publishers and the drains to fight over.
+    // shared atomic per event for the publishers and the delivery_tasks to fight over.
     // The event is moved once, into its place in the lane (events are large).
     void enqueue(Event&& event, std::uint64_t target = 0, bool count_published = true) {
         Lane& lane = lane_for(event);
@@ -99,7 +99,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
             ++lane.pending;
             if (count_published) ++lane.published;
             start = !std::exchange(lane.active, true);
-            // Counted before the lock is released: drain() never sees zero
+            // Counted before the lock is released: wait_idle() never sees zero
             // active lanes while this event is queued.
             if (start) active_lanes.fetch_add(1, std::memory_order_relaxed);
         }
@@ -118,26 +118,26 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         lane.queue.back().emplace_back(std::move(event), target);
     }
 
-    // Puts a lane that has events on the ready list, and posts a drain task
+    // Puts a lane that has events on the ready list, and posts a delivery task
     // unless enough are out: one post serves many lanes and many events.
     void make_ready(Lane& lane) {
         bool post = false;
         {
             std::lock_guard lock(ready_mutex);
             ready.push_back(&lane);
-            post = drains < options.drains;
-            if (post) ++drains;
+            post = delivery_tasks < options.delivery_tasks;
+            if (post) ++delivery_tasks;
         }
-        if (post) post_drain();
+        if (post) post_delivery();
     }
 
-    void post_drain() {
-        boost::asio::post(executor, [self = shared_from_this()] { self->drain(); });
+    void post_delivery() {
+        boost::asio::post(executor, [self = shared_from_this()] { self->deliver_ready(); });
     }
 
     // Drains ready lanes until none is left, or re-posts itself after a
     // budget of events, so that other work on the executor gets its turn.
-    void drain(bool lingered = false) {
+    void deliver_ready(bool lingered = false) {
         std::size_t delivered_here = 0;
         for (;;) {
             Lane* lane = nullptr;
@@ -147,18 +147,18 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
                     // Having worked, yield once before leaving: a publisher
                     // mid-burst then finds this task still out and posts none.
                     if (delivered_here > 0 && !lingered) {
-                        boost::asio::post(executor, [self = shared_from_this()] { self->drain(true); });
+                        boost::asio::post(executor, [self = shared_from_this()] { self->deliver_ready(true); });
                         return;
                     }
-                    --drains;
+                    --delivery_tasks;
                     return;
                 }
                 lane = ready.front();
                 ready.pop_front();
             }
-            delivered_here += drain_lane(*lane);
-            if (delivered_here >= drain_budget) {
-                post_drain();
+            delivered_here += deliver_lane(*lane);
+            if (delivered_here >= delivery_budget) {
+                post_delivery();
                 return;
             }
         }
@@ -166,7 +166,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
 
     // Delivers what the lane holds now; the lane goes back on the ready list
     // if more came meanwhile. Returns how many events it delivered.
-    std::size_t drain_lane(Lane& lane) {
+    std::size_t deliver_lane(Lane& lane) {
         std::vector<Segment> batch;
         {
             std::lock_guard lock(lane.mutex);
@@ -284,8 +284,8 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         scheduled_discarded{0};
     std::atomic<std::size_t> active_lanes{0}; // lanes with deliveries queued or running
     std::mutex ready_mutex;
-    std::deque<Lane*> ready; // Owned by: ready_mutex; active lanes that no drain holds
-    std::size_t drains = 0;  // Owned by: ready_mutex; drain tasks posted or running
+    std::deque<Lane*> ready; // Owned by: ready_mutex; active lanes that no delivery task holds
+    std::size_t delivery_tasks = 0;  // Owned by: ready_mutex; delivery tasks posted or running
     std::mutex idle_mutex;
     std::condition_variable idle;
 
@@ -303,7 +303,7 @@ AsioEventBus::AsioEventBus(boost::asio::any_io_executor executor, application::S
     : impl_(std::make_shared<Impl>(std::move(executor), scheduler, clock, logger,
                                    BusOptions{std::max<std::size_t>(options.lanes, 1),
                                               std::max(options.delivery_attempts, 1),
-                                              std::max<std::size_t>(options.drains, 1)})) {}
+                                              std::max<std::size_t>(options.delivery_tasks, 1)})) {}
 
 AsioEventBus::~AsioEventBus() { stop(); }
 
@@ -336,7 +336,7 @@ Subscription AsioEventBus::subscribe_kind(std::size_t kind, std::string name,
     return Subscription(std::make_unique<ConnectionHandle>(std::move(subscriber), std::move(connection)));
 }
 
-bool AsioEventBus::drain(std::chrono::steady_clock::time_point deadline) {
+bool AsioEventBus::wait_idle(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock lock(impl_->idle_mutex);
     return impl_->idle.wait_until(lock, deadline, [this] { return impl_->active_lanes.load() == 0; });
 }

@@ -1,4 +1,4 @@
-#include <payments/infrastructure/metrics_registry.hpp>
+#include <payments/infrastructure/observability/metrics_registry.hpp>
 
 #include <fmt/format.h>
 

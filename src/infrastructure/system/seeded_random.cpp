@@ -1,4 +1,4 @@
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <random>
 

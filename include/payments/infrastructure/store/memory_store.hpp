@@ -65,7 +65,7 @@ public:
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
                                         domain::Timestamp now) override;
-    void complete(application::IdempotencyKey const& key, application::PaymentOutcome outcome,
+    void complete(application::IdempotencyKey const& key, application::PaymentResult outcome,
                   domain::Timestamp now) override;
     void release(application::IdempotencyKey const& key) override;
     std::size_t purge_expired(domain::Timestamp now) override;

@@ -3,7 +3,7 @@
 #include <payments/application/clock.hpp>
 #include <payments/application/payment_gateway.hpp>
 #include <payments/application/scheduler.hpp>
-#include <payments/infrastructure/seeded_random.hpp>
+#include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -71,7 +71,7 @@ public:
                      SimulatedGatewayOptions options = {});
 
     void charge(application::ChargeRequest request,
-                std::function<void(application::ChargeOutcome)> on_outcome) override;
+                std::function<void(application::ChargeAnswer)> on_answer) override;
     /// Answers from the gateway's own records as its search sees them, after
     /// the configured latency.
     void lookup(std::string idempotency_key, std::function<void(application::ChargeStatus)> on_answer) override;
@@ -95,22 +95,22 @@ public:
 
 private:
     struct Decision {
-        std::optional<application::ChargeOutcome> answer; // empty: never answers
+        std::optional<application::ChargeAnswer> answer; // empty: never answers
         domain::Duration extra_delay{0};                   // on top of the latency
     };
     // What a key stands for: its answer, and when a look-up may see it.
     struct Record {
-        application::ChargeOutcome outcome;
+        application::ChargeAnswer outcome;
         domain::Timestamp visible_at;
         domain::Timestamp final_at;
     };
 
     Decision decide_locked(application::ChargeRequest const& request);
     domain::Duration latency_locked();
-    application::ChargeOutcome book_locked(application::ChargeRequest const& request, domain::Money amount,
+    application::ChargeAnswer book_locked(application::ChargeRequest const& request, domain::Money amount,
                                            domain::Duration processing);
-    application::ChargeOutcome remember_locked(application::ChargeRequest const& request,
-                                               application::ChargeOutcome outcome);
+    application::ChargeAnswer remember_locked(application::ChargeRequest const& request,
+                                               application::ChargeAnswer outcome);
     void book_later_locked(application::ChargeRequest const& request, domain::Duration delay);
 
     application::Scheduler& scheduler_;

@@ -1,6 +1,6 @@
-#include <payments/infrastructure/json_logger.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
 
-#include <payments/infrastructure/time_format.hpp>
+#include <payments/infrastructure/observability/time_format.hpp>
 
 #include <fmt/format.h>
 

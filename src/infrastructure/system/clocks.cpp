@@ -1,4 +1,4 @@
-#include <payments/infrastructure/clocks.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
 
 #include <chrono>
 

@@ -1,4 +1,4 @@
-#include <payments/infrastructure/manual_scheduler.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
 
 #include "timer_queue.hpp"
 

@@ -1,4 +1,4 @@
-#include <payments/infrastructure/memory_store.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
 
 #include <boost/container/small_vector.hpp>
 
@@ -176,7 +176,7 @@ using application::IdempotencyKey;
 // One record, and where it sits in the orders it belongs to.
 struct InMemoryIdempotencyStore::Record {
     std::string fingerprint;
-    std::optional<application::PaymentOutcome> outcome; // empty while the request runs
+    std::optional<application::PaymentResult> outcome; // empty while the request runs
     Timestamp since;                                    // claimed, then completed
     std::list<IdempotencyKey const*>::iterator in_order;
     std::list<IdempotencyKey const*>::iterator in_scope; // while completed
@@ -254,7 +254,7 @@ application::IdempotencyClaim InMemoryIdempotencyStore::claim(IdempotencyKey con
     return {State::claimed, std::nullopt};
 }
 
-void InMemoryIdempotencyStore::complete(IdempotencyKey const& key, application::PaymentOutcome outcome, Timestamp now) {
+void InMemoryIdempotencyStore::complete(IdempotencyKey const& key, application::PaymentResult outcome, Timestamp now) {
     std::lock_guard lock(mutex_);
     auto& r = *records_;
     auto it = r.by_key.find(key);

@@ -1,4 +1,4 @@
-#include <payments/infrastructure/asio_scheduler.hpp>
+#include <payments/infrastructure/bus/asio_scheduler.hpp>
 
 #include "timer_queue.hpp"
 

@@ -1,4 +1,4 @@
-#include <payments/infrastructure/time_format.hpp>
+#include <payments/infrastructure/observability/time_format.hpp>
 
 #include <fmt/format.h>
 
