@@ -11,11 +11,11 @@ namespace psp {
 /// test cards do. Rates are probabilities per request, drawn from a seeded
 /// generator so that a run is repeatable.
 struct FaultOptions {
-    double error_rate = 0.0;        ///< answer 500 before anything executes (nothing booked, nothing saved)
-    double rate_limit_rate = 0.0;   ///< answer 429 before anything executes
-    double reset_rate = 0.0;        ///< reset the connection before anything executes
-    double lose_answer_rate = 0.0;  ///< book the charge, then reset the connection instead of answering
-    double late_booking_rate = 0.0; ///< never answer; book the charge `booking_delay` later
+    double error_rate = 0.0;                  ///< answer 500 before anything executes (nothing booked, nothing saved)
+    double rate_limit_rate = 0.0;             ///< answer 429 before anything executes
+    double reset_rate = 0.0;                  ///< reset the connection before anything executes
+    double lose_answer_rate = 0.0;            ///< book the charge, then reset the connection instead of answering
+    double late_booking_rate = 0.0;           ///< never answer; book the charge `booking_delay` later
     std::chrono::milliseconds latency_min{0}; ///< every answer waits between min and max
     std::chrono::milliseconds latency_max{0};
     std::uint64_t seed = 1;

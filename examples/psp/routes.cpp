@@ -18,7 +18,8 @@ std::string percent_decode(std::string_view in) {
     std::string out;
     for (std::size_t i = 0; i < in.size(); ++i) {
         char const c = in[i];
-        if (c == '+') out += ' ';
+        if (c == '+')
+            out += ' ';
         else if (c == '%' && i + 2 < in.size()) {
             int value = 0;
             auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, value, 16);
@@ -28,7 +29,8 @@ std::string percent_decode(std::string_view in) {
             }
             out += static_cast<char>(value);
             i += 2;
-        } else out += c;
+        } else
+            out += c;
     }
     return out;
 }
@@ -48,20 +50,21 @@ std::map<std::string, std::string> parse_form(std::string_view body) {
     return fields;
 }
 
-std::string fingerprint(std::map<std::string, std::string> const& form) {
+std::string fingerprint(std::map<std::string, std::string> const &form) {
     std::string text = "POST /v1/payment_intents";
-    for (auto const& [name, value] : form) text += "\n" + name + "=" + value;
+    for (auto const &[name, value] : form) text += "\n" + name + "=" + value;
     return text;
 }
 
-std::optional<std::int64_t> parse_amount(std::string const& text) {
+std::optional<std::int64_t> parse_amount(std::string const &text) {
     std::int64_t value = 0;
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc{} || p != text.data() + text.size() || value <= 0 || value > 999'999'999'999'999) return std::nullopt;
+    if (ec != std::errc{} || p != text.data() + text.size() || value <= 0 || value > 999'999'999'999'999)
+        return std::nullopt;
     return value;
 }
 
-std::string const& field(std::map<std::string, std::string> const& form, std::string const& name) {
+std::string const &field(std::map<std::string, std::string> const &form, std::string const &name) {
     static std::string const none;
     auto it = form.find(name);
     return it == form.end() ? none : it->second;
@@ -72,12 +75,12 @@ std::int64_t system_now_ms() {
         .count();
 }
 
-std::string status_at(Intent const& intent, std::int64_t now) {
+std::string status_at(Intent const &intent, std::int64_t now) {
     if (!intent.charged) return "requires_payment_method";
     return now < intent.final_ms ? "processing" : "succeeded";
 }
 
-json::object intent_json(Intent const& intent, std::int64_t now) {
+json::object intent_json(Intent const &intent, std::int64_t now) {
     std::string const status = status_at(intent, now);
     json::object o;
     o["id"] = intent.id();
@@ -87,9 +90,8 @@ json::object intent_json(Intent const& intent, std::int64_t now) {
     o["currency"] = intent.currency;
     o["status"] = status;
     o["created"] = intent.created_ms / 1000;
-    o["metadata"] = json::object{{"gateway_key", intent.idempotency_key},
-                                 {"invoice_id", intent.invoice_id},
-                                 {"payment_id", intent.payment_id}};
+    o["metadata"] = json::object{
+        {"gateway_key", intent.idempotency_key}, {"invoice_id", intent.invoice_id}, {"payment_id", intent.payment_id}};
     if (!intent.charged)
         o["last_payment_error"] =
             json::object{{"type", "card_error"}, {"code", intent.error_code}, {"message", intent.error_message}};
@@ -98,7 +100,7 @@ json::object intent_json(Intent const& intent, std::int64_t now) {
 
 } // namespace
 
-Action error_action(int status, std::string const& type, std::string const& code, std::string const& message) {
+Action error_action(int status, std::string const &type, std::string const &code, std::string const &message) {
     json::object error{{"type", type}, {"message", message}};
     if (!code.empty()) error["code"] = code;
     return Action{Action::How::answer, status, json::serialize(json::object{{"error", std::move(error)}})};
@@ -109,10 +111,11 @@ Provider::Provider(ProviderOptions options)
     if (!options_.now_ms) options_.now_ms = system_now_ms;
 }
 
-Action Provider::handle(Request const& request) {
+Action Provider::handle(Request const &request) {
     std::string_view const target = request.target;
     if (request.method == "GET" && target == "/metrics") return metrics();
-    if (!target.starts_with("/v1/")) return error_action(404, "invalid_request_error", "resource_missing", "no such route");
+    if (!target.starts_with("/v1/"))
+        return error_action(404, "invalid_request_error", "resource_missing", "no such route");
     std::string_view const bearer = "Bearer ";
     std::string_view const auth = request.authorization;
     if (!auth.starts_with(bearer) || auth.size() == bearer.size() ||
@@ -127,13 +130,17 @@ Action Provider::handle(Request const& request) {
     return error_action(404, "invalid_request_error", "resource_missing", "no such route");
 }
 
-Action Provider::create(Request const& request) {
+Action Provider::create(Request const &request) {
     FaultDraw const faults = faults_.draw();
     switch (faults.before) {
-    case FaultDraw::Before::error: return error_action(500, "api_error", "", "simulated server error");
-    case FaultDraw::Before::rate_limit: return error_action(429, "rate_limit_error", "rate_limit", "too many requests");
-    case FaultDraw::Before::reset: return Action::without_answer(Action::How::reset);
-    case FaultDraw::Before::none: break;
+    case FaultDraw::Before::error:
+        return error_action(500, "api_error", "", "simulated server error");
+    case FaultDraw::Before::rate_limit:
+        return error_action(429, "rate_limit_error", "rate_limit", "too many requests");
+    case FaultDraw::Before::reset:
+        return Action::without_answer(Action::How::reset);
+    case FaultDraw::Before::none:
+        break;
     }
     auto const form = parse_form(request.body);
     auto const amount = parse_amount(field(form, "amount"));
@@ -141,8 +148,11 @@ Action Provider::create(Request const& request) {
     std::transform(currency.begin(), currency.end(), currency.begin(), [](unsigned char c) { return std::tolower(c); });
     if (request.idempotency_key.empty() || request.idempotency_key.size() > 255)
         return error_action(400, "invalid_request_error", "parameter_missing", "an Idempotency-Key header is required");
-    if (!amount) return error_action(400, "invalid_request_error", "parameter_invalid_integer", "amount must be a positive integer");
-    if (currency.size() != 3 || !std::all_of(currency.begin(), currency.end(), [](char c) { return c >= 'a' && c <= 'z'; }))
+    if (!amount)
+        return error_action(400, "invalid_request_error", "parameter_invalid_integer",
+                            "amount must be a positive integer");
+    if (currency.size() != 3 ||
+        !std::all_of(currency.begin(), currency.end(), [](char c) { return c >= 'a' && c <= 'z'; }))
         return error_action(400, "invalid_request_error", "parameter_invalid", "currency must be an ISO 4217 code");
     if (field(form, "confirm") != "true")
         return error_action(400, "invalid_request_error", "parameter_invalid", "only confirm=true is supported");
@@ -167,7 +177,7 @@ Action Provider::create(Request const& request) {
     return action;
 }
 
-Action Provider::decide(Request const&, Intent intent, std::string const& method, FaultDraw const& faults) {
+Action Provider::decide(Request const &, Intent intent, std::string const &method, FaultDraw const &faults) {
     std::int64_t const now = options_.now_ms();
     intent.created_ms = now;
     intent.booked_ms = now;
@@ -189,10 +199,14 @@ Action Provider::decide(Request const&, Intent intent, std::string const& method
     Action::How how = Action::How::answer;
     std::chrono::milliseconds delay{0};
     std::string_view const card = method;
-    if (card == "pm_card_ok" || card == "pm_card_random" || card.empty()) book(now);
-    else if (card == "pm_card_declined") fail("card_declined", "Your card was declined.");
-    else if (card == "pm_card_unavailable") fail("processing_error", "An error occurred while processing your card.");
-    else if (card == "pm_card_timeout") return Action::without_answer(Action::How::hold); // nothing booked, nothing saved
+    if (card == "pm_card_ok" || card == "pm_card_random" || card.empty())
+        book(now);
+    else if (card == "pm_card_declined")
+        fail("card_declined", "Your card was declined.");
+    else if (card == "pm_card_unavailable")
+        fail("processing_error", "An error occurred while processing your card.");
+    else if (card == "pm_card_timeout")
+        return Action::without_answer(Action::How::hold); // nothing booked, nothing saved
     else if (card == "pm_card_lost_response") {
         book(now);
         how = Action::How::reset;
@@ -216,12 +230,16 @@ Action Provider::decide(Request const&, Intent intent, std::string const& method
             std::lock_guard lock(mutex_);
             failing = flaky_failures_[intent.invoice_id]++ < failures;
         }
-        if (failing) fail("processing_error", "An error occurred while processing your card. Try again.");
-        else book(now);
-    } else fail("card_declined", "unknown payment method");
+        if (failing)
+            fail("processing_error", "An error occurred while processing your card. Try again.");
+        else
+            book(now);
+    } else
+        fail("card_declined", "unknown payment method");
 
     if (intent.charged && how == Action::How::answer) {
-        if (faults.after == FaultDraw::After::lose_answer) how = Action::How::reset;
+        if (faults.after == FaultDraw::After::lose_answer)
+            how = Action::How::reset;
         else if (faults.after == FaultDraw::After::late_booking) {
             book(now + options_.booking_delay.count());
             how = Action::How::hold;
@@ -240,7 +258,7 @@ Action Provider::decide(Request const&, Intent intent, std::string const& method
     return action;
 }
 
-Action Provider::answer_for(Intent const& intent) {
+Action Provider::answer_for(Intent const &intent) {
     std::int64_t const now = options_.now_ms();
     if (intent.charged && now < intent.booked_ms)
         return error_action(409, "idempotency_error", "idempotency_key_in_use",
@@ -257,7 +275,7 @@ Action Provider::answer_for(Intent const& intent) {
     return Action{Action::How::answer, 200, json::serialize(body)};
 }
 
-Action Provider::retrieve(std::string const& id) {
+Action Provider::retrieve(std::string const &id) {
     std::int64_t seq = 0;
     std::string_view const digits = std::string_view(id).substr(3);
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), seq);
@@ -269,7 +287,7 @@ Action Provider::retrieve(std::string const& id) {
     return Action{Action::How::answer, 200, json::serialize(intent_json(*intent, now))};
 }
 
-Action Provider::search(std::string const& query) {
+Action Provider::search(std::string const &query) {
     // The one query form we understand: metadata['gateway_key']:'<key>'.
     std::string_view q = query;
     std::string_view const prefix = "metadata['gateway_key']:'";
@@ -279,7 +297,7 @@ Action Provider::search(std::string const& query) {
     std::string const key(q.substr(prefix.size(), q.size() - prefix.size() - 1));
     std::int64_t const now = options_.now_ms();
     json::array data;
-    for (Intent const& intent : ledger_.search_gateway_key(key, now)) data.push_back(intent_json(intent, now));
+    for (Intent const &intent : ledger_.search_gateway_key(key, now)) data.push_back(intent_json(intent, now));
     json::object result{{"object", "search_result"},
                         {"url", "/v1/payment_intents/search"},
                         {"has_more", false},
@@ -291,10 +309,12 @@ Action Provider::metrics() {
     LedgerTotals const totals = ledger_.totals(options_.now_ms());
     std::string text = "# HELP psp_charges_total Succeeded charges booked, each counted once, from the ledger.\n"
                        "# TYPE psp_charges_total counter\n"
-                       "psp_charges_total " + std::to_string(totals.charges) + "\n"
+                       "psp_charges_total " +
+                       std::to_string(totals.charges) +
+                       "\n"
                        "# HELP psp_charge_amount_total Minor units taken by succeeded charges.\n"
                        "# TYPE psp_charge_amount_total counter\n";
-    for (auto const& [currency, amount] : totals.amount_by_currency)
+    for (auto const &[currency, amount] : totals.amount_by_currency)
         text += "psp_charge_amount_total{currency=\"" + currency + "\"} " + std::to_string(amount) + "\n";
     return Action{Action::How::answer, 200, std::move(text), "text/plain; version=0.0.4"};
 }
