@@ -3,13 +3,16 @@
 #include <payments/infrastructure/bus/asio_scheduler.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 #include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/application/outbox_relay.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
 #include <payments/infrastructure/observability/prometheus_metrics.hpp>
 #include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/asio/thread_pool.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <atomic>
 #include <thread>
 
@@ -40,10 +43,17 @@ struct Engine::Impl {
           logger(o.log_output, o.log_level, clock, o.log_flush_interval), metrics(registry),
           pool(thread_count(o)),
           scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, bus_options(o)),
-          idempotency(o.idempotency_ttl, o.idempotency_max_records), gateway(scheduler, clock, o.gateway),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports) {
+          store(o.store ? o.store : std::make_shared<InMemoryStore>()),
+          idempotency(o.idempotency ? o.idempotency
+                                    : std::make_shared<InMemoryIdempotencyStore>(o.idempotency_ttl,
+                                                                                 o.idempotency_max_records)),
+          gateway(scheduler, clock, o.gateway),
+          ports{clock, random, *store, *idempotency, bus, scheduler, gateway, metrics, logger}, service(ports) {
         register_bus_metrics(registry, bus);
-        register_store_metrics(registry, store, idempotency);
+        auto* memory = dynamic_cast<InMemoryStore*>(store.get());
+        auto* memory_keys = dynamic_cast<InMemoryIdempotencyStore*>(idempotency.get());
+        if (memory && memory_keys) register_store_metrics(registry, *memory, *memory_keys);
+        if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
     }
 
     EngineOptions options;
@@ -55,12 +65,14 @@ struct Engine::Impl {
     boost::asio::thread_pool pool;
     AsioScheduler scheduler;
     AsioEventBus bus;
-    InMemoryStore store;
-    InMemoryIdempotencyStore idempotency;
+    std::shared_ptr<application::Store> store;
+    std::shared_ptr<application::IdempotencyStore> idempotency;
     SimulatedGateway gateway;
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;
+    std::optional<application::OutboxRelay> relay; // subscribed after the processor: marks what it handled
+    Engine::Recovery recovery;
     std::atomic<bool> stopped{false}; // shutdown() from a signal thread and the destructor
 };
 
@@ -69,6 +81,18 @@ Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
     auto processor = application::PaymentProcessor::start(impl->ports, options.processor);
     if (!processor) return processor.error();
     impl->processor = std::move(*processor);
+    impl->relay.emplace(*impl->store, impl->bus);
+    // Recovery: what an earlier run committed and did not finish. Events are
+    // published again and retries re-armed; attempts left REQUESTED (due) or
+    // UNKNOWN are re-driven on their own keys. When create() returns, all of
+    // it has started.
+    auto const restarted = impl->relay->restart();
+    impl->recovery = {restarted.republished, restarted.rearmed, impl->processor->recover()};
+    if (impl->recovery.republished + impl->recovery.rearmed + impl->recovery.redriven != 0)
+        impl->logger.warn("recovering work from an earlier run",
+                          {{"republished", static_cast<std::int64_t>(impl->recovery.republished)},
+                           {"rearmed", static_cast<std::int64_t>(impl->recovery.rearmed)},
+                           {"redriven", static_cast<std::int64_t>(impl->recovery.redriven)}});
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -83,6 +107,7 @@ MetricsRegistry& Engine::metrics() { return impl_->registry; }
 application::Logger& Engine::logger() { return impl_->logger; }
 application::Clock const& Engine::clock() { return impl_->clock; }
 application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
+Engine::Recovery const& Engine::recovery() const { return impl_->recovery; }
 
 bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;
@@ -116,6 +141,7 @@ ShutdownReport Engine::shutdown(std::chrono::steady_clock::duration grace) {
                                                           {"needs_review", count(report.unsettled.needs_review)}});
     impl_->scheduler.shutdown();
     impl_->pool.join();
+    impl_->relay.reset();
     return report;
 }
 

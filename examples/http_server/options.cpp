@@ -26,6 +26,11 @@ bool parse_rate(std::string_view text, double& out) {
     return end == copy.c_str() + copy.size() && out >= 0.0 && out <= 1.0;
 }
 
+bool parse_switch(std::string_view text, bool& out) {
+    out = text == "on";
+    return text == "on" || text == "off";
+}
+
 // One flag: its name, what it means, and how it sets the options.
 struct Flag {
     std::string_view name;
@@ -102,6 +107,27 @@ std::vector<Flag> const& flags() {
          engine_millis([](EngineOptions& e, Duration d) { e.processor.verification_limit = d; })},
         {"janitor-interval-ms", "how often stalled attempts are looked for; 0: never (60000)",
          engine_millis([](EngineOptions& e, Duration d) { e.processor.janitor_interval = d; })},
+        {"store", "where the data lives: sqlite:PATH (durable) or memory (lost at exit) (sqlite:payments.db)",
+         [](Options& o, std::string_view v) {
+             o.store = v;
+             return v == "memory" || (v.starts_with("sqlite:") && v.size() > 7);
+         }},
+        {"group-commit", "on: concurrent commits share one transaction and fsync; off: one each (on)",
+         [](Options& o, std::string_view v) { return parse_switch(v, o.sqlite.group_commit); }},
+        {"synchronous", "full: every commit on disk before it is answered; normal: a power loss may lose "
+                        "the last answered commits (full)",
+         [](Options& o, std::string_view v) {
+             o.sqlite.fsync_every_commit = v == "full";
+             return v == "full" || v == "normal";
+         }},
+        {"event-retention-days", "delivered events are kept as invoice history this long; 0: for ever (0)",
+         [](Options& o, std::string_view v) {
+             std::uint32_t days = 0;
+             if (!parse_number(v, days)) return false;
+             if (days == 0) o.sqlite.event_retention.reset();
+             else o.sqlite.event_retention = std::chrono::hours(24) * days;
+             return true;
+         }},
         {"admin-token", "bearer token of the operator routes /admin/...; unset: they answer 404",
          [](Options& o, std::string_view v) { o.admin_token = v; return v.size() >= 16; }},
         {"decline-rate", "simulated gateway: share of declines, 0-1 (0)",
@@ -148,6 +174,18 @@ std::string env_name(std::string_view flag) {
 }
 
 } // namespace
+
+payments::Result<void> open_store(Options& options) {
+    if (options.store == "memory") return {};
+    options.sqlite.path = options.store.substr(std::string_view("sqlite:").size());
+    options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
+    auto store = payments::infrastructure::SqliteStore::open(options.sqlite);
+    if (!store) return store.error();
+    std::shared_ptr<payments::infrastructure::SqliteStore> shared = std::move(*store);
+    options.engine.store = shared;
+    options.engine.idempotency = shared;
+    return {};
+}
 
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
     Options options;

@@ -1,6 +1,6 @@
 #pragma once
 // The composition root: the library's use cases wired to its default adapters
-// (thread pool, Asio bus and scheduler, in-memory store, simulated gateway,
+// (thread pool, Asio bus and scheduler, in-memory or given store, simulated gateway,
 // Prometheus metrics, JSON logs). Applications with their own adapters wire
 // PaymentService and PaymentProcessor themselves instead.
 
@@ -24,6 +24,12 @@ struct EngineOptions {
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// Idempotency records kept at most; see InMemoryIdempotencyStore for who is evicted.
     std::size_t idempotency_max_records = 100'000;
+    /// Where invoices, payments and the outbox live; null: in memory (lost at
+    /// exit). A durable store (infrastructure::SqliteStore) is usually both
+    /// this and `idempotency`.
+    std::shared_ptr<application::Store> store = nullptr;
+    /// Where idempotency records live; null: in memory, capped as above.
+    std::shared_ptr<application::IdempotencyStore> idempotency = nullptr;
     std::uint64_t seed = 0; ///< ids and jitter; 0: from std::random_device
     application::LogLevel log_level = application::LogLevel::info;
     std::FILE* log_output = stderr; ///< nullptr: no logs
@@ -66,6 +72,14 @@ public:
 
     /// The processor: its janitor and what it has not settled.
     application::PaymentProcessor& processor();
+    /// What create() found from an earlier run and started again: events
+    /// published again, scheduled events re-armed, attempts re-driven.
+    struct Recovery {
+        std::size_t republished = 0;
+        std::size_t rearmed = 0;
+        std::size_t redriven = 0;
+    };
+    Recovery const& recovery() const;
 
     /// Graceful stop. New commands are refused at once (`unavailable`, before
     /// anything is committed); work already accepted goes on for up to
