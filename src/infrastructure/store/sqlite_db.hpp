@@ -115,6 +115,13 @@ public:
         return statement;
     }
 
+    /// Resets every statement still stepping, which ends the read
+    /// transaction it holds: a connection must not keep an old snapshot.
+    void finish() {
+        for (sqlite3_stmt* s = sqlite3_next_stmt(db_.get(), nullptr); s != nullptr; s = sqlite3_next_stmt(db_.get(), s))
+            if (sqlite3_stmt_busy(s)) sqlite3_reset(s);
+    }
+
     std::int64_t changes() const { return sqlite3_changes64(db_.get()); }
     std::int64_t last_rowid() const { return sqlite3_last_insert_rowid(db_.get()); }
     sqlite3* get() const { return db_.get(); }

@@ -174,7 +174,9 @@ struct SqliteStore::Impl {
         // dropped in case it is the broken part, and the failure counted.
         try {
             if (!c) c = open_connection();
-            return f(*c);
+            auto result = f(*c);
+            c->finish();
+            return result;
         } catch (std::exception const&) {
             ++read_errors;
             c.reset();
@@ -238,6 +240,7 @@ void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, st
         for (auto& job : batch) {
             c.exec("SAVEPOINT command");
             job->result = job->apply(c);
+            c.finish();
             c.exec(job->result ? "RELEASE command" : "ROLLBACK TO command; RELEASE command");
         }
         for (std::int64_t seq : seqs) c.prepare("UPDATE outbox SET delivered = 1 WHERE seq = ?").bind(1, seq).step();
@@ -288,17 +291,21 @@ namespace {
 int user_version(Connection& c) {
     Statement& s = c.prepare("PRAGMA user_version");
     s.step();
-    return static_cast<int>(s.integer(0));
+    auto const version = static_cast<int>(s.integer(0));
+    c.finish();
+    return version;
 }
 
 // quick_check, WAL, durability, schema: everything a file must pass to be used.
 Result<void> prepare_file(Connection& c, SqliteStoreOptions const& options) {
     Statement& check = c.prepare("PRAGMA quick_check");
-    if (!check.step() || check.text(0) != "ok")
-        return storage_error(options.path + " fails SQLite's integrity check: " + std::string(check.text(0)));
+    std::string const verdict = check.step() ? std::string(check.text(0)) : "no answer";
+    c.finish();
+    if (verdict != "ok") return storage_error(options.path + " fails SQLite's integrity check: " + verdict);
     Statement& wal = c.prepare("PRAGMA journal_mode=WAL");
-    wal.step();
-    if (wal.text(0) != "wal") return storage_error(options.path + " cannot be put in WAL mode");
+    std::string const mode = wal.step() ? std::string(wal.text(0)) : "";
+    c.finish();
+    if (mode != "wal") return storage_error(options.path + " cannot be put in WAL mode");
     c.exec(options.fsync_every_commit ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     int const version = user_version(c);
     if (version > SqliteStore::schema_version)
@@ -335,9 +342,11 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(SqliteStoreOptions option
         Statement& invoices = impl->writer->prepare("SELECT count(*) FROM invoices");
         invoices.step();
         impl->invoices = static_cast<std::uint64_t>(invoices.integer(0));
+        impl->writer->finish();
         Statement& payments = impl->writer->prepare("SELECT count(*) FROM payments");
         payments.step();
         impl->payments = static_cast<std::uint64_t>(payments.integer(0));
+        impl->writer->finish();
     } catch (sqlite::Failure const& failure) {
         if ((failure.code & 0xff) == SQLITE_NOTADB)
             return storage_error(o.path + " is not an SQLite database");
