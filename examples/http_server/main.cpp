@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    auto engine = payments::Engine::create(options.engine);
+    auto engine = build_engine(options);
     if (!engine) {
         std::fprintf(stderr, "payments-server: %s\n", engine.error().detail.c_str());
         return 2;

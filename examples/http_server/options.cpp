@@ -128,6 +128,12 @@ std::vector<Flag> const& flags() {
              else o.sqlite.event_retention = std::chrono::hours(24) * days;
              return true;
          }},
+        {"gateway-ledger", "simulated gateway: a file its charges are appended to (fsynced) and read back "
+                           "from at start, so that they outlive the process (none)",
+         [](Options& o, std::string_view v) {
+             o.engine.gateway_ledger = v;
+             return !v.empty();
+         }},
         {"admin-token", "bearer token of the operator routes /admin/...; unset: they answer 404",
          [](Options& o, std::string_view v) { o.admin_token = v; return v.size() >= 16; }},
         {"decline-rate", "simulated gateway: share of declines, 0-1 (0)",
@@ -181,10 +187,14 @@ payments::Result<void> open_store(Options& options) {
     options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
     auto store = payments::infrastructure::SqliteStore::open(options.sqlite);
     if (!store) return store.error();
-    std::shared_ptr<payments::infrastructure::SqliteStore> shared = std::move(*store);
-    options.engine.store = shared;
-    options.engine.idempotency = shared;
+    options.durable = std::move(*store);
     return {};
+}
+
+payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options) {
+    auto builder = payments::Engine::builder(options.engine);
+    if (options.durable) builder.store(options.durable).idempotency_store(options.durable);
+    return builder.build();
 }
 
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {

@@ -34,6 +34,8 @@ struct Options {
     std::string store = "sqlite:payments.db";
     /// The SQLite store's settings (its path comes from `store`).
     payments::infrastructure::SqliteStoreOptions sqlite;
+    /// The store open_store() opened; null for "memory".
+    std::shared_ptr<payments::infrastructure::SqliteStore> durable;
     payments::EngineOptions engine;
 };
 
@@ -44,9 +46,12 @@ struct Exit {
 };
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv);
 
-/// Opens the store that `options.store` names into `options.engine`; the
+/// Opens the store that `options.store` names into `options.durable`; the
 /// error's text (a missing directory, not a database, a newer schema,
 /// another process on the file) when it cannot.
 payments::Result<void> open_store(Options& options);
+
+/// The engine on the options' store (memory, or the one open_store() opened).
+payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options);
 
 } // namespace http_server

@@ -237,13 +237,10 @@ SCENARIO("a write the disk refuses answers storage_unavailable, keeps nothing, a
 
 namespace {
 
-std::unique_ptr<Engine> an_engine_on(std::shared_ptr<SqliteStore> store) {
-    EngineOptions options;
+std::unique_ptr<Engine> an_engine_on(std::shared_ptr<SqliteStore> store, EngineOptions options = {}) {
     options.log_output = nullptr;
     options.threads = 2;
-    options.store = store;
-    options.idempotency = store;
-    return Engine::create(options).value();
+    return Engine::builder(options).store(store).idempotency_store(store).build().value();
 }
 
 // Waits (with a deadline) until the invoice has the status.
@@ -281,7 +278,7 @@ SCENARIO("after a crash the outbox is published again and the attempt is charged
                 // handling it: either way it is sent once more on its own key.
                 CHECK(engine->recovery().redriven <= 1);
                 REQUIRE(reaches(*engine, invoice.id(), InvoiceStatus::paid));
-                CHECK(engine->gateway().charges_for(invoice.id()) == 1);
+                CHECK(engine->simulated_gateway()->charges_for(invoice.id()) == 1);
                 // Requested (committed before the crash), succeeded, paid.
                 CHECK(engine->service().history(invoice.id()).value().size() == 3);
             }
@@ -300,7 +297,7 @@ SCENARIO("an event delivered twice is handled once: the handlers are idempotent"
             for (auto const& event : engine->service().history(invoice.id()).value()) engine->bus().publish(event);
             REQUIRE(engine->wait_idle(10s));
             THEN("nothing is charged again and nothing changes") {
-                CHECK(engine->gateway().charges_for(invoice.id()) == 1);
+                CHECK(engine->simulated_gateway()->charges_for(invoice.id()) == 1);
                 CHECK(engine->service().invoice(invoice.id()).value().status() == InvoiceStatus::paid);
                 CHECK(engine->service().payments_of(invoice.id()).value().size() == 1);
             }
@@ -315,13 +312,9 @@ SCENARIO("a retry scheduled before a restart is re-armed after it") {
     GIVEN("an engine that scheduled a retry and stopped before it was due") {
         {
             EngineOptions options;
-            options.log_output = nullptr;
-            options.threads = 2;
-            auto store = std::shared_ptr<SqliteStore>(open_store(path));
-            options.store = store;
-            options.idempotency = store;
             options.processor.retry = {.base = 200ms, .cap = 200ms};
-            auto engine = Engine::create(options).value();
+            auto store = std::shared_ptr<SqliteStore>(open_store(path));
+            auto engine = an_engine_on(store, options);
             auto invoice = engine->service().create_invoice({.amount = usd(500)}).value();
             id = invoice.id();
             engine->service().request_payment({.invoice_id = id, .payment_method = "pm_card_flaky_1"});
