@@ -10,5 +10,6 @@ void figure_bus(Options const& options);
 void figure_handoff(Options const& options);
 void figure_timers(Options const& options);
 void figure_flow(Options const& options);
+void figure_durable(Options const& options);
 
 } // namespace bench

@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
     static constexpr Figure figures[] = {{"bus", bench::figure_bus},
                                          {"handoff", bench::figure_handoff},
                                          {"timers", bench::figure_timers},
-                                         {"flow", bench::figure_flow}};
+                                         {"flow", bench::figure_flow},
+                                         {"durable", bench::figure_durable}};
     bench::Options options;
     std::string_view wanted;
     for (int i = 1; i < argc; ++i) {
@@ -37,7 +38,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     if (!found) {
-        std::fprintf(stderr, "usage: payments-bench [bus|handoff|timers|flow] [--quick]\n");
+        std::fprintf(stderr, "usage: payments-bench [bus|handoff|timers|flow|durable] [--quick]\n");
         return 2;
     }
     return 0;

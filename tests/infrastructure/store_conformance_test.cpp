@@ -77,6 +77,17 @@ SCENARIO_TEMPLATE("a store's commits are versioned and all or nothing", Stores, 
                       ErrorCode::conflict);
                 CHECK(store.commit({std::nullopt, {{payment, 0}}}).error().code == ErrorCode::already_exists);
             }
+            AND_THEN("a commit whose invoice is current but whose payment is stale writes nothing") {
+                Payment settled = payment;
+                auto succeeded = settled.succeed("ch_1", settled.amount(), meta()).value();
+                settled.apply(succeeded);
+                Invoice paid = processing;
+                paid.apply(std::get<InvoicePaid>(paid.settle_success(succeeded, meta()).value()));
+                auto result = store.commit({Changes::InvoiceWrite{paid, processing.version()}, {{settled, 99}}});
+                CHECK(result.error().code == ErrorCode::conflict);
+                CHECK(store.invoice(invoice.id()) == processing);
+                CHECK(store.payment(payment.id()) == payment);
+            }
             AND_THEN("a payment's update at its version is written") {
                 Payment settled = payment;
                 settled.apply(settled.succeed("ch_1", settled.amount(), meta()).value());

@@ -1,0 +1,139 @@
+// Figure 5: durability. The disk's fsync floor and SQLite's one-fsync-per-
+// commit baseline, then the whole payment flow on the SQLite store
+// (synchronous=FULL, every step durable) with group commit on and off.
+#include "figures.hpp"
+#include "report.hpp"
+
+#include <payments/engine.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include <fcntl.h>
+
+namespace bench {
+
+using namespace payments;
+using namespace payments::domain;
+
+namespace {
+
+// Charges at once, on the caller's thread: the flow's cost is the library's and the disk's.
+class InstantGateway final : public application::PaymentGateway {
+public:
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
+    }
+    void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
+        on_answer(application::ChargeStatus::not_found());
+    }
+};
+
+// A directory beside the build, on the disk the server would use.
+struct ScratchDir {
+    std::filesystem::path path;
+    ScratchDir() {
+        std::string pattern = (std::filesystem::current_path() / "bench-durable-XXXXXX").string();
+        if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+        path = pattern;
+    }
+    ~ScratchDir() { std::filesystem::remove_all(path); }
+};
+
+// 512-byte writes, each followed by fdatasync: the most commits a disk allows one at a time.
+double fsyncs_per_second(std::size_t count) {
+    ScratchDir dir;
+    int const fd = ::open((dir.path / "floor").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    char block[512] = {};
+    auto const ns = median_ns(1, [&] {
+        for (std::size_t i = 0; i < count; ++i)
+            if (::write(fd, block, sizeof block) != sizeof block || ::fdatasync(fd) != 0) throw std::runtime_error("fsync");
+    });
+    ::close(fd);
+    return 1e9 / per(ns, count);
+}
+
+// SQLite, WAL, synchronous=FULL, one single-row INSERT per transaction.
+double sqlite_commits_per_second(std::size_t count) {
+    ScratchDir dir;
+    sqlite3* db = nullptr;
+    sqlite3_open((dir.path / "baseline.db").c_str(), &db);
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)",
+                 nullptr, nullptr, nullptr);
+    sqlite3_stmt* insert = nullptr;
+    sqlite3_prepare_v2(db, "INSERT INTO t (v) VALUES (zeroblob(200))", -1, &insert, nullptr);
+    auto const ns = median_ns(1, [&] {
+        for (std::size_t i = 0; i < count; ++i) {
+            sqlite3_step(insert);
+            sqlite3_reset(insert);
+        }
+    });
+    sqlite3_finalize(insert);
+    sqlite3_close(db);
+    return 1e9 / per(ns, count);
+}
+
+// Flows per second on the SQLite store: `clients` threads each create and pay
+// invoices; the engine charges through the instant gateway until all are PAID.
+double durable_flows_per_second(std::size_t count, bool group_commit, unsigned clients) {
+    ScratchDir dir;
+    infrastructure::SqliteStoreOptions options{.path = (dir.path / "payments.db").string(), .group_commit = group_commit};
+    std::shared_ptr<infrastructure::SqliteStore> store = infrastructure::SqliteStore::open(options).value();
+    EngineOptions engine_options;
+    engine_options.log_output = nullptr;
+    engine_options.threads = 16; // settlements block on their commit: enough of them to fill a batch
+    auto engine = Engine::builder(engine_options)
+                      .store(store)
+                      .idempotency_store(store)
+                      .gateway("instant", std::make_shared<InstantGateway>())
+                      .build()
+                      .value();
+    Money const amount = Money::positive(1999, Currency::usd()).value();
+    std::atomic<std::size_t> next{0};
+    auto const ns = median_ns(1, [&] {
+        std::vector<std::thread> threads;
+        for (unsigned c = 0; c < clients; ++c)
+            threads.emplace_back([&] {
+                for (std::size_t n = next++; n < count; n = next++) {
+                    auto invoice = engine->service().create_invoice({.amount = amount});
+                    if (!invoice) throw std::runtime_error("create_invoice failed");
+                    auto key = application::IdempotencyKey::make("", "key-" + std::to_string(n)).value();
+                    if (!engine->service()
+                             .request_payment({.invoice_id = invoice->id(), .payment_method = "pm_card_ok",
+                                               .idempotency_key = std::move(key)})
+                             .result)
+                        throw std::runtime_error("request_payment failed");
+                }
+            });
+        for (auto& t : threads) t.join();
+        if (!engine->wait_settled(std::chrono::minutes(5))) throw std::runtime_error("flows did not settle");
+    });
+    engine->shutdown(std::chrono::seconds(5));
+    print({std::string("commands per transaction, group commit ") + (group_commit ? "on" : "off"),
+           static_cast<double>(store->commands()) / static_cast<double>(std::max<std::uint64_t>(1, store->transactions())),
+           0, "", Goal::at_least, 1});
+    return 1e9 / per(ns, count);
+}
+
+} // namespace
+
+void figure_durable(Options const& options) {
+    std::size_t const fsyncs = options.quick ? 200 : 2'000;
+    double const floor = fsyncs_per_second(fsyncs);
+    print({"disk: 512-byte write + fdatasync", floor, 0, "/s", Goal::at_least, 0});
+    double const baseline = sqlite_commits_per_second(fsyncs);
+    print({"SQLite WAL FULL: 1-row commits", baseline, 0, "/s", Goal::at_least, 0});
+    std::size_t const grouped = options.quick ? 2'000 : 20'000;
+    std::size_t const single = options.quick ? 200 : 2'000;
+    double const on = durable_flows_per_second(grouped, true, 64);
+    double const off = durable_flows_per_second(single, false, 64);
+    print({"durable flows/s, group commit", on, 0, "flows/s", Goal::at_least, 30'000});
+    print({"durable flows/s, group commit vs off", on, off, "flows/s", Goal::at_least, 10});
+}
+
+} // namespace bench
