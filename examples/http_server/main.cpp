@@ -1,5 +1,6 @@
 // payments-server: the payments library over HTTP on :8080. See --help.
 
+#include "gateways.hpp"
 #include "server.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -17,7 +18,8 @@ int main(int argc, char** argv) {
     }
     Options const& options = std::get<Options>(parsed);
 
-    auto engine = payments::Engine::create(options.engine);
+    std::unique_ptr<Gateways> gateways; // outlives the engine: calls in flight answer into it
+    auto engine = build_engine(options, gateways);
     if (!engine) {
         std::fprintf(stderr, "payments-server: %s\n", engine.error().detail.c_str());
         return 2;

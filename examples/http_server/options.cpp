@@ -26,6 +26,23 @@ bool parse_rate(std::string_view text, double& out) {
     return end == copy.c_str() + copy.size() && out >= 0.0 && out <= 1.0;
 }
 
+// "simulated" or URLs, comma-separated; "simulated" only alone (it is the default).
+bool add_gateways(Options& o, std::string_view list) {
+    while (!list.empty()) {
+        auto const comma = list.find(',');
+        std::string_view const item = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+        if (item == "simulated") {
+            if (!o.gateways.empty()) return false;
+            o.simulated_gateway_named = true;
+            continue;
+        }
+        if (o.simulated_gateway_named || (!item.starts_with("http://") && !item.starts_with("https://"))) return false;
+        o.gateways.emplace_back(item);
+    }
+    return true;
+}
+
 // One flag: its name, what it means, and how it sets the options.
 struct Flag {
     std::string_view name;
@@ -104,6 +121,13 @@ std::vector<Flag> const& flags() {
          engine_millis([](EngineOptions& e, Duration d) { e.processor.janitor_interval = d; })},
         {"admin-token", "bearer token of the operator routes /admin/...; unset: they answer 404",
          [](Options& o, std::string_view v) { o.admin_token = v; return v.size() >= 16; }},
+        {"gateway", "'simulated' (default, in-process) or a provider's base URL, http(s)://host[:port]; repeatable "
+                    "in preference order (the first charges until failover lands); PAYMENTS_GATEWAY: comma-separated",
+         [](Options& o, std::string_view v) { return add_gateways(o, v); }},
+        {"gateway-key", "the providers' secret key, sent as a bearer token and never logged",
+         [](Options& o, std::string_view v) { o.gateway_key = v; return !v.empty(); }},
+        {"gateway-ca-file", "PEM file of the roots to trust for https providers (default: the system's)",
+         [](Options& o, std::string_view v) { o.gateway_ca_file = v; return !v.empty(); }},
         {"decline-rate", "simulated gateway: share of declines, 0-1 (0)",
          [](Options& o, std::string_view v) { return parse_rate(v, o.engine.gateway.decline_rate); }},
         {"transient-rate", "simulated gateway: share of transient errors, 0-1 (0)",
@@ -160,6 +184,7 @@ std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
     for (Flag const& f : flags())
         if (char const* value = std::getenv(env_name(f.name).c_str()))
             if (auto bad = apply(f, value, env_name(f.name))) return *bad;
+    bool gateway_flag_seen = false;
     for (int i = 1; i < argc; ++i) {
         std::string_view arg = argv[i];
         if (arg == "--help" || arg == "-h") return Exit{help(), 0};
@@ -168,6 +193,12 @@ std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
             if (arg.size() > 2 && arg.substr(0, 2) == "--" && arg.substr(2) == f.name) found = &f;
         if (found == nullptr || i + 1 >= argc)
             return Exit{"payments-server: unknown or incomplete option '" + std::string(arg) + "'\n\n" + help(), 2};
+        // Flags replace what the environment said; --gateway repeats to add more.
+        if (found->name == "gateway" && !gateway_flag_seen) {
+            options.gateways.clear();
+            options.simulated_gateway_named = false;
+            gateway_flag_seen = true;
+        }
         if (auto bad = apply(*found, argv[++i], "--" + std::string(found->name))) return *bad;
     }
     if (options.engine.gateway.seed == 0) options.engine.gateway.seed = options.engine.seed != 0 ? options.engine.seed : 1;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
 namespace http_server {
 
@@ -29,6 +30,11 @@ struct Options {
     std::chrono::milliseconds drain_read_timeout{500}; ///< on SIGTERM, a half-sent request has this long left
     /// Bearer token of the operator's routes (/admin/...); empty: they are off.
     std::string admin_token;
+    /// Provider base URLs (`--gateway`, repeatable; order = preference); empty: the simulated gateway.
+    std::vector<std::string> gateways;
+    bool simulated_gateway_named = false; ///< `--gateway simulated` was given (it cannot be mixed with URLs)
+    std::string gateway_key;     ///< the providers' secret key (`--gateway-key` / PAYMENTS_GATEWAY_KEY); never logged
+    std::string gateway_ca_file; ///< PEM roots to trust for https providers instead of the system's
     payments::EngineOptions engine;
 };
 
