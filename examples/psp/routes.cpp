@@ -100,6 +100,16 @@ json::object intent_json(Intent const &intent, std::int64_t now) {
 
 } // namespace
 
+std::string event_json(Intent const& intent, std::int64_t now_ms) {
+    std::string const type = intent.charged ? "payment_intent.succeeded" : "payment_intent.payment_failed";
+    json::object event{{"id", "evt_" + std::to_string(intent.seq)},
+                       {"object", "event"},
+                       {"type", type},
+                       {"created", now_ms / 1000},
+                       {"data", json::object{{"object", intent_json(intent, now_ms)}}}};
+    return json::serialize(event);
+}
+
 Action error_action(int status, std::string const &type, std::string const &code, std::string const &message) {
     json::object error{{"type", type}, {"message", message}};
     if (!code.empty()) error["code"] = code;

@@ -77,6 +77,10 @@ private:
     std::unordered_map<std::string, int> flaky_failures_; // Owned by: mutex_; by invoice
 };
 
+/// The Event of docs/psp-protocol.md for an intent in its final state at `now_ms`:
+/// payment_intent.succeeded or payment_intent.payment_failed.
+std::string event_json(Intent const& intent, std::int64_t now_ms);
+
 /// Stripe's error shape: {"error": {"type", "code", "message"}}.
 Action error_action(int status, std::string const &type, std::string const &code, std::string const &message);
 
