@@ -38,7 +38,8 @@ payments::Result<std::unique_ptr<Gateways>> Gateways::create(Options const& opti
         gateway.url = url;
         gateway.secret_key = options.gateway_key;
         gateway.ca_file = options.gateway_ca_file;
-        gateway.deadline = std::chrono::duration_cast<std::chrono::milliseconds>(options.engine.processor.gateway_timeout);
+        gateway.deadline =
+            std::chrono::duration_cast<std::chrono::milliseconds>(options.engine.processor.gateway_timeout);
         gateway.logger = &logger;
         gateway.name = "gateway-" + std::to_string(++n);
         auto created = payments::infrastructure::HttpGateway::create(impl->io.get_executor(), gateway);

@@ -12,10 +12,10 @@
 #include <cstdio>
 #include <iostream>
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
     psp::ProviderOptions provider_options;
     psp::ServerOptions server_options;
-    auto &faults = provider_options.faults;
+    auto& faults = provider_options.faults;
     std::int64_t latency_min = 0, latency_max = 0, late_answer = 30'000, booking_delay = 20'000, search_lag = 0,
                  processing = 60'000;
 
@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
         std::cout << "payments-psp listening on port " << port << std::endl;
         signals_io.run();
         server.stop();
-    } catch (std::exception const &e) {
+    } catch (std::exception const& e) {
         std::cerr << "payments-psp: " << e.what() << "\n";
         return 1;
     }
