@@ -30,7 +30,8 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
-/// The engine the options describe: with the simulated gateway, or with the
+/// The engine the options describe, on their store (memory, or the one
+/// open_store() opened): with the simulated gateway, or with the
 /// providers of `--gateway` (created into `gateways`, which must outlive the
 /// engine), logging to the same JSON logger.
 payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <payments/engine.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -32,9 +33,14 @@ struct Options {
     std::string admin_token;
     /// Provider base URLs (`--gateway`, repeatable; order = preference); empty: the simulated gateway.
     std::vector<std::string> gateways;
-    bool simulated_gateway_named = false; ///< `--gateway simulated` was given (it cannot be mixed with URLs)
     std::string gateway_key;     ///< the providers' secret key (`--gateway-key` / PAYMENTS_GATEWAY_KEY); never logged
     std::string gateway_ca_file; ///< PEM roots to trust for https providers instead of the system's
+    /// Where the data lives: "sqlite:PATH" (durable, the default) or "memory".
+    std::string store = "sqlite:payments.db";
+    /// The SQLite store's settings (its path comes from `store`).
+    payments::infrastructure::SqliteStoreOptions sqlite;
+    /// The store open_store() opened; null for "memory".
+    std::shared_ptr<payments::infrastructure::SqliteStore> durable;
     payments::EngineOptions engine;
 };
 
@@ -44,5 +50,11 @@ struct Exit {
     int code;
 };
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv);
+
+/// Opens the store that `options.store` names into `options.durable`; the
+/// error's text (a missing directory, not a database, a newer schema,
+/// another process on the file) when it cannot.
+payments::Result<void> open_store(Options& options);
+
 
 } // namespace http_server
