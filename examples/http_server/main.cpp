@@ -1,5 +1,6 @@
 // payments-server: the payments library over HTTP on :8080. See --help.
 
+#include "gateways.hpp"
 #include "server.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -21,7 +22,8 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    auto engine = build_engine(options);
+    std::unique_ptr<Gateways> gateways; // outlives the engine: calls in flight answer into it
+    auto engine = build_engine(options, gateways);
     if (!engine) {
         std::fprintf(stderr, "payments-server: %s\n", engine.error().detail.c_str());
         return 2;

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <limits>
 #include <map>
@@ -121,6 +122,22 @@ void add_flags(CLI::App& app, Options& o) {
          "simulated gateway: a file its charges are appended to (fsynced) and read back from at start, so that "
          "they outlive the process")
         ->default_str("");
+    flag(app, "gateway", o.gateways,
+         "'simulated' (in-process) or a provider's base URL http(s)://host[:port]; repeatable (or comma-separated) "
+         "in preference order; the first charges until failover lands")
+        ->delimiter(',')
+        ->check([](std::string const& v) {
+            return v == "simulated" || v.starts_with("http://") || v.starts_with("https://")
+                       ? std::string()
+                       : std::string("must be 'simulated' or an http(s):// URL");
+        })
+        ->default_str("simulated");
+    flag(app, "gateway-key", o.gateway_key, "the providers' secret key, sent as a bearer token and never logged")
+        ->check([](std::string const& v) { return v.empty() ? std::string("must not be empty") : std::string(); })
+        ->default_str("");
+    flag(app, "gateway-ca-file", o.gateway_ca_file, "PEM roots to trust for https providers; default: the system's")
+        ->check(CLI::ExistingFile)
+        ->default_str("");
     flag(app, "admin-token", o.admin_token, "bearer token of the operator routes /admin/...; unset: they answer 404")
         ->check([](std::string const& v) {
             return v.size() >= 16 ? std::string() : std::string("must be at least 16 characters");
@@ -156,12 +173,6 @@ payments::Result<void> open_store(Options& options) {
     return {};
 }
 
-payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options) {
-    auto builder = payments::Engine::builder(options.engine);
-    if (options.durable) builder.store(options.durable).idempotency_store(options.durable);
-    return builder.build();
-}
-
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
     Options options;
     CLI::App app("payments-server: the payments library over HTTP (JSON).\n"
@@ -178,6 +189,12 @@ std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
         std::ostringstream err;
         int const code = app.exit(e, out, err);
         return Exit{code == 0 ? out.str() : "payments-server: " + err.str(), code == 0 ? 0 : 2};
+    }
+    // 'simulated' is the default and stands alone; URLs are providers.
+    if (std::find(options.gateways.begin(), options.gateways.end(), "simulated") != options.gateways.end()) {
+        if (options.gateways.size() > 1)
+            return Exit{"payments-server: --gateway simulated cannot be combined with provider URLs\n", 2};
+        options.gateways.clear();
     }
     // The simulated gateway draws from the same seed unless it has its own.
     options.engine.gateway.seed = options.engine.seed != 0 ? options.engine.seed : 1;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <variant>
+#include <vector>
 
 namespace http_server {
 
@@ -30,6 +31,10 @@ struct Options {
     std::chrono::milliseconds drain_read_timeout{500}; ///< on SIGTERM, a half-sent request has this long left
     /// Bearer token of the operator's routes (/admin/...); empty: they are off.
     std::string admin_token;
+    /// Provider base URLs (`--gateway`, repeatable; order = preference); empty: the simulated gateway.
+    std::vector<std::string> gateways;
+    std::string gateway_key;     ///< the providers' secret key (`--gateway-key` / PAYMENTS_GATEWAY_KEY); never logged
+    std::string gateway_ca_file; ///< PEM roots to trust for https providers instead of the system's
     /// Where the data lives: "sqlite:PATH" (durable, the default) or "memory".
     std::string store = "sqlite:payments.db";
     /// The SQLite store's settings (its path comes from `store`).
@@ -51,7 +56,5 @@ std::variant<Options, Exit> parse_options(int argc, char const* const* argv);
 /// another process on the file) when it cannot.
 payments::Result<void> open_store(Options& options);
 
-/// The engine on the options' store (memory, or the one open_store() opened).
-payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options);
 
 } // namespace http_server

@@ -6,7 +6,7 @@ namespace psp {
 
 namespace {
 
-constexpr char const *schema = R"(
+constexpr char const* schema = R"(
 CREATE TABLE IF NOT EXISTS intents(
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     idempotency_key TEXT NOT NULL UNIQUE,
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS intents(
 CREATE INDEX IF NOT EXISTS intents_booked ON intents(charged, booked_ms);
 )";
 
-constexpr char const *columns =
+constexpr char const* columns =
     "seq, idempotency_key, fingerprint, invoice_id, payment_id, amount, amount_received, "
     "currency, charged, error_code, error_message, created_ms, booked_ms, visible_ms, final_ms";
 
@@ -34,21 +34,21 @@ constexpr char const *columns =
 
 // A prepared statement, finalized on every path out.
 struct Ledger::Statement {
-    sqlite3_stmt *stmt = nullptr;
-    Statement(sqlite3 *db, std::string const &sql) {
+    sqlite3_stmt* stmt = nullptr;
+    Statement(sqlite3* db, std::string const& sql) {
         if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK)
             throw LedgerError(std::string("prepare: ") + sqlite3_errmsg(db));
     }
     ~Statement() { sqlite3_finalize(stmt); }
-    Statement(Statement const &) = delete;
-    Statement &operator=(Statement const &) = delete;
+    Statement(Statement const&) = delete;
+    Statement& operator=(Statement const&) = delete;
 
-    void bind(int i, std::string const &text) {
+    void bind(int i, std::string const& text) {
         sqlite3_bind_text(stmt, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
     }
     void bind(int i, std::int64_t value) { sqlite3_bind_int64(stmt, i, value); }
     std::string text(int i) const {
-        auto const *p = reinterpret_cast<char const *>(sqlite3_column_text(stmt, i));
+        auto const* p = reinterpret_cast<char const*>(sqlite3_column_text(stmt, i));
         return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt, i))) : std::string();
     }
     std::int64_t integer(int i) const { return sqlite3_column_int64(stmt, i); }
@@ -58,7 +58,7 @@ struct Ledger::Statement {
     }
 };
 
-Ledger::Ledger(std::string const &path) {
+Ledger::Ledger(std::string const& path) {
     if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         nullptr) != SQLITE_OK) {
         std::string const why = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -73,8 +73,8 @@ Ledger::Ledger(std::string const &path) {
 
 Ledger::~Ledger() { sqlite3_close(db_); }
 
-void Ledger::exec(char const *sql) const {
-    char *message = nullptr;
+void Ledger::exec(char const* sql) const {
+    char* message = nullptr;
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
         std::string const why = message ? message : "unknown";
         sqlite3_free(message);
@@ -82,7 +82,7 @@ void Ledger::exec(char const *sql) const {
     }
 }
 
-std::optional<Intent> Ledger::by_key(std::string const &key) const {
+std::optional<Intent> Ledger::by_key(std::string const& key) const {
     std::lock_guard lock(mutex_);
     Statement s(db_, std::string("SELECT ") + columns + " FROM intents WHERE idempotency_key = ?");
     s.bind(1, key);
@@ -98,7 +98,7 @@ std::optional<Intent> Ledger::by_seq(std::int64_t seq) const {
     return std::nullopt;
 }
 
-std::vector<Intent> Ledger::search_gateway_key(std::string const &key, std::int64_t now_ms) const {
+std::vector<Intent> Ledger::search_gateway_key(std::string const& key, std::int64_t now_ms) const {
     std::lock_guard lock(mutex_);
     // The idempotency key is the gateway key (docs/psp-protocol.md), so the metadata search is this look-up.
     Statement s(db_, std::string("SELECT ") + columns + " FROM intents WHERE idempotency_key = ? AND visible_ms <= ?");
@@ -109,7 +109,7 @@ std::vector<Intent> Ledger::search_gateway_key(std::string const &key, std::int6
     return found;
 }
 
-bool Ledger::insert(Intent &intent) {
+bool Ledger::insert(Intent& intent) {
     std::lock_guard lock(mutex_);
     Statement s(db_, "INSERT OR IGNORE INTO intents(idempotency_key, fingerprint, invoice_id, payment_id, amount, "
                      "amount_received, currency, charged, error_code, error_message, created_ms, booked_ms, "

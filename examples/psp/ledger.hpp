@@ -52,25 +52,25 @@ struct LedgerTotals {
 class Ledger {
 public:
     /// Opens or creates the file (":memory:" for a ledger that dies with the process).
-    explicit Ledger(std::string const &path);
+    explicit Ledger(std::string const& path);
     ~Ledger();
-    Ledger(Ledger const &) = delete;
-    Ledger &operator=(Ledger const &) = delete;
+    Ledger(Ledger const&) = delete;
+    Ledger& operator=(Ledger const&) = delete;
 
-    std::optional<Intent> by_key(std::string const &key) const;
+    std::optional<Intent> by_key(std::string const& key) const;
     std::optional<Intent> by_seq(std::int64_t seq) const;
     /// Every intent whose metadata gateway_key is `key` and that the search sees at `now_ms`.
-    std::vector<Intent> search_gateway_key(std::string const &key, std::int64_t now_ms) const;
+    std::vector<Intent> search_gateway_key(std::string const& key, std::int64_t now_ms) const;
     /// Inserts the intent and fills in its seq; false if the key is already there.
-    bool insert(Intent &intent);
+    bool insert(Intent& intent);
     /// Succeeded charges at `now_ms`, each counted once.
     LedgerTotals totals(std::int64_t now_ms) const;
 
 private:
     struct Statement;
-    sqlite3 *db_ = nullptr;
+    sqlite3* db_ = nullptr;
     mutable std::mutex mutex_; // Owned by: the ledger; guards db_
-    void exec(char const *sql) const;
+    void exec(char const* sql) const;
 };
 
 } // namespace psp

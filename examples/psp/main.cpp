@@ -2,6 +2,7 @@
 // Stripe's PaymentIntents API in docs/psp-protocol.md. See --help.
 
 #include "server.hpp"
+#include "webhooks.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -11,10 +12,10 @@
 #include <cstdio>
 #include <iostream>
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
     psp::ProviderOptions provider_options;
     psp::ServerOptions server_options;
-    auto &faults = provider_options.faults;
+    auto& faults = provider_options.faults;
     std::int64_t latency_min = 0, latency_max = 0, late_answer = 30'000, booking_delay = 20'000, search_lag = 0,
                  processing = 60'000;
 
@@ -47,7 +48,14 @@ int main(int argc, char **argv) {
         ->check(CLI::NonNegativeNumber);
     app.add_option("--processing-ms", processing, "pm_card_processing stays 'processing' this long")
         ->check(CLI::NonNegativeNumber);
+    psp::WebhookOptions webhooks;
+    app.add_option("--webhook-url", webhooks.url, "POST signed events of final states here (http://host:port/path)");
+    app.add_option("--webhook-secret", webhooks.secret, "shared secret of the Stripe-Signature HMAC");
     CLI11_PARSE(app, argc, argv);
+    if (!webhooks.url.empty() && webhooks.secret.empty()) {
+        std::cerr << "payments-psp: --webhook-url needs --webhook-secret\n";
+        return 2;
+    }
     if (server_options.tls_cert.empty() != server_options.tls_key.empty()) {
         std::cerr << "payments-psp: --tls-cert and --tls-key go together\n";
         return 2;
@@ -65,12 +73,17 @@ int main(int argc, char **argv) {
     signals.async_wait([](boost::system::error_code, int) {});
     try {
         psp::Provider provider(provider_options);
+        std::unique_ptr<psp::WebhookSender> sender;
+        if (!webhooks.url.empty()) {
+            sender = std::make_unique<psp::WebhookSender>(webhooks, [&provider] { return provider.now_ms(); });
+            provider.on_final_state([&sender](psp::Intent const& intent) { sender->announce(intent); });
+        }
         psp::PspServer server(server_options, provider);
         std::uint16_t const port = server.start();
         std::cout << "payments-psp listening on port " << port << std::endl;
         signals_io.run();
         server.stop();
-    } catch (std::exception const &e) {
+    } catch (std::exception const& e) {
         std::cerr << "payments-psp: " << e.what() << "\n";
         return 1;
     }

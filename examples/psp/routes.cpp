@@ -50,13 +50,13 @@ std::map<std::string, std::string> parse_form(std::string_view body) {
     return fields;
 }
 
-std::string fingerprint(std::map<std::string, std::string> const &form) {
+std::string fingerprint(std::map<std::string, std::string> const& form) {
     std::string text = "POST /v1/payment_intents";
-    for (auto const &[name, value] : form) text += "\n" + name + "=" + value;
+    for (auto const& [name, value] : form) text += "\n" + name + "=" + value;
     return text;
 }
 
-std::optional<std::int64_t> parse_amount(std::string const &text) {
+std::optional<std::int64_t> parse_amount(std::string const& text) {
     std::int64_t value = 0;
     auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (ec != std::errc{} || p != text.data() + text.size() || value <= 0 || value > 999'999'999'999'999)
@@ -64,7 +64,7 @@ std::optional<std::int64_t> parse_amount(std::string const &text) {
     return value;
 }
 
-std::string const &field(std::map<std::string, std::string> const &form, std::string const &name) {
+std::string const& field(std::map<std::string, std::string> const& form, std::string const& name) {
     static std::string const none;
     auto it = form.find(name);
     return it == form.end() ? none : it->second;
@@ -75,12 +75,12 @@ std::int64_t system_now_ms() {
         .count();
 }
 
-std::string status_at(Intent const &intent, std::int64_t now) {
+std::string status_at(Intent const& intent, std::int64_t now) {
     if (!intent.charged) return "requires_payment_method";
     return now < intent.final_ms ? "processing" : "succeeded";
 }
 
-json::object intent_json(Intent const &intent, std::int64_t now) {
+json::object intent_json(Intent const& intent, std::int64_t now) {
     std::string const status = status_at(intent, now);
     json::object o;
     o["id"] = intent.id();
@@ -100,7 +100,17 @@ json::object intent_json(Intent const &intent, std::int64_t now) {
 
 } // namespace
 
-Action error_action(int status, std::string const &type, std::string const &code, std::string const &message) {
+std::string event_json(Intent const& intent, std::int64_t now_ms) {
+    std::string const type = intent.charged ? "payment_intent.succeeded" : "payment_intent.payment_failed";
+    json::object event{{"id", "evt_" + std::to_string(intent.seq)},
+                       {"object", "event"},
+                       {"type", type},
+                       {"created", now_ms / 1000},
+                       {"data", json::object{{"object", intent_json(intent, now_ms)}}}};
+    return json::serialize(event);
+}
+
+Action error_action(int status, std::string const& type, std::string const& code, std::string const& message) {
     json::object error{{"type", type}, {"message", message}};
     if (!code.empty()) error["code"] = code;
     return Action{Action::How::answer, status, json::serialize(json::object{{"error", std::move(error)}})};
@@ -111,7 +121,7 @@ Provider::Provider(ProviderOptions options)
     if (!options_.now_ms) options_.now_ms = system_now_ms;
 }
 
-Action Provider::handle(Request const &request) {
+Action Provider::handle(Request const& request) {
     std::string_view const target = request.target;
     if (request.method == "GET" && target == "/metrics") return metrics();
     if (!target.starts_with("/v1/"))
@@ -130,7 +140,7 @@ Action Provider::handle(Request const &request) {
     return error_action(404, "invalid_request_error", "resource_missing", "no such route");
 }
 
-Action Provider::create(Request const &request) {
+Action Provider::create(Request const& request) {
     FaultDraw const faults = faults_.draw();
     switch (faults.before) {
     case FaultDraw::Before::error:
@@ -177,7 +187,7 @@ Action Provider::create(Request const &request) {
     return action;
 }
 
-Action Provider::decide(Request const &, Intent intent, std::string const &method, FaultDraw const &faults) {
+Action Provider::decide(Request const&, Intent intent, std::string const& method, FaultDraw const& faults) {
     std::int64_t const now = options_.now_ms();
     intent.created_ms = now;
     intent.booked_ms = now;
@@ -258,7 +268,7 @@ Action Provider::decide(Request const &, Intent intent, std::string const &metho
     return action;
 }
 
-Action Provider::answer_for(Intent const &intent) {
+Action Provider::answer_for(Intent const& intent) {
     std::int64_t const now = options_.now_ms();
     if (intent.charged && now < intent.booked_ms)
         return error_action(409, "idempotency_error", "idempotency_key_in_use",
@@ -275,7 +285,7 @@ Action Provider::answer_for(Intent const &intent) {
     return Action{Action::How::answer, 200, json::serialize(body)};
 }
 
-Action Provider::retrieve(std::string const &id) {
+Action Provider::retrieve(std::string const& id) {
     std::int64_t seq = 0;
     std::string_view const digits = std::string_view(id).substr(3);
     auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), seq);
@@ -287,7 +297,7 @@ Action Provider::retrieve(std::string const &id) {
     return Action{Action::How::answer, 200, json::serialize(intent_json(*intent, now))};
 }
 
-Action Provider::search(std::string const &query) {
+Action Provider::search(std::string const& query) {
     // The one query form we understand: metadata['gateway_key']:'<key>'.
     std::string_view q = query;
     std::string_view const prefix = "metadata['gateway_key']:'";
@@ -297,7 +307,7 @@ Action Provider::search(std::string const &query) {
     std::string const key(q.substr(prefix.size(), q.size() - prefix.size() - 1));
     std::int64_t const now = options_.now_ms();
     json::array data;
-    for (Intent const &intent : ledger_.search_gateway_key(key, now)) data.push_back(intent_json(intent, now));
+    for (Intent const& intent : ledger_.search_gateway_key(key, now)) data.push_back(intent_json(intent, now));
     json::object result{{"object", "search_result"},
                         {"url", "/v1/payment_intents/search"},
                         {"has_more", false},
@@ -314,7 +324,7 @@ Action Provider::metrics() {
                        "\n"
                        "# HELP psp_charge_amount_total Minor units taken by succeeded charges.\n"
                        "# TYPE psp_charge_amount_total counter\n";
-    for (auto const &[currency, amount] : totals.amount_by_currency)
+    for (auto const& [currency, amount] : totals.amount_by_currency)
         text += "psp_charge_amount_total{currency=\"" + currency + "\"} " + std::to_string(amount) + "\n";
     return Action{Action::How::answer, 200, std::move(text), "text/plain; version=0.0.4"};
 }

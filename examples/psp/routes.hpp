@@ -47,7 +47,7 @@ struct Action {
 };
 
 /// A booking the webhook sender should announce: the intent and the event type.
-using FinalStateListener = std::function<void(Intent const &)>;
+using FinalStateListener = std::function<void(Intent const&)>;
 
 /// The PaymentIntents subset of docs/psp-protocol.md over the ledger, with the
 /// test cards of the in-process SimulatedGateway. Thread-safe.
@@ -55,18 +55,18 @@ class Provider {
 public:
     explicit Provider(ProviderOptions options);
 
-    Action handle(Request const &request);
+    Action handle(Request const& request);
     /// Called for each intent that reached a final state (booked or failed), with its booking time.
     void on_final_state(FinalStateListener listener) { listener_ = std::move(listener); }
     std::int64_t now_ms() const { return options_.now_ms(); }
-    Ledger &ledger() { return ledger_; }
+    Ledger& ledger() { return ledger_; }
 
 private:
-    Action create(Request const &request);
-    Action decide(Request const &request, Intent intent, std::string const &method, FaultDraw const &faults);
-    Action answer_for(Intent const &intent);
-    Action retrieve(std::string const &id);
-    Action search(std::string const &query);
+    Action create(Request const& request);
+    Action decide(Request const& request, Intent intent, std::string const& method, FaultDraw const& faults);
+    Action answer_for(Intent const& intent);
+    Action retrieve(std::string const& id);
+    Action search(std::string const& query);
     Action metrics();
 
     ProviderOptions options_;
@@ -77,7 +77,11 @@ private:
     std::unordered_map<std::string, int> flaky_failures_; // Owned by: mutex_; by invoice
 };
 
+/// The Event of docs/psp-protocol.md for an intent in its final state at `now_ms`:
+/// payment_intent.succeeded or payment_intent.payment_failed.
+std::string event_json(Intent const& intent, std::int64_t now_ms);
+
 /// Stripe's error shape: {"error": {"type", "code", "message"}}.
-Action error_action(int status, std::string const &type, std::string const &code, std::string const &message);
+Action error_action(int status, std::string const& type, std::string const& code, std::string const& message);
 
 } // namespace psp

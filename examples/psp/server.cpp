@@ -27,24 +27,24 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 struct PspServer::Impl {
     ServerOptions options;
-    Provider &provider;
+    Provider& provider;
     std::optional<net::ssl::context> tls;
     std::unique_ptr<net::io_context> io = std::make_unique<net::io_context>();
     std::optional<tcp::acceptor> acceptor;
     std::vector<std::thread> threads;
 
-    Impl(ServerOptions o, Provider &p) : options(std::move(o)), provider(p) {}
+    Impl(ServerOptions o, Provider& p) : options(std::move(o)), provider(p) {}
 };
 
 namespace {
 
-Request to_request(http::request<http::string_body> const &req) {
+Request to_request(http::request<http::string_body> const& req) {
     return Request{std::string(req.method_string()), std::string(req.target()), req.body(),
                    std::string(req[http::field::authorization]), std::string(req["Idempotency-Key"])};
 }
 
 // Serves one connection: requests in order, each answered as the provider's Action says.
-template <class Stream> net::awaitable<void> serve(Stream &stream, Provider &provider) {
+template <class Stream> net::awaitable<void> serve(Stream& stream, Provider& provider) {
     beast::flat_buffer buffer;
     for (;;) {
         http::request_parser<http::string_body> parser;
@@ -52,10 +52,10 @@ template <class Stream> net::awaitable<void> serve(Stream &stream, Provider &pro
         beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(60));
         auto [read_ec, read_n] = co_await http::async_read(stream, buffer, parser, use_tuple);
         if (read_ec) co_return;
-        auto const &req = parser.get();
+        auto const& req = parser.get();
         Action action = provider.handle(to_request(req));
         if (action.how == Action::How::reset) {
-            auto &socket = beast::get_lowest_layer(stream).socket();
+            auto& socket = beast::get_lowest_layer(stream).socket();
             boost::system::error_code ignored;
             socket.set_option(net::socket_base::linger(true, 0), ignored);
             socket.close(ignored); // RST: the client sees a reset, not an answer
@@ -80,12 +80,12 @@ template <class Stream> net::awaitable<void> serve(Stream &stream, Provider &pro
     beast::get_lowest_layer(stream).socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
-net::awaitable<void> serve_plain(tcp::socket socket, Provider &provider) {
+net::awaitable<void> serve_plain(tcp::socket socket, Provider& provider) {
     beast::tcp_stream stream(std::move(socket));
     co_await serve(stream, provider);
 }
 
-net::awaitable<void> serve_tls(tcp::socket socket, net::ssl::context &tls, Provider &provider) {
+net::awaitable<void> serve_tls(tcp::socket socket, net::ssl::context& tls, Provider& provider) {
     beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), tls);
     beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
     auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
@@ -93,7 +93,7 @@ net::awaitable<void> serve_tls(tcp::socket socket, net::ssl::context &tls, Provi
     co_await serve(stream, provider);
 }
 
-net::awaitable<void> accept_loop(PspServer::Impl *impl) {
+net::awaitable<void> accept_loop(PspServer::Impl* impl) {
     for (;;) {
         auto [ec, socket] = co_await impl->acceptor->async_accept(net::make_strand(*impl->io), use_tuple);
         if (ec == net::error::operation_aborted) co_return;
@@ -108,13 +108,13 @@ net::awaitable<void> accept_loop(PspServer::Impl *impl) {
 
 } // namespace
 
-PspServer::PspServer(ServerOptions options, Provider &provider)
+PspServer::PspServer(ServerOptions options, Provider& provider)
     : impl_(std::make_shared<Impl>(std::move(options), provider)) {}
 
 PspServer::~PspServer() { stop(); }
 
 std::uint16_t PspServer::start() {
-    Impl &impl = *impl_;
+    Impl& impl = *impl_;
     if (!impl.options.tls_cert.empty()) {
         impl.tls.emplace(net::ssl::context::tls_server);
         impl.tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
@@ -139,7 +139,7 @@ std::uint16_t PspServer::start() {
 void PspServer::stop() {
     if (!impl_->io) return;
     impl_->io->stop();
-    for (auto &t : impl_->threads) t.join();
+    for (auto& t : impl_->threads) t.join();
     impl_->threads.clear();
     // Destroying the io_context destroys the pending coroutines, which closes their sockets.
     impl_->acceptor.reset();

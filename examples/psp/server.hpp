@@ -21,11 +21,11 @@ struct ServerOptions {
 /// threads. Connections it resets or holds are part of the provider's faults.
 class PspServer {
 public:
-    PspServer(ServerOptions options, Provider &provider);
+    PspServer(ServerOptions options, Provider& provider);
     /// Stops and joins if still running; connections in flight are dropped.
     ~PspServer();
-    PspServer(PspServer const &) = delete;
-    PspServer &operator=(PspServer const &) = delete;
+    PspServer(PspServer const&) = delete;
+    PspServer& operator=(PspServer const&) = delete;
 
     /// Binds, listens and starts the threads; returns the bound port. Throws on failure.
     std::uint16_t start();

@@ -7,7 +7,12 @@
 #include <payments/infrastructure/observability/json_logger.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 
+#include "psp/webhooks.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json/parse.hpp>
 
 #include <cstdio>
 #include <fstream>
@@ -343,4 +348,43 @@ TEST_CASE("a gateway URL that is not http(s)://host[:port] is refused") {
         CHECK_FALSE(infrastructure::HttpGateway::create(io.io.get_executor(), options_for(url)));
     }
     CHECK(infrastructure::HttpGateway::create(io.io.get_executor(), options_for("http://[::1]:8080/prefix/")));
+}
+
+SCENARIO("the provider announces a final state with a signed webhook") {
+    TempDir dir;
+    IoThreads io;
+    namespace beast = boost::beast;
+    boost::asio::io_context receiver_io;
+    boost::asio::ip::tcp::acceptor receiver(receiver_io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    Psp psp(dir.file("ledger.db"));
+    psp.start();
+    psp::WebhookSender sender({"http://127.0.0.1:" + std::to_string(receiver.local_endpoint().port()) + "/webhooks/psp",
+                               "whsec_test"},
+                              [&psp] { return psp.now_ms.load(); });
+    psp.provider->on_final_state([&sender](psp::Intent const& intent) { sender.announce(intent); });
+    auto gateway = a_gateway(io, options_for(psp.url()));
+    WHEN("a charge succeeds") {
+        auto const answer = charge(*gateway, a_charge("k_hook", "pm_card_ok"));
+        // Accepting blocks until the sender connects: no sleep.
+        boost::asio::ip::tcp::socket socket = receiver.accept();
+        beast::flat_buffer buffer;
+        beast::http::request<beast::http::string_body> event;
+        beast::http::read(socket, buffer, event);
+        beast::http::response<beast::http::string_body> ok{beast::http::status::ok, 11};
+        ok.prepare_payload();
+        beast::http::write(socket, ok);
+        THEN("a payment_intent.succeeded event names the key, and its signature is HMAC-SHA256 over t.payload") {
+            CHECK(event.target() == "/webhooks/psp");
+            auto const body = boost::json::parse(event.body()).as_object();
+            CHECK(body.at("type").as_string() == "payment_intent.succeeded");
+            auto const& intent = body.at("data").at("object");
+            CHECK(intent.at("id").as_string() == answer.reference);
+            CHECK(intent.at("metadata").at("gateway_key").as_string() == "k_hook");
+            std::string const header(event["Stripe-Signature"]);
+            std::int64_t const t = psp.now_ms / 1000;
+            CHECK(header == psp::stripe_signature("whsec_test", t, event.body()));
+            CHECK(header.starts_with("t=" + std::to_string(t) + ",v1="));
+            CHECK(header != psp::stripe_signature("whsec_other", t, event.body()));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 #pragma once
 // A server with its engine on an ephemeral loopback port, and Beast clients
 // for it: the fixtures of the HTTP tests.
+#include "gateways.hpp"
 #include "server.hpp"
 
 #include <payments/domain/events.hpp>
@@ -42,7 +43,7 @@ struct TestServer {
         options.engine.threads = 2;
         options.engine.log_output = log;
         options.engine.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 5ms, .max_attempts = 3};
-        engine = build_engine(options).value();
+        engine = build_engine(options, gateways).value();
         api.emplace(*engine, readiness, options.admin_token);
         server.emplace(options, *api, engine->logger());
         port = server->start().value();
@@ -113,6 +114,7 @@ struct TestServer {
     }
 
     Options options;
+    std::unique_ptr<Gateways> gateways; // --gateway URLs; outlives the engine
     std::unique_ptr<payments::Engine> engine;
     std::atomic<Readiness> readiness{Readiness::starting};
     std::optional<Api> api;

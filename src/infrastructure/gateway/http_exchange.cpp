@@ -27,12 +27,12 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t max_answer_bytes = 1024 * 1024;
 
 // The ways a kept-alive connection ends when the server closed it while it was idle.
-bool closed_by_peer(error_code const &ec) {
+bool closed_by_peer(error_code const& ec) {
     return ec == http::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
            ec == net::error::broken_pipe || ec == net::ssl::error::stream_truncated;
 }
 
-bool is_ip_literal(std::string const &host) {
+bool is_ip_literal(std::string const& host) {
     error_code ec;
     net::ip::make_address(host, ec);
     return !ec;
@@ -40,8 +40,8 @@ bool is_ip_literal(std::string const &host) {
 
 template <class Stream>
 net::awaitable<std::pair<error_code, std::string_view>>
-send_and_read(Stream &stream, beast::flat_buffer &buffer, http::request<http::string_body> const &request,
-              http::response_parser<http::string_body> &parser) {
+send_and_read(Stream& stream, beast::flat_buffer& buffer, http::request<http::string_body> const& request,
+              http::response_parser<http::string_body>& parser) {
     auto [write_error, written] = co_await http::async_write(stream, request, use_tuple);
     if (write_error) co_return std::pair{write_error, std::string_view("write")};
     auto [read_error, read] = co_await http::async_read(stream, buffer, parser, use_tuple);
@@ -57,7 +57,7 @@ struct Connection {
     std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
     beast::flat_buffer buffer;
 
-    beast::tcp_stream &lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+    beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 };
 
 Result<Endpoint> parse_url(std::string_view url) {
@@ -124,7 +124,7 @@ void ConnectionPool::give_back(std::unique_ptr<Connection> connection) {
 }
 
 net::awaitable<std::unique_ptr<Connection>> ConnectionPool::connect(std::chrono::steady_clock::time_point deadline,
-                                                                    Exchange &exchange) {
+                                                                    Exchange& exchange) {
     tcp::resolver resolver(executor_);
     auto [resolve_error, results] = co_await resolver.async_resolve(endpoint_.host, endpoint_.port, use_tuple);
     if (resolve_error) {
@@ -148,11 +148,11 @@ net::awaitable<std::unique_ptr<Connection>> ConnectionPool::connect(std::chrono:
         connection->plain.emplace(std::move(stream));
         co_return connection;
     }
-    auto &tls = connection->tls.emplace(std::move(stream), *tls_);
+    auto& tls = connection->tls.emplace(std::move(stream), *tls_);
     // SNI names a host, never an address (RFC 6066 §3).
     if (!is_ip_literal(endpoint_.host)) // SSL_set_tlsext_host_name, without the macro's C cast
         SSL_ctrl(tls.native_handle(), SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
-                 const_cast<char *>(endpoint_.host.c_str()));
+                 const_cast<char*>(endpoint_.host.c_str()));
     tls.set_verify_mode(net::ssl::verify_peer);
     tls.set_verify_callback(net::ssl::host_name_verification(endpoint_.host));
     auto [handshake_error] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);

@@ -61,12 +61,12 @@ public:
     boost::asio::awaitable<Exchange> round_trip(boost::beast::http::request<boost::beast::http::string_body> request,
                                                 std::chrono::steady_clock::time_point deadline, bool retry_stale);
 
-    Endpoint const &endpoint() const noexcept { return endpoint_; }
+    Endpoint const& endpoint() const noexcept { return endpoint_; }
     HttpGatewayStats stats() const;
 
 private:
     boost::asio::awaitable<std::unique_ptr<Connection>> connect(std::chrono::steady_clock::time_point deadline,
-                                                                Exchange &exchange);
+                                                                Exchange& exchange);
     std::unique_ptr<Connection> take_idle();
     void give_back(std::unique_ptr<Connection> connection);
 

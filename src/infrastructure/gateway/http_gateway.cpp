@@ -26,6 +26,8 @@ using http_detail::Exchange;
 using http_detail::Reach;
 
 struct HttpGateway::Impl {
+    // One strand for every call and connection: a pooled connection passes from
+    // call to call, and Beast's streams (their timers included) want one strand.
     net::any_io_executor executor;
     HttpGatewayOptions options;
     http_detail::ConnectionPool pool;
@@ -34,9 +36,9 @@ struct HttpGateway::Impl {
 
     Impl(net::any_io_executor e, HttpGatewayOptions o, http_detail::Endpoint endpoint,
          std::optional<net::ssl::context> tls)
-        : executor(e), options(std::move(o)),
-          pool(e, std::move(endpoint), std::move(tls), options.max_idle_connections) {
-        auto const &ep = pool.endpoint();
+        : executor(net::make_strand(e)), options(std::move(o)),
+          pool(executor, std::move(endpoint), std::move(tls), options.max_idle_connections) {
+        auto const& ep = pool.endpoint();
         bool const v6 = ep.host.find(':') != std::string::npos;
         host_header = (v6 ? "[" + ep.host + "]" : ep.host) + ":" + ep.port;
     }
@@ -51,7 +53,7 @@ struct HttpGateway::Impl {
     }
 
     // Reported once per call, at the edge; never with the request's headers (the secret key).
-    void report(std::string_view what, Exchange const &exchange, std::string_view reason) const {
+    void report(std::string_view what, Exchange const& exchange, std::string_view reason) const {
         if (!options.logger) return;
         options.logger->warn(
             what, {{"gateway", options.name},
@@ -80,7 +82,7 @@ std::string form_escape(std::string_view text) {
     return out;
 }
 
-std::string form_body(ChargeRequest const &request) {
+std::string form_body(ChargeRequest const& request) {
     std::string currency(request.amount.currency().code());
     std::transform(currency.begin(), currency.end(), currency.begin(), [](unsigned char c) { return std::tolower(c); });
     std::string body = "amount=" + std::to_string(request.amount.minor_units()) + "&currency=" + currency +
@@ -91,13 +93,13 @@ std::string form_body(ChargeRequest const &request) {
     return body;
 }
 
-std::string text_of(json::value const *v) { return v && v->is_string() ? std::string(v->as_string()) : std::string(); }
+std::string text_of(json::value const* v) { return v && v->is_string() ? std::string(v->as_string()) : std::string(); }
 
-json::object const *object_of(json::value const *v) { return v && v->is_object() ? &v->as_object() : nullptr; }
+json::object const* object_of(json::value const* v) { return v && v->is_object() ? &v->as_object() : nullptr; }
 
 // Stripe's error shape: "<code>: <message>" (or the HTTP status if the body is not one).
-std::string error_reason(json::value const &body, unsigned status) {
-    auto const *error = object_of(body.is_object() ? body.as_object().if_contains("error") : nullptr);
+std::string error_reason(json::value const& body, unsigned status) {
+    auto const* error = object_of(body.is_object() ? body.as_object().if_contains("error") : nullptr);
     if (!error) return "HTTP " + std::to_string(status);
     std::string code = text_of(error->if_contains("code"));
     std::string message = text_of(error->if_contains("message"));
@@ -106,8 +108,8 @@ std::string error_reason(json::value const &body, unsigned status) {
 }
 
 // The charged amount of a succeeded PaymentIntent, or nothing if the object is malformed.
-std::optional<domain::Money> amount_received(json::object const &intent) {
-    auto const *amount = intent.if_contains("amount_received");
+std::optional<domain::Money> amount_received(json::object const& intent) {
+    auto const* amount = intent.if_contains("amount_received");
     std::string code = text_of(intent.if_contains("currency"));
     std::transform(code.begin(), code.end(), code.begin(), [](unsigned char c) { return std::toupper(c); });
     if (!amount || !amount->is_int64()) return std::nullopt;
@@ -119,7 +121,7 @@ std::optional<domain::Money> amount_received(json::object const &intent) {
 
 // docs/psp-protocol.md, "How HttpGateway maps what it sees": TRANSIENT only when the
 // provider provably did not act; without a definitive answer, UNKNOWN_OUTCOME.
-ChargeAnswer map_charge(Exchange const &exchange) {
+ChargeAnswer map_charge(Exchange const& exchange) {
     if (!exchange.response) {
         std::string const why = std::string(exchange.stage) + ": " + exchange.error.message();
         if (exchange.reach == Reach::not_sent)
@@ -143,12 +145,12 @@ ChargeAnswer map_charge(Exchange const &exchange) {
         return ChargeAnswer::failed(FailureKind::unknown_outcome,
                                     "malformed answer (HTTP " + std::to_string(status) + ")");
     if (status == 402) {
-        auto const *error = object_of(body.is_object() ? body.as_object().if_contains("error") : nullptr);
+        auto const* error = object_of(body.is_object() ? body.as_object().if_contains("error") : nullptr);
         if (error && text_of(error->if_contains("code")) == "processing_error")
             return ChargeAnswer::failed(FailureKind::transient, error_reason(body, status));
         return ChargeAnswer::failed(FailureKind::declined, error_reason(body, status));
     }
-    auto const *intent = object_of(&body);
+    auto const* intent = object_of(&body);
     if (status != 200 || !intent)
         return ChargeAnswer::failed(FailureKind::unknown_outcome, "unexpected answer HTTP " + std::to_string(status));
     std::string const state = text_of(intent->if_contains("status"));
@@ -164,22 +166,22 @@ ChargeAnswer map_charge(Exchange const &exchange) {
     return ChargeAnswer::failed(FailureKind::declined, "payment intent " + state);
 }
 
-ChargeStatus map_lookup(Exchange const &exchange, std::string &failure) {
+ChargeStatus map_lookup(Exchange const& exchange, std::string& failure) {
     if (!exchange.response) {
         failure = std::string(exchange.stage) + ": " + exchange.error.message();
         return ChargeStatus::processing();
     }
     boost::system::error_code parse_error;
     json::value const body = json::parse(exchange.response->body(), parse_error);
-    auto const *result = parse_error ? nullptr : object_of(&body);
-    auto const *data = result ? result->if_contains("data") : nullptr;
+    auto const* result = parse_error ? nullptr : object_of(&body);
+    auto const* data = result ? result->if_contains("data") : nullptr;
     if (exchange.response->result_int() != 200 || !data || !data->is_array()) {
         failure = "search answered HTTP " + std::to_string(exchange.response->result_int());
         return ChargeStatus::processing();
     }
     std::optional<ChargeStatus> found;
-    for (json::value const &item : data->as_array()) {
-        auto const *intent = object_of(&item);
+    for (json::value const& item : data->as_array()) {
+        auto const* intent = object_of(&item);
         if (!intent) continue;
         std::string const state = text_of(intent->if_contains("status"));
         if (state == "succeeded") {
@@ -193,7 +195,7 @@ ChargeStatus map_lookup(Exchange const &exchange, std::string &failure) {
         if (state == "processing" || state.empty())
             found = ChargeStatus::processing();
         else if (!found) {
-            auto const *last_error = object_of(intent->if_contains("last_payment_error"));
+            auto const* last_error = object_of(intent->if_contains("last_payment_error"));
             std::string const reason = text_of(last_error ? last_error->if_contains("message") : nullptr);
             found = ChargeStatus::refused(reason.empty() ? "payment intent " + state : reason);
         }
@@ -234,7 +236,7 @@ HttpGatewayStats HttpGateway::stats() const { return impl_->pool.stats(); }
 namespace {
 
 // Counts a call in flight; false (and not counted) past the limit.
-bool admit(std::atomic<std::size_t> &in_flight, std::size_t limit) {
+bool admit(std::atomic<std::size_t>& in_flight, std::size_t limit) {
     if (in_flight.fetch_add(1) < limit) return true;
     --in_flight;
     return false;
@@ -255,7 +257,7 @@ net::awaitable<void> charge_call(std::shared_ptr<HttpGateway::Impl> impl, Charge
         answer = map_charge(exchange);
         if (answer.failure && answer.failure->kind != FailureKind::declined)
             impl->report("charge failed", exchange, answer.failure->reason);
-    } catch (std::exception const &e) {
+    } catch (std::exception const& e) {
         // Only allocation can throw here; whether the request left is unknown, so is the outcome.
         answer = ChargeAnswer::failed(FailureKind::unknown_outcome, std::string("gateway adapter: ") + e.what());
     }
@@ -274,7 +276,7 @@ net::awaitable<void> lookup_call(std::shared_ptr<HttpGateway::Impl> impl, std::s
         std::string failure;
         status = map_lookup(exchange, failure);
         if (!failure.empty()) impl->report("look-up failed", exchange, failure);
-    } catch (std::exception const &) {
+    } catch (std::exception const&) {
         status = ChargeStatus::processing(); // knows nothing: ask again later
     }
     --impl->in_flight;
@@ -292,8 +294,7 @@ void HttpGateway::charge(ChargeRequest request, std::function<void(ChargeAnswer)
         return;
     }
     auto const deadline = std::chrono::steady_clock::now() + impl->options.deadline;
-    auto strand = net::make_strand(impl->executor);
-    net::co_spawn(strand, charge_call(impl, std::move(request), std::move(on_answer), deadline), net::detached);
+    net::co_spawn(impl->executor, charge_call(impl, std::move(request), std::move(on_answer), deadline), net::detached);
 }
 
 void HttpGateway::lookup(std::string idempotency_key, std::function<void(ChargeStatus)> on_answer) {
@@ -303,8 +304,8 @@ void HttpGateway::lookup(std::string idempotency_key, std::function<void(ChargeS
         return;
     }
     auto const deadline = std::chrono::steady_clock::now() + impl->options.deadline;
-    auto strand = net::make_strand(impl->executor);
-    net::co_spawn(strand, lookup_call(impl, std::move(idempotency_key), std::move(on_answer), deadline), net::detached);
+    net::co_spawn(impl->executor, lookup_call(impl, std::move(idempotency_key), std::move(on_answer), deadline),
+                  net::detached);
 }
 
 } // namespace payments::infrastructure

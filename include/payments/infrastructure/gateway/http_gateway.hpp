@@ -31,7 +31,7 @@ struct HttpGatewayOptions {
     /// and a look-up PENDING, so that a slow provider cannot take every socket of the process.
     std::size_t max_in_flight = 512;
     /// Where failures are reported (once per call, at warn); may be null. Must outlive the gateway.
-    application::Logger *logger = nullptr;
+    application::Logger* logger = nullptr;
     /// The gateway's name in log lines.
     std::string name = "psp";
 };
@@ -48,7 +48,8 @@ struct HttpGatewayStats {
 /// call, and the error table of that document (an answer is TRANSIENT only when
 /// the provider provably did not act on the request; otherwise, without a
 /// definitive answer, UNKNOWN_OUTCOME). Every call is answered exactly once, by
-/// its deadline, on one of the executor's threads. Thread-safe.
+/// its deadline, on one of the executor's threads. Thread-safe; its I/O runs on
+/// one strand of the executor (parsing and TLS of one gateway use one core at a time).
 ///
 /// **Example**
 /// ```cpp
@@ -62,8 +63,8 @@ public:
                                                        HttpGatewayOptions options);
     /// Calls in flight still answer (they hold what they need) by their deadline.
     ~HttpGateway() override;
-    HttpGateway(HttpGateway const &) = delete;
-    HttpGateway &operator=(HttpGateway const &) = delete;
+    HttpGateway(HttpGateway const&) = delete;
+    HttpGateway& operator=(HttpGateway const&) = delete;
 
     /// `POST /v1/payment_intents` with `confirm=true` and the request's key as `Idempotency-Key`.
     void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override;
