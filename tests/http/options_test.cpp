@@ -73,7 +73,7 @@ SCENARIO("server flags out of range or malformed are refused with exit code 2") 
     }
 }
 
-SCENARIO("--version and --help answer and exit 0; help shows the defaults of the option structs") {
+SCENARIO("--version and --help answer and exit 0, and help shows the defaults of the option structs") {
     auto version = parse({"--version"});
     REQUIRE(std::holds_alternative<Exit>(version));
     CHECK(std::get<Exit>(version).code == 0);

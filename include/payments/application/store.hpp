@@ -20,6 +20,7 @@ struct InvoiceQuery {
     std::size_t limit = 100;
 };
 
+/// One page of an InvoiceQuery's answer.
 struct InvoicePage {
     std::vector<domain::Invoice> data;
     std::optional<domain::InvoiceId> next; ///< pass as `after` for the next page
@@ -28,10 +29,12 @@ struct InvoicePage {
 /// One atomic write. Each aggregate carries the version it was loaded at
 /// (0 for a new one); the write fails whole if any of them changed since.
 struct Changes {
+    /// The invoice to write, and the version it was loaded at.
     struct InvoiceWrite {
         domain::Invoice invoice;
         std::uint64_t expected_version;
     };
+    /// A payment to write, and the version it was loaded at.
     struct PaymentWrite {
         domain::Payment payment;
         std::uint64_t expected_version;
