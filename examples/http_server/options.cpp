@@ -91,6 +91,36 @@ void add_flags(CLI::App& app, Options& o) {
     millis(app, "verification-limit-ms", p.verification_limit,
            "an answer unknown this long puts the invoice in NEEDS_REVIEW");
     millis(app, "janitor-interval-ms", p.janitor_interval, "how often stalled attempts are looked for; 0: never");
+    flag(app, "store", o.store, "where the data lives: sqlite:PATH (durable) or memory (lost at exit)")
+        ->check([](std::string const& v) {
+            return v == "memory" || (v.starts_with("sqlite:") && v.size() > 7)
+                       ? std::string()
+                       : std::string("must be sqlite:PATH or memory");
+        });
+    static std::map<std::string, bool> const switches = {{"on", true}, {"off", false}};
+    flag(app, "group-commit", o.sqlite.group_commit,
+         "on: concurrent commits share one transaction and fsync; off: one each")
+        ->transform(CLI::CheckedTransformer(switches))
+        ->default_str(o.sqlite.group_commit ? "on" : "off");
+    static std::map<std::string, bool> const synchronous = {{"full", true}, {"normal", false}};
+    flag(app, "synchronous", o.sqlite.fsync_every_commit,
+         "full: every commit on disk before it is answered; normal: a power loss may lose the last answered commits")
+        ->transform(CLI::CheckedTransformer(synchronous))
+        ->default_str(o.sqlite.fsync_every_commit ? "full" : "normal");
+    app.add_option_function<std::uint32_t>(
+           "--event-retention-days",
+           [&o](std::uint32_t days) {
+               if (days == 0) o.sqlite.event_retention.reset();
+               else o.sqlite.event_retention = std::chrono::hours(24) * days;
+           },
+           "delivered events are kept as invoice history this long; 0: for ever")
+        ->envname(env_name("event-retention-days"))
+        ->default_str("0")
+        ->check(CLI::Range(0u, 36'500u));
+    flag(app, "gateway-ledger", e.gateway_ledger,
+         "simulated gateway: a file its charges are appended to (fsynced) and read back from at start, so that "
+         "they outlive the process")
+        ->default_str("");
     flag(app, "admin-token", o.admin_token, "bearer token of the operator routes /admin/...; unset: they answer 404")
         ->check([](std::string const& v) {
             return v.size() >= 16 ? std::string() : std::string("must be at least 16 characters");
@@ -115,6 +145,22 @@ void add_flags(CLI::App& app, Options& o) {
 }
 
 } // namespace
+
+payments::Result<void> open_store(Options& options) {
+    if (options.store == "memory") return {};
+    options.sqlite.path = options.store.substr(std::string_view("sqlite:").size());
+    options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
+    auto store = payments::infrastructure::SqliteStore::open(options.sqlite);
+    if (!store) return store.error();
+    options.durable = std::move(*store);
+    return {};
+}
+
+payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options) {
+    auto builder = payments::Engine::builder(options.engine);
+    if (options.durable) builder.store(options.durable).idempotency_store(options.durable);
+    return builder.build();
+}
 
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
     Options options;
