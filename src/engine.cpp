@@ -277,6 +277,7 @@ bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
 bool Engine::wait_settled(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
         std::uint64_t seen = 0;
         {
             std::lock_guard lock(impl_->settle_mutex);

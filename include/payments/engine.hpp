@@ -66,7 +66,8 @@ struct ShutdownReport {
 ///   application runs, on as many threads as it likes). Events of one invoice
 ///   reach a handler in order, one at a time; handlers must not block.
 /// - Gateway callbacks may come on any thread, inline inside charge() or
-///   lookup() included, until shutdown() returns; later ones are ignored.
+///   lookup() included. One that comes after the engine is destroyed is
+///   ignored; the destructor waits for one that is running.
 /// - service() is thread-safe and may be called from anywhere, handlers included.
 /// - wait_idle(), wait_settled() and shutdown() block: call them from a thread
 ///   that is not running the executor (never from a handler), or they wait

@@ -63,5 +63,6 @@ inline Error reject(ErrorCode code, std::string detail) { return Error{code, std
 
 } // namespace payments
 
+/// Lets an ErrorCode convert to a boost::system::error_code.
 template <>
 struct boost::system::is_error_code_enum<payments::ErrorCode> : std::true_type {};

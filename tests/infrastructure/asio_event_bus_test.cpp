@@ -64,11 +64,17 @@ SCENARIO("subscribe_all gets every kind of event in publication order, until the
         BusFixture f;
         std::vector<std::string> names;
         auto all = f.bus.subscribe_all("all", [&](Event const& e) { names.emplace_back(event_name(e)); });
-        WHEN("events of two kinds are published for one invoice") {
+        WHEN("events of four kinds, the first and the last kind included, are published for one invoice") {
+            EventEnvelope const env{EventId::parse("evt_x").value(), t0(), {}, iid("inv_1"), {}, 0};
+            f.bus.publish(InvoiceCreated{env, usd(1), ""});
             f.bus.publish(failed_event("inv_1", 1));
             f.bus.publish(paid_event("inv_1"));
+            f.bus.publish(InvoiceNeedsReview{env, "why"});
             f.settle();
-            THEN("it gets both, in order") { CHECK(names == std::vector<std::string>{"PaymentFailed", "InvoicePaid"}); }
+            THEN("it gets them all, in order") {
+                CHECK(names == std::vector<std::string>{"InvoiceCreated", "PaymentFailed", "InvoicePaid",
+                                                        "InvoiceNeedsReview"});
+            }
         }
         WHEN("its subscription is reset") {
             all.reset();

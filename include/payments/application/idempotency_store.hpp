@@ -38,6 +38,7 @@ using PaymentResult = Result<domain::Payment>;
 
 /// The answer to "may I run this request?".
 struct IdempotencyClaim {
+    /// What the caller may do with the key.
     enum class State {
         claimed,  ///< first use: run the request, then complete() or release()
         replay,   ///< done before with the same request: return `stored`
@@ -68,6 +69,7 @@ public:
 
 } // namespace payments::application
 
+/// Hashes a key with its scope, for unordered containers.
 template <>
 struct std::hash<payments::application::IdempotencyKey> {
     std::size_t operator()(payments::application::IdempotencyKey const& k) const noexcept {

@@ -8,6 +8,7 @@
 
 namespace payments::application {
 
+/// How much a log record matters; a logger writes those at or above its level.
 enum class LogLevel { debug, info, warn, error };
 
 /// One structured field of a log record.

@@ -43,6 +43,7 @@ struct ChargeAnswer {
 
 /// What a gateway holds for one idempotency key, as a look-up finds it.
 struct ChargeStatus {
+    /// The provider's record of the key.
     enum class State {
         charged,  ///< booked: `reference` and `charged` say what was taken
         declined, ///< refused for good: nothing was taken

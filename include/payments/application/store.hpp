@@ -22,6 +22,7 @@ struct InvoiceQuery {
     std::size_t limit = 100;
 };
 
+/// One page of an InvoiceQuery's answer.
 struct InvoicePage {
     std::vector<domain::Invoice> data;
     std::optional<domain::InvoiceId> next; ///< pass as `after` for the next page
@@ -46,10 +47,12 @@ struct IdempotencyCompletion {
 /// with the aggregates (the transactional outbox): an event is published only
 /// once its cause is durable, and none is lost if the process dies after.
 struct Changes {
+    /// The invoice to write, and the version it was loaded at.
     struct InvoiceWrite {
         domain::Invoice invoice;
         std::uint64_t expected_version;
     };
+    /// A payment to write, and the version it was loaded at.
     struct PaymentWrite {
         domain::Payment payment;
         std::uint64_t expected_version;

@@ -59,30 +59,35 @@ private:
     detail::IdText text_;
 };
 
+/// Names and prefixes invoice ids: "inv_…".
 struct InvoiceIdTag {
     static constexpr std::string_view name = "invoice id";
     static constexpr std::string_view prefix = "inv_";
 };
+/// Names and prefixes payment ids: "pay_…".
 struct PaymentIdTag {
     static constexpr std::string_view name = "payment id";
     static constexpr std::string_view prefix = "pay_";
 };
+/// Names and prefixes event ids: "evt_…".
 struct EventIdTag {
     static constexpr std::string_view name = "event id";
     static constexpr std::string_view prefix = "evt_";
 };
+/// Names and prefixes correlation ids: "req_…", one per request.
 struct CorrelationIdTag {
     static constexpr std::string_view name = "correlation id";
     static constexpr std::string_view prefix = "req_";
 };
 
-using InvoiceId = Id<InvoiceIdTag>;
-using PaymentId = Id<PaymentIdTag>;
-using EventId = Id<EventIdTag>;
-using CorrelationId = Id<CorrelationIdTag>;
+using InvoiceId = Id<InvoiceIdTag>;         ///< an invoice's id
+using PaymentId = Id<PaymentIdTag>;         ///< a payment attempt's id
+using EventId = Id<EventIdTag>;             ///< an event's id, unique per event
+using CorrelationId = Id<CorrelationIdTag>; ///< the request that caused an event
 
 } // namespace payments::domain
 
+/// Hashes an id by its text, for unordered containers.
 template <class Tag>
 struct std::hash<payments::domain::Id<Tag>> {
     std::size_t operator()(payments::domain::Id<Tag> const& id) const noexcept {

@@ -13,6 +13,7 @@
 
 namespace payments::infrastructure {
 
+/// A series' labels, name and value, in the order they are rendered.
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 /// A monotonically increasing count.
@@ -43,6 +44,7 @@ public:
 
     void observe(double value) noexcept;
 
+    /// The histogram's counts at one moment.
     struct Snapshot {
         std::vector<std::uint64_t> cumulative; ///< one per bound, then +Inf
         double sum = 0;
