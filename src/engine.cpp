@@ -41,7 +41,8 @@ struct Engine::Impl {
           pool(thread_count(o)),
           scheduler(pool.get_executor(), clock), bus(pool.get_executor(), scheduler, clock, logger, bus_options(o)),
           idempotency(o.idempotency_ttl, o.idempotency_max_records), gateway(scheduler, clock, o.gateway),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports) {
+          gateways(gateway, o.breaker, "simulated"),
+          ports{clock, random, store, idempotency, bus, scheduler, gateways, metrics, logger}, service(ports) {
         register_bus_metrics(registry, bus);
         register_store_metrics(registry, store, idempotency);
     }
@@ -58,6 +59,7 @@ struct Engine::Impl {
     InMemoryStore store;
     InMemoryIdempotencyStore idempotency;
     SimulatedGateway gateway;
+    application::Gateways gateways;
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;
@@ -65,6 +67,7 @@ struct Engine::Impl {
 };
 
 Result<std::unique_ptr<Engine>> Engine::create(EngineOptions options) {
+    if (auto valid = options.breaker.validate(); !valid) return valid.error();
     auto impl = std::make_unique<Impl>(options);
     auto processor = application::PaymentProcessor::start(impl->ports, options.processor);
     if (!processor) return processor.error();
@@ -79,6 +82,7 @@ Engine::~Engine() { shutdown(std::chrono::seconds(5)); }
 application::PaymentService& Engine::service() { return impl_->service; }
 AsioEventBus& Engine::bus() { return impl_->bus; }
 SimulatedGateway& Engine::gateway() { return impl_->gateway; }
+application::Gateways const& Engine::gateways() { return impl_->gateways; }
 MetricsRegistry& Engine::metrics() { return impl_->registry; }
 application::Logger& Engine::logger() { return impl_->logger; }
 application::Clock const& Engine::clock() { return impl_->clock; }

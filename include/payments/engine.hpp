@@ -20,6 +20,8 @@ struct EngineOptions {
     unsigned threads = 0; ///< 0: one per core
     application::ProcessorOptions processor;
     infrastructure::SimulatedGatewayOptions gateway;
+    /// Each gateway's circuit breaker.
+    application::BreakerOptions breaker;
     infrastructure::BusOptions bus;
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// Idempotency records kept at most; see InMemoryIdempotencyStore for who is evicted.
@@ -56,6 +58,8 @@ public:
     application::PaymentService& service();
     infrastructure::AsioEventBus& bus();
     infrastructure::SimulatedGateway& gateway();
+    /// The gateways in order of preference, with their circuits (`/health/ready` shows them).
+    application::Gateways const& gateways();
     infrastructure::MetricsRegistry& metrics();
     application::Logger& logger();
     application::Clock const& clock();

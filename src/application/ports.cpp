@@ -52,7 +52,7 @@ std::string const& process_instance_id() {
 
 } // namespace
 
-domain::NewAttempt new_attempt(Ports const& ports) {
+domain::NewAttempt new_attempt(Ports const& ports, domain::Payment const* last_attempt) {
     domain::PaymentId id = domain::PaymentId::generate(ports.random);
     std::string key;
     key.reserve(id.str().size() + 40);
@@ -65,7 +65,7 @@ domain::NewAttempt new_attempt(Ports const& ports) {
         static std::atomic<std::uint64_t> issued{0};
         key.append(process_instance_id()).append(1, '-').append(std::to_string(issued.fetch_add(1) + 1));
     }
-    return {std::move(id), std::move(key)};
+    return {std::move(id), std::move(key), route_new_attempt(ports.gateways, ports.clock.now(), last_attempt)};
 }
 
 } // namespace payments::application

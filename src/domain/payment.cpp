@@ -17,7 +17,7 @@ std::string_view to_string(PaymentStatus status) noexcept {
 Payment::Payment(PaymentRequested const& requested)
     : id_(requested.envelope.payment_id), invoice_id_(requested.envelope.invoice_id),
       attempt_(requested.envelope.attempt), amount_(requested.amount), payment_method_(requested.payment_method),
-      gateway_key_(requested.gateway_key), correlation_id_(requested.envelope.correlation_id), not_before_(requested.not_before),
+      gateway_key_(requested.gateway_key), gateway_(requested.gateway), correlation_id_(requested.envelope.correlation_id), not_before_(requested.not_before),
       created_at_(requested.envelope.occurred_at), updated_at_(requested.envelope.occurred_at) {}
 
 Payment Payment::from(PaymentRequested const& requested) {

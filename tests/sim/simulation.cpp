@@ -54,7 +54,7 @@ struct System {
     System(std::uint64_t seed, Faults const& faults, Config const& config)
         : ids(seed), inner(io.get_executor(), scheduler, clock, logger),
           bus(inner, clock, faults.bus, seed * 0x2545f4914f6cdd1dULL + 1), gateway(scheduler, clock, faults.gateway),
-          metrics(registry), ports{clock, ids, store, idempotency, bus, scheduler, gateway, metrics, logger},
+          metrics(registry), ports{clock, ids, store, idempotency, bus, scheduler, gateways, metrics, logger},
           service(ports),
           processor(PaymentProcessor::start(ports, {config.retry, config.gateway_timeout}).value()) {}
 
@@ -68,6 +68,7 @@ struct System {
     InMemoryStore store;
     InMemoryIdempotencyStore idempotency;
     SimulatedGateway gateway;
+    Gateways gateways{gateway};
     MetricsRegistry registry;
     PrometheusMetrics metrics;
     std::string instance_id;

@@ -25,6 +25,7 @@ namespace test {
 struct WorldOptions {
     application::ProcessorOptions processor{};
     infrastructure::SimulatedGatewayOptions gateway{};
+    application::BreakerOptions breaker{};
     std::uint64_t seed = 42;
     std::string instance_id = "test";
 };
@@ -55,9 +56,9 @@ private:
 struct World {
     explicit World(WorldOptions options = {})
         : random(options.seed), scheduler(clock), bus(io.get_executor(), scheduler, clock, logger),
-          gateway(scheduler, clock, options.gateway), gateway_port(gateway), metrics(registry),
+          gateway(scheduler, clock, options.gateway), gateway_port(gateway), gateways(gateway_port, options.breaker), metrics(registry),
           instance_id(options.instance_id),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway_port, metrics, logger, instance_id},
+          ports{clock, random, store, idempotency, bus, scheduler, gateways, metrics, logger, instance_id},
           service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)
@@ -116,6 +117,7 @@ struct World {
     infrastructure::InMemoryIdempotencyStore idempotency;
     infrastructure::SimulatedGateway gateway;
     TestGateway gateway_port;
+    application::Gateways gateways;
     infrastructure::MetricsRegistry registry;
     infrastructure::PrometheusMetrics metrics;
     std::string instance_id;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <payments/application/circuit_breaker.hpp>
 #include <payments/domain/events.hpp>
 #include <payments/domain/invoice.hpp>
 #include <payments/domain/time.hpp>
@@ -50,6 +51,12 @@ public:
     virtual void review_required(ReviewCause cause) = 0;
     /// The janitor re-drove an attempt.
     virtual void janitor_redrove(JanitorFinding finding) = 0;
+    /// A gateway's circuit is in `state` (at start, and after each change).
+    virtual void gateway_circuit(std::string_view gateway, CircuitState state) = 0;
+    /// A gateway's circuit changed state.
+    virtual void gateway_circuit_transition(std::string_view gateway, CircuitTransition transition) = 0;
+    /// An attempt was held back, to be charged later, because its gateway's circuit was open.
+    virtual void charge_deferred(std::string_view gateway) = 0;
 };
 
 } // namespace payments::application

@@ -51,6 +51,8 @@ public:
     Money amount() const noexcept { return amount_; }
     std::string const& payment_method() const noexcept { return payment_method_; }
     std::string const& gateway_key() const noexcept { return gateway_key_; }
+    /// The gateway that took the attempt (empty: the first configured one).
+    std::string const& gateway() const noexcept { return gateway_; }
     PaymentStatus status() const noexcept { return status_; }
     std::optional<Failure> const& failure() const noexcept { return failure_; }
     std::string const& gateway_reference() const noexcept { return gateway_reference_; }
@@ -80,6 +82,7 @@ private:
     Money amount_;
     std::string payment_method_;
     std::string gateway_key_;
+    std::string gateway_;
     CorrelationId correlation_id_;
     PaymentStatus status_ = PaymentStatus::requested;
     std::optional<Failure> failure_;
