@@ -139,6 +139,14 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     auto permit = gateway->breaker.acquire(now);
     if (permit.transition) circuit_changed(*gateway, *permit.transition);
     if (!permit.granted) {
+        if (may_reroute_unsent(*payment, now)) {
+            // Nothing went out under this key: fail it as TRANSIENT, and the
+            // next attempt (a new key) is routed to a usable gateway.
+            guard.release_now();
+            settle_logged(requested, ChargeAnswer::failed(FailureKind::transient,
+                                                          "not sent: the circuit of gateway " + gateway->name + " is open"));
+            return;
+        }
         ports_.metrics.charge_deferred(gateway->name);
         defer(requested, permit.retry_at);
         return;
@@ -163,6 +171,10 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
                                      {"attempt", env.attempt},
                                      {"gateway", gateway->name}});
     guard.armed = false; // from here the answer or the timeout releases it
+    {
+        std::lock_guard lock(mutex_);
+        sent_.insert(env.payment_id);
+    }
     gateway->gateway->charge(
         ChargeRequest{env.payment_id, env.invoice_id, requested.gateway_key, requested.amount,
                       requested.payment_method, env.correlation_id},
@@ -178,6 +190,21 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
                 self->on_late_answer(call->requested, outcome);
             }
         });
+}
+
+bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {
+    // A key made by another process run may have been sent by it; one made
+    // here was sent only if sent_ says so.
+    if (!is_key_of_this_run(ports_, payment.gateway_key())) return false;
+    {
+        std::lock_guard lock(mutex_);
+        if (sent_.contains(payment.id())) return false;
+    }
+    for (std::size_t i = 0; i < ports_.gateways.size(); ++i) {
+        auto const& entry = ports_.gateways[i];
+        if (entry.name != payment.gateway() && entry.breaker.usable(now)) return true;
+    }
+    return false; // nowhere better to go: wait for this circuit
 }
 
 void PaymentProcessor::count_call(Call const& call, bool provider_failure) {
@@ -225,6 +252,10 @@ void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeAnswer
     {
         ClaimGuard guard{*this, requested.envelope.payment_id};
         settled = settle(requested, outcome);
+        if (settled && *settled != PaymentStatus::requested) {
+            std::lock_guard lock(mutex_);
+            sent_.erase(requested.envelope.payment_id);
+        }
     }
     if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
 }

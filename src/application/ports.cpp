@@ -52,6 +52,15 @@ std::string const& process_instance_id() {
 
 } // namespace
 
+bool is_key_of_this_run(Ports const& ports, std::string_view gateway_key) {
+    auto const dot = gateway_key.find('.');
+    if (dot == std::string_view::npos) return false;
+    std::string_view const suffix = gateway_key.substr(dot + 1);
+    if (!ports.instance_id.empty()) return suffix == ports.instance_id;
+    std::string_view const process = process_instance_id();
+    return suffix.size() > process.size() && suffix.starts_with(process) && suffix[process.size()] == '-';
+}
+
 domain::NewAttempt new_attempt(Ports const& ports, domain::Payment const* last_attempt) {
     domain::PaymentId id = domain::PaymentId::generate(ports.random);
     std::string key;

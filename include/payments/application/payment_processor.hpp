@@ -119,6 +119,11 @@ private:
     bool claimed(domain::PaymentId const& id) const;
     void defer(domain::PaymentRequested const& requested, domain::Timestamp at);
     bool deferred(domain::PaymentId const& id) const;
+    /// The rule for an attempt whose gateway's circuit is open: it may be
+    /// failed unsent (TRANSIENT) and its successor routed elsewhere only if
+    /// no process ever sent its key (made in this run, never sent by this
+    /// processor) and another gateway is usable; else it waits (defer).
+    bool may_reroute_unsent(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
     void circuit_changed(Gateways::Entry const& gateway, CircuitTransition transition);
     bool stopped() const;
@@ -143,6 +148,7 @@ private:
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
     std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit
+    std::unordered_set<domain::PaymentId> sent_;             // Owned by: mutex_; charges sent, outcome not yet recorded
     bool janitor_armed_ = false;                             // Owned by: mutex_
     bool stopped_ = false;                                   // Owned by: mutex_
 };

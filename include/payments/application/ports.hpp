@@ -41,6 +41,10 @@ struct Ports {
 /// gateway that takes it (`route_new_attempt` after `last_attempt`, if any).
 domain::NewAttempt new_attempt(Ports const& ports, domain::Payment const* last_attempt = nullptr);
 
+/// Whether `gateway_key` was made by new_attempt() with these ports in this
+/// process run (no earlier run can have sent it).
+bool is_key_of_this_run(Ports const& ports, std::string_view gateway_key);
+
 /// The metadata of a new event caused by the request `correlation_id`.
 inline domain::EventMeta new_event_meta(Ports const& ports, domain::CorrelationId const& correlation_id) {
     return {domain::EventId::generate(ports.random), correlation_id, ports.clock.now()};
