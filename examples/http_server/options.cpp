@@ -104,6 +104,23 @@ std::vector<Flag> const& flags() {
          engine_millis([](EngineOptions& e, Duration d) { e.processor.janitor_interval = d; })},
         {"admin-token", "bearer token of the operator routes /admin/...; unset: they answer 404",
          [](Options& o, std::string_view v) { o.admin_token = v; return v.size() >= 16; }},
+        {"webhook-secret", "the provider's webhook signing secret for POST /webhooks/psp; unset: it answers 404",
+         [](Options& o, std::string_view v) { o.webhooks.secret = v; return v.size() >= 16; }},
+        {"webhook-tolerance-s", "a webhook signature's timestamp may be this far from now (300)",
+         [](Options& o, std::string_view v) {
+             long long seconds = 0;
+             if (!parse_number(v, seconds) || seconds < 1 || seconds > 86'400) return false;
+             o.webhooks.tolerance = std::chrono::seconds(seconds);
+             return true;
+         }},
+        {"breaker-window", "a gateway's circuit counts its last this many charges (10)",
+         [](Options& o, std::string_view v) { return parse_number(v, o.engine.breaker.window); }},
+        {"breaker-minimum-calls", "a circuit never opens on fewer charges than this (10)",
+         [](Options& o, std::string_view v) { return parse_number(v, o.engine.breaker.minimum_calls); }},
+        {"breaker-failure-ratio", "a circuit opens when this share of its window failed at the provider (0.6)",
+         [](Options& o, std::string_view v) { return parse_rate(v, o.engine.breaker.failure_ratio); }},
+        {"breaker-open-ms", "an open circuit half-opens after this (30000)",
+         engine_millis([](EngineOptions& e, Duration d) { e.breaker.open_for = d; })},
         {"decline-rate", "simulated gateway: share of declines, 0-1 (0)",
          [](Options& o, std::string_view v) { return parse_rate(v, o.engine.gateway.decline_rate); }},
         {"transient-rate", "simulated gateway: share of transient errors, 0-1 (0)",

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "webhooks.hpp"
+
 #include <payments/engine.hpp>
 
 #include <chrono>
@@ -29,6 +31,8 @@ struct Options {
     std::chrono::milliseconds drain_read_timeout{500}; ///< on SIGTERM, a half-sent request has this long left
     /// Bearer token of the operator's routes (/admin/...); empty: they are off.
     std::string admin_token;
+    /// POST /webhooks/psp: the provider's signing secret (empty: the route is off) and tolerance.
+    WebhookOptions webhooks;
     payments::EngineOptions engine;
 };
 
