@@ -5,6 +5,7 @@
 #include "json_codec.hpp"
 #include "routes.hpp"
 
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
 #include <payments/infrastructure/observability/time_format.hpp>
 
 #include <optional>
@@ -71,7 +72,7 @@ Reply resolve_review(Context& context, Call& call) {
 Reply list_dead_letters(Context& context, Call& call) {
     if (auto refused = refuse_unless_operator(context, call)) return std::move(*refused);
     json::array data;
-    for (auto const& letter : context.engine.bus().dead_letters()) {
+    for (auto const& letter : context.engine.asio_bus().dead_letters()) {
         EventEnvelope const& envelope = envelope_of(letter.event);
         data.push_back(json::object{{"event", event_name(letter.event)},
                                     {"event_id", envelope.id.str()},
@@ -88,7 +89,7 @@ Reply list_dead_letters(Context& context, Call& call) {
 
 Reply replay_dead_letters(Context& context, Call& call) {
     if (auto refused = refuse_unless_operator(context, call)) return std::move(*refused);
-    auto const replayed = context.engine.bus().replay_dead_letters();
+    auto const replayed = context.engine.asio_bus().replay_dead_letters();
     context.engine.logger().warn("an operator replayed dead letters", {{"count", static_cast<std::int64_t>(replayed)}});
     return json_reply(http::status::ok, json::object{{"replayed", replayed}});
 }

@@ -60,7 +60,9 @@ std::optional<Notice> read_notice(std::string_view body) {
     notice.intent_id = std::move(*intent_id);
     notice.gateway_key = std::move(*key);
     if (notice.type == "payment_intent.succeeded") {
-        auto const* amount = intent.if_contains("amount");
+        // What was taken (docs/psp-protocol.md § Webhooks); `amount` (what was asked) if absent.
+        auto const* amount = intent.if_contains("amount_received");
+        if (!amount) amount = intent.if_contains("amount");
         auto currency = text_at(intent, "currency", 3);
         if (!amount || !amount->is_int64() || !currency) return std::nullopt;
         for (char& c : *currency) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));

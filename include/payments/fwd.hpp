@@ -6,6 +6,7 @@ namespace payments {
 
 struct Error;
 class Engine;
+class EngineBuilder;
 struct EngineOptions;
 
 namespace domain {

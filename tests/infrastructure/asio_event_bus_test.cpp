@@ -59,6 +59,26 @@ SCENARIO("subscribers get the events of their type, later, not inside publish()"
     CHECK(f.bus.stats().queue_depth == 0);
 }
 
+SCENARIO("subscribe_all gets every kind of event in publication order, until the subscription goes") {
+    GIVEN("one subscriber to everything") {
+        BusFixture f;
+        std::vector<std::string> names;
+        auto all = f.bus.subscribe_all("all", [&](Event const& e) { names.emplace_back(event_name(e)); });
+        WHEN("events of two kinds are published for one invoice") {
+            f.bus.publish(failed_event("inv_1", 1));
+            f.bus.publish(paid_event("inv_1"));
+            f.settle();
+            THEN("it gets both, in order") { CHECK(names == std::vector<std::string>{"PaymentFailed", "InvoicePaid"}); }
+        }
+        WHEN("its subscription is reset") {
+            all.reset();
+            f.bus.publish(paid_event("inv_1"));
+            f.settle();
+            THEN("it gets nothing") { CHECK(names.empty()); }
+        }
+    }
+}
+
 SCENARIO("destroying a subscription unsubscribes") {
     BusFixture f;
     int calls = 0;

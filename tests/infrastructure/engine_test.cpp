@@ -1,6 +1,16 @@
 #include "support/builders.hpp"
 
 #include <payments/engine.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/store/memory_store.hpp>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 using namespace test;
 
@@ -39,7 +49,7 @@ SCENARIO("shutdown refuses new requests at once, drops retries that are not due 
     auto invoice = engine->service().create_invoice({.amount = usd(500)}).value();
     engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_unavailable"});
     REQUIRE(engine->wait_idle(std::chrono::seconds(10)));
-    CHECK(engine->bus().stats().scheduled_pending == 1);
+    CHECK(engine->asio_bus().stats().scheduled_pending == 1);
     auto other = engine->service().create_invoice({.amount = usd(700)}).value();
     auto const report = engine->shutdown(std::chrono::seconds(5));
     CHECK(report.scheduled_dropped == 1);
@@ -54,4 +64,210 @@ SCENARIO("an engine with an invalid policy is refused") {
     EngineOptions options;
     options.processor.retry.max_attempts = 0;
     CHECK(Engine::create(options).error().code == ErrorCode::invalid_argument);
+}
+
+namespace {
+
+// A provider that charges what it is asked, at once, and remembers the keys.
+class InstantGateway final : public application::PaymentGateway {
+public:
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        {
+            std::lock_guard lock(mutex_);
+            keys_.push_back(request.idempotency_key);
+        }
+        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
+    }
+    void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
+        on_answer(application::ChargeStatus::not_found());
+    }
+    std::size_t charges() const {
+        std::lock_guard lock(mutex_);
+        return keys_.size();
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::vector<std::string> keys_;
+};
+
+// Keeps every message it is given.
+class RecordingLogger final : public application::Logger {
+public:
+    bool enabled(application::LogLevel) const noexcept override { return true; }
+    void write(application::LogLevel, std::string_view message, std::span<application::LogField const>) override {
+        std::lock_guard lock(mutex_);
+        messages_.emplace_back(message);
+    }
+    std::size_t count() const {
+        std::lock_guard lock(mutex_);
+        return messages_.size();
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::vector<std::string> messages_;
+};
+
+// Counts what the use cases report, nothing more.
+class CountingMetrics final : public application::Metrics {
+public:
+    std::atomic<int> succeeded{0};
+    std::atomic<int> status_changes{0};
+    void payment_requested() override {}
+    void payment_succeeded() override { ++succeeded; }
+    void payment_failed(FailureKind) override {}
+    void retry_scheduled() override {}
+    void duplicate_delivery() override {}
+    void invoice_status_changed(std::optional<InvoiceStatus>, InvoiceStatus) override { ++status_changes; }
+    void gateway_latency(Duration) override {}
+    void outcome_verification() override {}
+    void late_answer() override {}
+    void review_required(application::ReviewCause) override {}
+    void janitor_redrove(application::JanitorFinding) override {}
+};
+
+EngineOptions quiet_options() {
+    EngineOptions options;
+    options.log_output = nullptr;
+    options.threads = 2;
+    options.seed = 11;
+    return options;
+}
+
+} // namespace
+
+SCENARIO("an engine built with the application's adapters uses them and no default") {
+    GIVEN("a gateway, a store, a logger, metrics and a clock of the application's") {
+        auto gateway = std::make_shared<InstantGateway>();
+        auto store = std::make_shared<infrastructure::InMemoryStore>();
+        auto logger = std::make_shared<RecordingLogger>();
+        auto metrics = std::make_shared<CountingMetrics>();
+        auto clock = std::make_shared<infrastructure::ManualClock>(t0() + 7h);
+        auto engine = Engine::builder(quiet_options())
+                          .gateway("instant", gateway)
+                          .store(store)
+                          .logger(logger)
+                          .metrics(metrics)
+                          .clock(clock)
+                          .build()
+                          .value();
+        WHEN("an invoice is paid") {
+            auto invoice = engine->service().create_invoice({.amount = usd(1999)}).value();
+            REQUIRE(engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_x"}).result);
+            REQUIRE(engine->wait_settled(10s));
+            THEN("the application's gateway charged it, its store holds it and its clock dated it") {
+                CHECK(gateway->charges() == 1);
+                CHECK(store->invoice(invoice.id())->status() == InvoiceStatus::paid);
+                CHECK(invoice.created_at() == t0() + 7h);
+                CHECK(engine->simulated_gateway() == nullptr);
+                REQUIRE(engine->gateways().size() == 1);
+                CHECK(engine->gateways()[0].name == "instant");
+            }
+            THEN("its metrics counted and its logger wrote; the engine's registry has no use-case counters") {
+                CHECK(metrics->succeeded == 1);
+                CHECK(metrics->status_changes >= 3); // PENDING, PROCESSING, PAID
+                CHECK(engine->metrics().render().find("payments_succeeded_total") == std::string::npos);
+                CHECK(logger->count() > 0u);
+            }
+        }
+    }
+}
+
+SCENARIO("several gateways are kept in preference order and the first one charges") {
+    auto first = std::make_shared<InstantGateway>();
+    auto second = std::make_shared<InstantGateway>();
+    auto engine =
+        Engine::builder(quiet_options()).gateway("primary", first).gateway("fallback", second).build().value();
+    auto invoice = engine->service().create_invoice({.amount = usd(500)}).value();
+    REQUIRE(engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_x"}).result);
+    REQUIRE(engine->wait_settled(10s));
+    REQUIRE(engine->gateways().size() == 2);
+    CHECK(engine->gateways()[0].name == "primary");
+    CHECK(engine->gateways()[1].name == "fallback");
+    CHECK(first->charges() == 1);
+    CHECK(second->charges() == 0);
+}
+
+SCENARIO("the builder refuses a null adapter and a bad or repeated gateway name") {
+    auto gateway = std::make_shared<InstantGateway>();
+    CHECK(Engine::builder(quiet_options()).store(nullptr).build().error().code == ErrorCode::invalid_argument);
+    CHECK(Engine::builder(quiet_options()).gateway("a", nullptr).build().error().code == ErrorCode::invalid_argument);
+    CHECK(Engine::builder(quiet_options()).gateway("", gateway).build().error().code == ErrorCode::invalid_argument);
+    CHECK(Engine::builder(quiet_options()).gateway("has space", gateway).build().error().code ==
+          ErrorCode::invalid_argument);
+    CHECK(Engine::builder(quiet_options()).gateway("a", gateway).gateway("a", gateway).build().error().code ==
+          ErrorCode::invalid_argument);
+    CHECK(Engine::builder(quiet_options()).gateway("a", gateway).gateway("b", gateway).build());
+}
+
+SCENARIO("an engine runs on the application's io_context") {
+    GIVEN("an io_context the application runs on two threads of its own") {
+        boost::asio::io_context io;
+        auto work = boost::asio::make_work_guard(io);
+        std::vector<std::jthread> threads;
+        for (int i = 0; i < 2; ++i) threads.emplace_back([&io] { io.run(); });
+        auto engine = Engine::builder(quiet_options()).run_on(io).build().value();
+        WHEN("an invoice is paid") {
+            std::mutex mutex;
+            std::thread::id handled_on;
+            auto on_paid = engine->bus().subscribe<InvoicePaid>("test", [&](InvoicePaid const&) {
+                std::lock_guard lock(mutex);
+                handled_on = std::this_thread::get_id();
+            });
+            auto invoice = engine->service().create_invoice({.amount = usd(700)}).value();
+            REQUIRE(engine->service()
+                        .request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_ok"})
+                        .result);
+            THEN("the work ran on the application's threads and the invoice is PAID") {
+                REQUIRE(engine->wait_settled(10s));
+                CHECK(engine->service().invoice(invoice.id()).value().status() == InvoiceStatus::paid);
+                std::lock_guard lock(mutex);
+                CHECK((handled_on == threads[0].get_id() || handled_on == threads[1].get_id()));
+            }
+        }
+        engine.reset();
+        work.reset();
+        io.stop();
+    }
+}
+
+SCENARIO("wait_idle says nothing is happening now; wait_settled waits for the retries") {
+    GIVEN("a card that fails twice before it is charged") {
+        WHEN("the retries are far away") {
+            EngineOptions options = quiet_options();
+            // Full jitter may draw any delay up to 500 h: one under a minute is a 1-in-30000 chance.
+            options.processor.retry = {.base = 500h, .cap = 500h};
+            auto engine = Engine::create(options).value();
+            auto invoice = engine->service().create_invoice({.amount = usd(300)}).value();
+            engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_flaky_2"});
+            THEN("wait_idle returns with the invoice PROCESSING, and wait_settled does not return true") {
+                REQUIRE(engine->wait_idle(10s));
+                CHECK(engine->service().invoice(invoice.id()).value().status() == InvoiceStatus::processing);
+                CHECK_FALSE(engine->wait_settled(50ms));
+            }
+        }
+        WHEN("the retries are near") {
+            EngineOptions options = quiet_options();
+            options.processor.retry = {.base = 5ms, .multiplier = 2.0, .cap = 20ms, .max_attempts = 5};
+            auto engine = Engine::create(options).value();
+            auto invoice = engine->service().create_invoice({.amount = usd(300)}).value();
+            engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_flaky_2"});
+            THEN("wait_settled returns once the third attempt has paid it") {
+                REQUIRE(engine->wait_settled(10s));
+                auto const settled = engine->service().invoice(invoice.id()).value();
+                CHECK(settled.status() == InvoiceStatus::paid);
+                CHECK(settled.current_attempt() == 3);
+            }
+        }
+    }
+    GIVEN("a charge of another amount, which needs an operator") {
+        auto engine = Engine::create(quiet_options()).value();
+        auto invoice = engine->service().create_invoice({.amount = usd(300)}).value();
+        engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_amount_mismatch"});
+        THEN("wait_settled returns with the invoice in NEEDS_REVIEW") {
+            REQUIRE(engine->wait_settled(10s));
+            CHECK(engine->service().invoice(invoice.id()).value().status() == InvoiceStatus::needs_review);
+        }
+    }
 }

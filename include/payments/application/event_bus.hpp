@@ -52,6 +52,11 @@ public:
                               });
     }
 
+    /// Calls `handler(domain::Event const&)` for every event of every kind, in
+    /// each invoice's publication order; one Subscription covers them all.
+    /// Print an event with <payments/fmt.hpp>: `fmt::print("{}\n", event)`.
+    [[nodiscard]] Subscription subscribe_all(std::string name, std::function<void(domain::Event const&)> handler);
+
     /// The untyped form of subscribe(): `kind` is the index in domain::Event.
     [[nodiscard]] virtual Subscription subscribe_kind(std::size_t kind, std::string name,
                                                       std::function<void(domain::Event const&)> handler) = 0;

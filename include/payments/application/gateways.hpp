@@ -11,13 +11,6 @@
 
 namespace payments::application {
 
-/// A payment gateway and the name attempts record it by (1-64 characters of
-/// A-Z a-z 0-9 _ -; names must stay the same across restarts).
-struct NamedGateway {
-    std::string name;
-    std::shared_ptr<PaymentGateway> gateway;
-};
-
 /// One gateway as /health/ready shows it.
 struct GatewayHealth {
     std::string name;
@@ -41,6 +34,7 @@ public:
     };
 
     /// At least one gateway, names valid and distinct, none null; options valid.
+    /// Attempts record a gateway by its name: keep names across restarts.
     static Result<Gateways> make(std::vector<NamedGateway> gateways, BreakerOptions options = {});
 
     /// One gateway named `name`, not owned: it must outlive this.

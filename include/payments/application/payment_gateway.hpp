@@ -5,6 +5,7 @@
 #include <payments/domain/money.hpp>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -77,6 +78,13 @@ public:
     /// What the gateway holds for this idempotency key. Same contract as
     /// charge(): at most once, on any thread, perhaps never.
     virtual void lookup(std::string idempotency_key, std::function<void(ChargeStatus)> on_answer) = 0;
+};
+
+/// A gateway and the name it goes by in logs, metrics and configuration
+/// ("stripe", "adyen", "simulated"). A list of them is in preference order.
+struct NamedGateway {
+    std::string name;
+    std::shared_ptr<PaymentGateway> gateway;
 };
 
 } // namespace payments::application

@@ -45,6 +45,8 @@ struct UnsettledWork {
     std::size_t needs_review = 0;  ///< waiting on an operator
 
     std::size_t total() const noexcept { return at_gateway + retry_due + unknown + needs_review; }
+    /// What the library is still working on by itself: all but `needs_review`.
+    std::size_t in_progress() const noexcept { return at_gateway + retry_due + unknown; }
 };
 
 /// Charges each requested payment at the gateway, once, and settles the

@@ -103,12 +103,14 @@ void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus) {
                             read(&BusStats::scheduled_pending));
 }
 
-void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& store,
-                            InMemoryIdempotencyStore const& idempotency) {
+void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& store) {
     registry.gauge_callback("store_invoices", "Invoices held in memory (never dropped)", {},
                             [&store] { return static_cast<double>(store.invoice_count()); });
     registry.gauge_callback("store_payments", "Payment attempts held in memory (never dropped)", {},
                             [&store] { return static_cast<double>(store.payment_count()); });
+}
+
+void register_idempotency_metrics(MetricsRegistry& registry, InMemoryIdempotencyStore const& idempotency) {
     registry.gauge_callback("idempotency_records", "Idempotency records held", {},
                             [&idempotency] { return static_cast<double>(idempotency.size()); });
     registry.counter_callback("idempotency_evictions_total", "Idempotency records evicted at the cap", {},

@@ -4,31 +4,18 @@
 #include <payments/application/event_bus.hpp>
 #include <payments/application/logger.hpp>
 #include <payments/application/scheduler.hpp>
+#include <payments/infrastructure/bus/bus_options.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace payments::infrastructure {
-
-struct BusOptions {
-    /// Invoices hash onto this many lanes; a lane delivers one event at a time,
-    /// in order. More lanes, more parallelism across invoices.
-    std::size_t lanes = 64;
-    /// Tries a throwing handler gets for one event before it is dead-lettered.
-    int delivery_attempts = 3;
-    /// Delivery tasks at most on the executor at once: each empties ready lanes
-    /// one after another, so one post delivers many events. Set it to the
-    /// executor's thread count.
-    std::size_t delivery_tasks = std::max(1u, std::thread::hardware_concurrency());
-};
 
 /// An event a handler kept failing on.
 struct DeadLetter {

@@ -60,9 +60,11 @@ private:
 /// bus_dead_letters_total, bus_queue_depth, bus_scheduled_pending.
 void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus);
 
-/// Exposes what the in-memory stores hold: store_invoices, store_payments,
-/// idempotency_records and idempotency_evictions_total.
-void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& store,
-                            InMemoryIdempotencyStore const& idempotency);
+/// Exposes what the in-memory store holds: store_invoices, store_payments.
+void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& store);
+
+/// Exposes the in-memory idempotency store: idempotency_records and
+/// idempotency_evictions_total.
+void register_idempotency_metrics(MetricsRegistry& registry, InMemoryIdempotencyStore const& idempotency);
 
 } // namespace payments::infrastructure
