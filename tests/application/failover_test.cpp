@@ -191,3 +191,42 @@ TEST_CASE("the failover rule: a new attempt may leave the gateway of the last on
     charged.apply(requested.succeed("ch_1", usd(1000), meta()).value());
     CHECK(application::may_move_to_another_gateway(charged));
 }
+
+SCENARIO("an attempt whose key an earlier run made waits for its own gateway, even when another is usable") {
+    GIVEN("gateway a with its circuit open, b working, and an attempt at a committed by an earlier process run") {
+        World world(two_gateways());
+        world.gateway_port.mode = Mode::failing;
+        for (int i = 0; i < 4; ++i) world.pay(world.create(usd(100 + i)), "pm_card_ok");
+        world.settle();
+        REQUIRE(world.gateways.find("a")->breaker.state(world.clock.now()) == CircuitState::open);
+        Invoice invoice = world.create(usd(777));
+        std::uint64_t const version = invoice.version();
+        NewAttempt attempt = application::new_attempt(world.ports);
+        attempt.gateway_key = std::string(attempt.id.str()) + ".an-earlier-run"; // that run may have sent it
+        attempt.gateway = "a";
+        auto requested = invoice.request_payment(attempt, "pm_card_ok", meta()).value();
+        invoice.apply(requested);
+        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
+        WHEN("its request is delivered while a's circuit is open") {
+            world.gateway_port.mode = Mode::working; // a recovers, but its circuit does not know yet
+            world.bus.publish(requested);
+            world.settle();
+            THEN("it is deferred, not failed and moved to b") {
+                auto const attempts = world.service.payments_of(invoice.id()).value();
+                REQUIRE(attempts.size() == 1);
+                CHECK(attempts[0].status() == PaymentStatus::requested);
+                CHECK(world.gateway_b.charges_for(invoice.id()) == 0);
+            }
+            AND_WHEN("the circuit half-opens") {
+                world.run();
+                THEN("it is charged at a, under its own key, once") {
+                    auto const attempts = world.service.payments_of(invoice.id()).value();
+                    REQUIRE(attempts.size() == 1);
+                    CHECK(attempts[0].status() == PaymentStatus::succeeded);
+                    CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                    CHECK(world.gateway_b.charges_for(invoice.id()) == 0);
+                }
+            }
+        }
+    }
+}
