@@ -4,7 +4,9 @@
 #include <payments/infrastructure/bus/asio_scheduler.hpp>
 #include <payments/infrastructure/observability/json_logger.hpp>
 #include <payments/infrastructure/observability/prometheus_metrics.hpp>
+#include <payments/application/outbox_relay.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 #include <payments/infrastructure/system/seeded_random.hpp>
 
@@ -65,6 +67,7 @@ struct Engine::Impl {
           ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger},
           service(ports) {
         register_bus_metrics(registry, bus);
+        if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
     }
 
     application::Store& default_store() {
@@ -89,11 +92,25 @@ struct Engine::Impl {
     // The application's gateways, or the simulated one.
     std::vector<application::NamedGateway> with_default_gateway() {
         if (named.empty()) {
-            auto gateway = std::make_shared<SimulatedGateway>(scheduler, *clock, options.gateway);
+            auto gateway = std::make_shared<SimulatedGateway>(scheduler, *clock, options.gateway, options.gateway_ledger);
             simulated = gateway.get();
             named.push_back({"simulated", std::move(gateway)});
         }
         return named;
+    }
+
+    // Recovery: what an earlier run committed and did not finish. Events are
+    // published again and retries re-armed; attempts left REQUESTED (due) or
+    // UNKNOWN are re-driven on their own keys. When build() returns, all of
+    // it has started.
+    void recover() {
+        auto const restarted = relay->restart();
+        recovery = {restarted.republished, restarted.rearmed, processor->recover()};
+        if (recovery.republished + recovery.rearmed + recovery.redriven == 0) return;
+        logger->warn("recovering work from an earlier run",
+                     {{"republished", static_cast<std::int64_t>(recovery.republished)},
+                      {"rearmed", static_cast<std::int64_t>(recovery.rearmed)},
+                      {"redriven", static_cast<std::int64_t>(recovery.redriven)}});
     }
 
     // Wakes wait_settled() when an invoice leaves PROCESSING.
@@ -123,6 +140,8 @@ struct Engine::Impl {
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;
+    std::optional<application::OutboxRelay> relay; // subscribed last: marks what the others handled
+    Engine::Recovery recovery;
 
     std::mutex settle_mutex;
     std::condition_variable settled_cv;
@@ -214,6 +233,8 @@ Result<std::unique_ptr<Engine>> EngineBuilder::build() {
     impl->settle_watch.push_back(impl->bus.subscribe<domain::InvoicePaid>("engine.settled", settling));
     impl->settle_watch.push_back(impl->bus.subscribe<domain::InvoiceFailed>("engine.settled", settling));
     impl->settle_watch.push_back(impl->bus.subscribe<domain::InvoiceNeedsReview>("engine.settled", settling));
+    impl->relay.emplace(*impl->store, impl->bus);
+    impl->recover();
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -244,6 +265,7 @@ MetricsRegistry& Engine::metrics() { return impl_->registry; }
 application::Logger& Engine::logger() { return *impl_->logger; }
 application::Clock const& Engine::clock() { return *impl_->clock; }
 application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
+Engine::Recovery const& Engine::recovery() const { return impl_->recovery; }
 
 bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;
@@ -300,6 +322,7 @@ ShutdownReport Engine::shutdown(std::chrono::steady_clock::duration grace) {
                                                            {"needs_review", count(report.unsettled.needs_review)}});
     impl_->scheduler.shutdown();
     if (impl_->pool) impl_->pool->join();
+    impl_->relay.reset();
     return report;
 }
 

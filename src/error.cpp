@@ -21,6 +21,7 @@ std::string_view to_string(ErrorCode code) noexcept {
     case ErrorCode::idempotency_key_reused: return "idempotency_key_reused";
     case ErrorCode::idempotency_key_in_use: return "idempotency_key_in_use";
     case ErrorCode::unavailable: return "unavailable";
+    case ErrorCode::storage_unavailable: return "storage_unavailable";
     }
     return "unknown";
 }

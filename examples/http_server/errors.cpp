@@ -38,6 +38,7 @@ Reply from_error(payments::Error const& error) {
         case ErrorCode::idempotency_key_reused: return {http::status::unprocessable_entity, "idempotency_key_reused"};
         case ErrorCode::idempotency_key_in_use: return {http::status::conflict, "idempotency_key_in_use"};
         case ErrorCode::unavailable: return {http::status::service_unavailable, "unavailable"};
+        case ErrorCode::storage_unavailable: return {http::status::service_unavailable, "storage_unavailable"};
         }
         return {http::status::internal_server_error, "internal"};
     }();

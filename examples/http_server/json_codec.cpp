@@ -123,6 +123,49 @@ json::value payment_json(Payment const& p) {
                         {"updated_at", format_rfc3339(p.updated_at())}};
 }
 
+namespace {
+
+// What each kind of event says beyond its envelope.
+struct EventFields {
+    json::object& o;
+    void money(Money m) const {
+        o["amount"] = m.minor_units();
+        o["currency"] = m.currency().code();
+    }
+    void operator()(InvoiceCreated const& e) const {
+        money(e.amount);
+        o["description"] = e.description;
+    }
+    void operator()(PaymentRequested const& e) const {
+        money(e.amount);
+        o["payment_method"] = e.payment_method;
+        o["not_before"] = format_rfc3339(e.not_before);
+    }
+    void operator()(PaymentSucceeded const& e) const {
+        money(e.amount);
+        o["gateway_reference"] = e.gateway_reference;
+    }
+    void operator()(PaymentFailed const& e) const { o["failure"] = failure_json(e.failure); }
+    void operator()(InvoicePaid const& e) const { money(e.amount); }
+    void operator()(InvoiceFailed const& e) const { o["failure"] = failure_json(e.failure); }
+    void operator()(InvoiceNeedsReview const& e) const { o["reason"] = e.reason; }
+};
+
+} // namespace
+
+json::value event_json(Event const& event) {
+    EventEnvelope const& env = envelope_of(event);
+    json::object o{{"id", env.id.str()},
+                   {"type", event_name(event)},
+                   {"occurred_at", format_rfc3339(env.occurred_at)},
+                   {"correlation_id", env.correlation_id.str()},
+                   {"invoice_id", env.invoice_id.str()},
+                   {"payment_id", env.payment_id.empty() ? json::value(nullptr) : json::value(env.payment_id.str())},
+                   {"attempt", env.attempt}};
+    std::visit(EventFields{o}, event);
+    return o;
+}
+
 std::variant<json::object, Reply> json_body(http::request<http::string_body> const& request,
                                             std::initializer_list<std::string_view> allowed, bool required) {
     if (request.body().empty()) {

@@ -22,6 +22,9 @@ boost::json::value invoice_json(payments::domain::Invoice const& invoice, paymen
 /// The JSON representation of a payment attempt.
 boost::json::value payment_json(payments::domain::Payment const& payment);
 
+/// One event of an invoice's history: its kind, envelope and what it says.
+boost::json::value event_json(payments::domain::Event const& event);
+
 /// The request's JSON object body, or the problem with it: a body that is not
 /// application/json (415), not JSON or not an object (400 malformed_json), or
 /// has a field outside `allowed` (400 unknown_field) or a key twice in one object (400 duplicate_field).

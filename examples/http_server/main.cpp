@@ -15,9 +15,13 @@ int main(int argc, char** argv) {
         std::fputs(exit->text.c_str(), exit->code == 0 ? stdout : stderr);
         return exit->code;
     }
-    Options const& options = std::get<Options>(parsed);
+    Options& options = std::get<Options>(parsed);
+    if (auto opened = open_store(options); !opened) {
+        std::fprintf(stderr, "payments-server: %s\n", opened.error().detail.c_str());
+        return 2;
+    }
 
-    auto engine = payments::Engine::create(options.engine);
+    auto engine = build_engine(options);
     if (!engine) {
         std::fprintf(stderr, "payments-server: %s\n", engine.error().detail.c_str());
         return 2;

@@ -1,193 +1,206 @@
 #include "options.hpp"
 
-#include <algorithm>
-#include <charconv>
-#include <cstdlib>
-#include <functional>
+#include <payments/version.hpp>
+
+#include <CLI/CLI.hpp>
+
+#include <cctype>
+#include <limits>
+#include <map>
+#include <sstream>
 #include <string_view>
-#include <vector>
 
 namespace http_server {
 
 namespace {
 
 using namespace std::chrono;
+using payments::domain::Duration;
 
-template <class T>
-bool parse_number(std::string_view text, T& out) {
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return ec == std::errc() && end == text.data() + text.size();
-}
-
-bool parse_rate(std::string_view text, double& out) {
-    char* end = nullptr;
-    std::string const copy(text);
-    out = std::strtod(copy.c_str(), &end);
-    return end == copy.c_str() + copy.size() && out >= 0.0 && out <= 1.0;
-}
-
-// One flag: its name, what it means, and how it sets the options.
-struct Flag {
-    std::string_view name;
-    std::string_view help;
-    std::function<bool(Options&, std::string_view)> set;
-};
-
-template <class Rep, class Period>
-auto millis(std::chrono::duration<Rep, Period> Options::*field) {
-    return [field](Options& o, std::string_view v) {
-        long ms = 0;
-        if (!parse_number(v, ms) || ms < 0) return false;
-        o.*field = duration_cast<duration<Rep, Period>>(milliseconds(ms));
-        return true;
-    };
-}
-
-template <class Setter>
-auto engine_millis(Setter setter) {
-    return [setter](Options& o, std::string_view v) {
-        long ms = 0;
-        if (!parse_number(v, ms) || ms < 0) return false;
-        setter(o.engine, duration_cast<payments::domain::Duration>(milliseconds(ms)));
-        return true;
-    };
-}
-
-template <class T>
-auto number(T Options::*field) {
-    return [field](Options& o, std::string_view v) { return parse_number(v, o.*field); };
-}
-
-std::vector<Flag> const& flags() {
-    using payments::EngineOptions;
-    using payments::domain::Duration;
-    static std::vector<Flag> const table = {
-        {"port", "TCP port to listen on (8080)", number(&Options::port)},
-        {"bind", "address to bind (0.0.0.0)", [](Options& o, std::string_view v) { o.bind = v; return !v.empty(); }},
-        {"threads", "worker threads for HTTP and for the engine (one per core)",
-         [](Options& o, std::string_view v) {
-             if (!parse_number(v, o.threads)) return false;
-             o.engine.threads = o.threads;
-             return true;
-         }},
-        {"max-connections", "open connections at most; at the limit the longest idle one is closed (1024)",
-         number(&Options::max_connections)},
-        {"overload-connections", "past max-connections, this many more get one answer: probes, else 503 (64)",
-         number(&Options::overload_connections)},
-        {"body-limit", "request body limit in bytes (65536)", number(&Options::body_limit)},
-        {"header-limit", "request header block limit in bytes (8192)", number(&Options::header_limit)},
-        {"uri-limit", "request target limit in bytes; longer is 414 (4096)", number(&Options::uri_limit)},
-        {"read-timeout-ms", "a request begun must arrive within this (30000)", millis(&Options::read_timeout)},
-        {"idle-timeout-ms", "close a connection waiting this long for a request (5000)", millis(&Options::idle_timeout)},
-        {"overload-read-timeout-ms", "an overload connection's request must arrive within this (1000)",
-         millis(&Options::overload_read_timeout)},
-        {"drain-timeout-ms", "on SIGINT/SIGTERM, time allowed to finish in-flight work (10000)",
-         millis(&Options::drain_timeout)},
-        {"drain-read-timeout-ms", "on SIGINT/SIGTERM, time left to a half-sent request (500)",
-         millis(&Options::drain_read_timeout)},
-        {"idempotency-max-records", "idempotency records kept at most; past it the oldest of the client "
-                                    "with the most are evicted (100000)",
-         [](Options& o, std::string_view v) { return parse_number(v, o.engine.idempotency_max_records) && o.engine.idempotency_max_records > 0; }},
-        {"retry-base-ms", "retry backoff base (1000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.processor.retry.base = d; })},
-        {"retry-cap-ms", "retry backoff cap (30000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.processor.retry.cap = d; })},
-        {"retry-max-attempts", "attempts per cycle (5)",
-         [](Options& o, std::string_view v) { return parse_number(v, o.engine.processor.retry.max_attempts); }},
-        {"gateway-timeout-ms", "an unanswered gateway call is an unknown outcome after (10000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.processor.gateway_timeout = d; })},
-        {"settle-window-ms", "a look-up's \"no such charge\" is final only this long after the answer became unknown (300000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.processor.settle_window = d; })},
-        {"verification-limit-ms", "an answer unknown this long puts the invoice in NEEDS_REVIEW (86400000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.processor.verification_limit = d; })},
-        {"janitor-interval-ms", "how often stalled attempts are looked for; 0: never (60000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.processor.janitor_interval = d; })},
-        {"admin-token", "bearer token of the operator routes /admin/...; unset: they answer 404",
-         [](Options& o, std::string_view v) { o.admin_token = v; return v.size() >= 16; }},
-        {"webhook-secret", "the provider's webhook signing secret for POST /webhooks/psp; unset: it answers 404",
-         [](Options& o, std::string_view v) { o.webhooks.secret = v; return v.size() >= 16; }},
-        {"webhook-tolerance-s", "a webhook signature's timestamp may be this far from now (300)",
-         [](Options& o, std::string_view v) {
-             long long seconds = 0;
-             if (!parse_number(v, seconds) || seconds < 1 || seconds > 86'400) return false;
-             o.webhooks.tolerance = std::chrono::seconds(seconds);
-             return true;
-         }},
-        {"breaker-window", "a gateway's circuit counts its last this many charges (10)",
-         [](Options& o, std::string_view v) { return parse_number(v, o.engine.breaker.window); }},
-        {"breaker-minimum-calls", "a circuit never opens on fewer charges than this (10)",
-         [](Options& o, std::string_view v) { return parse_number(v, o.engine.breaker.minimum_calls); }},
-        {"breaker-failure-ratio", "a circuit opens when this share of its window failed at the provider (0.6)",
-         [](Options& o, std::string_view v) { return parse_rate(v, o.engine.breaker.failure_ratio); }},
-        {"breaker-open-ms", "an open circuit half-opens after this (30000)",
-         engine_millis([](EngineOptions& e, Duration d) { e.breaker.open_for = d; })},
-        {"decline-rate", "simulated gateway: share of declines, 0-1 (0)",
-         [](Options& o, std::string_view v) { return parse_rate(v, o.engine.gateway.decline_rate); }},
-        {"transient-rate", "simulated gateway: share of transient errors, 0-1 (0)",
-         [](Options& o, std::string_view v) { return parse_rate(v, o.engine.gateway.transient_rate); }},
-        {"timeout-rate", "simulated gateway: share of calls never answered, 0-1 (0)",
-         [](Options& o, std::string_view v) { return parse_rate(v, o.engine.gateway.timeout_rate); }},
-        {"latency-ms", "simulated gateway: latency up to this (0)",
-         engine_millis([](EngineOptions& e, Duration d) { e.gateway.latency_max = d; })},
-        {"seed", "seed of ids, jitter and the simulated gateway (random)",
-         [](Options& o, std::string_view v) {
-             if (!parse_number(v, o.engine.seed)) return false;
-             o.engine.gateway.seed = o.engine.seed;
-             return true;
-         }},
-        {"log-level", "debug, info, warn or error (info)",
-         [](Options& o, std::string_view v) {
-             using payments::application::LogLevel;
-             for (auto [name, level] : {std::pair{"debug", LogLevel::debug}, std::pair{"info", LogLevel::info},
-                                        std::pair{"warn", LogLevel::warn}, std::pair{"error", LogLevel::error}})
-                 if (v == name) return o.engine.log_level = level, true;
-             return false;
-         }},
-    };
-    return table;
-}
-
-std::string help() {
-    std::string text = "payments-server: the payments library over HTTP (JSON).\n\nUsage: payments-server [--flag value]...\n"
-                       "Every flag can also be set as an environment variable PAYMENTS_<FLAG> (e.g. PAYMENTS_PORT).\n\n";
-    for (Flag const& f : flags()) {
-        std::string name = "  --" + std::string(f.name);
-        name.resize(std::max<std::size_t>(30, name.size() + 2), ' ');
-        text += name + std::string(f.help) + "\n";
-    }
-    return text + "  --help                        this text\n";
-}
-
+// "PAYMENTS_" and the flag's name in upper case, '-' as '_': PAYMENTS_READ_TIMEOUT_MS.
 std::string env_name(std::string_view flag) {
     std::string name = "PAYMENTS_";
     for (char c : flag) name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return name;
 }
 
+// Declares --name: its help, its PAYMENTS_* variable, and the default read
+// from `target` as it is before parsing. `--name=v` and `--name v` both work;
+// the command line wins over the environment.
+template <class T>
+CLI::Option* flag(CLI::App& app, std::string_view name, T& target, std::string help) {
+    return app.add_option("--" + std::string(name), target, std::move(help))
+        ->envname(env_name(name))
+        ->capture_default_str();
+}
+
+// A duration given in milliseconds; the default shown is the field's.
+template <class Rep, class Period>
+CLI::Option* millis(CLI::App& app, std::string_view name, std::chrono::duration<Rep, Period>& target, std::string help) {
+    return app
+        .add_option_function<std::int64_t>(
+            "--" + std::string(name),
+            [&target](std::int64_t ms) { target = duration_cast<std::chrono::duration<Rep, Period>>(milliseconds(ms)); },
+            std::move(help))
+        ->envname(env_name(name))
+        ->default_str(std::to_string(duration_cast<milliseconds>(target).count()))
+        ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max() / 1000));
+}
+
+// The one table of flags: a new flag is one more line here.
+void add_flags(CLI::App& app, Options& o) {
+    auto& e = o.engine;
+    auto& p = e.processor;
+    flag(app, "port", o.port, "TCP port to listen on; 0: any free port")->check(CLI::Range(0, 65535));
+    flag(app, "bind", o.bind, "address to bind")->check([](std::string const& v) {
+        return v.empty() ? std::string("must not be empty") : std::string();
+    });
+    app.add_option_function<unsigned>(
+           "--threads", [&o](unsigned n) { o.threads = o.engine.threads = n; },
+           "worker threads for HTTP and for the engine; 0: one per core")
+        ->envname(env_name("threads"))
+        ->default_str(std::to_string(o.threads))
+        ->check(CLI::Range(0u, 1024u));
+    flag(app, "max-connections", o.max_connections,
+         "open connections at most; at the limit the longest idle one is closed")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));
+    flag(app, "overload-connections", o.overload_connections,
+         "past max-connections, this many more get one answer: probes, else 503")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{1'000'000}));
+    flag(app, "body-limit", o.body_limit, "request body limit in bytes")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+    flag(app, "header-limit", o.header_limit, "request header block limit in bytes")
+        ->check(CLI::Range(std::size_t{256}, std::size_t{1} << 20));
+    flag(app, "uri-limit", o.uri_limit, "request target limit in bytes; longer is 414")
+        ->check(CLI::Range(std::size_t{16}, std::size_t{1} << 20));
+    millis(app, "read-timeout-ms", o.read_timeout, "a request begun must arrive within this");
+    millis(app, "idle-timeout-ms", o.idle_timeout, "close a connection waiting this long for a request");
+    millis(app, "overload-read-timeout-ms", o.overload_read_timeout,
+           "an overload connection's request must arrive within this");
+    millis(app, "drain-timeout-ms", o.drain_timeout, "on SIGINT/SIGTERM, time allowed to finish in-flight work");
+    millis(app, "drain-read-timeout-ms", o.drain_read_timeout, "on SIGINT/SIGTERM, time left to a half-sent request");
+    flag(app, "idempotency-max-records", e.idempotency_max_records,
+         "idempotency records kept at most; past it the oldest of the client with the most are evicted")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{100'000'000}));
+    millis(app, "retry-base-ms", p.retry.base, "retry backoff base");
+    millis(app, "retry-cap-ms", p.retry.cap, "retry backoff cap");
+    flag(app, "retry-max-attempts", p.retry.max_attempts, "attempts per cycle")->check(CLI::Range(1, 100));
+    millis(app, "gateway-timeout-ms", p.gateway_timeout, "an unanswered gateway call is an unknown outcome after");
+    millis(app, "settle-window-ms", p.settle_window,
+           "a look-up's \"no such charge\" is final only this long after the answer became unknown");
+    millis(app, "verification-limit-ms", p.verification_limit,
+           "an answer unknown this long puts the invoice in NEEDS_REVIEW");
+    millis(app, "janitor-interval-ms", p.janitor_interval, "how often stalled attempts are looked for; 0: never");
+    flag(app, "store", o.store, "where the data lives: sqlite:PATH (durable) or memory (lost at exit)")
+        ->check([](std::string const& v) {
+            return v == "memory" || (v.starts_with("sqlite:") && v.size() > 7)
+                       ? std::string()
+                       : std::string("must be sqlite:PATH or memory");
+        });
+    static std::map<std::string, bool> const switches = {{"on", true}, {"off", false}};
+    flag(app, "group-commit", o.sqlite.group_commit,
+         "on: concurrent commits share one transaction and fsync; off: one each")
+        ->transform(CLI::CheckedTransformer(switches))
+        ->default_str(o.sqlite.group_commit ? "on" : "off");
+    static std::map<std::string, bool> const synchronous = {{"full", true}, {"normal", false}};
+    flag(app, "synchronous", o.sqlite.fsync_every_commit,
+         "full: every commit on disk before it is answered; normal: a power loss may lose the last answered commits")
+        ->transform(CLI::CheckedTransformer(synchronous))
+        ->default_str(o.sqlite.fsync_every_commit ? "full" : "normal");
+    app.add_option_function<std::uint32_t>(
+           "--event-retention-days",
+           [&o](std::uint32_t days) {
+               if (days == 0) o.sqlite.event_retention.reset();
+               else o.sqlite.event_retention = std::chrono::hours(24) * days;
+           },
+           "delivered events are kept as invoice history this long; 0: for ever")
+        ->envname(env_name("event-retention-days"))
+        ->default_str("0")
+        ->check(CLI::Range(0u, 36'500u));
+    flag(app, "gateway-ledger", e.gateway_ledger,
+         "simulated gateway: a file its charges are appended to (fsynced) and read back from at start, so that "
+         "they outlive the process")
+        ->default_str("");
+    flag(app, "admin-token", o.admin_token, "bearer token of the operator routes /admin/...; unset: they answer 404")
+        ->check([](std::string const& v) {
+            return v.size() >= 16 ? std::string() : std::string("must be at least 16 characters");
+        })
+        ->default_str("");
+    flag(app, "webhook-secret", o.webhooks.secret,
+         "the provider's webhook signing secret for POST /webhooks/psp; unset: it answers 404")
+        ->check([](std::string const& v) {
+            return v.size() >= 16 ? std::string() : std::string("must be at least 16 characters");
+        })
+        ->default_str("");
+    app.add_option_function<std::int64_t>(
+           "--webhook-tolerance-s", [&o](std::int64_t s) { o.webhooks.tolerance = std::chrono::seconds(s); },
+           "a webhook signature's timestamp may be this far from now, in seconds")
+        ->envname(env_name("webhook-tolerance-s"))
+        ->default_str(std::to_string(o.webhooks.tolerance.count()))
+        ->check(CLI::Range(std::int64_t{1}, std::int64_t{86'400}));
+    flag(app, "breaker-window", e.breaker.window, "a gateway's circuit counts its last this many charges")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+    flag(app, "breaker-minimum-calls", e.breaker.minimum_calls, "a circuit never opens on fewer charges than this")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+    flag(app, "breaker-failure-ratio", e.breaker.failure_ratio,
+         "a circuit opens when this share of its window failed at the provider")
+        ->check(CLI::Range(0.01, 1.0));
+    millis(app, "breaker-open-ms", e.breaker.open_for, "an open circuit half-opens after this");
+    flag(app, "decline-rate", e.gateway.decline_rate, "simulated gateway: share of declines, 0-1")
+        ->check(CLI::Range(0.0, 1.0));
+    flag(app, "transient-rate", e.gateway.transient_rate, "simulated gateway: share of transient errors, 0-1")
+        ->check(CLI::Range(0.0, 1.0));
+    flag(app, "timeout-rate", e.gateway.timeout_rate, "simulated gateway: share of calls never answered, 0-1")
+        ->check(CLI::Range(0.0, 1.0));
+    millis(app, "latency-ms", e.gateway.latency_max, "simulated gateway: latency up to this");
+    flag(app, "seed", e.seed, "seed of ids, jitter and the simulated gateway; 0: random");
+    static std::map<std::string, payments::application::LogLevel> const levels = {
+        {"debug", payments::application::LogLevel::debug},
+        {"info", payments::application::LogLevel::info},
+        {"warn", payments::application::LogLevel::warn},
+        {"error", payments::application::LogLevel::error}};
+    flag(app, "log-level", e.log_level, "debug, info, warn or error")
+        ->transform(CLI::CheckedTransformer(levels))
+        ->default_str("info");
+}
+
 } // namespace
+
+payments::Result<void> open_store(Options& options) {
+    if (options.store == "memory") return {};
+    options.sqlite.path = options.store.substr(std::string_view("sqlite:").size());
+    options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
+    auto store = payments::infrastructure::SqliteStore::open(options.sqlite);
+    if (!store) return store.error();
+    options.durable = std::move(*store);
+    return {};
+}
+
+payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options) {
+    auto builder = payments::Engine::builder(options.engine);
+    if (options.durable) builder.store(options.durable).idempotency_store(options.durable);
+    return builder.build();
+}
 
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv) {
     Options options;
-    options.engine.gateway.seed = 0;
-    auto apply = [&](Flag const& f, std::string_view value, std::string const& source) -> std::optional<Exit> {
-        if (!f.set(options, value))
-            return Exit{"payments-server: invalid value '" + std::string(value) + "' for " + source + "\n", 2};
-        return std::nullopt;
-    };
-    for (Flag const& f : flags())
-        if (char const* value = std::getenv(env_name(f.name).c_str()))
-            if (auto bad = apply(f, value, env_name(f.name))) return *bad;
-    for (int i = 1; i < argc; ++i) {
-        std::string_view arg = argv[i];
-        if (arg == "--help" || arg == "-h") return Exit{help(), 0};
-        Flag const* found = nullptr;
-        for (Flag const& f : flags())
-            if (arg.size() > 2 && arg.substr(0, 2) == "--" && arg.substr(2) == f.name) found = &f;
-        if (found == nullptr || i + 1 >= argc)
-            return Exit{"payments-server: unknown or incomplete option '" + std::string(arg) + "'\n\n" + help(), 2};
-        if (auto bad = apply(*found, argv[++i], "--" + std::string(found->name))) return *bad;
+    CLI::App app("payments-server: the payments library over HTTP (JSON).\n"
+                 "Every flag can also be set as an environment variable PAYMENTS_<FLAG> (e.g. PAYMENTS_PORT);\n"
+                 "the command line wins.",
+                 "payments-server");
+    app.set_version_flag("--version", std::string("payments-server ") + PAYMENTS_VERSION);
+    app.get_formatter()->column_width(40);
+    add_flags(app, options);
+    try {
+        app.parse(argc, argv);
+    } catch (CLI::ParseError const& e) {
+        std::ostringstream out;
+        std::ostringstream err;
+        int const code = app.exit(e, out, err);
+        return Exit{code == 0 ? out.str() : "payments-server: " + err.str(), code == 0 ? 0 : 2};
     }
-    if (options.engine.gateway.seed == 0) options.engine.gateway.seed = options.engine.seed != 0 ? options.engine.seed : 1;
+    // The simulated gateway draws from the same seed unless it has its own.
+    options.engine.gateway.seed = options.engine.seed != 0 ? options.engine.seed : 1;
     return options;
 }
 

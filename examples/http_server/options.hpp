@@ -3,6 +3,7 @@
 #include "webhooks.hpp"
 
 #include <payments/engine.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -32,7 +33,13 @@ struct Options {
     /// Bearer token of the operator's routes (/admin/...); empty: they are off.
     std::string admin_token;
     /// POST /webhooks/psp: the provider's signing secret (empty: the route is off) and tolerance.
-    WebhookOptions webhooks;
+    WebhookOptions webhooks = {};
+    /// Where the data lives: "sqlite:PATH" (durable, the default) or "memory".
+    std::string store = "sqlite:payments.db";
+    /// The SQLite store's settings (its path comes from `store`).
+    payments::infrastructure::SqliteStoreOptions sqlite;
+    /// The store open_store() opened; null for "memory".
+    std::shared_ptr<payments::infrastructure::SqliteStore> durable;
     payments::EngineOptions engine;
 };
 
@@ -42,5 +49,13 @@ struct Exit {
     int code;
 };
 std::variant<Options, Exit> parse_options(int argc, char const* const* argv);
+
+/// Opens the store that `options.store` names into `options.durable`; the
+/// error's text (a missing directory, not a database, a newer schema,
+/// another process on the file) when it cannot.
+payments::Result<void> open_store(Options& options);
+
+/// The engine on the options' store (memory, or the one open_store() opened).
+payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& options);
 
 } // namespace http_server

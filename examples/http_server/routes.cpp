@@ -9,6 +9,7 @@ std::span<Route const> route_table() {
         {http::verb::get, "/invoices/{id}", &get_invoice},
         {http::verb::post, "/invoices/{id}/pay", &pay_invoice},
         {http::verb::get, "/invoices/{id}/payments", &list_payments},
+        {http::verb::get, "/invoices/{id}/events", &invoice_events},
         {http::verb::get, "/payments/{id}", &get_payment},
         {http::verb::get, "/health", &health},
         {http::verb::get, "/health/live", &health},

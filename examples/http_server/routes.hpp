@@ -50,6 +50,8 @@ std::span<Route const> route_table();
 Reply create_invoice(Context&, Call&);
 Reply get_invoice(Context&, Call&);
 Reply list_invoices(Context&, Call&);
+/// GET /invoices/{id}/events: the invoice's audit history.
+Reply invoice_events(Context&, Call&);
 /// A page of invoices (?limit, ?after; ?status unless `only` fixes it).
 Reply invoice_page(Context&, Call&, std::optional<payments::domain::InvoiceStatus> only);
 

@@ -1,4 +1,4 @@
-// POST /invoices, GET /invoices, GET /invoices/{id}.
+// POST /invoices, GET /invoices, GET /invoices/{id}, GET /invoices/{id}/events.
 #include "errors.hpp"
 #include "json_codec.hpp"
 #include "routes.hpp"
@@ -48,6 +48,16 @@ Reply get_invoice(Context& context, Call& call) {
     auto invoice = context.engine.service().invoice(*id);
     if (!invoice) return from_error(invoice.error());
     return json_reply(http::status::ok, invoice_json(*invoice, context.engine.clock().now()));
+}
+
+Reply invoice_events(Context& context, Call& call) {
+    auto id = InvoiceId::parse(call.params[0]);
+    if (!id) return problem_reply(http::status::not_found, "not_found", "no invoice " + call.params[0]);
+    auto events = context.engine.service().history(*id);
+    if (!events) return from_error(events.error());
+    json::array data;
+    for (Event const& e : *events) data.push_back(event_json(e));
+    return json_reply(http::status::ok, json::object{{"data", std::move(data)}});
 }
 
 Reply list_invoices(Context& context, Call& call) { return invoice_page(context, call, std::nullopt); }

@@ -16,7 +16,7 @@ namespace http_server {
 /// How POST /webhooks/psp checks what it is sent.
 struct WebhookOptions {
     /// The shared secret the provider signs with; empty turns the route off (404).
-    std::string secret;
+    std::string secret = {};
     /// A signature's timestamp may be this far from now, either way.
     std::chrono::seconds tolerance{300};
     /// Event ids remembered at most, to ignore replays; the oldest go first.

@@ -32,6 +32,8 @@ struct EngineOptions {
     infrastructure::SimulatedGatewayOptions gateway; ///< the default gateway's behaviour (no gateway given)
     /// Each gateway's circuit breaker.
     application::BreakerOptions breaker;
+    /// The default gateway's ledger file (see SimulatedGateway); empty: in memory.
+    std::string gateway_ledger = {};
     infrastructure::BusOptions bus;                ///< lanes and delivery attempts; delivery tasks follow `threads`
     /// How long the default idempotency store replays a key.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
@@ -117,6 +119,14 @@ public:
     application::Clock const& clock();
     /// The processor: its janitor and what it has not settled.
     application::PaymentProcessor& processor();
+    /// What the build found from an earlier run (a durable store) and started
+    /// again: events published again, scheduled events re-armed, attempts re-driven.
+    struct Recovery {
+        std::size_t republished = 0;
+        std::size_t rearmed = 0;
+        std::size_t redriven = 0;
+    };
+    Recovery const& recovery() const;
 
     /// Waits until nothing is queued on the bus, no handler is running and no
     /// gateway call is out: "nothing is happening now". A retry scheduled for

@@ -30,6 +30,7 @@ enum class ErrorCode {
     idempotency_key_reused, ///< same key, different request
     idempotency_key_in_use, ///< same key while the first request is still running
     unavailable,            ///< the component is stopping or stopped
+    storage_unavailable,    ///< the durable store cannot write (disk full, I/O error, read-only): nothing was committed
 };
 
 /// A typed error with a human-readable reason.

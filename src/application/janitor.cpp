@@ -31,11 +31,17 @@ void PaymentProcessor::arm_janitor() {
 }
 
 std::size_t PaymentProcessor::run_janitor() {
+    // An attempt due this long ago should have reached the gateway by now.
+    return redrive(options_.gateway_timeout + options_.janitor_interval);
+}
+
+// At start nothing is driving anything yet: every due attempt is stalled.
+std::size_t PaymentProcessor::recover() { return redrive(Duration::zero()); }
+
+std::size_t PaymentProcessor::redrive(Duration grace) {
     if (stopped()) return 0;
     std::size_t redriven = 0;
     Timestamp const now = ports_.clock.now();
-    // An attempt due this long ago should have reached the gateway by now.
-    Duration const grace = options_.gateway_timeout + options_.janitor_interval;
     InvoiceQuery query{.status = InvoiceStatus::processing, .limit = InvoiceQuery::max_limit};
     for (;;) {
         InvoicePage page = ports_.store.invoices(query);

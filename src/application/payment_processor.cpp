@@ -1,6 +1,7 @@
 #include <payments/application/payment_processor.hpp>
 
 #include "commit_retry.hpp"
+#include "outbox.hpp"
 #include "settlement.hpp"
 
 #include <algorithm>
@@ -383,8 +384,9 @@ void PaymentProcessor::escalate(PaymentRequested const& requested, std::string r
         auto review = invoice->require_review(env.payment_id, reason, new_event_meta(ports_, env.correlation_id));
         if (!review) return review.error();
         invoice->apply(*review);
-        if (auto committed = ports_.store.commit({Changes::InvoiceWrite{*invoice, version}, {}}); !committed)
-            return committed.error();
+        Changes changes{Changes::InvoiceWrite{*invoice, version}, {}};
+        changes.events.emplace_back(std::move(*review));
+        if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) return committed.error();
         if (before != InvoiceStatus::needs_review)
             ports_.metrics.invoice_status_changed(before, InvoiceStatus::needs_review);
         ports_.metrics.review_required(ReviewCause::unresolved);
@@ -392,7 +394,6 @@ void PaymentProcessor::escalate(PaymentRequested const& requested, std::string r
                                                           {"payment_id", env.payment_id.str()},
                                                           {"cause", to_string(ReviewCause::unresolved)},
                                                           {"reason", reason}});
-        ports_.bus.publish(std::move(*review));
         return {};
     });
     if (!flagged)
@@ -452,18 +453,18 @@ Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested
         Changes changes;
         if (invoice_changed) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
         if (payment_changed) changes.payments.push_back({*payment, payment_version});
-        if (settlement.retry) changes.payments.push_back({Payment::from(*settlement.retry), 0});
-        if (auto committed = ports_.store.commit(std::move(changes)); !committed) return committed.error();
+        if (settlement.retry) {
+            changes.payments.push_back({Payment::from(*settlement.retry), 0});
+            changes.scheduled.push_back({*settlement.retry, settlement.retry->not_before});
+        }
+        changes.events = std::move(settlement.published);
+        if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) return committed.error();
 
         if (payment_changed) report(requested, outcome, *invoice);
         if (invoice->status() != invoice_before)
             ports_.metrics.invoice_status_changed(invoice_before, invoice->status());
         if (settlement.review) alert(env, *settlement.review, settlement.review_reason);
-        for (auto& event : settlement.published) ports_.bus.publish(std::move(event));
-        if (settlement.retry) {
-            ports_.metrics.retry_scheduled();
-            ports_.bus.schedule(*settlement.retry, settlement.retry->not_before);
-        }
+        if (settlement.retry) ports_.metrics.retry_scheduled();
         return payment->status();
     });
 }

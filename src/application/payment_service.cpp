@@ -1,6 +1,7 @@
 #include <payments/application/payment_service.hpp>
 
 #include "commit_retry.hpp"
+#include "outbox.hpp"
 
 namespace payments::application {
 
@@ -47,7 +48,9 @@ Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
                                    new_event_meta(ports_, correlation(command.correlation_id)));
     if (!created) return created.error();
     Invoice invoice = Invoice::from(*created);
-    if (auto committed = ports_.store.commit({Changes::InvoiceWrite{invoice, 0}, {}}); !committed) {
+    Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+    changes.events.emplace_back(*created);
+    if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) {
         if (committed.error().code == ErrorCode::already_exists)
             return reject(ErrorCode::already_exists, "invoice " + std::string(invoice.id().str()) + " already exists");
         return committed.error();
@@ -57,7 +60,6 @@ Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
                                            {"correlation_id", created->envelope.correlation_id.str()},
                                            {"amount", invoice.amount().minor_units()},
                                            {"currency", invoice.amount().currency().code()}});
-    ports_.bus.publish(std::move(*created));
     return invoice;
 }
 
@@ -91,15 +93,18 @@ PaymentRequestReply PaymentService::request_payment(RequestPayment const& comman
         }
     } release{ports_.idempotency, key};
 
-    PaymentResult outcome = request_payment_once(command, correlation_id);
+    PaymentResult outcome = request_payment_once(command, correlation_id, &key);
     if (replayable(outcome)) {
+        // A payment's record was completed in its commit; this stores a
+        // refusal, and is a no-op for a record already complete.
         ports_.idempotency.complete(key, outcome, ports_.clock.now());
         release.armed = false;
     }
     return {std::move(outcome), false};
 }
 
-PaymentResult PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id) {
+PaymentResult PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id,
+                                                   IdempotencyKey const* key) {
     return retry_on_conflict([&]() -> PaymentResult {
         auto loaded = ports_.store.invoice(command.invoice_id);
         if (!loaded) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
@@ -113,18 +118,16 @@ PaymentResult PaymentService::request_payment_once(RequestPayment const& command
         invoice.apply(*requested);
         Payment payment = Payment::from(*requested);
 
-        auto committed = ports_.store.commit({Changes::InvoiceWrite{std::move(invoice), version},
-                                              {Changes::PaymentWrite{payment, 0}}});
-        if (!committed) return committed.error();
+        Changes changes{Changes::InvoiceWrite{std::move(invoice), version}, {Changes::PaymentWrite{payment, 0}}};
+        changes.events.emplace_back(std::move(*requested));
+        if (key) changes.idempotency = IdempotencyCompletion{*key, payment, ports_.clock.now()};
+        if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) return committed.error();
         ports_.metrics.payment_requested();
         ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
         ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
                                                  {"payment_id", payment.id().str()},
                                                  {"correlation_id", correlation_id.str()},
                                                  {"attempt", payment.attempt()}});
-        if (!ports_.bus.publish(std::move(*requested)))
-            ports_.logger.warn("payment request committed but not queued; the janitor will drive it",
-                               {{"payment_id", payment.id().str()}});
         return payment;
     });
 }
@@ -180,7 +183,8 @@ Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {
         Changes changes{Changes::InvoiceWrite{*invoice, invoice_version}, {}};
         bool const payment_changed = payment->version() != payment_version;
         if (payment_changed) changes.payments.push_back({*payment, payment_version});
-        if (auto committed = ports_.store.commit(std::move(changes)); !committed) return committed.error();
+        changes.events = std::move(published);
+        if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) return committed.error();
         if (payment_changed) {
             if (charged) ports_.metrics.payment_succeeded();
             else ports_.metrics.payment_failed(FailureKind::transient);
@@ -192,7 +196,6 @@ Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {
                                                                {"charged", charged},
                                                                {"reference", command.decision.reference},
                                                                {"invoice_status", to_string(invoice->status())}});
-        for (auto& event : published) ports_.bus.publish(std::move(event));
         return std::move(*invoice);
     });
 }
@@ -213,6 +216,11 @@ Result<InvoicePage> PaymentService::invoices(InvoiceQuery const& query) const {
 Result<std::vector<Payment>> PaymentService::payments_of(InvoiceId const& id) const {
     if (!ports_.store.invoice(id)) return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));
     return ports_.store.payments_of(id);
+}
+
+Result<std::vector<Event>> PaymentService::history(InvoiceId const& id) const {
+    if (!ports_.store.invoice(id)) return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));
+    return ports_.store.history(id);
 }
 
 Result<Payment> PaymentService::payment(PaymentId const& id) const {

@@ -37,6 +37,21 @@ Invoice::Invoice(InvoiceCreated const& created)
 
 Invoice Invoice::from(InvoiceCreated const& created) { return Invoice(created); }
 
+Invoice::Invoice(InvoiceSnapshot&& s)
+    : id_(std::move(s.id)), amount_(s.amount), description_(std::move(s.description)), status_(s.status),
+      attempts_(std::move(s.attempts)), cycle_start_(s.cycle_start), current_method_(std::move(s.current_method)),
+      next_retry_at_(s.next_retry_at), last_failure_(std::move(s.last_failure)), paid_by_(std::move(s.paid_by)),
+      review_reason_(std::move(s.review_reason)), under_review_(std::move(s.under_review)), created_at_(s.created_at),
+      updated_at_(s.updated_at), version_(s.version) {}
+
+Invoice Invoice::restore(InvoiceSnapshot snapshot) { return Invoice(std::move(snapshot)); }
+
+InvoiceSnapshot Invoice::snapshot() const {
+    return {id_,          amount_,        description_,  status_,        attempts_,
+            cycle_start_, current_method_, next_retry_at_, last_failure_, paid_by_,
+            review_reason_, under_review_, created_at_,   updated_at_,    version_};
+}
+
 Result<PaymentRequested> Invoice::request_payment(NewAttempt attempt, std::string payment_method,
                                                   EventMeta const& meta) const {
     switch (status_) {

@@ -25,6 +25,24 @@ Payment Payment::from(PaymentRequested const& requested) {
     return Payment(requested);
 }
 
+Payment::Payment(PaymentSnapshot&& s)
+    : id_(std::move(s.id)), invoice_id_(std::move(s.invoice_id)), attempt_(s.attempt), amount_(s.amount),
+      payment_method_(std::move(s.payment_method)), gateway_key_(std::move(s.gateway_key)),
+      correlation_id_(std::move(s.correlation_id)), status_(s.status), failure_(std::move(s.failure)),
+      gateway_reference_(std::move(s.gateway_reference)), unknown_since_(s.unknown_since), not_before_(s.not_before),
+      created_at_(s.created_at), updated_at_(s.updated_at), version_(s.version) {
+    gateway_ = std::move(s.gateway);
+}
+
+Payment Payment::restore(PaymentSnapshot snapshot) { return Payment(std::move(snapshot)); }
+
+PaymentSnapshot Payment::snapshot() const {
+    return {id_,        invoice_id_,         attempt_,      amount_,       payment_method_,
+            gateway_key_, correlation_id_,   status_,       failure_,      gateway_reference_,
+            unknown_since_, not_before_,     created_at_,   updated_at_,   version_,
+            gateway_};
+}
+
 Result<void> Payment::require_open() const {
     if (status_ != PaymentStatus::requested && status_ != PaymentStatus::unknown)
         return reject(ErrorCode::invalid_state,

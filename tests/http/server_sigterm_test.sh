@@ -7,7 +7,7 @@ server=$1
 log=$(mktemp)
 trap 'rm -f "$log"; kill -9 "$pid" 2>/dev/null || true' EXIT
 
-"$server" --bind 127.0.0.1 --port 0 --threads 2 --log-level info --drain-read-timeout-ms 200 2> "$log" &
+"$server" --bind 127.0.0.1 --port=0 --threads 2 --log-level info --drain-read-timeout-ms 200 2> "$log" &
 pid=$!
 
 port=""

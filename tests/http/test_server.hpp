@@ -42,7 +42,7 @@ struct TestServer {
         options.engine.threads = 2;
         options.engine.log_output = log;
         options.engine.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 5ms, .max_attempts = 3};
-        engine = payments::Engine::create(options.engine).value();
+        engine = build_engine(options).value();
         api.emplace(*engine, readiness, options.admin_token, options.webhooks);
         server.emplace(options, *api, engine->logger());
         port = server->start().value();

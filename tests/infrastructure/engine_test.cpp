@@ -232,7 +232,7 @@ SCENARIO("an engine runs on the application's io_context") {
     }
 }
 
-SCENARIO("wait_idle says nothing is happening now; wait_settled waits for the retries") {
+SCENARIO("wait_idle says nothing is happening now, and wait_settled waits for the retries") {
     GIVEN("a card that fails twice before it is charged") {
         WHEN("the retries are far away") {
             EngineOptions options = quiet_options();

@@ -88,6 +88,12 @@ public:
 
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
+    /// Recovery at start, over work an earlier run left unsettled: every
+    /// attempt REQUESTED and due is sent again under its own key (the
+    /// gateway's idempotency answers with the first call's outcome, and never
+    /// charges a key twice), every UNKNOWN one is verified with look-ups of
+    /// its key. The janitor's round without its grace; returns how many.
+    std::size_t recover();
 
     /// What a provider said unasked (a signed webhook) about the charge under
     /// `gateway_key`: a definitive status settles the attempt at once, through
@@ -111,6 +117,7 @@ private:
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
+    std::size_t redrive(domain::Duration grace);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);

@@ -65,9 +65,13 @@ public:
     /// not_found for an unknown invoice.
     Result<std::vector<domain::Payment>> payments_of(domain::InvoiceId const& id) const;
     Result<domain::Payment> payment(domain::PaymentId const& id) const;
+    /// The invoice's events in the order they were committed (its audit
+    /// history, as far back as the store keeps it); not_found for an unknown invoice.
+    Result<std::vector<domain::Event>> history(domain::InvoiceId const& id) const;
 
 private:
-    PaymentResult request_payment_once(RequestPayment const& command, domain::CorrelationId const& correlation_id);
+    PaymentResult request_payment_once(RequestPayment const& command, domain::CorrelationId const& correlation_id,
+                                       IdempotencyKey const* key = nullptr);
     domain::CorrelationId correlation(domain::CorrelationId const& given) const;
 
     Ports ports_;

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <payments/application/idempotency_store.hpp>
+#include <payments/domain/events.hpp>
 #include <payments/domain/invoice.hpp>
 #include <payments/domain/payment.hpp>
 #include <payments/error.hpp>
@@ -25,8 +27,24 @@ struct InvoicePage {
     std::optional<domain::InvoiceId> next; ///< pass as `after` for the next page
 };
 
+/// An event to deliver at a later time (a retry), kept until it is delivered.
+struct ScheduledEvent {
+    domain::Event event;
+    domain::Timestamp at;
+};
+
+/// The idempotency record that a commit completes in the same transaction.
+struct IdempotencyCompletion {
+    IdempotencyKey key;
+    PaymentResult outcome;
+    domain::Timestamp now;
+};
+
 /// One atomic write. Each aggregate carries the version it was loaded at
 /// (0 for a new one); the write fails whole if any of them changed since.
+/// The events, the scheduled events and the idempotency completion commit
+/// with the aggregates (the transactional outbox): an event is published only
+/// once its cause is durable, and none is lost if the process dies after.
 struct Changes {
     struct InvoiceWrite {
         domain::Invoice invoice;
@@ -39,10 +57,14 @@ struct Changes {
 
     std::optional<InvoiceWrite> invoice;
     std::vector<PaymentWrite> payments;
+    std::vector<domain::Event> events = {};            ///< published after the commit, in order
+    std::vector<ScheduledEvent> scheduled = {};        ///< delivered at their time, after the commit
+    std::optional<IdempotencyCompletion> idempotency = {}; ///< kept by a store that is also the IdempotencyStore
 };
 
-/// Where invoices and payments live. Thread-safe. A durable implementation
-/// commits Changes in one transaction (and, later, its outbox with it).
+/// Where invoices and payments live, with the outbox of their events.
+/// Thread-safe. A durable implementation commits Changes in one transaction
+/// and answers only once it is durable.
 class Store {
 public:
     virtual ~Store() = default;
@@ -55,8 +77,22 @@ public:
     virtual std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const = 0;
 
     /// All or nothing: `conflict` if a version moved, `already_exists` if a
-    /// new aggregate's id is taken.
+    /// new aggregate's id is taken, `storage_unavailable` if it could not be
+    /// made durable (then nothing of it is kept).
     virtual Result<void> commit(Changes changes) = 0;
+
+    /// The outbox: committed events whose delivery was not yet recorded,
+    /// oldest first. After a crash they are published again.
+    virtual std::vector<domain::Event> undelivered() const = 0;
+    /// Records that the event reached its subscribers (a scheduled event
+    /// too: it is then no longer re-armed). Unknown ids are ignored; a
+    /// durable store may write it with a later commit.
+    virtual void mark_delivered(domain::EventId const& id) = 0;
+    /// Scheduled events not yet delivered, in order of their time.
+    virtual std::vector<ScheduledEvent> scheduled() const = 0;
+    /// The invoice's events in commit order, as far back as the store keeps
+    /// them: its audit history.
+    virtual std::vector<domain::Event> history(domain::InvoiceId const& id) const = 0;
 };
 
 } // namespace payments::application

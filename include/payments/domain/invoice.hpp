@@ -44,6 +44,29 @@ struct ReviewDecision {
     std::string reference; ///< the provider's reference of the charge, when charged
 };
 
+/// Everything an Invoice holds, field by field: what a durable store writes
+/// and reads back (Invoice::snapshot(), Invoice::restore()). A field added to
+/// Invoice is added here, and to the store's codec with a new record version.
+struct InvoiceSnapshot {
+    InvoiceId id;
+    Money amount;
+    std::string description = {};
+    InvoiceStatus status = InvoiceStatus::pending;
+    std::vector<PaymentId> attempts = {};
+    int cycle_start = 1;
+    std::string current_method = {};
+    std::optional<Timestamp> next_retry_at = {};
+    std::optional<Failure> last_failure = {};
+    PaymentId paid_by = {};
+    std::string review_reason = {};
+    PaymentId under_review = {};
+    Timestamp created_at = {};
+    Timestamp updated_at = {};
+    std::uint64_t version = 1;
+
+    friend bool operator==(InvoiceSnapshot const&, InvoiceSnapshot const&) = default;
+};
+
 /// An amount owed, settled by one of its payment attempts. Commands decide and
 /// return events; apply() is the only place its state changes.
 ///
@@ -58,6 +81,10 @@ public:
     static Result<InvoiceCreated> create(InvoiceId id, Money amount, std::string description,
                                          EventMeta const& meta);
     static Invoice from(InvoiceCreated const& created);
+    /// The invoice a store kept, exactly as it was when snapshot() was taken.
+    static Invoice restore(InvoiceSnapshot snapshot);
+    /// Its whole state, for a store to keep.
+    InvoiceSnapshot snapshot() const;
 
     /// Starts a cycle of attempts, from PENDING or (a manual retry) from FAILED.
     Result<PaymentRequested> request_payment(NewAttempt attempt, std::string payment_method,
@@ -135,6 +162,7 @@ public:
 
 private:
     explicit Invoice(InvoiceCreated const& created);
+    explicit Invoice(InvoiceSnapshot&& s);
 
     Result<void> require_current(EventEnvelope const& outcome) const;
     EventEnvelope event_envelope(EventMeta const& meta, PaymentId payment_id, int attempt) const;

@@ -20,12 +20,40 @@ enum class PaymentStatus { requested, succeeded, failed, unknown };
 /// "REQUESTED", "SUCCEEDED", "FAILED", "UNKNOWN".
 std::string_view to_string(PaymentStatus status) noexcept;
 
+/// Everything a Payment holds, field by field: what a durable store writes and
+/// reads back (Payment::snapshot(), Payment::restore()). A field added to
+/// Payment is added here, and to the store's codec with a new record version.
+struct PaymentSnapshot {
+    PaymentId id;
+    InvoiceId invoice_id = {};
+    int attempt = 0;
+    Money amount;
+    std::string payment_method = {};
+    std::string gateway_key = {};
+    CorrelationId correlation_id = {};
+    PaymentStatus status = PaymentStatus::requested;
+    std::optional<Failure> failure = {};
+    std::string gateway_reference = {};
+    std::optional<Timestamp> unknown_since = {};
+    Timestamp not_before = {};
+    Timestamp created_at = {};
+    Timestamp updated_at = {};
+    std::uint64_t version = 1;
+    std::string gateway = {}; ///< the gateway that took it (empty: the first configured one)
+
+    friend bool operator==(PaymentSnapshot const&, PaymentSnapshot const&) = default;
+};
+
 /// One technical attempt to settle an invoice. Commands decide and return an
 /// event; apply() is the only place its state changes.
 class Payment {
 public:
     /// The attempt an invoice requested.
     static Payment from(PaymentRequested const& requested);
+    /// The payment a store kept, exactly as it was when snapshot() was taken.
+    static Payment restore(PaymentSnapshot snapshot);
+    /// Its whole state, for a store to keep.
+    PaymentSnapshot snapshot() const;
 
     /// The gateway charged it, `charged` being the amount it says it took;
     /// from REQUESTED, or from UNKNOWN when a late or looked-up answer arrives.
@@ -72,6 +100,7 @@ public:
 
 private:
     explicit Payment(PaymentRequested const& requested);
+    explicit Payment(PaymentSnapshot&& s);
 
     Result<void> require_open() const;
     EventEnvelope envelope(EventMeta const& meta) const;

@@ -1,6 +1,12 @@
 #include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace payments::infrastructure {
 
@@ -17,9 +23,61 @@ double unit(domain::Random& random) { return static_cast<double>(random.next_u64
 
 } // namespace
 
+namespace {
+
+// One charge per line: key, invoice, payment, minor units, currency, reference, booked at (ticks).
+std::string ledger_line(GatewayCharge const& c) {
+    std::ostringstream line;
+    line << c.idempotency_key << '\t' << c.invoice_id.str() << '\t' << c.payment_id.str() << '\t'
+         << c.amount.minor_units() << '\t' << c.amount.currency().code() << '\t' << c.reference << '\t'
+         << c.booked_at.time_since_epoch().count() << '\n';
+    return line.str();
+}
+
+// The charges a ledger file holds; a line cut short by a crash is ignored
+// (it was never fsynced, so its charge was never answered).
+std::vector<GatewayCharge> read_ledger(std::string const& path) {
+    std::vector<GatewayCharge> charges;
+    std::ifstream in(path);
+    std::string line;
+    while (std::getline(in, line)) {
+        std::istringstream fields(line);
+        std::string key, invoice, payment, currency, reference;
+        std::int64_t minor = 0;
+        domain::Duration::rep booked = 0;
+        if (!std::getline(fields, key, '\t') || !std::getline(fields, invoice, '\t') ||
+            !std::getline(fields, payment, '\t') || !(fields >> minor) || !fields.ignore() ||
+            !std::getline(fields, currency, '\t') || !std::getline(fields, reference, '\t') || !(fields >> booked))
+            continue;
+        auto invoice_id = domain::InvoiceId::parse(invoice);
+        auto payment_id = domain::PaymentId::parse(payment);
+        auto code = domain::Currency::from_code(currency);
+        if (!invoice_id || !payment_id || !code) continue;
+        auto amount = domain::Money::of(minor, *code);
+        if (!amount) continue;
+        charges.push_back({key, *invoice_id, *payment_id, *amount, reference, domain::Timestamp(domain::Duration(booked))});
+    }
+    return charges;
+}
+
+} // namespace
+
 SimulatedGateway::SimulatedGateway(application::Scheduler& scheduler, application::Clock const& clock,
-                                   SimulatedGatewayOptions options)
-    : scheduler_(scheduler), clock_(clock), options_(options), random_(options.seed) {}
+                                   SimulatedGatewayOptions options, std::string const& ledger_path)
+    : scheduler_(scheduler), clock_(clock), options_(options), random_(options.seed), ledger_path_(ledger_path) {
+    if (ledger_path_.empty()) return;
+    for (GatewayCharge& charge : read_ledger(ledger_path_)) {
+        auto outcome = ChargeAnswer::success(charge.reference, charge.amount);
+        answered_.emplace(charge.idempotency_key, Record{outcome, charge.booked_at, charge.booked_at});
+        ledger_.push_back(std::move(charge));
+    }
+    ledger_fd_ = ::open(ledger_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (ledger_fd_ < 0) throw std::runtime_error("cannot open the gateway ledger " + ledger_path_);
+}
+
+SimulatedGateway::~SimulatedGateway() {
+    if (ledger_fd_ >= 0) ::close(ledger_fd_);
+}
 
 ChargeAnswer SimulatedGateway::remember_locked(ChargeRequest const& request, ChargeAnswer outcome) {
     domain::Timestamp const now = clock_.now();
@@ -32,6 +90,12 @@ ChargeAnswer SimulatedGateway::book_locked(ChargeRequest const& request, domain:
     domain::Timestamp const now = clock_.now();
     std::string reference = "ch_" + std::to_string(ledger_.size() + 1) + "_" + request.idempotency_key;
     ledger_.push_back({request.idempotency_key, request.invoice_id, request.payment_id, amount, reference, now});
+    if (ledger_fd_ >= 0) {
+        // Durable before it is answered: a provider does not forget a charge.
+        std::string const line = ledger_line(ledger_.back());
+        if (::write(ledger_fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()) || ::fdatasync(ledger_fd_) != 0)
+            throw std::runtime_error("cannot write the gateway ledger " + ledger_path_);
+    }
     auto outcome = ChargeAnswer::success(std::move(reference), amount);
     domain::Timestamp const visible = now + options_.search_lag;
     answered_.emplace(request.idempotency_key, Record{outcome, visible, visible + processing});

@@ -2,6 +2,7 @@
 
 #include <payments/infrastructure/bus/asio_event_bus.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include <chrono>
 
@@ -115,6 +116,19 @@ void register_idempotency_metrics(MetricsRegistry& registry, InMemoryIdempotency
                             [&idempotency] { return static_cast<double>(idempotency.size()); });
     registry.counter_callback("idempotency_evictions_total", "Idempotency records evicted at the cap", {},
                               [&idempotency] { return static_cast<double>(idempotency.evictions()); });
+}
+
+void register_store_metrics(MetricsRegistry& registry, SqliteStore const& store) {
+    registry.gauge_callback("store_invoices", "Invoices in the database file", {},
+                            [&store] { return static_cast<double>(store.invoice_count()); });
+    registry.gauge_callback("store_payments", "Payment attempts in the database file", {},
+                            [&store] { return static_cast<double>(store.payment_count()); });
+    registry.counter_callback("store_transactions_total", "Transactions committed (each one fsync)", {},
+                              [&store] { return static_cast<double>(store.transactions()); });
+    registry.counter_callback("store_commands_total", "Commands committed, in those transactions", {},
+                              [&store] { return static_cast<double>(store.commands()); });
+    registry.counter_callback("store_errors_total", "Reads and writes the store's file refused", {},
+                              [&store] { return static_cast<double>(store.storage_errors()); });
 }
 
 } // namespace payments::infrastructure

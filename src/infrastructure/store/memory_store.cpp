@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <list>
+#include <map>
 #include <set>
 
 namespace payments::infrastructure {
@@ -15,6 +16,7 @@ struct InMemoryStore::Shard {
     mutable std::mutex mutex;
     std::unordered_map<InvoiceId, std::pair<Invoice, std::uint64_t>> invoices; // Owned by: mutex; with creation sequence
     std::unordered_map<PaymentId, Payment> payments;                           // Owned by: mutex
+    std::unordered_map<InvoiceId, std::vector<Event>> history;                 // Owned by: mutex
     // Padding: neighbouring shards' locks do not share a cache line.
     char pad[64];
 };
@@ -26,8 +28,19 @@ struct InMemoryStore::Listed {
     Shard* shard;
 };
 
+// Events committed and not yet delivered, by a number in commit order.
+struct InMemoryStore::Outbox {
+    mutable std::mutex mutex;
+    std::uint64_t next = 0;                                     // Owned by: mutex
+    std::map<std::uint64_t, Event> pending;                     // Owned by: mutex
+    std::unordered_map<EventId, std::uint64_t> pending_by_id;   // Owned by: mutex
+    std::map<std::pair<Timestamp, std::uint64_t>, Event> later; // Owned by: mutex; scheduled
+    std::unordered_map<EventId, std::pair<Timestamp, std::uint64_t>> later_by_id; // Owned by: mutex
+};
+
 InMemoryStore::InMemoryStore(std::size_t shards)
-    : shard_count_(std::max<std::size_t>(shards, 1)), shards_(std::make_unique<Shard[]>(shard_count_)) {}
+    : shard_count_(std::max<std::size_t>(shards, 1)), shards_(std::make_unique<Shard[]>(shard_count_)),
+      outbox_(std::make_unique<Outbox>()) {}
 
 InMemoryStore::~InMemoryStore() = default;
 
@@ -144,6 +157,7 @@ Result<void> InMemoryStore::commit(Changes changes) {
         touched.push_back(index_of(write.payment.id()));
         touched.push_back(index_of(write.payment.invoice_id()));
     }
+    for (Event const& event : changes.events) touched.push_back(index_of(envelope_of(event).invoice_id));
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
     std::unique_lock<std::mutex> order_lock;
@@ -168,7 +182,59 @@ Result<void> InMemoryStore::commit(Changes changes) {
         PaymentId id = payment.id();
         shard.payments.insert_or_assign(std::move(id), std::move(payment));
     }
+    for (Event const& event : changes.events) {
+        InvoiceId const& id = envelope_of(event).invoice_id;
+        shard_of(id).history[id].push_back(event);
+    }
+    locks.clear();
+    if (order_lock) order_lock.unlock();
+    std::lock_guard lock(outbox_->mutex);
+    for (Event& event : changes.events) {
+        std::uint64_t const seq = outbox_->next++;
+        outbox_->pending_by_id.emplace(envelope_of(event).id, seq);
+        outbox_->pending.emplace(seq, std::move(event));
+    }
+    for (auto& [event, at] : changes.scheduled) {
+        std::pair<Timestamp, std::uint64_t> const key{at, outbox_->next++};
+        outbox_->later_by_id.emplace(envelope_of(event).id, key);
+        outbox_->later.emplace(key, std::move(event));
+    }
     return {};
+}
+
+std::vector<Event> InMemoryStore::undelivered() const {
+    std::lock_guard lock(outbox_->mutex);
+    std::vector<Event> events;
+    events.reserve(outbox_->pending.size());
+    for (auto const& [seq, event] : outbox_->pending) events.push_back(event);
+    return events;
+}
+
+void InMemoryStore::mark_delivered(EventId const& id) {
+    std::lock_guard lock(outbox_->mutex);
+    if (auto it = outbox_->pending_by_id.find(id); it != outbox_->pending_by_id.end()) {
+        outbox_->pending.erase(it->second);
+        outbox_->pending_by_id.erase(it);
+    }
+    if (auto it = outbox_->later_by_id.find(id); it != outbox_->later_by_id.end()) {
+        outbox_->later.erase(it->second);
+        outbox_->later_by_id.erase(it);
+    }
+}
+
+std::vector<application::ScheduledEvent> InMemoryStore::scheduled() const {
+    std::lock_guard lock(outbox_->mutex);
+    std::vector<application::ScheduledEvent> events;
+    events.reserve(outbox_->later.size());
+    for (auto const& [key, event] : outbox_->later) events.push_back({event, key.first});
+    return events;
+}
+
+std::vector<Event> InMemoryStore::history(InvoiceId const& id) const {
+    Shard const& shard = shard_of(id);
+    std::lock_guard lock(shard.mutex);
+    auto it = shard.history.find(id);
+    return it == shard.history.end() ? std::vector<Event>{} : it->second;
 }
 
 using application::IdempotencyKey;

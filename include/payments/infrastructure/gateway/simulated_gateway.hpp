@@ -67,8 +67,15 @@ struct GatewayCharge {
 /// | anything else           | DECLINED: unknown payment method                               |
 class SimulatedGateway final : public application::PaymentGateway {
 public:
+    /// `ledger_path`: a file that keeps the ledger outside the process: every
+    /// charge is appended and fsynced as it is booked, and read back here, so
+    /// that a key charged before a crash is answered the same way after it (as
+    /// a real provider would). Empty: the ledger lives in memory only.
     SimulatedGateway(application::Scheduler& scheduler, application::Clock const& clock,
-                     SimulatedGatewayOptions options = {});
+                     SimulatedGatewayOptions options = {}, std::string const& ledger_path = {});
+    ~SimulatedGateway() override;
+    SimulatedGateway(SimulatedGateway const&) = delete;
+    SimulatedGateway& operator=(SimulatedGateway const&) = delete;
 
     void charge(application::ChargeRequest request,
                 std::function<void(application::ChargeAnswer)> on_answer) override;
@@ -125,6 +132,8 @@ private:
     std::vector<std::string> keys_seen_;                         // Owned by: mutex_
     std::size_t bookings_pending_ = 0;                           // Owned by: mutex_
     std::size_t late_bookings_ = 0;                              // Owned by: mutex_
+    std::string ledger_path_;
+    int ledger_fd_ = -1;                                         // Owned by: mutex_; the ledger file, if any
 };
 
 } // namespace payments::infrastructure

@@ -10,6 +10,7 @@ namespace payments::infrastructure {
 class AsioEventBus;
 class InMemoryIdempotencyStore;
 class InMemoryStore;
+class SqliteStore;
 
 /// The use cases' metrics as Prometheus families in a registry:
 /// payments_requested_total, payments_succeeded_total,
@@ -66,5 +67,10 @@ void register_store_metrics(MetricsRegistry& registry, InMemoryStore const& stor
 /// Exposes the in-memory idempotency store: idempotency_records and
 /// idempotency_evictions_total.
 void register_idempotency_metrics(MetricsRegistry& registry, InMemoryIdempotencyStore const& idempotency);
+
+/// Exposes what the SQLite store holds and does: store_invoices,
+/// store_payments, store_transactions_total, store_commands_total (their
+/// ratio is the group commit's batch size) and store_errors_total.
+void register_store_metrics(MetricsRegistry& registry, SqliteStore const& store);
 
 } // namespace payments::infrastructure

@@ -26,6 +26,10 @@ public:
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     Result<void> commit(application::Changes changes) override;
+    std::vector<domain::Event> undelivered() const override;
+    void mark_delivered(domain::EventId const& id) override;
+    std::vector<application::ScheduledEvent> scheduled() const override;
+    std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
 
     /// Invoices stored; in memory they are never dropped (a durable store keeps them on disk).
     std::size_t invoice_count() const;
@@ -47,6 +51,10 @@ private:
     // Creation order, for paging. Lock order: order_mutex_, then shards by index.
     mutable std::mutex order_mutex_;
     std::deque<Listed> order_; // Owned by: order_mutex_
+    // The outbox. In memory nothing survives the process, so it only holds
+    // what is on its way to subscribers.
+    struct Outbox;
+    std::unique_ptr<Outbox> outbox_;
 };
 
 /// Idempotency records in memory, forgotten `ttl` after completion (24 h by

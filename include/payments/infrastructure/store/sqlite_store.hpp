@@ -1,0 +1,97 @@
+#pragma once
+
+#include <payments/application/idempotency_store.hpp>
+#include <payments/application/store.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace payments::infrastructure {
+
+/// How a SqliteStore keeps its file.
+struct SqliteStoreOptions {
+    /// The database file; its directory must exist. A lock file `<path>.lock`
+    /// beside it keeps a second process out.
+    std::string path = "payments.db";
+    /// true (default): synchronous=FULL, a commit is on disk before it is
+    /// answered. false: synchronous=NORMAL, which in WAL mode never corrupts
+    /// the file but may lose the last commits on a power loss or an OS crash
+    /// (not on a process crash): answers already given may be forgotten.
+    bool fsync_every_commit = true;
+    /// true (default): one writer thread commits every queued command in one
+    /// transaction and one fsync (a savepoint each). false: one per command.
+    bool group_commit = true;
+    /// Commands in one transaction at most.
+    std::size_t max_batch = 1024;
+    /// Idempotency records are replayed for this long after completion.
+    domain::Duration idempotency_ttl = std::chrono::hours(24);
+    /// Delivered events are kept as the invoices' history this long; empty: for ever.
+    std::optional<domain::Duration> event_retention = std::nullopt;
+    /// SQLite's page cache per connection, in KiB (the memory the store's
+    /// reads use; nothing else is cached: aggregates are read from the file).
+    std::size_t cache_kib = 8 * 1024;
+    /// Read connections at most (reads run in parallel with the writer).
+    std::size_t readers = 8;
+    /// An SQLite VFS by name (empty: the default); tests inject faults with one.
+    std::string vfs = {};
+};
+
+/// Invoices, payments, idempotency records, the outbox of events and the
+/// scheduled events in one SQLite file, in WAL mode. Every commit is durable
+/// before it is answered; concurrent commits share a transaction and an fsync
+/// (group commit), each in a savepoint, so that one command's conflict does
+/// not abort the others. Thread-safe. One process at a time: a second opener
+/// is refused.
+class SqliteStore final : public application::Store, public application::IdempotencyStore {
+public:
+    /// The schema this release writes; older files are migrated forward at
+    /// open, newer ones refused.
+    static constexpr int schema_version = 2;
+
+    /// Opens (or creates) the file, checks its integrity, migrates its schema
+    /// and takes the lock. `storage_unavailable` with a clear detail when the
+    /// directory is missing, the file is not a database, its schema is newer,
+    /// it fails the check or another process holds it.
+    static Result<std::unique_ptr<SqliteStore>> open(SqliteStoreOptions options);
+    ~SqliteStore() override;
+
+    std::optional<domain::Invoice> invoice(domain::InvoiceId const& id) const override;
+    application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
+    std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
+    std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
+    Result<void> commit(application::Changes changes) override;
+    std::vector<domain::Event> undelivered() const override;
+    void mark_delivered(domain::EventId const& id) override;
+    std::vector<application::ScheduledEvent> scheduled() const override;
+    std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
+
+    application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
+                                        domain::Timestamp now) override;
+    void complete(application::IdempotencyKey const& key, application::PaymentResult outcome,
+                  domain::Timestamp now) override;
+    void release(application::IdempotencyKey const& key) override;
+    std::size_t purge_expired(domain::Timestamp now) override;
+
+    /// Invoices in the file.
+    std::size_t invoice_count() const;
+    /// Payment attempts in the file.
+    std::size_t payment_count() const;
+    /// Transactions committed, and commands they held: their ratio is the
+    /// group commit's batch size.
+    std::uint64_t transactions() const;
+    std::uint64_t commands() const;
+    /// Writes that SQLite refused (disk full, I/O error, read-only).
+    std::uint64_t storage_errors() const;
+    /// Writes recorded deliveries and closes the file (also done by the destructor).
+    void close();
+
+private:
+    struct Impl;
+    explicit SqliteStore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace payments::infrastructure

@@ -1,0 +1,59 @@
+#pragma once
+// The SqliteStore's schema, as forward migrations: migrations[n] takes a file
+// from user_version n to n + 1. A release only ever appends to this list.
+
+#include <array>
+
+namespace payments::infrastructure::sqlite {
+
+inline constexpr std::array<char const*, 2> migrations = {
+    // 0 → 1: the aggregates and the idempotency records.
+    R"sql(
+CREATE TABLE invoices (
+    seq     INTEGER PRIMARY KEY,       -- creation order, for paging
+    id      TEXT NOT NULL UNIQUE,
+    status  INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    body    BLOB NOT NULL              -- the codec's snapshot
+);
+CREATE INDEX invoices_by_status ON invoices (status, seq);
+CREATE TABLE payments (
+    id         TEXT PRIMARY KEY,
+    invoice_id TEXT NOT NULL,
+    attempt    INTEGER NOT NULL,
+    status     INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    body       BLOB NOT NULL
+);
+CREATE INDEX payments_by_invoice ON payments (invoice_id, attempt);
+CREATE TABLE idempotency (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    since       INTEGER NOT NULL,      -- completion time, µs since the epoch
+    outcome     BLOB NOT NULL,
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_by_since ON idempotency (since);
+)sql",
+    // 1 → 2: the outbox (the invoices' history) and the scheduled events.
+    R"sql(
+CREATE TABLE outbox (
+    seq         INTEGER PRIMARY KEY,   -- commit order
+    event_id    TEXT NOT NULL,
+    invoice_id  TEXT NOT NULL,
+    occurred_at INTEGER NOT NULL,
+    delivered   INTEGER NOT NULL DEFAULT 0,
+    body        BLOB NOT NULL
+);
+CREATE INDEX outbox_by_invoice ON outbox (invoice_id, seq);
+CREATE INDEX outbox_undelivered ON outbox (seq) WHERE delivered = 0;
+CREATE TABLE scheduled (
+    event_id TEXT PRIMARY KEY,
+    due      INTEGER NOT NULL,
+    body     BLOB NOT NULL
+);
+)sql",
+};
+
+} // namespace payments::infrastructure::sqlite

@@ -1,0 +1,688 @@
+#include <payments/infrastructure/store/sqlite_store.hpp>
+
+#include "record_codec.hpp"
+#include "sqlite_db.hpp"
+#include "sqlite_schema.hpp"
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+namespace payments::infrastructure {
+
+using namespace domain;
+using application::Changes;
+using application::IdempotencyKey;
+using sqlite::Connection;
+using sqlite::Statement;
+
+namespace {
+
+// Times are kept as the count of Timestamp ticks since the epoch.
+std::int64_t ticks(Timestamp t) { return t.time_since_epoch().count(); }
+
+Error storage_error(std::string detail) { return reject(ErrorCode::storage_unavailable, std::move(detail)); }
+
+// A write that fails for a reason of the disk or the file, not of the command.
+Error storage_error(sqlite::Failure const& failure) {
+    return storage_error(std::string("the store cannot write: ") + failure.what());
+}
+
+// The lock that keeps a second process off the file: flock() on `<path>.lock`,
+// held for the store's life and dropped by the kernel if the process dies.
+// SQLite's own locks cannot do it in WAL mode without shutting out the
+// store's own read connections (locking_mode=EXCLUSIVE).
+class ProcessLock {
+public:
+    static Result<ProcessLock> take(std::string const& path) {
+        int const fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0) return storage_error("cannot create the lock file " + path);
+        if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            ::close(fd);
+            return storage_error("the database is in use by another process (" + path +
+                                 " is locked); one process at a time may open it");
+        }
+        return ProcessLock(fd);
+    }
+    ProcessLock(ProcessLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    ProcessLock& operator=(ProcessLock&&) = delete;
+    ~ProcessLock() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+
+private:
+    explicit ProcessLock(int fd) : fd_(fd) {}
+    int fd_;
+};
+
+// What one commit writes, encoded by its caller (so the writer only runs SQL).
+struct Encoded {
+    struct Row {
+        std::string id;
+        std::string invoice_id;
+        std::int64_t attempt = 0;
+        std::int64_t status = 0;
+        std::uint64_t version = 0;
+        std::uint64_t expected = 0;
+        std::string body;
+    };
+    struct EventRow {
+        std::string id;
+        std::string invoice_id;
+        std::int64_t at = 0;
+        std::string body;
+    };
+    std::optional<Row> invoice;
+    std::vector<Row> payments;
+    std::vector<EventRow> events;
+    std::vector<EventRow> scheduled; // `at` is the due time
+    std::optional<std::array<std::string, 4>> idempotency; // scope, key, fingerprint, outcome
+    std::int64_t idempotency_since = 0;
+};
+
+// One unit of work for the writer, applied inside the batch's transaction.
+struct Job {
+    std::function<Result<void>(Connection&)> apply;
+    Result<void> result;
+    bool done = false;
+};
+
+} // namespace
+
+struct SqliteStore::Impl {
+    SqliteStoreOptions options;
+    ProcessLock lock;
+    std::unique_ptr<Connection> writer; // Owned by: the writer thread, once it runs
+
+    mutable std::mutex readers_mutex;
+    mutable std::vector<std::unique_ptr<Connection>> idle_readers; // Owned by: readers_mutex
+    mutable std::condition_variable reader_free;
+    mutable std::size_t readers_open = 0; // Owned by: readers_mutex
+
+    std::mutex queue_mutex;
+    std::condition_variable work;
+    std::condition_variable answered;
+    std::deque<std::shared_ptr<Job>> queue;        // Owned by: queue_mutex
+    std::vector<std::int64_t> delivered_seqs;      // Owned by: queue_mutex; written with the next batch
+    std::vector<std::string> delivered_scheduled;  // Owned by: queue_mutex
+    bool closing = false;                          // Owned by: queue_mutex
+
+    // Outbox and scheduled rows not yet delivered this run: event id → seq.
+    std::mutex outbox_mutex;
+    std::unordered_map<EventId, std::int64_t> outbox_seq;   // Owned by: outbox_mutex
+    std::unordered_map<EventId, bool> scheduled_ids;        // Owned by: outbox_mutex
+
+    // Idempotency keys whose request is running: key → (fingerprint, completed by its commit).
+    std::mutex claims_mutex;
+    std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
+
+    std::atomic<std::uint64_t> invoices{0}, payments{0}, transactions{0}, commands{0}, storage_errors{0};
+    mutable std::atomic<std::uint64_t> read_errors{0};
+    std::thread writer_thread;
+
+    Impl(SqliteStoreOptions o, ProcessLock l) : options(std::move(o)), lock(std::move(l)) {}
+
+    void configure(Connection& c) const {
+        c.exec(("PRAGMA busy_timeout=5000; PRAGMA cache_size=-" + std::to_string(options.cache_kib) + ";").c_str());
+    }
+
+    std::unique_ptr<Connection> open_connection() const {
+        auto c = std::make_unique<Connection>(options.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, options.vfs);
+        configure(*c);
+        c->exec("PRAGMA query_only=1;");
+        return c;
+    }
+
+    // Runs `read` on a read connection; SQLite errors become an empty answer
+    // (logged by the caller's absence of data) rather than a crash.
+    template <class F>
+    auto read(F&& f) const -> decltype(f(std::declval<Connection&>())) {
+        std::unique_ptr<Connection> c;
+        {
+            std::unique_lock guard(readers_mutex);
+            reader_free.wait(guard, [&] { return !idle_readers.empty() || readers_open < options.readers; });
+            if (!idle_readers.empty()) {
+                c = std::move(idle_readers.back());
+                idle_readers.pop_back();
+            } else {
+                ++readers_open;
+            }
+        }
+        struct Return {
+            Impl const& impl;
+            std::unique_ptr<Connection>& c;
+            ~Return() {
+                std::lock_guard guard(impl.readers_mutex);
+                if (c) impl.idle_readers.push_back(std::move(c));
+                else --impl.readers_open;
+                impl.reader_free.notify_one();
+            }
+        } give_back{*this, c};
+        // A read that fails (an I/O error, a record that does not decode)
+        // answers "nothing" rather than crash the caller; the connection is
+        // dropped in case it is the broken part, and the failure counted.
+        try {
+            if (!c) c = open_connection();
+            auto result = f(*c);
+            c->finish();
+            return result;
+        } catch (std::exception const&) {
+            ++read_errors;
+            c.reset();
+            return {};
+        }
+    }
+
+    Result<void> submit(std::function<Result<void>(Connection&)> apply) {
+        auto job = std::make_shared<Job>(Job{std::move(apply), {}, false});
+        std::unique_lock guard(queue_mutex);
+        if (closing) return reject(ErrorCode::unavailable, "the store is closed");
+        queue.push_back(job);
+        work.notify_one();
+        answered.wait(guard, [&] { return job->done; });
+        return job->result;
+    }
+
+    void run_writer();
+    void write_batch(std::vector<std::shared_ptr<Job>>& batch, std::vector<std::int64_t>& seqs,
+                     std::vector<std::string>& scheduled);
+};
+
+void SqliteStore::Impl::run_writer() {
+    std::vector<std::shared_ptr<Job>> batch;
+    std::vector<std::int64_t> seqs;
+    std::vector<std::string> scheduled;
+    for (;;) {
+        {
+            std::unique_lock guard(queue_mutex);
+            work.wait(guard, [&] { return !queue.empty() || closing; });
+            if (queue.empty() && closing && delivered_seqs.empty() && delivered_scheduled.empty()) return;
+            std::size_t const most = options.group_commit ? options.max_batch : 1;
+            while (!queue.empty() && batch.size() < most) {
+                batch.push_back(std::move(queue.front()));
+                queue.pop_front();
+            }
+            seqs.swap(delivered_seqs);
+            scheduled.swap(delivered_scheduled);
+        }
+        write_batch(batch, seqs, scheduled);
+        {
+            std::lock_guard guard(queue_mutex);
+            for (auto& job : batch) job->done = true;
+        }
+        answered.notify_all();
+        batch.clear();
+        seqs.clear();
+        scheduled.clear();
+    }
+}
+
+// One transaction: every job in a savepoint of its own, the recorded
+// deliveries, one COMMIT (one fsync). A job's business refusal rolls back its
+// savepoint alone; a storage failure fails the whole batch, and nothing of it
+// is answered as done.
+void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, std::vector<std::int64_t>& seqs,
+                                    std::vector<std::string>& scheduled) {
+    Connection& c = *writer;
+    try {
+        c.exec("BEGIN IMMEDIATE");
+        for (auto& job : batch) {
+            c.exec("SAVEPOINT command");
+            job->result = job->apply(c);
+            c.finish();
+            c.exec(job->result ? "RELEASE command" : "ROLLBACK TO command; RELEASE command");
+        }
+        for (std::int64_t seq : seqs) c.prepare("UPDATE outbox SET delivered = 1 WHERE seq = ?").bind(1, seq).step();
+        for (auto const& id : scheduled) c.prepare("DELETE FROM scheduled WHERE event_id = ?").bind(1, id).step();
+        if (options.event_retention && transactions % 1024 == 0) {
+            auto const oldest = ticks(std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) - *options.event_retention);
+            c.prepare("DELETE FROM outbox WHERE delivered = 1 AND occurred_at < ?").bind(1, oldest).step();
+        }
+        c.exec("COMMIT");
+        ++transactions;
+        commands += batch.size();
+    } catch (sqlite::Failure const& failure) {
+        ++storage_errors;
+        if (!sqlite3_get_autocommit(c.get())) {
+            try {
+                c.exec("ROLLBACK");
+            } catch (sqlite::Failure const&) {
+                // The rollback failed too: SQLite rolls back on its own when the
+                // connection next begins; nothing of this batch was committed.
+            }
+        }
+        for (auto& job : batch) job->result = storage_error(failure);
+        // The delivered marks are only hints: lost, the events are republished.
+    }
+}
+
+SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+    impl_->writer_thread = std::thread([impl = impl_.get()] { impl->run_writer(); });
+}
+
+SqliteStore::~SqliteStore() { close(); }
+
+void SqliteStore::close() {
+    {
+        std::lock_guard guard(impl_->queue_mutex);
+        if (impl_->closing) return;
+        impl_->closing = true;
+    }
+    impl_->work.notify_all();
+    if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
+    impl_->writer.reset();
+    std::lock_guard guard(impl_->readers_mutex);
+    impl_->idle_readers.clear();
+}
+
+namespace {
+
+int user_version(Connection& c) {
+    Statement& s = c.prepare("PRAGMA user_version");
+    s.step();
+    auto const version = static_cast<int>(s.integer(0));
+    c.finish();
+    return version;
+}
+
+// quick_check, WAL, durability, schema: everything a file must pass to be used.
+Result<void> prepare_file(Connection& c, SqliteStoreOptions const& options) {
+    Statement& check = c.prepare("PRAGMA quick_check");
+    std::string const verdict = check.step() ? std::string(check.text(0)) : "no answer";
+    c.finish();
+    if (verdict != "ok") return storage_error(options.path + " fails SQLite's integrity check: " + verdict);
+    Statement& wal = c.prepare("PRAGMA journal_mode=WAL");
+    std::string const mode = wal.step() ? std::string(wal.text(0)) : "";
+    c.finish();
+    if (mode != "wal") return storage_error(options.path + " cannot be put in WAL mode");
+    c.exec(options.fsync_every_commit ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    int const version = user_version(c);
+    if (version > SqliteStore::schema_version)
+        return storage_error(options.path + " has schema version " + std::to_string(version) +
+                             ", newer than this release reads (" + std::to_string(SqliteStore::schema_version) +
+                             "); run the release that wrote it");
+    for (int v = version; v < SqliteStore::schema_version; ++v) {
+        c.exec("BEGIN IMMEDIATE");
+        c.exec(sqlite::migrations[static_cast<std::size_t>(v)]);
+        c.exec(("PRAGMA user_version=" + std::to_string(v + 1)).c_str());
+        c.exec("COMMIT");
+    }
+    return {};
+}
+
+} // namespace
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(SqliteStoreOptions options) {
+    namespace fs = std::filesystem;
+    fs::path const file(options.path);
+    fs::path const directory = file.has_parent_path() ? file.parent_path() : fs::path(".");
+    std::error_code ec;
+    if (!fs::is_directory(directory, ec))
+        return storage_error("the directory of " + options.path + " does not exist; create it first");
+    auto lock = ProcessLock::take(options.path + ".lock");
+    if (!lock) return lock.error();
+    auto impl = std::make_unique<Impl>(std::move(options), std::move(*lock));
+    SqliteStoreOptions const& o = impl->options;
+    try {
+        impl->writer =
+            std::make_unique<Connection>(o.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, o.vfs);
+        impl->configure(*impl->writer);
+        if (auto ready = prepare_file(*impl->writer, o); !ready) return ready.error();
+        Statement& invoices = impl->writer->prepare("SELECT count(*) FROM invoices");
+        invoices.step();
+        impl->invoices = static_cast<std::uint64_t>(invoices.integer(0));
+        impl->writer->finish();
+        Statement& payments = impl->writer->prepare("SELECT count(*) FROM payments");
+        payments.step();
+        impl->payments = static_cast<std::uint64_t>(payments.integer(0));
+        impl->writer->finish();
+    } catch (sqlite::Failure const& failure) {
+        if ((failure.code & 0xff) == SQLITE_NOTADB)
+            return storage_error(o.path + " is not an SQLite database");
+        return storage_error("cannot open " + o.path + ": " + failure.what());
+    }
+    return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
+}
+
+std::optional<Invoice> SqliteStore::invoice(InvoiceId const& id) const {
+    return impl_->read([&](Connection& c) -> std::optional<Invoice> {
+        Statement& s = c.prepare("SELECT body FROM invoices WHERE id = ?");
+        if (!s.bind(1, id.str()).step()) return std::nullopt;
+        return codec::decode_invoice(s.bytes(0));
+    });
+}
+
+application::InvoicePage SqliteStore::invoices(application::InvoiceQuery const& query) const {
+    return impl_->read([&](Connection& c) {
+        application::InvoicePage page;
+        std::int64_t after = 0;
+        if (query.after) {
+            Statement& s = c.prepare("SELECT seq FROM invoices WHERE id = ?");
+            if (!s.bind(1, query.after->str()).step()) return page;
+            after = s.integer(0);
+        }
+        auto const limit = static_cast<std::int64_t>(query.limit) + 1;
+        Statement& s = query.status
+                           ? c.prepare("SELECT body FROM invoices WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?")
+                                 .bind(1, static_cast<std::int64_t>(*query.status))
+                                 .bind(2, after)
+                                 .bind(3, limit)
+                           : c.prepare("SELECT body FROM invoices WHERE seq > ? ORDER BY seq LIMIT ?")
+                                 .bind(1, after)
+                                 .bind(2, limit);
+        while (s.step()) {
+            if (page.data.size() == query.limit) {
+                page.next = page.data.back().id();
+                break;
+            }
+            page.data.push_back(codec::decode_invoice(s.bytes(0)));
+        }
+        return page;
+    });
+}
+
+std::optional<Payment> SqliteStore::payment(PaymentId const& id) const {
+    return impl_->read([&](Connection& c) -> std::optional<Payment> {
+        Statement& s = c.prepare("SELECT body FROM payments WHERE id = ?");
+        if (!s.bind(1, id.str()).step()) return std::nullopt;
+        return codec::decode_payment(s.bytes(0));
+    });
+}
+
+std::vector<Payment> SqliteStore::payments_of(InvoiceId const& id) const {
+    return impl_->read([&](Connection& c) {
+        std::vector<Payment> result;
+        Statement& s = c.prepare("SELECT body FROM payments WHERE invoice_id = ? ORDER BY attempt");
+        s.bind(1, id.str());
+        while (s.step()) result.push_back(codec::decode_payment(s.bytes(0)));
+        return result;
+    });
+}
+
+namespace {
+
+Encoded encode(Changes const& changes) {
+    Encoded e;
+    if (changes.invoice) {
+        Invoice const& invoice = changes.invoice->invoice;
+        e.invoice = Encoded::Row{std::string(invoice.id().str()), {}, 0, static_cast<std::int64_t>(invoice.status()),
+                                 invoice.version(), changes.invoice->expected_version, codec::encode(invoice)};
+    }
+    for (auto const& [payment, expected] : changes.payments)
+        e.payments.push_back({std::string(payment.id().str()), std::string(payment.invoice_id().str()),
+                              payment.attempt(), static_cast<std::int64_t>(payment.status()), payment.version(),
+                              expected, codec::encode(payment)});
+    for (Event const& event : changes.events) {
+        EventEnvelope const& env = envelope_of(event);
+        e.events.push_back({std::string(env.id.str()), std::string(env.invoice_id.str()), ticks(env.occurred_at),
+                            codec::encode(event)});
+    }
+    for (auto const& [event, at] : changes.scheduled)
+        e.scheduled.push_back({std::string(envelope_of(event).id.str()), {}, ticks(at), codec::encode(event)});
+    return e;
+}
+
+// The invoice row of a commit: inserted new, or updated at its version.
+Result<void> write_invoice(Connection& c, Encoded::Row const& row) {
+    if (row.expected == 0) {
+        bool violated = false;
+        c.prepare("INSERT INTO invoices (id, status, version, body) VALUES (?, ?, ?, ?)")
+            .bind(1, row.id)
+            .bind(2, row.status)
+            .bind(3, static_cast<std::int64_t>(row.version))
+            .bind_blob(4, row.body)
+            .step_unless_constraint(violated);
+        if (violated) return reject(ErrorCode::already_exists, "invoice " + row.id + " already exists");
+        return {};
+    }
+    c.prepare("UPDATE invoices SET status = ?, version = ?, body = ? WHERE id = ? AND version = ?")
+        .bind(1, row.status)
+        .bind(2, static_cast<std::int64_t>(row.version))
+        .bind_blob(3, row.body)
+        .bind(4, row.id)
+        .bind(5, static_cast<std::int64_t>(row.expected))
+        .step();
+    if (c.changes() == 0) return reject(ErrorCode::conflict, "invoice " + row.id + " changed since it was read");
+    return {};
+}
+
+Result<void> write_payment(Connection& c, Encoded::Row const& row, std::optional<Encoded::Row> const& invoice) {
+    Statement& found = c.prepare("SELECT version, invoice_id FROM payments WHERE id = ?");
+    bool const exists = found.bind(1, row.id).step();
+    if (row.expected == 0) {
+        if (exists) return reject(ErrorCode::already_exists, "payment " + row.id + " already exists");
+        // A new attempt is committed with its invoice, which lists it.
+        if (!(invoice && invoice->id == row.invoice_id)) {
+            Statement& owner = c.prepare("SELECT 1 FROM invoices WHERE id = ?");
+            if (!owner.bind(1, row.invoice_id).step())
+                return reject(ErrorCode::not_found, "no invoice " + row.invoice_id);
+            return reject(ErrorCode::invalid_argument, "payment " + row.id + " must be committed with its invoice");
+        }
+        c.prepare("INSERT INTO payments (id, invoice_id, attempt, status, version, body) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(1, row.id)
+            .bind(2, row.invoice_id)
+            .bind(3, row.attempt)
+            .bind(4, row.status)
+            .bind(5, static_cast<std::int64_t>(row.version))
+            .bind_blob(6, row.body)
+            .step();
+        return {};
+    }
+    if (!exists || static_cast<std::uint64_t>(found.integer(0)) != row.expected)
+        return reject(ErrorCode::conflict, "payment " + row.id + " changed since it was read");
+    if (found.text(1) != row.invoice_id)
+        return reject(ErrorCode::invalid_argument, "payment " + row.id + " changed invoice");
+    c.prepare("UPDATE payments SET status = ?, version = ?, body = ? WHERE id = ?")
+        .bind(1, row.status)
+        .bind(2, static_cast<std::int64_t>(row.version))
+        .bind_blob(3, row.body)
+        .bind(4, row.id)
+        .step();
+    return {};
+}
+
+} // namespace
+
+Result<void> SqliteStore::commit(Changes changes) {
+    Encoded encoded = encode(changes);
+    if (changes.idempotency) {
+        auto const& [key, outcome, now] = *changes.idempotency;
+        std::lock_guard guard(impl_->claims_mutex);
+        if (auto it = impl_->running.find(key); it != impl_->running.end()) {
+            encoded.idempotency = {key.scope(), key.key(), it->second.first, codec::encode(outcome)};
+            encoded.idempotency_since = ticks(now);
+        }
+    }
+    std::vector<std::int64_t> seqs;
+    auto committed = impl_->submit([&](Connection& c) -> Result<void> {
+        seqs.clear();
+        if (encoded.invoice)
+            if (auto ok = write_invoice(c, *encoded.invoice); !ok) return ok;
+        for (auto const& row : encoded.payments)
+            if (auto ok = write_payment(c, row, encoded.invoice); !ok) return ok;
+        for (auto const& event : encoded.events) {
+            c.prepare("INSERT INTO outbox (event_id, invoice_id, occurred_at, body) VALUES (?, ?, ?, ?)")
+                .bind(1, event.id)
+                .bind(2, event.invoice_id)
+                .bind(3, event.at)
+                .bind_blob(4, event.body)
+                .step();
+            seqs.push_back(c.last_rowid());
+        }
+        for (auto const& event : encoded.scheduled)
+            c.prepare("INSERT OR REPLACE INTO scheduled (event_id, due, body) VALUES (?, ?, ?)")
+                .bind(1, event.id)
+                .bind(2, event.at)
+                .bind_blob(3, event.body)
+                .step();
+        if (encoded.idempotency) {
+            auto const& [scope, key, fingerprint, outcome] = *encoded.idempotency;
+            c.prepare("INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, since, outcome) VALUES (?, ?, ?, ?, ?)")
+                .bind(1, scope)
+                .bind(2, key)
+                .bind(3, fingerprint)
+                .bind(4, encoded.idempotency_since)
+                .bind_blob(5, outcome)
+                .step();
+        }
+        return {};
+    });
+    if (!committed) return committed;
+    if (encoded.invoice && encoded.invoice->expected == 0) ++impl_->invoices;
+    for (auto const& row : encoded.payments)
+        if (row.expected == 0) ++impl_->payments;
+    {
+        std::lock_guard guard(impl_->outbox_mutex);
+        for (std::size_t i = 0; i < changes.events.size(); ++i)
+            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, seqs[i]);
+        for (auto const& [event, at] : changes.scheduled) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
+    }
+    if (encoded.idempotency) {
+        std::lock_guard guard(impl_->claims_mutex);
+        if (auto it = impl_->running.find(changes.idempotency->key); it != impl_->running.end()) it->second.second = true;
+    }
+    return {};
+}
+
+std::vector<Event> SqliteStore::undelivered() const {
+    auto rows = impl_->read([&](Connection& c) {
+        std::vector<std::pair<std::int64_t, Event>> found;
+        Statement& s = c.prepare("SELECT seq, body FROM outbox WHERE delivered = 0 ORDER BY seq");
+        while (s.step()) found.emplace_back(s.integer(0), codec::decode_event(s.bytes(1)));
+        return found;
+    });
+    std::vector<Event> events;
+    std::lock_guard guard(impl_->outbox_mutex);
+    for (auto& [seq, event] : rows) {
+        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+        events.push_back(std::move(event));
+    }
+    return events;
+}
+
+void SqliteStore::mark_delivered(EventId const& id) {
+    std::optional<std::int64_t> seq;
+    bool scheduled = false;
+    {
+        std::lock_guard guard(impl_->outbox_mutex);
+        if (auto it = impl_->outbox_seq.find(id); it != impl_->outbox_seq.end()) {
+            seq = it->second;
+            impl_->outbox_seq.erase(it);
+        }
+        scheduled = impl_->scheduled_ids.erase(id) != 0;
+    }
+    if (!seq && !scheduled) return;
+    std::lock_guard guard(impl_->queue_mutex);
+    if (seq) impl_->delivered_seqs.push_back(*seq);
+    if (scheduled) impl_->delivered_scheduled.emplace_back(id.str());
+    // Written with the next commit; when none comes, by a batch of its own
+    // once enough have gathered (a lost mark only means a republished event).
+    if (impl_->delivered_seqs.size() + impl_->delivered_scheduled.size() >= 256) {
+        impl_->queue.push_back(std::make_shared<Job>(Job{[](Connection&) { return Result<void>{}; }, {}, false}));
+        impl_->work.notify_one();
+    }
+}
+
+std::vector<application::ScheduledEvent> SqliteStore::scheduled() const {
+    auto events = impl_->read([&](Connection& c) {
+        std::vector<application::ScheduledEvent> found;
+        Statement& s = c.prepare("SELECT due, body FROM scheduled ORDER BY due");
+        while (s.step()) found.push_back({codec::decode_event(s.bytes(1)), Timestamp(Duration(s.integer(0)))});
+        return found;
+    });
+    std::lock_guard guard(impl_->outbox_mutex);
+    for (auto const& [event, at] : events) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
+    return events;
+}
+
+std::vector<Event> SqliteStore::history(InvoiceId const& id) const {
+    return impl_->read([&](Connection& c) {
+        std::vector<Event> events;
+        Statement& s = c.prepare("SELECT body FROM outbox WHERE invoice_id = ? ORDER BY seq");
+        s.bind(1, id.str());
+        while (s.step()) events.push_back(codec::decode_event(s.bytes(0)));
+        return events;
+    });
+}
+
+application::IdempotencyClaim SqliteStore::claim(IdempotencyKey const& key, std::string_view fingerprint,
+                                                 Timestamp now) {
+    using State = application::IdempotencyClaim::State;
+    std::lock_guard guard(impl_->claims_mutex);
+    if (auto it = impl_->running.find(key); it != impl_->running.end())
+        return {it->second.first == fingerprint ? State::in_use : State::mismatch, std::nullopt};
+    auto stored = impl_->read([&](Connection& c) -> std::optional<application::IdempotencyClaim> {
+        Statement& s = c.prepare("SELECT fingerprint, since, outcome FROM idempotency WHERE scope = ? AND key = ?");
+        if (!s.bind(1, key.scope()).bind(2, key.key()).step()) return std::nullopt;
+        // Strictly after the time to live: a key used exactly ttl ago still replays.
+        if (Timestamp(Duration(s.integer(1))) + impl_->options.idempotency_ttl < now) return std::nullopt;
+        if (s.text(0) != fingerprint) return application::IdempotencyClaim{State::mismatch, std::nullopt};
+        return application::IdempotencyClaim{State::replay, codec::decode_outcome(s.bytes(2))};
+    });
+    if (stored) return std::move(*stored);
+    impl_->running.emplace(key, std::pair{std::string(fingerprint), false});
+    return {State::claimed, std::nullopt};
+}
+
+void SqliteStore::complete(IdempotencyKey const& key, application::PaymentResult outcome, Timestamp now) {
+    std::string fingerprint;
+    {
+        std::lock_guard guard(impl_->claims_mutex);
+        auto it = impl_->running.find(key);
+        if (it == impl_->running.end()) return;
+        if (it->second.second) { // completed by the commit that made the payment
+            impl_->running.erase(it);
+            return;
+        }
+        fingerprint = it->second.first;
+    }
+    std::string const body = codec::encode(outcome);
+    (void)impl_->submit([&](Connection& c) -> Result<void> {
+        c.prepare("INSERT OR REPLACE INTO idempotency (scope, key, fingerprint, since, outcome) VALUES (?, ?, ?, ?, ?)")
+            .bind(1, key.scope())
+            .bind(2, key.key())
+            .bind(3, fingerprint)
+            .bind(4, ticks(now))
+            .bind_blob(5, body)
+            .step();
+        return {};
+    });
+    // Written or not (a storage failure), the claim ends: a repeat runs again.
+    std::lock_guard guard(impl_->claims_mutex);
+    impl_->running.erase(key);
+}
+
+void SqliteStore::release(IdempotencyKey const& key) {
+    std::lock_guard guard(impl_->claims_mutex);
+    impl_->running.erase(key);
+}
+
+std::size_t SqliteStore::purge_expired(Timestamp now) {
+    std::int64_t purged = 0;
+    auto const oldest = ticks(now - impl_->options.idempotency_ttl);
+    (void)impl_->submit([&](Connection& c) -> Result<void> {
+        c.prepare("DELETE FROM idempotency WHERE since < ?").bind(1, oldest).step();
+        purged = c.changes();
+        return {};
+    });
+    return static_cast<std::size_t>(purged);
+}
+
+std::size_t SqliteStore::invoice_count() const { return impl_->invoices; }
+std::size_t SqliteStore::payment_count() const { return impl_->payments; }
+std::uint64_t SqliteStore::transactions() const { return impl_->transactions; }
+std::uint64_t SqliteStore::commands() const { return impl_->commands; }
+std::uint64_t SqliteStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }
+
+} // namespace payments::infrastructure

@@ -1,0 +1,334 @@
+// What only a durable store has: reopening, its file's checks, migrations, the
+// lock against a second process, group commit and storage failures.
+#include "support/builders.hpp"
+#include "support/faulty_vfs.hpp"
+#include "support/temp_dir.hpp"
+
+#include "infrastructure/store/record_codec.hpp"
+#include "infrastructure/store/sqlite_schema.hpp"
+
+#include <payments/engine.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
+
+#include <sqlite3.h>
+
+#include <fstream>
+#include <thread>
+
+using namespace test;
+using application::Changes;
+using application::IdempotencyClaim;
+using application::IdempotencyKey;
+using infrastructure::SqliteStore;
+using infrastructure::SqliteStoreOptions;
+
+namespace {
+
+std::unique_ptr<SqliteStore> open_store(std::string const& path, SqliteStoreOptions options = {}) {
+    options.path = path;
+    return SqliteStore::open(options).value();
+}
+
+// Runs SQL on the file directly, as another tool would.
+void run_sql(std::string const& path, std::string const& sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    char* message = nullptr;
+    int const rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+    INFO(sql << ": " << (message ? message : ""));
+    sqlite3_free(message);
+    sqlite3_close(db);
+    REQUIRE(rc == SQLITE_OK);
+}
+
+Invoice invoice_numbered(int n) {
+    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
+}
+
+} // namespace
+
+SCENARIO("a SQLite store keeps everything across a close and a reopen") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    auto const key = IdempotencyKey::make("client", "order-1").value();
+    Invoice invoice = an_invoice();
+    auto requested = invoice.request_payment(attempt(1), "pm_card_ok", meta()).value();
+    Invoice processing = invoice;
+    processing.apply(requested);
+    Payment payment = Payment::from(requested);
+    GIVEN("a store that committed an invoice, its attempt, the event, a retry and an idempotency record") {
+        {
+            auto store = open_store(path);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            REQUIRE(store->claim(key, "fingerprint", t0()).state == IdempotencyClaim::State::claimed);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+            changes.events.emplace_back(requested);
+            changes.scheduled.push_back({requested, t0() + 1min});
+            changes.idempotency = application::IdempotencyCompletion{key, payment, t0()};
+            REQUIRE(store->commit(changes));
+            store->complete(key, payment, t0());
+        } // closed as a crash would leave it: nothing marked delivered
+        WHEN("it is opened again") {
+            auto store = open_store(path);
+            THEN("every part is there, equal") {
+                CHECK(store->invoice(invoice.id()) == processing);
+                CHECK(store->payment(payment.id()) == payment);
+                CHECK(store->invoice_count() == 1);
+                CHECK(store->payment_count() == 1);
+                auto replay = store->claim(key, "fingerprint", t0() + 1min);
+                REQUIRE(replay.state == IdempotencyClaim::State::replay);
+                CHECK(replay.stored->value() == payment);
+                REQUIRE(store->undelivered().size() == 1);
+                CHECK(std::get<PaymentRequested>(store->undelivered()[0]) == requested);
+                REQUIRE(store->scheduled().size() == 1);
+                CHECK(store->scheduled()[0].at == t0() + 1min);
+            }
+        }
+    }
+}
+
+SCENARIO("a SQLite store refuses files it must not use, with a clear error") {
+    TempDir dir;
+    WHEN("the directory does not exist") {
+        auto store = SqliteStore::open({.path = dir.file("missing/payments.db")});
+        THEN("it says so") {
+            REQUIRE_FALSE(store);
+            CHECK(store.error().code == ErrorCode::storage_unavailable);
+            CHECK(store.error().detail.find("does not exist") != std::string::npos);
+        }
+    }
+    WHEN("the file is not a database") {
+        std::ofstream(dir.file("notes.txt")) << std::string(8192, 'x');
+        auto store = SqliteStore::open({.path = dir.file("notes.txt")});
+        THEN("it says so") {
+            REQUIRE_FALSE(store);
+            CHECK(store.error().detail.find("not an SQLite database") != std::string::npos);
+        }
+    }
+    WHEN("the file's schema is newer than this release") {
+        { open_store(dir.file("new.db")); }
+        run_sql(dir.file("new.db"), "PRAGMA user_version=" + std::to_string(SqliteStore::schema_version + 1));
+        auto store = SqliteStore::open({.path = dir.file("new.db")});
+        THEN("it says so") {
+            REQUIRE_FALSE(store);
+            CHECK(store.error().detail.find("newer than this release") != std::string::npos);
+        }
+    }
+    WHEN("another opener holds the file") {
+        auto first = open_store(dir.file("busy.db"));
+        auto second = SqliteStore::open({.path = dir.file("busy.db")});
+        THEN("the second is refused, and may open it once the first closed") {
+            REQUIRE_FALSE(second);
+            CHECK(second.error().detail.find("in use by another process") != std::string::npos);
+            first.reset();
+            CHECK(SqliteStore::open({.path = dir.file("busy.db")}));
+        }
+    }
+}
+
+SCENARIO("a file of the previous schema version is migrated forward and keeps its rows") {
+    TempDir dir;
+    std::string const path = dir.file("old.db");
+    Invoice invoice = an_invoice();
+    GIVEN("a file at schema version 1 holding an invoice") {
+        run_sql(path, std::string(infrastructure::sqlite::migrations[0]) + "PRAGMA user_version=1;");
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+        sqlite3_stmt* insert = nullptr;
+        REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO invoices (id, status, version, body) VALUES (?, 0, 1, ?)", -1,
+                                   &insert, nullptr) == SQLITE_OK);
+        std::string const body = infrastructure::codec::encode(invoice);
+        sqlite3_bind_text(insert, 1, "inv_1", -1, SQLITE_STATIC);
+        sqlite3_bind_blob(insert, 2, body.data(), static_cast<int>(body.size()), SQLITE_STATIC);
+        REQUIRE(sqlite3_step(insert) == SQLITE_DONE);
+        sqlite3_finalize(insert);
+        sqlite3_close(db);
+        WHEN("this release opens it") {
+            auto store = open_store(path);
+            THEN("the invoice is there and the outbox works") {
+                CHECK(store->invoice(invoice.id()) == invoice);
+                Invoice processing = invoice;
+                auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+                processing.apply(requested);
+                Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
+                changes.events.emplace_back(requested);
+                REQUIRE(store->commit(changes));
+                CHECK(store->history(invoice.id()).size() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("group commit: concurrent committers share transactions, and each sees its own conflict") {
+    TempDir dir;
+    auto store = open_store(dir.file("payments.db"));
+    constexpr int writers = 8;
+    constexpr int rounds = 25;
+    GIVEN("one invoice all writers race on, and one invoice each") {
+        Invoice shared = invoice_numbered(0);
+        REQUIRE(store->commit({Changes::InvoiceWrite{shared, 0}, {}}));
+        WHEN("every writer commits its own invoice, and tries the shared one from the same read") {
+            std::atomic<int> shared_wins{0}, shared_conflicts{0}, own_failures{0};
+            std::vector<std::thread> threads;
+            for (int w = 1; w <= writers; ++w)
+                threads.emplace_back([&, w] {
+                    for (int r = 0; r < rounds; ++r) {
+                        if (!store->commit({Changes::InvoiceWrite{invoice_numbered(w * 1000 + r), 0}, {}}))
+                            ++own_failures;
+                    }
+                    auto [processing, payment, event] = [&] {
+                        Invoice mine = shared;
+                        auto e = mine.request_payment(attempt(w), "pm_card_ok", meta()).value();
+                        mine.apply(e);
+                        return std::tuple{mine, Payment::from(e), e};
+                    }();
+                    auto result = store->commit({Changes::InvoiceWrite{processing, shared.version()}, {{payment, 0}}});
+                    if (result) ++shared_wins;
+                    else if (result.error().code == ErrorCode::conflict) ++shared_conflicts;
+                });
+            for (auto& t : threads) t.join();
+            THEN("every writer's own commits succeed, exactly one wins the shared invoice, and batches formed") {
+                CHECK(own_failures == 0);
+                CHECK(shared_wins == 1);
+                CHECK(shared_conflicts == writers - 1);
+                CHECK(store->invoice_count() == 1 + writers * rounds);
+                CHECK(store->payments_of(shared.id()).size() == 1);
+                CHECK(store->commands() == 1 + writers * rounds + writers);
+                CHECK(store->transactions() <= store->commands());
+            }
+        }
+    }
+}
+
+SCENARIO("a write the disk refuses answers storage_unavailable, keeps nothing, and service resumes") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    std::string const path = dir.file("payments.db");
+    auto store = open_store(path, {.vfs = FaultyVfs::name});
+    REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(1), 0}, {}}));
+    GIVEN("a disk that fails every write, with an I/O error and then as full") {
+        std::vector<Result<void>> refused;
+        for (int error : {SQLITE_IOERR_WRITE, SQLITE_FULL}) {
+            vfs.error = error;
+            vfs.failing = true;
+            refused.push_back(store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}}));
+            vfs.failing = false;
+        }
+        THEN("each commit is refused as storage_unavailable") {
+            for (auto const& result : refused) {
+                REQUIRE_FALSE(result);
+                CHECK(result.error().code == ErrorCode::storage_unavailable);
+            }
+            CHECK(store->storage_errors() >= 2);
+        }
+        WHEN("the disk works again") {
+            auto resumed = store->commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}});
+            THEN("commits succeed, and only the acknowledged ones are in the file") {
+                REQUIRE(resumed);
+                store.reset();
+                auto reopened = open_store(path);
+                CHECK(reopened->invoice(iid("inv_1")));
+                CHECK_FALSE(reopened->invoice(iid("inv_2")));
+                CHECK(reopened->invoice(iid("inv_3")));
+            }
+        }
+    }
+}
+
+namespace {
+
+std::unique_ptr<Engine> an_engine_on(std::shared_ptr<SqliteStore> store, EngineOptions options = {}) {
+    options.log_output = nullptr;
+    options.threads = 2;
+    return Engine::builder(options).store(store).idempotency_store(store).build().value();
+}
+
+// Waits (with a deadline) until the invoice has the status.
+bool reaches(Engine& engine, InvoiceId const& id, InvoiceStatus status) {
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+        engine.wait_idle(100ms);
+        if (engine.service().invoice(id).value().status() == status) return true;
+    }
+    return false;
+}
+
+} // namespace
+
+SCENARIO("after a crash the outbox is published again and the attempt is charged once") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    Invoice invoice = an_invoice();
+    GIVEN("a file where a payment was requested and its event never delivered (the process died)") {
+        {
+            auto store = open_store(path);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            Invoice processing = invoice;
+            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            processing.apply(requested);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
+            changes.events.emplace_back(requested);
+            REQUIRE(store->commit(changes));
+        }
+        WHEN("an engine starts on it") {
+            auto engine = an_engine_on(open_store(path));
+            THEN("the event is published again, the attempt re-driven on its key, and the invoice PAID by one charge") {
+                CHECK(engine->recovery().republished == 1);
+                // Recovery finds it too, unless the republished event was already
+                // handling it: either way it is sent once more on its own key.
+                CHECK(engine->recovery().redriven <= 1);
+                REQUIRE(reaches(*engine, invoice.id(), InvoiceStatus::paid));
+                CHECK(engine->simulated_gateway()->charges_for(invoice.id()) == 1);
+                // Requested (committed before the crash), succeeded, paid.
+                CHECK(engine->service().history(invoice.id()).value().size() == 3);
+            }
+        }
+    }
+}
+
+SCENARIO("an event delivered twice is handled once: the handlers are idempotent") {
+    TempDir dir;
+    auto engine = an_engine_on(open_store(dir.file("payments.db")));
+    GIVEN("an invoice paid") {
+        auto invoice = engine->service().create_invoice({.amount = usd(1999)}).value();
+        REQUIRE(engine->service().request_payment({.invoice_id = invoice.id(), .payment_method = "pm_card_ok"}).result);
+        REQUIRE(reaches(*engine, invoice.id(), InvoiceStatus::paid));
+        WHEN("every event of its history is delivered again") {
+            for (auto const& event : engine->service().history(invoice.id()).value()) engine->bus().publish(event);
+            REQUIRE(engine->wait_idle(10s));
+            THEN("nothing is charged again and nothing changes") {
+                CHECK(engine->simulated_gateway()->charges_for(invoice.id()) == 1);
+                CHECK(engine->service().invoice(invoice.id()).value().status() == InvoiceStatus::paid);
+                CHECK(engine->service().payments_of(invoice.id()).value().size() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("a retry scheduled before a restart is re-armed after it") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    InvoiceId id;
+    GIVEN("an engine that scheduled a retry and stopped before it was due") {
+        {
+            EngineOptions options;
+            options.processor.retry = {.base = 200ms, .cap = 200ms};
+            auto store = std::shared_ptr<SqliteStore>(open_store(path));
+            auto engine = an_engine_on(store, options);
+            auto invoice = engine->service().create_invoice({.amount = usd(500)}).value();
+            id = invoice.id();
+            engine->service().request_payment({.invoice_id = id, .payment_method = "pm_card_flaky_1"});
+            auto const deadline = std::chrono::steady_clock::now() + 10s;
+            while (store->scheduled().empty() && std::chrono::steady_clock::now() < deadline) engine->wait_idle(10ms);
+            REQUIRE(store->scheduled().size() == 1);
+            engine->shutdown(0s);
+        }
+        WHEN("an engine starts on the file again") {
+            auto engine = an_engine_on(open_store(path));
+            THEN("the retry is re-armed and the invoice ends PAID") {
+                CHECK(engine->recovery().rearmed == 1);
+                REQUIRE(reaches(*engine, id, InvoiceStatus::paid));
+            }
+        }
+    }
+}

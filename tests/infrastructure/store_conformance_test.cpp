@@ -1,0 +1,237 @@
+// One suite, run against every Store: the in-memory one and SQLite (and
+// PostgreSQL when it comes), so that their behaviour cannot differ silently.
+#include "support/builders.hpp"
+#include "support/temp_dir.hpp"
+
+#include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/sqlite_store.hpp>
+
+using namespace test;
+using application::Changes;
+using application::IdempotencyClaim;
+using application::IdempotencyKey;
+
+namespace {
+
+struct MemoryStores {
+    infrastructure::InMemoryStore memory;
+    infrastructure::InMemoryIdempotencyStore memory_keys{1h};
+    application::Store& store = memory;
+    application::IdempotencyStore& keys = memory_keys;
+};
+
+struct SqliteStores {
+    TempDir dir;
+    std::unique_ptr<infrastructure::SqliteStore> sqlite =
+        infrastructure::SqliteStore::open({.path = dir.file("payments.db"), .idempotency_ttl = 1h}).value();
+    application::Store& store = *sqlite;
+    application::IdempotencyStore& keys = *sqlite;
+};
+
+Invoice invoice_numbered(int n) {
+    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
+}
+
+// The invoice made PROCESSING by attempt `payment`, its payment, and the event.
+struct Requested {
+    Invoice invoice;
+    Payment payment;
+    PaymentRequested event;
+};
+
+Requested request(Invoice invoice, int payment) {
+    auto event = invoice.request_payment(attempt(payment), "pm_card_ok", meta()).value();
+    invoice.apply(event);
+    return {std::move(invoice), Payment::from(event), event};
+}
+
+} // namespace
+
+SCENARIO_TEMPLATE("a store's commits are versioned and all or nothing", Stores, MemoryStores, SqliteStores) {
+    Stores s;
+    application::Store& store = s.store;
+    GIVEN("an invoice committed") {
+        Invoice invoice = an_invoice();
+        REQUIRE(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        CHECK(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}).error().code == ErrorCode::already_exists);
+        CHECK(store.invoice(invoice.id()) == invoice);
+        auto [processing, payment, event] = request(invoice, 1);
+
+        WHEN("a write carries a stale version") {
+            auto result = store.commit({Changes::InvoiceWrite{processing, invoice.version() + 7}, {{payment, 0}}});
+            THEN("nothing of it is written") {
+                CHECK(result.error().code == ErrorCode::conflict);
+                CHECK(store.invoice(invoice.id())->status() == InvoiceStatus::pending);
+                CHECK_FALSE(store.payment(payment.id()));
+            }
+        }
+        WHEN("the versions match") {
+            REQUIRE(store.commit({Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}}));
+            THEN("both are written together, and read back equal") {
+                CHECK(store.invoice(invoice.id()) == processing);
+                CHECK(store.payment(payment.id()) == payment);
+                CHECK(store.payments_of(invoice.id()) == std::vector<Payment>{payment});
+            }
+            AND_THEN("a second writer from the same read loses") {
+                CHECK(store.commit({Changes::InvoiceWrite{processing, invoice.version()}, {}}).error().code ==
+                      ErrorCode::conflict);
+                CHECK(store.commit({std::nullopt, {{payment, 0}}}).error().code == ErrorCode::already_exists);
+            }
+            AND_THEN("a payment's update at its version is written") {
+                Payment settled = payment;
+                settled.apply(settled.succeed("ch_1", settled.amount(), meta()).value());
+                REQUIRE(store.commit({std::nullopt, {{settled, payment.version()}}}));
+                CHECK(store.payment(payment.id()) == settled);
+                CHECK(store.commit({std::nullopt, {{settled, payment.version()}}}).error().code == ErrorCode::conflict);
+            }
+        }
+        WHEN("a new payment comes without its invoice") {
+            THEN("it is refused") {
+                CHECK(store.commit({std::nullopt, {{payment, 0}}}).error().code == ErrorCode::invalid_argument);
+            }
+        }
+    }
+    GIVEN("no invoice") {
+        Payment orphan = Payment::from(current_request(a_processing_invoice()));
+        THEN("a payment for it is refused") {
+            CHECK(store.commit({std::nullopt, {{orphan, 0}}}).error().code == ErrorCode::not_found);
+            CHECK_FALSE(store.invoice(orphan.invoice_id()));
+            CHECK(store.payments_of(orphan.invoice_id()).empty());
+        }
+    }
+}
+
+SCENARIO_TEMPLATE("a store pages invoices in creation order, filtered by status", Stores, MemoryStores, SqliteStores) {
+    Stores s;
+    application::Store& store = s.store;
+    GIVEN("five invoices, the even ones PROCESSING") {
+        for (int n = 1; n <= 5; ++n) {
+            Invoice invoice = invoice_numbered(n);
+            REQUIRE(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            if (n % 2 == 0) {
+                auto [processing, payment, event] = request(invoice, n);
+                REQUIRE(store.commit({Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}}));
+            }
+        }
+        THEN("pages of two follow creation order and name the next") {
+            auto first = store.invoices({.limit = 2});
+            REQUIRE(first.data.size() == 2);
+            CHECK(first.data[0].id() == iid("inv_1"));
+            CHECK(first.next == iid("inv_2"));
+            auto second = store.invoices({.after = first.next, .limit = 2});
+            CHECK(second.data[0].id() == iid("inv_3"));
+            auto last = store.invoices({.after = iid("inv_4"), .limit = 2});
+            CHECK(last.data.size() == 1);
+            CHECK_FALSE(last.next);
+        }
+        THEN("a status filter keeps the order") {
+            auto processing = store.invoices({.status = InvoiceStatus::processing, .limit = 10});
+            REQUIRE(processing.data.size() == 2);
+            CHECK(processing.data[0].id() == iid("inv_2"));
+            CHECK(processing.data[1].id() == iid("inv_4"));
+        }
+        THEN("after an unknown id the page is empty") {
+            CHECK(store.invoices({.after = iid("inv_99"), .limit = 2}).data.empty());
+        }
+    }
+}
+
+SCENARIO_TEMPLATE("a store's outbox keeps events until they are delivered, and their history",
+                  Stores, MemoryStores, SqliteStores) {
+    Stores s;
+    application::Store& store = s.store;
+    GIVEN("an invoice created and requested, with their events, and a retry scheduled") {
+        auto created = Invoice::create(iid(), usd(700), "", meta()).value();
+        Invoice invoice = Invoice::from(created);
+        Changes creation{Changes::InvoiceWrite{invoice, 0}, {}};
+        creation.events.emplace_back(created);
+        REQUIRE(store.commit(creation));
+        auto [processing, payment, requested] = request(invoice, 1);
+        Changes request_changes{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+        request_changes.events.emplace_back(requested);
+        PaymentRequested retry = requested;
+        retry.envelope.id = EventId::parse("evt_retry").value();
+        request_changes.scheduled.push_back({retry, t0() + 30s});
+        REQUIRE(store.commit(request_changes));
+
+        THEN("both events are undelivered, in commit order, and the retry is scheduled") {
+            auto undelivered = store.undelivered();
+            REQUIRE(undelivered.size() == 2);
+            CHECK(std::get<InvoiceCreated>(undelivered[0]) == created);
+            CHECK(std::get<PaymentRequested>(undelivered[1]) == requested);
+            auto scheduled = store.scheduled();
+            REQUIRE(scheduled.size() == 1);
+            CHECK(std::get<PaymentRequested>(scheduled[0].event) == retry);
+            CHECK(scheduled[0].at == t0() + 30s);
+        }
+        WHEN("the first event and the retry are delivered") {
+            store.mark_delivered(created.envelope.id);
+            store.mark_delivered(retry.envelope.id);
+            store.mark_delivered(EventId::parse("evt_unknown").value()); // ignored
+            // A durable store writes the marks with its next commit.
+            REQUIRE(store.commit({Changes::InvoiceWrite{invoice_numbered(9), 0}, {}}));
+            THEN("only the second stays in the outbox, and nothing is scheduled") {
+                auto undelivered = store.undelivered();
+                REQUIRE(undelivered.size() == 1);
+                CHECK(std::get<PaymentRequested>(undelivered[0]) == requested);
+                CHECK(store.scheduled().empty());
+            }
+            THEN("the history keeps both, delivered or not") {
+                auto history = store.history(invoice.id());
+                REQUIRE(history.size() == 2);
+                CHECK(std::get<InvoiceCreated>(history[0]) == created);
+                CHECK(std::get<PaymentRequested>(history[1]) == requested);
+                CHECK(store.history(iid("inv_99")).empty());
+            }
+        }
+        WHEN("a commit fails") {
+            Changes stale{Changes::InvoiceWrite{processing, invoice.version()}, {}};
+            stale.events.emplace_back(requested);
+            REQUIRE_FALSE(store.commit(stale));
+            THEN("its events are not in the outbox") { CHECK(store.undelivered().size() == 2); }
+        }
+    }
+}
+
+SCENARIO_TEMPLATE("a store's idempotency records: claim, in use, mismatch, replay, release, expiry",
+                  Stores, MemoryStores, SqliteStores) {
+    using State = IdempotencyClaim::State;
+    Stores s;
+    auto const key = IdempotencyKey::make("client", "k").value();
+    GIVEN("a key claimed") {
+        REQUIRE(s.keys.claim(key, "req-a", t0()).state == State::claimed);
+        THEN("it is in use for the same request and a mismatch for another") {
+            CHECK(s.keys.claim(key, "req-a", t0()).state == State::in_use);
+            CHECK(s.keys.claim(key, "req-b", t0()).state == State::mismatch);
+        }
+        WHEN("its payment commits with the completion, and the request completes") {
+            Invoice invoice = an_invoice();
+            REQUIRE(s.store.commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            auto [processing, payment, event] = request(invoice, 1);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+            changes.idempotency = application::IdempotencyCompletion{key, payment, t0()};
+            REQUIRE(s.store.commit(changes));
+            s.keys.complete(key, payment, t0());
+            THEN("a repeat replays the payment until the time to live has passed") {
+                auto replay = s.keys.claim(key, "req-a", t0() + 1h);
+                REQUIRE(replay.state == State::replay);
+                CHECK(replay.stored->value() == payment);
+                CHECK(s.keys.claim(key, "req-b", t0() + 1h).state == State::mismatch);
+                CHECK(s.keys.claim(key, "req-a", t0() + 1h + 1us).state == State::claimed);
+            }
+        }
+        WHEN("a refusal completes it") {
+            application::PaymentResult const refusal = reject(ErrorCode::invalid_argument, "bad method");
+            s.keys.complete(key, refusal, t0());
+            THEN("the refusal is replayed") {
+                auto replay = s.keys.claim(key, "req-a", t0());
+                REQUIRE(replay.state == State::replay);
+                CHECK(replay.stored->error() == refusal.error());
+            }
+        }
+        WHEN("it is released") {
+            s.keys.release(key);
+            THEN("it can be claimed again") { CHECK(s.keys.claim(key, "req-b", t0()).state == State::claimed); }
+        }
+    }
+}
