@@ -48,7 +48,7 @@ struct System {
         : random(1), logger(stderr, application::LogLevel::warn, clock), metrics(registry),
           pool(std::max(1u, std::thread::hardware_concurrency())), scheduler(pool.get_executor(), clock),
           bus(pool.get_executor(), scheduler, clock, logger),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway, metrics, logger}, service(ports),
+          ports{clock, random, store, idempotency, bus, scheduler, gateways, metrics, logger}, service(ports),
           processor(application::PaymentProcessor::start(ports, {}).value()) {}
 
     ~System() {
@@ -69,6 +69,7 @@ struct System {
     infrastructure::InMemoryStore store;
     infrastructure::InMemoryIdempotencyStore idempotency;
     InstantGateway gateway;
+    application::Gateways gateways{gateway};
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;

@@ -62,9 +62,9 @@ struct Engine::Impl {
                         : boost::asio::any_io_executor(b.io_->get_executor())),
           scheduler(executor, *clock),
           bus(executor, scheduler, *clock, *logger, bus_options(options, pool.has_value())),
-          store(std::move(b.store_)), idempotency(std::move(b.idempotency_)), gateways(std::move(b.gateways_)),
-          ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, default_gateway(),
-                *metrics, *logger},
+          store(std::move(b.store_)), idempotency(std::move(b.idempotency_)), named(std::move(b.gateways_)),
+          gateways(application::Gateways::make(with_default_gateway(), options.breaker).value()),
+          ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger},
           service(ports) {
         register_bus_metrics(registry, bus);
         if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
@@ -89,13 +89,14 @@ struct Engine::Impl {
         return *idempotency;
     }
 
-    application::PaymentGateway& default_gateway() {
-        if (gateways.empty()) {
+    // The application's gateways, or the simulated one.
+    std::vector<application::NamedGateway> with_default_gateway() {
+        if (named.empty()) {
             auto gateway = std::make_shared<SimulatedGateway>(scheduler, *clock, options.gateway, options.gateway_ledger);
             simulated = gateway.get();
-            gateways.push_back({"simulated", std::move(gateway)});
+            named.push_back({"simulated", std::move(gateway)});
         }
-        return *gateways.front().gateway;
+        return named;
     }
 
     // Recovery: what an earlier run committed and did not finish. Events are
@@ -133,8 +134,9 @@ struct Engine::Impl {
     AsioEventBus bus;
     std::shared_ptr<application::Store> store;
     std::shared_ptr<application::IdempotencyStore> idempotency;
-    std::vector<application::NamedGateway> gateways;
+    std::vector<application::NamedGateway> named;
     SimulatedGateway* simulated = nullptr; // the default gateway, when it is in use
+    application::Gateways gateways;        // `named`, each with its circuit breaker
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;
@@ -221,6 +223,7 @@ EngineBuilder& EngineBuilder::clock(std::shared_ptr<application::Clock const> cl
 Result<std::unique_ptr<Engine>> EngineBuilder::build() {
     if (!invalid_.empty()) return reject(ErrorCode::invalid_argument, invalid_);
     if (auto valid = options_.processor.validate(); !valid) return valid.error();
+    if (auto valid = options_.breaker.validate(); !valid) return valid.error();
     auto impl = std::make_unique<Engine::Impl>(*this);
     auto processor = application::PaymentProcessor::start(impl->ports, impl->options.processor);
     if (!processor) return processor.error();
@@ -253,7 +256,10 @@ Engine::~Engine() {
 application::PaymentService& Engine::service() { return impl_->service; }
 application::EventBus& Engine::bus() { return impl_->bus; }
 AsioEventBus& Engine::asio_bus() { return impl_->bus; }
-std::span<application::NamedGateway const> Engine::gateways() const { return impl_->gateways; }
+std::span<application::NamedGateway const> Engine::gateways() const { return impl_->named; }
+std::vector<application::GatewayHealth> Engine::gateway_health() const {
+    return impl_->gateways.health(impl_->clock->now());
+}
 SimulatedGateway* Engine::simulated_gateway() { return impl_->simulated; }
 MetricsRegistry& Engine::metrics() { return impl_->registry; }
 application::Logger& Engine::logger() { return *impl_->logger; }

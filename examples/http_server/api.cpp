@@ -55,8 +55,13 @@ boost::system::result<boost::urls::url_view> parse_target(std::string_view targe
 } // namespace
 
 struct Api::Impl {
-    Impl(Engine& e, std::atomic<Readiness> const& r, std::string admin_token)
-        : context{e, r, std::move(admin_token)}, metrics(e.metrics()) {}
+    Impl(Engine& e, std::atomic<Readiness> const& r, std::string admin_token, WebhookOptions webhooks)
+        : context{e, r, std::move(admin_token), std::move(webhooks)}, metrics(e.metrics()) {
+        // Ids are kept for twice the tolerance: a timestamp may be that far ahead as well as behind.
+        if (!context.webhooks.secret.empty())
+            context.seen_events = std::make_shared<SeenEvents>(context.webhooks.remembered_events,
+                                                               2 * context.webhooks.tolerance);
+    }
 
     // Routes the request; `route` is set to the matched pattern for metrics and logs.
     Reply dispatch(Request const& request, CorrelationId const& correlation_id, std::string_view& route) {
@@ -128,8 +133,8 @@ struct Api::Impl {
     infrastructure::SeededRandom ids{infrastructure::SeededRandom::entropy_seed()};
 };
 
-Api::Api(Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token)
-    : impl_(std::make_shared<Impl>(engine, readiness, std::move(admin_token))) {}
+Api::Api(Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token, WebhookOptions webhooks)
+    : impl_(std::make_shared<Impl>(engine, readiness, std::move(admin_token), std::move(webhooks))) {}
 
 Response Api::handle(Request const& request) {
     auto const started = std::chrono::steady_clock::now();

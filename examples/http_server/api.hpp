@@ -1,5 +1,7 @@
 #pragma once
 
+#include "webhooks.hpp"
+
 #include <payments/engine.hpp>
 
 #include <boost/beast/http/message.hpp>
@@ -27,8 +29,10 @@ enum class Readiness { starting, ready, draining };
 class Api {
 public:
     /// `admin_token`: the bearer token of the operator's routes (/admin/...);
-    /// empty turns them off (404).
-    Api(payments::Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token = {});
+    /// empty turns them off (404). `webhooks`: POST /webhooks/psp, off (404)
+    /// without a secret.
+    Api(payments::Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token = {},
+        WebhookOptions webhooks = {});
 
     Response handle(Request const& request);
 

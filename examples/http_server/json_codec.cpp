@@ -111,6 +111,7 @@ json::value payment_json(Payment const& p) {
     return json::object{{"id", p.id().str()},
                         {"invoice_id", p.invoice_id().str()},
                         {"attempt", p.attempt()},
+                        {"gateway", p.gateway()},
                         {"amount", p.amount().minor_units()},
                         {"currency", p.amount().currency().code()},
                         {"payment_method", p.payment_method().empty() ? json::value(nullptr) : json::value(p.payment_method())},

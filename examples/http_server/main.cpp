@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
     }
     auto& logger = (*engine)->logger();
     std::atomic<Readiness> readiness{Readiness::starting};
-    Api api(**engine, readiness, options.admin_token);
+    Api api(**engine, readiness, options.admin_token, options.webhooks);
     Server server(options, api, logger);
 
     // Signals first, so that one arriving during start-up is not lost.

@@ -143,6 +143,26 @@ void add_flags(CLI::App& app, Options& o) {
             return v.size() >= 16 ? std::string() : std::string("must be at least 16 characters");
         })
         ->default_str("");
+    flag(app, "webhook-secret", o.webhooks.secret,
+         "the provider's webhook signing secret for POST /webhooks/psp; unset: it answers 404")
+        ->check([](std::string const& v) {
+            return v.size() >= 16 ? std::string() : std::string("must be at least 16 characters");
+        })
+        ->default_str("");
+    app.add_option_function<std::int64_t>(
+           "--webhook-tolerance-s", [&o](std::int64_t s) { o.webhooks.tolerance = std::chrono::seconds(s); },
+           "a webhook signature's timestamp may be this far from now, in seconds")
+        ->envname(env_name("webhook-tolerance-s"))
+        ->default_str(std::to_string(o.webhooks.tolerance.count()))
+        ->check(CLI::Range(std::int64_t{1}, std::int64_t{86'400}));
+    flag(app, "breaker-window", e.breaker.window, "a gateway's circuit counts its last this many charges")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+    flag(app, "breaker-minimum-calls", e.breaker.minimum_calls, "a circuit never opens on fewer charges than this")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1000}));
+    flag(app, "breaker-failure-ratio", e.breaker.failure_ratio,
+         "a circuit opens when this share of its window failed at the provider")
+        ->check(CLI::Range(0.01, 1.0));
+    millis(app, "breaker-open-ms", e.breaker.open_for, "an open circuit half-opens after this");
     flag(app, "decline-rate", e.gateway.decline_rate, "simulated gateway: share of declines, 0-1")
         ->check(CLI::Range(0.0, 1.0));
     flag(app, "transient-rate", e.gateway.transient_rate, "simulated gateway: share of transient errors, 0-1")

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "webhooks.hpp"
+
 #include <payments/engine.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
@@ -35,6 +37,8 @@ struct Options {
     std::vector<std::string> gateways;
     std::string gateway_key;     ///< the providers' secret key (`--gateway-key` / PAYMENTS_GATEWAY_KEY); never logged
     std::string gateway_ca_file; ///< PEM roots to trust for https providers instead of the system's
+    /// POST /webhooks/psp: the provider's signing secret (empty: the route is off) and tolerance.
+    WebhookOptions webhooks = {};
     /// Where the data lives: "sqlite:PATH" (durable, the default) or "memory".
     std::string store = "sqlite:payments.db";
     /// The SQLite store's settings (its path comes from `store`).

@@ -19,6 +19,7 @@ std::span<Route const> route_table() {
         {http::verb::post, "/admin/invoices/{id}/resolve", &resolve_review},
         {http::verb::get, "/admin/dead-letters", &list_dead_letters},
         {http::verb::post, "/admin/dead-letters/replay", &replay_dead_letters},
+        {http::verb::post, "/webhooks/psp", &psp_webhook},
     };
     return table;
 }

@@ -4,6 +4,7 @@
 
 #include "api.hpp"
 #include "reply.hpp"
+#include "webhooks.hpp"
 
 #include <boost/url/params_view.hpp>
 
@@ -21,6 +22,8 @@ struct Context {
     payments::Engine& engine;
     std::atomic<Readiness> const& readiness;
     std::string admin_token;
+    WebhookOptions webhooks = {};
+    std::shared_ptr<SeenEvents> seen_events = {}; ///< set when webhooks.secret is
 };
 
 /// The parts of a request a handler needs.
@@ -62,6 +65,9 @@ Reply list_reviews(Context&, Call&);
 Reply resolve_review(Context&, Call&);
 Reply list_dead_letters(Context&, Call&);
 Reply replay_dead_letters(Context&, Call&);
+
+// routes_webhooks.cpp: the provider's signed notices
+Reply psp_webhook(Context&, Call&);
 
 // routes_health.cpp
 Reply health(Context&, Call&);

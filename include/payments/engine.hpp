@@ -30,6 +30,8 @@ struct EngineOptions {
     unsigned threads = 0; ///< the engine's own pool; 0: one per core. Ignored with EngineBuilder::run_on().
     application::ProcessorOptions processor;       ///< retries, timeouts, verification, janitor
     infrastructure::SimulatedGatewayOptions gateway; ///< the default gateway's behaviour (no gateway given)
+    /// Each gateway's circuit breaker.
+    application::BreakerOptions breaker;
     /// The default gateway's ledger file (see SimulatedGateway); empty: in memory.
     std::string gateway_ledger = {};
     infrastructure::BusOptions bus;                ///< lanes and delivery attempts; delivery tasks follow `threads`
@@ -102,8 +104,10 @@ public:
     /// <payments/infrastructure/bus/asio_event_bus.hpp> to use it.
     infrastructure::AsioEventBus& asio_bus();
     /// The gateways in preference order, as given to the builder (or the one
-    /// simulated gateway). The processor charges through the first.
+    /// simulated gateway). A new attempt goes to the first whose circuit is usable.
     std::span<application::NamedGateway const> gateways() const;
+    /// Each gateway's circuit breaker, in preference order (`/health/ready` shows them).
+    std::vector<application::GatewayHealth> gateway_health() const;
     /// The default gateway, or nullptr when the application gave its own;
     /// include <payments/infrastructure/gateway/simulated_gateway.hpp> to use it.
     infrastructure::SimulatedGateway* simulated_gateway();

@@ -2,22 +2,11 @@
 // read the store for attempts nothing drives any more.
 #include <payments/application/payment_processor.hpp>
 
+#include "settlement.hpp"
+
 namespace payments::application {
 
 using namespace domain;
-
-namespace {
-
-// The event that asks for an attempt again, rebuilt from what the store keeps.
-PaymentRequested request_of(Payment const& payment, EventMeta const& meta) {
-    return {{meta.id, meta.now, payment.correlation_id(), payment.invoice_id(), payment.id(), payment.attempt()},
-            payment.amount(),
-            payment.payment_method(),
-            payment.gateway_key(),
-            payment.not_before()};
-}
-
-} // namespace
 
 // The janitor: a scheduled round that exists only while some invoice is
 // PROCESSING, so an idle system has no timer running.
@@ -58,7 +47,7 @@ std::size_t PaymentProcessor::redrive(Duration grace) {
         InvoicePage page = ports_.store.invoices(query);
         for (Invoice const& invoice : page.data) {
             auto payment = ports_.store.payment(invoice.attempts().back());
-            if (!payment || claimed(payment->id())) continue;
+            if (!payment || claimed(payment->id()) || deferred(payment->id())) continue;
             auto const request = request_of(*payment, new_event_meta(ports_, payment->correlation_id()));
             if (payment->status() == PaymentStatus::requested && payment->not_before() + grace <= now) {
                 ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);

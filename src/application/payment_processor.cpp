@@ -17,7 +17,8 @@ using namespace domain;
 struct PaymentProcessor::Call {
     PaymentRequested requested;
     Timestamp started;
-    std::atomic<bool> answered_in_time{false};
+    Gateways::Entry* gateway = nullptr; // the charge's, whose breaker counts its answer
+    std::uint64_t generation = 0;       // the breaker's permit
     std::atomic<bool> timed_out{false};
     TimerId timeout;
 
@@ -56,6 +57,8 @@ Result<std::shared_ptr<PaymentProcessor>> PaymentProcessor::start(Ports ports, P
         "payment-processor", [weak = std::weak_ptr<PaymentProcessor>(processor)](PaymentRequested const& e) {
             if (auto self = weak.lock()) self->on_requested(e);
         });
+    for (std::size_t i = 0; i < ports.gateways.size(); ++i)
+        ports.metrics.gateway_circuit(ports.gateways[i].name, ports.gateways[i].breaker.state(ports.clock.now()));
     // Work left PROCESSING by an earlier run (a durable store) is found at the first round.
     processor->arm_janitor();
     return processor;
@@ -124,20 +127,56 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     }
     arm_janitor();
 
-    auto call = std::make_shared<Call>(requested, ports_.clock.now());
+    // The attempt goes to the gateway recorded on it, never another: it may
+    // have been sent there before (a re-driven attempt, an earlier process).
+    Timestamp const now = ports_.clock.now();
+    Gateways::Entry* gateway = ports_.gateways.find(payment->gateway());
+    if (!gateway) {
+        ports_.logger.error("an attempt names a gateway this wiring does not have",
+                            {{"payment_id", env.payment_id.str()}, {"gateway", payment->gateway()}});
+        defer(requested, now + options_.janitor_interval + options_.gateway_timeout);
+        return;
+    }
+    auto permit = gateway->breaker.acquire(now);
+    if (permit.transition) circuit_changed(*gateway, *permit.transition);
+    if (!permit.granted) {
+        if (may_reroute_unsent(*payment, now)) {
+            // Nothing went out under this key: fail it as TRANSIENT, and the
+            // next attempt (a new key) is routed to a usable gateway.
+            guard.release_now();
+            settle_logged(requested, ChargeAnswer::failed(FailureKind::transient,
+                                                          "not sent: the circuit of gateway " + gateway->name + " is open"));
+            return;
+        }
+        ports_.metrics.charge_deferred(gateway->name);
+        defer(requested, permit.retry_at);
+        return;
+    }
+
+    auto call = std::make_shared<Call>(requested, now);
+    call->gateway = gateway;
+    call->generation = permit.generation;
     std::weak_ptr<PaymentProcessor> weak = weak_from_this();
     // Armed before the charge, so that an answer given synchronously can cancel it.
     call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
         if (!call->first()) return;
-        if (auto self = weak.lock())
+        if (auto self = weak.lock()) {
+            self->count_call(*call, true);
             self->on_answer(call->requested,
                             ChargeAnswer::failed(FailureKind::unknown_outcome,
                                                   "gateway did not answer within " +
                                                       seconds_text(self->options_.gateway_timeout)));
+        }
     });
-    ports_.logger.debug("charging", {{"payment_id", env.payment_id.str()}, {"attempt", env.attempt}});
+    ports_.logger.debug("charging", {{"payment_id", env.payment_id.str()},
+                                     {"attempt", env.attempt},
+                                     {"gateway", gateway->name}});
     guard.armed = false; // from here the answer or the timeout releases it
-    ports_.gateway.charge(
+    {
+        std::lock_guard lock(mutex_);
+        sent_.insert(env.payment_id);
+    }
+    gateway->gateway->charge(
         ChargeRequest{env.payment_id, env.invoice_id, requested.gateway_key, requested.amount,
                       requested.payment_method, env.correlation_id},
         [weak, call](ChargeAnswer outcome) {
@@ -146,6 +185,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
             if (call->first()) {
                 self->ports_.scheduler.cancel(call->timeout);
                 self->ports_.metrics.gateway_latency(self->ports_.clock.now() - call->started);
+                self->count_call(*call, is_provider_failure(outcome));
                 self->on_answer(call->requested, outcome);
             } else {
                 self->on_late_answer(call->requested, outcome);
@@ -153,11 +193,70 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         });
 }
 
+bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {
+    // A key made by another process run may have been sent by it; one made
+    // here was sent only if sent_ says so.
+    if (!is_key_of_this_run(ports_, payment.gateway_key())) return false;
+    {
+        std::lock_guard lock(mutex_);
+        if (sent_.contains(payment.id())) return false;
+    }
+    for (std::size_t i = 0; i < ports_.gateways.size(); ++i) {
+        auto const& entry = ports_.gateways[i];
+        if (entry.name != payment.gateway() && entry.breaker.usable(now)) return true;
+    }
+    return false; // nowhere better to go: wait for this circuit
+}
+
+void PaymentProcessor::count_call(Call const& call, bool provider_failure) {
+    if (auto moved = call.gateway->breaker.record(call.generation, provider_failure, ports_.clock.now()))
+        circuit_changed(*call.gateway, *moved);
+}
+
+void PaymentProcessor::circuit_changed(Gateways::Entry const& gateway, CircuitTransition transition) {
+    ports_.metrics.gateway_circuit_transition(gateway.name, transition);
+    ports_.logger.log(transition.to == CircuitState::open ? LogLevel::warn : LogLevel::info, "gateway circuit changed", {{"gateway", gateway.name},
+                                                       {"from", to_string(transition.from)},
+                                                       {"to", to_string(transition.to)}});
+}
+
+// Never spun: the attempt comes back once its gateway's circuit may let it
+// through, and no sooner than the policy's second delay (2 s by default),
+// plus a jittered delay so that the attempts held back spread out.
+void PaymentProcessor::defer(PaymentRequested const& requested, Timestamp at) {
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || !deferred_.insert(requested.envelope.payment_id).second) return; // already coming back
+    }
+    Timestamp const now = ports_.clock.now();
+    Duration const least = std::max(options_.retry.max_delay(1), Duration(std::chrono::milliseconds(1)));
+    at = std::max(at, now + least) + options_.retry.delay(1, ports_.random);
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    ports_.scheduler.call_at(at, [weak, requested] {
+        auto self = weak.lock();
+        if (!self) return;
+        {
+            std::lock_guard lock(self->mutex_);
+            self->deferred_.erase(requested.envelope.payment_id);
+        }
+        self->on_requested(requested);
+    });
+}
+
+bool PaymentProcessor::deferred(PaymentId const& id) const {
+    std::lock_guard lock(mutex_);
+    return deferred_.contains(id);
+}
+
 void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     Result<PaymentStatus> settled = reject(ErrorCode::unavailable, "not settled");
     {
         ClaimGuard guard{*this, requested.envelope.payment_id};
         settled = settle(requested, outcome);
+        if (settled && *settled != PaymentStatus::requested) {
+            std::lock_guard lock(mutex_);
+            sent_.erase(requested.envelope.payment_id);
+        }
     }
     if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
 }
@@ -193,6 +292,14 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
         escalate(requested, "no definitive answer from the gateway within the verification limit");
         return;
     }
+    // The look-up goes to the gateway that holds the key, whatever its circuit says.
+    Gateways::Entry* gateway = ports_.gateways.find(payment->gateway());
+    if (!gateway) {
+        ports_.logger.error("an unknown answer names a gateway this wiring does not have",
+                            {{"payment_id", id.str()}, {"gateway", payment->gateway()}});
+        verify_later(requested);
+        return;
+    }
     if (!claim(id)) { // a look-up of it is already out
         verify_later(requested);
         return;
@@ -206,18 +313,15 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
         if (!call->first()) return;
         if (auto self = weak.lock()) self->on_lookup(call->requested, std::nullopt, call->started);
     });
-    ports_.gateway.lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
+    gateway->gateway->lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
         auto self = weak.lock();
         if (!self) return;
         if (call->first()) {
             self->ports_.scheduler.cancel(call->timeout);
             self->on_lookup(call->requested, status, call->started);
-        } else if (status.state == ChargeStatus::State::charged || status.state == ChargeStatus::State::declined) {
+        } else if (auto answer = definitive_answer(status)) {
             // A late look-up answer is as good as a late charge answer.
-            self->on_late_answer(call->requested,
-                                 status.state == ChargeStatus::State::charged
-                                     ? ChargeAnswer{status.reference, status.charged, std::nullopt}
-                                     : ChargeAnswer::failed(FailureKind::declined, status.reason));
+            self->on_late_answer(call->requested, *answer);
         }
     });
 }
@@ -227,28 +331,17 @@ void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optiona
     PaymentId const& id = requested.envelope.payment_id;
     std::optional<Timestamp> window_end;
     ClaimGuard guard{*this, id};
-    if (status) {
-        switch (status->state) {
-        case ChargeStatus::State::charged:
-            settle_logged(requested, ChargeAnswer{status->reference, status->charged, std::nullopt});
-            break;
-        case ChargeStatus::State::declined:
-            settle_logged(requested, ChargeAnswer::failed(FailureKind::declined, status->reason));
-            break;
-        case ChargeStatus::State::pending: break; // not final: ask again
-        case ChargeStatus::State::absent: {
-            auto payment = ports_.store.payment(id);
-            Timestamp const since = payment && payment->unknown_since() ? *payment->unknown_since() : ports_.clock.now();
-            window_end = since + options_.settle_window;
-            // Providers book late: only after the window does "no record" mean
-            // "not charged", and the answer speaks of the moment it was asked.
-            if (asked_at >= *window_end)
-                settle_logged(requested,
-                              ChargeAnswer::failed(FailureKind::transient,
-                                                    "the gateway holds no charge for the key after the settle window"));
-            break;
-        }
-        }
+    if (auto answer = status ? definitive_answer(*status) : std::nullopt) {
+        settle_logged(requested, *answer);
+    } else if (status && status->state == ChargeStatus::State::absent) { // PENDING is not final: ask again
+        auto payment = ports_.store.payment(id);
+        Timestamp const since = payment && payment->unknown_since() ? *payment->unknown_since() : ports_.clock.now();
+        window_end = since + options_.settle_window;
+        // Providers book late: only after the window does "no record" mean
+        // "not charged", and the answer speaks of the moment it was asked.
+        if (asked_at >= *window_end)
+            settle_logged(requested, ChargeAnswer::failed(FailureKind::transient,
+                                                          "the gateway holds no charge for the key after the settle window"));
     }
     guard.release_now();
     verify_later(requested, window_end);
@@ -306,6 +399,26 @@ void PaymentProcessor::escalate(PaymentRequested const& requested, std::string r
     if (!flagged)
         ports_.logger.error("could not put an invoice before an operator",
                             {{"invoice_id", env.invoice_id.str()}, {"error", flagged.error().detail}});
+}
+
+Result<PaymentStatus> PaymentProcessor::on_provider_notice(std::string_view gateway, std::string_view gateway_key,
+                                                          ChargeStatus const& status) {
+    // Keys are "<payment id>.<instance id>": the attempt is found from its key.
+    auto const dot = gateway_key.find('.');
+    auto id = PaymentId::parse(gateway_key.substr(0, dot));
+    if (dot == std::string_view::npos || !id) return reject(ErrorCode::not_found, "no attempt has that gateway key");
+    auto payment = ports_.store.payment(*id);
+    if (!payment || payment->gateway_key() != gateway_key) return reject(ErrorCode::not_found, "no attempt has that gateway key");
+    Gateways::Entry const* held = ports_.gateways.find(payment->gateway());
+    if (!gateway.empty() && (!held || held->name != gateway))
+        return reject(ErrorCode::not_found, "the attempt with that key is not at gateway " + std::string(gateway));
+    auto answer = definitive_answer(status);
+    if (!answer) return payment->status(); // "processing": the look-ups go on
+    PaymentRequested const requested = request_of(*payment, new_event_meta(ports_, payment->correlation_id()));
+    ports_.logger.info("the gateway sent a notice", {{"payment_id", id->str()},
+                                                     {"gateway", payment->gateway()},
+                                                     {"status", to_string(status.state)}});
+    return settle(requested, *answer);
 }
 
 void PaymentProcessor::settle_logged(PaymentRequested const& requested, ChargeAnswer const& outcome) {

@@ -52,7 +52,16 @@ std::string const& process_instance_id() {
 
 } // namespace
 
-domain::NewAttempt new_attempt(Ports const& ports) {
+bool is_key_of_this_run(Ports const& ports, std::string_view gateway_key) {
+    auto const dot = gateway_key.find('.');
+    if (dot == std::string_view::npos) return false;
+    std::string_view const suffix = gateway_key.substr(dot + 1);
+    if (!ports.instance_id.empty()) return suffix == ports.instance_id;
+    std::string_view const process = process_instance_id();
+    return suffix.size() > process.size() && suffix.starts_with(process) && suffix[process.size()] == '-';
+}
+
+domain::NewAttempt new_attempt(Ports const& ports, domain::Payment const* last_attempt) {
     domain::PaymentId id = domain::PaymentId::generate(ports.random);
     std::string key;
     key.reserve(id.str().size() + 40);
@@ -65,7 +74,7 @@ domain::NewAttempt new_attempt(Ports const& ports) {
         static std::atomic<std::uint64_t> issued{0};
         key.append(process_instance_id()).append(1, '-').append(std::to_string(issued.fetch_add(1) + 1));
     }
-    return {std::move(id), std::move(key)};
+    return {std::move(id), std::move(key), route_new_attempt(ports.gateways, ports.clock.now(), last_attempt)};
 }
 
 } // namespace payments::application

@@ -64,7 +64,7 @@ struct Decider {
         if (!event) return; // a second "unknown" for an UNKNOWN payment: nothing new
         payment.apply(*event);
         settlement.published.emplace_back(*event);
-        auto next = invoice.settle_failure(*event, policy, ports.random, new_attempt(ports), meta());
+        auto next = invoice.settle_failure(*event, policy, ports.random, new_attempt(ports, &payment), meta());
         if (!next) return; // an answer for an attempt the invoice has moved past
         invoice.apply(*event);
         std::visit(
@@ -94,6 +94,25 @@ struct Decider {
 };
 
 } // namespace
+
+PaymentRequested request_of(Payment const& payment, EventMeta const& meta) {
+    return {{meta.id, meta.now, payment.correlation_id(), payment.invoice_id(), payment.id(), payment.attempt()},
+            payment.amount(),
+            payment.payment_method(),
+            payment.gateway_key(),
+            payment.not_before(),
+            payment.gateway()};
+}
+
+std::optional<ChargeAnswer> definitive_answer(ChargeStatus const& status) {
+    switch (status.state) {
+    case ChargeStatus::State::charged: return ChargeAnswer{status.reference, status.charged, std::nullopt};
+    case ChargeStatus::State::declined: return ChargeAnswer::failed(FailureKind::declined, status.reason);
+    case ChargeStatus::State::pending:
+    case ChargeStatus::State::absent: return std::nullopt;
+    }
+    return std::nullopt;
+}
 
 Settlement decide_settlement(Ports const& ports, RetryPolicy const& policy, Payment& payment, Invoice& invoice,
                              ChargeAnswer const& outcome, CorrelationId const& correlation_id) {

@@ -19,6 +19,13 @@ struct Settlement {
     std::string review_reason;
 };
 
+/// The event that asks for an attempt again, rebuilt from what the store keeps.
+domain::PaymentRequested request_of(domain::Payment const& payment, domain::EventMeta const& meta);
+
+/// A look-up's or a notice's status as an answer, if it is definitive
+/// (charged or declined).
+std::optional<ChargeAnswer> definitive_answer(ChargeStatus const& status);
+
 /// Decides on the aggregates as loaded and applies what it decided to them.
 /// An answer for a payment already settled changes nothing unless it
 /// contradicts the record: then the invoice is put before an operator.

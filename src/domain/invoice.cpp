@@ -69,7 +69,8 @@ Result<PaymentRequested> Invoice::request_payment(NewAttempt attempt, std::strin
         return reject(ErrorCode::invalid_argument, "payment method must be 1-64 characters of A-Z a-z 0-9 _ -");
     BOOST_ASSERT(!attempt.gateway_key.empty());
     return PaymentRequested{event_envelope(meta, std::move(attempt.id), current_attempt() + 1), amount_,
-                            std::move(payment_method), std::move(attempt.gateway_key), meta.now};
+                            std::move(payment_method), std::move(attempt.gateway_key), meta.now,
+                            std::move(attempt.gateway)};
 }
 
 EventEnvelope Invoice::event_envelope(EventMeta const& meta, PaymentId payment_id, int attempt) const {
@@ -121,7 +122,8 @@ Result<Invoice::AfterFailure> Invoice::settle_failure(PaymentFailed const& faile
     BOOST_ASSERT(!next.gateway_key.empty());
     Timestamp const due = meta.now + policy.delay(cycle_attempts(), random);
     return AfterFailure{PaymentRequested{event_envelope(meta, std::move(next.id), current_attempt() + 1), amount_,
-                                         current_method_, std::move(next.gateway_key), due}};
+                                         current_method_, std::move(next.gateway_key), due,
+                                         std::move(next.gateway)}};
 }
 
 Result<InvoiceNeedsReview> Invoice::require_review(PaymentId const& payment_id, std::string reason,

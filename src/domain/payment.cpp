@@ -17,7 +17,7 @@ std::string_view to_string(PaymentStatus status) noexcept {
 Payment::Payment(PaymentRequested const& requested)
     : id_(requested.envelope.payment_id), invoice_id_(requested.envelope.invoice_id),
       attempt_(requested.envelope.attempt), amount_(requested.amount), payment_method_(requested.payment_method),
-      gateway_key_(requested.gateway_key), correlation_id_(requested.envelope.correlation_id), not_before_(requested.not_before),
+      gateway_key_(requested.gateway_key), gateway_(requested.gateway), correlation_id_(requested.envelope.correlation_id), not_before_(requested.not_before),
       created_at_(requested.envelope.occurred_at), updated_at_(requested.envelope.occurred_at) {}
 
 Payment Payment::from(PaymentRequested const& requested) {
@@ -30,14 +30,17 @@ Payment::Payment(PaymentSnapshot&& s)
       payment_method_(std::move(s.payment_method)), gateway_key_(std::move(s.gateway_key)),
       correlation_id_(std::move(s.correlation_id)), status_(s.status), failure_(std::move(s.failure)),
       gateway_reference_(std::move(s.gateway_reference)), unknown_since_(s.unknown_since), not_before_(s.not_before),
-      created_at_(s.created_at), updated_at_(s.updated_at), version_(s.version) {}
+      created_at_(s.created_at), updated_at_(s.updated_at), version_(s.version) {
+    gateway_ = std::move(s.gateway);
+}
 
 Payment Payment::restore(PaymentSnapshot snapshot) { return Payment(std::move(snapshot)); }
 
 PaymentSnapshot Payment::snapshot() const {
     return {id_,        invoice_id_,         attempt_,      amount_,       payment_method_,
             gateway_key_, correlation_id_,   status_,       failure_,      gateway_reference_,
-            unknown_since_, not_before_,     created_at_,   updated_at_,   version_};
+            unknown_since_, not_before_,     created_at_,   updated_at_,   version_,
+            gateway_};
 }
 
 Result<void> Payment::require_open() const {

@@ -31,6 +31,7 @@ std::unique_ptr<Engine> a_threaded_engine() {
     options.seed = 2026;
     options.log_output = nullptr;
     options.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 4ms, .max_attempts = 5};
+    options.breaker.open_for = 20ms; // flaky cards are TRANSIENT, which the breaker counts: same scale as the retries
     return Engine::create(options).value();
 }
 
@@ -258,6 +259,7 @@ SCENARIO("late, lost and late-booked answers on 4 threads: every invoice settles
         options.log_output = nullptr;
         options.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 4ms, .max_attempts = 2};
         options.processor.gateway_timeout = 20ms;
+        options.breaker.open_for = 50ms; // on the same scale as the other durations
         options.processor.settle_window = 150ms;
         options.gateway.late_answer_delay = 40ms;
         options.gateway.booking_delay = 60ms;

@@ -44,7 +44,7 @@ struct TestServer {
         options.engine.log_output = log;
         options.engine.processor.retry = {.base = 1ms, .multiplier = 2.0, .cap = 5ms, .max_attempts = 3};
         engine = build_engine(options, gateways).value();
-        api.emplace(*engine, readiness, options.admin_token);
+        api.emplace(*engine, readiness, options.admin_token, options.webhooks);
         server.emplace(options, *api, engine->logger());
         port = server->start().value();
         readiness = Readiness::ready;

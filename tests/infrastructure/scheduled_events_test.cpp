@@ -25,7 +25,7 @@ std::vector<Event> every_kind() {
     return {
         InvoiceCreated{chosen, usd(1999), "Order #7 \xe2\x82\xac, \"quoted\"\n"},
         InvoiceCreated{generated_envelope(random), yen, ""},
-        PaymentRequested{generated_envelope(random), usd(1), "pm_card_ok", key, t0() + 90s},
+        PaymentRequested{generated_envelope(random), usd(1), "pm_card_ok", key, t0() + 90s, "psp-b"},
         PaymentRequested{chosen, usd(Money::max_minor_units), "", "a-key-that-is-not-an-id", t0()},
         PaymentSucceeded{generated_envelope(random), usd(250), "ch_1_" + key},
         PaymentFailed{generated_envelope(random), {FailureKind::unknown_outcome, "gateway did not answer"}},

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
     sim::BusFaultCounts bus{};
     sim::GatewayFaultCounts gateway{};
+    std::uint64_t circuits_opened = 0, charged_at_b = 0;
     std::uint64_t ran = 0, failing = 0, replayed = 0, deliveries = 0, paid = 0, failed = 0, needs_review = 0;
     double simulated = 0;
     for (std::uint64_t seed = from; seed - from < seeds; ++seed) {
@@ -62,6 +63,8 @@ int main(int argc, char** argv) {
         gateway.mismatches += o.gateway_faults.mismatches;
         gateway.lookups += o.gateway_faults.lookups;
         needs_review += static_cast<std::uint64_t>(o.needs_review);
+        circuits_opened += o.circuits_opened;
+        charged_at_b += o.charged_at_b;
         replayed += o.dead_letters_replayed;
         deliveries += o.deliveries;
         paid += static_cast<std::uint64_t>(o.paid);
@@ -85,6 +88,8 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(paid), static_cast<unsigned long long>(failed),
                 static_cast<unsigned long long>(needs_review),
                 static_cast<unsigned long long>(deliveries), static_cast<unsigned long long>(replayed));
+    std::printf("circuits opened %llu; charges taken by the second gateway %llu\n",
+                static_cast<unsigned long long>(circuits_opened), static_cast<unsigned long long>(charged_at_b));
     std::printf("bus faults: dropped %llu, duplicated %llu, delayed %llu, handler threw before %llu / after %llu\n",
                 static_cast<unsigned long long>(bus.dropped), static_cast<unsigned long long>(bus.duplicated),
                 static_cast<unsigned long long>(bus.delayed), static_cast<unsigned long long>(bus.thrown_before),

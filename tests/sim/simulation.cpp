@@ -48,13 +48,19 @@ struct TraceHash {
     }
 };
 
+std::shared_ptr<PaymentGateway> unowned(PaymentGateway& gateway) {
+    return std::shared_ptr<PaymentGateway>(std::shared_ptr<PaymentGateway>(), &gateway);
+}
+
 // The library wired as in production, but on one thread and simulated time,
 // with the faulty transport in front of the real bus.
 struct System {
     System(std::uint64_t seed, Faults const& faults, Config const& config)
         : ids(seed), inner(io.get_executor(), scheduler, clock, logger),
           bus(inner, clock, faults.bus, seed * 0x2545f4914f6cdd1dULL + 1), gateway(scheduler, clock, faults.gateway),
-          metrics(registry), ports{clock, ids, store, idempotency, bus, scheduler, gateway, metrics, logger},
+          gateway_b(scheduler, clock, faults.gateway_b),
+          gateways(Gateways::make({{"a", unowned(gateway)}, {"b", unowned(gateway_b)}}, faults.breaker).value()),
+          metrics(registry), ports{clock, ids, store, idempotency, bus, scheduler, gateways, metrics, logger},
           service(ports),
           processor(PaymentProcessor::start(ports, {config.retry, config.gateway_timeout}).value()) {}
 
@@ -68,6 +74,8 @@ struct System {
     InMemoryStore store;
     InMemoryIdempotencyStore idempotency;
     SimulatedGateway gateway;
+    SimulatedGateway gateway_b;
+    Gateways gateways;
     MetricsRegistry registry;
     PrometheusMetrics metrics;
     std::string instance_id;
@@ -103,9 +111,26 @@ public:
     }
 
     // Invariants that hold at every step, against the provider's own ledger.
+    // Both providers' ledgers; each charge must be at the gateway its attempt records.
+    std::vector<GatewayCharge> ledgers() {
+        std::vector<GatewayCharge> all;
+        for (auto const* gateway : {&system_.gateway, &system_.gateway_b}) {
+            std::string_view const name = gateway == &system_.gateway ? "a" : "b";
+            for (auto& charge : gateway->ledger()) {
+                auto payment = system_.store.payment(charge.payment_id);
+                if (!payment || payment->gateway() != name)
+                    violation("a charge at gateway " + std::string(name) + " for attempt " +
+                              std::string(charge.payment_id.str()) + " recorded at " +
+                              (payment ? payment->gateway() : std::string("nothing")));
+                all.push_back(std::move(charge));
+            }
+        }
+        return all;
+    }
+
     void step() {
         std::map<InvoiceId, std::vector<GatewayCharge>> charges;
-        for (auto const& charge : system_.gateway.ledger()) {
+        for (auto const& charge : ledgers()) {
             auto& of_invoice = charges[charge.invoice_id];
             of_invoice.push_back(charge);
             if (of_invoice.size() == 2) violation("invoice " + std::string(charge.invoice_id.str()) + " charged twice");
@@ -128,7 +153,7 @@ public:
     void final() {
         step();
         std::map<InvoiceId, int> charges;
-        for (auto const& charge : system_.gateway.ledger()) ++charges[charge.invoice_id];
+        for (auto const& charge : ledgers()) ++charges[charge.invoice_id];
         std::map<InvoiceStatus, int> by_status;
         std::map<FailureKind, int> failed_by_kind;
         int succeeded = 0, retries = 0;
@@ -150,7 +175,8 @@ public:
                 if (!record_.cycle_starts.contains(p.id())) ++retries;
             }
         }
-        if (system_.gateway.bookings_pending() != 0) violation("late bookings still pending at the end");
+        if (system_.gateway.bookings_pending() + system_.gateway_b.bookings_pending() != 0)
+            violation("late bookings still pending at the end");
         outcome_.paid = by_status[InvoiceStatus::paid];
         outcome_.failed = by_status[InvoiceStatus::failed];
         outcome_.needs_review = by_status[InvoiceStatus::needs_review];
@@ -237,6 +263,17 @@ Faults Faults::draw(std::uint64_t seed) {
     f.gateway.search_lag = upto(random, std::chrono::seconds(60));
     f.gateway.processing_time = upto(random, std::chrono::seconds(60));
     f.gateway.seed = seed ^ 0x9a7e3a7ULL;
+    // The second provider: its own profile, often healthier, sometimes not.
+    f.gateway_b = f.gateway;
+    f.gateway_b.transient_rate = 0.30 * unit(random) * unit(random);
+    f.gateway_b.timeout_rate = 0.15 * unit(random) * unit(random);
+    f.gateway_b.lost_response_rate = 0.15 * unit(random);
+    f.gateway_b.seed = seed ^ 0x5eed0bULL;
+    // Circuits that open on as few as 3 calls, and stay open 5-60 s.
+    f.breaker.window = 10;
+    f.breaker.minimum_calls = 3 + static_cast<std::size_t>(random.uniform(7));
+    f.breaker.failure_ratio = 0.4 + 0.4 * unit(random);
+    f.breaker.open_for = std::chrono::seconds(5) + upto(random, std::chrono::seconds(55));
     return f;
 }
 
@@ -340,6 +377,7 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
     // Liveness: the transport and the gateway behave; the operator replays dead letters.
     system.bus.stop_faults();
     system.gateway.set_options({.latency_max = faults.gateway.latency_max, .seed = faults.gateway.seed});
+    system.gateway_b.set_options({.latency_max = faults.gateway_b.latency_max, .seed = faults.gateway_b.seed});
     // Bookings already late still happen: the provider keeps what it accepted.
     Timestamp const live_end = system.clock.now() + liveness_limit;
     for (int round = 0; round < 10; ++round) { // a few rounds: a replay may fail and dead-letter again
@@ -352,7 +390,7 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
 
     outcome.trace_hash = trace.value;
     outcome.bus_faults = system.bus.counts();
-    for (auto const& charge : system.gateway.ledger()) {
+    for (auto const& charge : auditor.ledgers()) {
         for (Payment const& p : system.store.payments_of(charge.invoice_id))
             if (p.gateway_key() == charge.idempotency_key && p.unknown_since()) {
                 ++outcome.gateway_faults.lost_responses;
@@ -361,7 +399,12 @@ Outcome run(std::uint64_t seed, Config const& config, bool verbose) {
         auto invoice = system.store.invoice(charge.invoice_id);
         if (invoice && invoice->amount() != charge.amount) ++outcome.gateway_faults.mismatches;
     }
-    outcome.gateway_faults.late_bookings = system.gateway.late_bookings();
+    outcome.gateway_faults.late_bookings = system.gateway.late_bookings() + system.gateway_b.late_bookings();
+    outcome.charged_at_b = system.gateway_b.ledger().size();
+    auto const text = system.registry.render();
+    for (std::string const name : {"a", "b"})
+        outcome.circuits_opened += static_cast<std::uint64_t>(std::max(
+            0.0, metric(text, "payment_gateway_circuit_transitions_total{gateway=\"" + name + "\",to=\"open\"}")));
     outcome.simulated = system.clock.now() - start;
     system.processor->stop();
     system.bus.stop_faults();

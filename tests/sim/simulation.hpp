@@ -6,6 +6,7 @@
 #include "faulty_bus.hpp"
 
 #include <payments/domain/retry_policy.hpp>
+#include <payments/application/circuit_breaker.hpp>
 #include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
 #include <cstdint>
@@ -26,7 +27,9 @@ struct Config {
 /// The faults of one seed, drawn from it.
 struct Faults {
     BusFaults bus;
-    payments::infrastructure::SimulatedGatewayOptions gateway;
+    payments::infrastructure::SimulatedGatewayOptions gateway;   ///< gateway "a", preferred
+    payments::infrastructure::SimulatedGatewayOptions gateway_b; ///< gateway "b"
+    payments::application::BreakerOptions breaker;               ///< each gateway's circuit
 
     static Faults draw(std::uint64_t seed);
 };
@@ -53,6 +56,8 @@ struct Outcome {
     payments::domain::Duration simulated{};
     int paid = 0, failed = 0;
     int needs_review = 0; ///< invoices left to an operator (amount mismatches, unresolved answers)
+    std::uint64_t circuits_opened = 0;  ///< circuit transitions to open, both gateways
+    std::uint64_t charged_at_b = 0;     ///< charges taken by the second gateway
 };
 
 /// Runs one seed: workload with faults, then a fault-free liveness phase.

@@ -25,16 +25,28 @@ namespace test {
 struct WorldOptions {
     application::ProcessorOptions processor{};
     infrastructure::SimulatedGatewayOptions gateway{};
+    application::BreakerOptions breaker{};
+    bool two_gateways = false; ///< "a" (`gateway`) then "b" (`gateway_b`), in that order of preference
     std::uint64_t seed = 42;
     std::string instance_id = "test";
 };
 
-// The simulated gateway, with look-ups that can be made to go unanswered.
+// The simulated gateway, with look-ups that can be made to go unanswered and
+// a provider that can be made to fail as a whole.
 class TestGateway final : public application::PaymentGateway {
 public:
+    enum class Mode {
+        working,
+        failing, ///< every charge answers TRANSIENT (a 503), nothing is taken
+        silent,  ///< no charge is answered, nothing is taken
+    };
     explicit TestGateway(infrastructure::SimulatedGateway& inner) : inner_(inner) {}
     void charge(application::ChargeRequest request,
                 std::function<void(application::ChargeAnswer)> on_answer) override {
+        ++charges;
+        if (mode == Mode::failing)
+            return on_answer(application::ChargeAnswer::failed(FailureKind::transient, "provider answered 503"));
+        if (mode == Mode::silent) return;
         inner_.charge(std::move(request), std::move(on_answer));
     }
     void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
@@ -47,6 +59,8 @@ public:
     }
     int unanswered_lookups = 0;
     int lookups = 0;
+    int charges = 0; ///< charge calls, answered or not
+    Mode mode = Mode::working;
 
 private:
     infrastructure::SimulatedGateway& inner_;
@@ -55,13 +69,24 @@ private:
 struct World {
     explicit World(WorldOptions options = {})
         : random(options.seed), scheduler(clock), bus(io.get_executor(), scheduler, clock, logger),
-          gateway(scheduler, clock, options.gateway), gateway_port(gateway), metrics(registry),
+          gateway(scheduler, clock, options.gateway), gateway_port(gateway), gateway_b(scheduler, clock, options.gateway), gateway_b_port(gateway_b),
+          gateways(options.two_gateways ? two(options.breaker) : application::Gateways(gateway_port, options.breaker, "a")),
+          metrics(registry),
           instance_id(options.instance_id),
-          ports{clock, random, store, idempotency, bus, scheduler, gateway_port, metrics, logger, instance_id},
+          ports{clock, random, store, idempotency, bus, scheduler, gateways, metrics, logger, instance_id},
           service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)
             recordings.push_back(bus.subscribe_kind(kind, "recorder", [this](Event const& e) { events.push_back(e); }));
+    }
+
+    // "a" then "b", neither owned.
+    application::Gateways two(application::BreakerOptions const& breaker) {
+        auto unowned = [](application::PaymentGateway& g) {
+            return std::shared_ptr<application::PaymentGateway>(std::shared_ptr<application::PaymentGateway>(), &g);
+        };
+        return application::Gateways::make({{"a", unowned(gateway_port)}, {"b", unowned(gateway_b_port)}}, breaker)
+            .value();
     }
 
     // Runs everything that is due now, until nothing is.
@@ -116,6 +141,9 @@ struct World {
     infrastructure::InMemoryIdempotencyStore idempotency;
     infrastructure::SimulatedGateway gateway;
     TestGateway gateway_port;
+    infrastructure::SimulatedGateway gateway_b;
+    TestGateway gateway_b_port;
+    application::Gateways gateways;
     infrastructure::MetricsRegistry registry;
     infrastructure::PrometheusMetrics metrics;
     std::string instance_id;

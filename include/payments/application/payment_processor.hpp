@@ -95,6 +95,15 @@ public:
     /// its key. The janitor's round without its grace; returns how many.
     std::size_t recover();
 
+    /// What a provider said unasked (a signed webhook) about the charge under
+    /// `gateway_key`: a definitive status settles the attempt at once, through
+    /// the same settlement as a look-up's answer (amount checked,
+    /// contradictions put before an operator); "processing" or "no record"
+    /// changes nothing. `gateway` empty: whichever gateway holds the key.
+    /// not_found when no attempt has that key (at that gateway).
+    Result<domain::PaymentStatus> on_provider_notice(std::string_view gateway, std::string_view gateway_key,
+                                                     ChargeStatus const& status);
+
 private:
     struct Call;
 
@@ -117,6 +126,15 @@ private:
     bool claim(domain::PaymentId const& id);
     void release(domain::PaymentId const& id);
     bool claimed(domain::PaymentId const& id) const;
+    void defer(domain::PaymentRequested const& requested, domain::Timestamp at);
+    bool deferred(domain::PaymentId const& id) const;
+    /// The rule for an attempt whose gateway's circuit is open: it may be
+    /// failed unsent (TRANSIENT) and its successor routed elsewhere only if
+    /// no process ever sent its key (made in this run, never sent by this
+    /// processor) and another gateway is usable; else it waits (defer).
+    bool may_reroute_unsent(domain::Payment const& payment, domain::Timestamp now) const;
+    void count_call(Call const& call, bool provider_failure);
+    void circuit_changed(Gateways::Entry const& gateway, CircuitTransition transition);
     bool stopped() const;
 
     // Releases a claim when it goes out of scope, unless disarmed.
@@ -138,6 +156,8 @@ private:
     mutable std::condition_variable idle_;
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
+    std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit
+    std::unordered_set<domain::PaymentId> sent_;             // Owned by: mutex_; charges sent, outcome not yet recorded
     bool janitor_armed_ = false;                             // Owned by: mutex_
     bool stopped_ = false;                                   // Owned by: mutex_
 };

@@ -5,7 +5,7 @@
 #include <payments/application/idempotency_store.hpp>
 #include <payments/application/logger.hpp>
 #include <payments/application/metrics.hpp>
-#include <payments/application/payment_gateway.hpp>
+#include <payments/application/gateways.hpp>
 #include <payments/application/scheduler.hpp>
 #include <payments/application/store.hpp>
 #include <payments/domain/invoice.hpp>
@@ -24,7 +24,8 @@ struct Ports {
     IdempotencyStore& idempotency;
     EventBus& bus;
     Scheduler& scheduler;
-    PaymentGateway& gateway;
+    /// The gateways in order of preference (`Gateways(gateway)` for one).
+    Gateways& gateways;
     Metrics& metrics;
     Logger& logger;
     /// Unique to this wiring in this process run (1-32 characters of
@@ -35,9 +36,14 @@ struct Ports {
     std::string_view instance_id = {};
 };
 
-/// A new attempt's payment id (from `ports.random`) and its gateway key:
-/// "<payment id>.<instance id>", or "<payment id>.<process id>-<n>".
-domain::NewAttempt new_attempt(Ports const& ports);
+/// A new attempt's payment id (from `ports.random`), its gateway key
+/// ("<payment id>.<instance id>", or "<payment id>.<process id>-<n>") and the
+/// gateway that takes it (`route_new_attempt` after `last_attempt`, if any).
+domain::NewAttempt new_attempt(Ports const& ports, domain::Payment const* last_attempt = nullptr);
+
+/// Whether `gateway_key` was made by new_attempt() with these ports in this
+/// process run (no earlier run can have sent it).
+bool is_key_of_this_run(Ports const& ports, std::string_view gateway_key);
 
 /// The metadata of a new event caused by the request `correlation_id`.
 inline domain::EventMeta new_event_meta(Ports const& ports, domain::CorrelationId const& correlation_id) {

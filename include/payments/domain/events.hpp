@@ -68,6 +68,10 @@ struct PaymentRequested {
     std::string payment_method;
     std::string gateway_key; ///< the idempotency key sent to the gateway
     Timestamp not_before;
+    /// The name of the gateway that takes the attempt, chosen before it was
+    /// requested and recorded with it: its charge, look-ups and late answers
+    /// all go to that gateway (empty: the first configured one).
+    std::string gateway = {};
 
     friend bool operator==(PaymentRequested const&, PaymentRequested const&) = default;
 };

@@ -35,6 +35,7 @@ Result<InvoiceStatus> parse_invoice_status(std::string_view text);
 struct NewAttempt {
     PaymentId id;
     std::string gateway_key;
+    std::string gateway = {}; ///< the name of the gateway chosen to take it
 };
 
 /// What an operator found at the provider for an invoice in NEEDS_REVIEW.

@@ -39,6 +39,7 @@ struct PaymentSnapshot {
     Timestamp created_at = {};
     Timestamp updated_at = {};
     std::uint64_t version = 1;
+    std::string gateway = {}; ///< the gateway that took it (empty: the first configured one)
 
     friend bool operator==(PaymentSnapshot const&, PaymentSnapshot const&) = default;
 };
@@ -78,6 +79,8 @@ public:
     Money amount() const noexcept { return amount_; }
     std::string const& payment_method() const noexcept { return payment_method_; }
     std::string const& gateway_key() const noexcept { return gateway_key_; }
+    /// The gateway that took the attempt (empty: the first configured one).
+    std::string const& gateway() const noexcept { return gateway_; }
     PaymentStatus status() const noexcept { return status_; }
     std::optional<Failure> const& failure() const noexcept { return failure_; }
     std::string const& gateway_reference() const noexcept { return gateway_reference_; }
@@ -108,6 +111,7 @@ private:
     Money amount_;
     std::string payment_method_;
     std::string gateway_key_;
+    std::string gateway_;
     CorrelationId correlation_id_;
     PaymentStatus status_ = PaymentStatus::requested;
     std::optional<Failure> failure_;

@@ -206,6 +206,7 @@ struct Pack {
         w.text(e.payment_method);
         w.text(e.gateway_key);
         w.time(e.not_before);
+        w.text(e.gateway);
     }
     void operator()(PaymentSucceeded const& e) const {
         w.envelope(e.envelope);
@@ -241,7 +242,8 @@ Event unpack_kind(std::size_t kind, Reader& r) {
         Money const amount = r.money();
         std::string method = r.text();
         std::string key = r.text();
-        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), r.time()};
+        Timestamp const not_before = r.time();
+        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), not_before, r.text()};
     }
     case event_index<PaymentSucceeded>(): {
         Money const amount = r.money();

@@ -12,7 +12,7 @@ using domain::FailureKind;
 using domain::InvoiceStatus;
 
 PrometheusMetrics::PrometheusMetrics(MetricsRegistry& r)
-    : requested_(r.counter("payments_requested_total", "Payment attempts requested by callers")),
+    : registry_(r), requested_(r.counter("payments_requested_total", "Payment attempts requested by callers")),
       succeeded_(r.counter("payments_succeeded_total", "Payment attempts the gateway charged")),
       failed_{},
       retries_(r.counter("payment_retries_scheduled_total", "Retries scheduled after a retryable failure")),
@@ -55,6 +55,29 @@ void PrometheusMetrics::review_required(application::ReviewCause cause) {
 }
 void PrometheusMetrics::janitor_redrove(application::JanitorFinding finding) {
     janitor_[static_cast<std::size_t>(finding)]->inc();
+}
+
+// Per gateway: the registry hands back the same series for the same labels.
+void PrometheusMetrics::gateway_circuit(std::string_view gateway, application::CircuitState state) {
+    registry_
+        .gauge("payment_gateway_circuit_state", "A gateway's circuit: 0 closed, 1 open, 2 half-open",
+               {{"gateway", std::string(gateway)}})
+        .set(static_cast<double>(state));
+}
+
+void PrometheusMetrics::gateway_circuit_transition(std::string_view gateway, application::CircuitTransition transition) {
+    registry_
+        .counter("payment_gateway_circuit_transitions_total", "Changes of a gateway's circuit, by the state entered",
+                 {{"gateway", std::string(gateway)}, {"to", std::string(to_string(transition.to))}})
+        .inc();
+    gateway_circuit(gateway, transition.to);
+}
+
+void PrometheusMetrics::charge_deferred(std::string_view gateway) {
+    registry_
+        .counter("payment_gateway_deferred_total", "Attempts held back for later because their gateway's circuit was open",
+                 {{"gateway", std::string(gateway)}})
+        .inc();
 }
 
 void PrometheusMetrics::invoice_status_changed(std::optional<InvoiceStatus> from, InvoiceStatus to) {

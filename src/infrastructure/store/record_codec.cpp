@@ -81,6 +81,9 @@ public:
         if (byte() != tag) throw CorruptRecord("a record of another kind");
     }
 
+    // A field added at the end of a record: records written before it have none.
+    bool at_end() const { return pos_ == bytes_.size(); }
+
     std::uint8_t byte() {
         if (pos_ >= bytes_.size()) throw CorruptRecord("truncated record");
         return static_cast<std::uint8_t>(bytes_[pos_++]);
@@ -182,6 +185,7 @@ struct EventBody {
         w.text(e.payment_method);
         w.text(e.gateway_key);
         w.time(e.not_before);
+        w.text(e.gateway); // last: older records end before it
     }
     void operator()(PaymentSucceeded const& e) const {
         w.money(e.amount);
@@ -256,6 +260,7 @@ std::string encode(Payment const& payment) {
     w.time(s.created_at);
     w.time(s.updated_at);
     w.varint(s.version);
+    w.text(s.gateway); // last: older records end before it
     return w.take();
 }
 
@@ -275,6 +280,7 @@ Payment decode_payment(std::string_view bytes) {
     s.created_at = r.time();
     s.updated_at = r.time();
     s.version = r.varint();
+    if (!r.at_end()) s.gateway = std::string(r.text());
     return Payment::restore(std::move(s));
 }
 
@@ -299,7 +305,10 @@ Event decode_event(std::string_view bytes) {
         Money const amount = r.money();
         std::string method(r.text());
         std::string key(r.text());
-        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), r.time()};
+        Timestamp const not_before = r.time();
+        std::string gateway = r.at_end() ? std::string() : std::string(r.text());
+        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), not_before,
+                                std::move(gateway)};
     }
     case event_index<PaymentSucceeded>(): {
         Money const amount = r.money();

@@ -17,8 +17,11 @@ class SqliteStore;
 /// payments_failed_total{kind}, payment_retries_scheduled_total,
 /// payment_duplicate_deliveries_total, payment_outcome_verifications_total,
 /// payment_gateway_late_answers_total, invoices_review_required_total{cause},
-/// payment_janitor_redriven_total{finding}, invoices{status} and
-/// payment_gateway_latency_seconds.
+/// payment_janitor_redriven_total{finding}, invoices{status},
+/// payment_gateway_latency_seconds, payment_gateway_circuit_state{gateway}
+/// (0 closed, 1 open, 2 half-open),
+/// payment_gateway_circuit_transitions_total{gateway,to} and
+/// payment_gateway_deferred_total{gateway}.
 class PrometheusMetrics final : public application::Metrics {
 public:
     explicit PrometheusMetrics(MetricsRegistry& registry);
@@ -34,8 +37,12 @@ public:
     void late_answer() override;
     void review_required(application::ReviewCause cause) override;
     void janitor_redrove(application::JanitorFinding finding) override;
+    void gateway_circuit(std::string_view gateway, application::CircuitState state) override;
+    void gateway_circuit_transition(std::string_view gateway, application::CircuitTransition transition) override;
+    void charge_deferred(std::string_view gateway) override;
 
 private:
+    MetricsRegistry& registry_;
     Counter& requested_;
     Counter& succeeded_;
     std::array<Counter*, 3> failed_;  // by FailureKind
