@@ -19,8 +19,8 @@ public:
                                                               payments::application::Logger& logger);
     ~Gateways();
 
-    /// Gives the builder every gateway, in preference order. Until failover
-    /// (issue 13's breaker) the engine charges through the first only.
+    /// Gives the builder every gateway, in preference order (each gets a
+    /// circuit breaker; a new attempt goes to the first usable one).
     void add_to(payments::EngineBuilder& builder) const;
 
     struct Impl;

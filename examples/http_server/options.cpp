@@ -124,7 +124,7 @@ void add_flags(CLI::App& app, Options& o) {
         ->default_str("");
     flag(app, "gateway", o.gateways,
          "'simulated' (in-process) or a provider's base URL http(s)://host[:port]; repeatable (or comma-separated) "
-         "in preference order; the first charges until failover lands")
+         "in preference order; a new attempt goes to the first whose circuit is usable")
         ->delimiter(',')
         ->check([](std::string const& v) {
             return v == "simulated" || v.starts_with("http://") || v.starts_with("https://")

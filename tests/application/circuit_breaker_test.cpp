@@ -48,7 +48,7 @@ SCENARIO("a circuit opens on the share of provider failures in its window, never
     }
 }
 
-SCENARIO("a half-open circuit lets one probe through; its success closes the circuit, its failure opens it again") {
+SCENARIO("a half-open circuit lets one probe through, and its success closes the circuit, its failure opens it again") {
     GIVEN("an open circuit") {
         CircuitBreaker breaker(small);
         for (int i = 0; i < 4; ++i) call(breaker, true);

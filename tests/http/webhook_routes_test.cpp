@@ -102,7 +102,7 @@ SCENARIO("a signed payment_intent.succeeded settles the unanswered attempt at on
     }
 }
 
-SCENARIO("a notice of another amount does not pay the invoice; payment_failed fails the attempt") {
+SCENARIO("a notice of another amount does not pay the invoice, and payment_failed fails the attempt") {
     TestServer s(with_webhook_secret());
     GIVEN("an unanswered attempt, and a notice that says 999 was charged for 1000") {
         auto const attempt = an_unanswered_attempt(s);
