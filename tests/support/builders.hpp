@@ -8,6 +8,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <deque>
 #include <sstream>
 #include <string>
@@ -33,9 +34,9 @@ inline Money usd(std::int64_t cents) { return Money::positive(cents, Currency::u
 
 inline Timestamp t0() { return infrastructure::ManualClock::default_start(); }
 
-// Event metadata with readable, unique ids.
+// Event metadata with readable, unique ids; tests call it from several threads.
 inline EventMeta meta(Timestamp now = t0()) {
-    static int counter = 0;
+    static std::atomic<int> counter = 0;
     return {EventId::parse("evt_" + std::to_string(++counter)).value(), CorrelationId::parse("req_test").value(), now};
 }
 
