@@ -147,7 +147,7 @@ ChargeAnswer map_charge(Exchange const& exchange) {
     if (status == 402) {
         auto const* error = object_of(body.is_object() ? body.as_object().if_contains("error") : nullptr);
         if (error && text_of(error->if_contains("code")) == "processing_error")
-            return ChargeAnswer::failed(FailureKind::transient, error_reason(body, status));
+            return ChargeAnswer::failed_at_card(FailureKind::transient, error_reason(body, status));
         return ChargeAnswer::failed(FailureKind::declined, error_reason(body, status));
     }
     auto const* intent = object_of(&body);
