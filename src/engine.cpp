@@ -6,6 +6,7 @@
 #include <payments/infrastructure/observability/prometheus_metrics.hpp>
 #include <payments/application/outbox_relay.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 #include <payments/infrastructure/system/seeded_random.hpp>
@@ -68,6 +69,7 @@ struct Engine::Impl {
           service(ports) {
         register_bus_metrics(registry, bus);
         if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
+        if (auto* postgres = dynamic_cast<PostgresStore*>(store.get())) register_store_metrics(registry, *postgres);
     }
 
     application::Store& default_store() {
