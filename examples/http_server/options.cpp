@@ -109,6 +109,8 @@ void add_flags(CLI::App& app, Options& o) {
         ->check(CLI::Range(std::size_t{2}, std::size_t{1000}));
     millis(app, "pg-statement-timeout-ms", o.postgres.statement_timeout,
            "PostgreSQL: a statement (or a lock wait) is cancelled after this, the command answers 503");
+    millis(app, "pg-lease-ms", o.postgres.lease_timeout,
+           "PostgreSQL: a server silent this long (killed) loses its invoices to the others, which take its attempts over");
     static std::map<std::string, bool> const switches = {{"on", true}, {"off", false}};
     flag(app, "group-commit", o.sqlite.group_commit,
          "on: concurrent commits share one transaction and fsync; off: one each")

@@ -197,3 +197,51 @@ SCENARIO("a PostgreSQL store that cannot reach its server says so, without the p
         }
     }
 }
+
+SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committed its attempt, until it stops") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // renewed rarely: the test decides when a store looks dead
+    auto a = open_store(options);
+    auto b = open_store(options);
+    GIVEN("an attempt committed by the first, with its event and a retry") {
+        Invoice invoice = an_invoice();
+        REQUIRE(a->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        auto event = invoice.request_payment(attempt(1), "pm_card_ok", meta()).value();
+        Invoice processing = invoice;
+        processing.apply(event);
+        Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(event), 0}}};
+        changes.events.emplace_back(event);
+        changes.scheduled.push_back({event, t0() + 1min});
+        REQUIRE(a->commit(changes));
+        THEN("the first holds the lease: the second may not drive it, nor sees its outbox or retries") {
+            CHECK(a->lease(invoice.id()));
+            CHECK_FALSE(b->lease(invoice.id()));
+            CHECK(a->undelivered().size() == 1);
+            CHECK(b->undelivered().empty());
+            CHECK(a->scheduled().size() == 1);
+            CHECK(b->scheduled().empty());
+        }
+        WHEN("the first closes cleanly") {
+            a->close();
+            THEN("the second takes the invoice at once, with its outbox and retries") {
+                CHECK(b->lease(invoice.id()));
+                CHECK(b->undelivered().size() == 1);
+                CHECK(b->scheduled().size() == 1);
+            }
+        }
+        WHEN("the first stops renewing its liveness (killed) and it lapses") {
+            std::string const& s = schema.name();
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second' "
+                                          "WHERE owner = (SELECT owner FROM " + s + ".leases WHERE invoice_id = '" +
+                                          std::string(invoice.id().str()) + "')"));
+            THEN("the second takes the invoice over, and then the first may no longer drive it") {
+                CHECK(b->lease(invoice.id()));
+                CHECK(b->undelivered().size() == 1);
+                CHECK_FALSE(a->lease(invoice.id()));
+            }
+        }
+    }
+}

@@ -23,7 +23,8 @@ Encoded encode(application::Changes const& changes) {
                             codec::encode(event)});
     }
     for (auto const& [event, at] : changes.scheduled)
-        e.scheduled.push_back({std::string(envelope_of(event).id.str()), {}, ticks(at), codec::encode(event)});
+        e.scheduled.push_back({std::string(envelope_of(event).id.str()), std::string(envelope_of(event).invoice_id.str()),
+                               ticks(at), codec::encode(event)});
     return e;
 }
 

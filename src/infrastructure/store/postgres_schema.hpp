@@ -11,7 +11,7 @@ namespace payments::infrastructure::postgres {
 /// The advisory lock that serialises migrations (any constant of our own).
 inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
 
-inline constexpr std::array<char const*, 1> migrations = {
+inline constexpr std::array<char const*, 2> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
     R"sql(
 CREATE TABLE invoices (
@@ -57,6 +57,19 @@ CREATE TABLE scheduled (
     due      bigint NOT NULL,
     body     bytea NOT NULL
 );
+)sql",
+    // 1 → 2: which process drives which invoice. A process renews its row in
+    // `owners`; an invoice's lease is valid while its owner's row is alive.
+    R"sql(
+CREATE TABLE owners (
+    owner       text PRIMARY KEY,
+    alive_until timestamptz NOT NULL   -- the server's clock: one clock for every process
+);
+CREATE TABLE leases (
+    invoice_id text PRIMARY KEY,
+    owner      text NOT NULL
+);
+ALTER TABLE scheduled ADD COLUMN invoice_id text NOT NULL DEFAULT '';
 )sql",
 };
 

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -42,8 +43,21 @@ constexpr pg::Prepared update_payment{
 constexpr pg::Prepared insert_event{
     "insert_event", "INSERT INTO outbox (event_id, invoice_id, occurred_at, body) VALUES ($1, $2, $3, $4) RETURNING seq"};
 constexpr pg::Prepared schedule_event{
-    "schedule_event", "INSERT INTO scheduled (event_id, due, body) VALUES ($1, $2, $3) "
+    "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id) VALUES ($1, $2, $3, $4) "
                       "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body"};
+// The process that commits an invoice's new attempt drives it.
+constexpr pg::Prepared hold_lease{"hold_lease", "INSERT INTO leases (invoice_id, owner) VALUES ($1, $2) "
+                                                "ON CONFLICT (invoice_id) DO UPDATE SET owner = excluded.owner"};
+// Free, ours, or its owner's liveness lapsed (or gone): taken.
+constexpr pg::Prepared take_lease{
+    "take_lease",
+    "INSERT INTO leases AS l (invoice_id, owner) VALUES ($1, $2) ON CONFLICT (invoice_id) DO UPDATE "
+    "SET owner = excluded.owner WHERE l.owner = excluded.owner OR NOT EXISTS "
+    "(SELECT 1 FROM owners w WHERE w.owner = l.owner AND w.alive_until >= clock_timestamp()) RETURNING 1"};
+constexpr pg::Prepared renew_owner{
+    "renew_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
+                   "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
+constexpr pg::Prepared drop_owner{"drop_owner", "DELETE FROM owners WHERE owner = $1"};
 // A key is completed only by the store that holds its claim (or, the claim
 // lost to an outage, by a store that finds no row): a request whose claim
 // another process took over cannot complete it.
@@ -78,16 +92,24 @@ constexpr pg::Prepared select_payments_of{"select_payments_of",
                                           "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
 constexpr pg::Prepared payment_owner{
     "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
-constexpr pg::Prepared select_undelivered{"select_undelivered",
-                                          "SELECT seq, body FROM outbox WHERE NOT delivered ORDER BY seq"};
-constexpr pg::Prepared select_scheduled{"select_scheduled", "SELECT due, body FROM scheduled ORDER BY due"};
+// What no other live process drives: the invoice's lease is free, ours, or lapsed.
+#define PAYMENTS_NOT_HELD_ELSEWHERE(table)                                                                         \
+    "NOT EXISTS (SELECT 1 FROM leases l JOIN owners w ON w.owner = l.owner WHERE l.invoice_id = " table            \
+    ".invoice_id AND l.owner <> $1 AND w.alive_until >= clock_timestamp())"
+constexpr pg::Prepared select_undelivered{
+    "select_undelivered",
+    "SELECT seq, body FROM outbox WHERE NOT delivered AND " PAYMENTS_NOT_HELD_ELSEWHERE("outbox") " ORDER BY seq"};
+constexpr pg::Prepared select_scheduled{
+    "select_scheduled", "SELECT due, body FROM scheduled WHERE " PAYMENTS_NOT_HELD_ELSEWHERE("scheduled") " ORDER BY due"};
+#undef PAYMENTS_NOT_HELD_ELSEWHERE
 constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox WHERE invoice_id = $1 ORDER BY seq"};
 
 constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
                                  schedule_event, complete_key, claim_key, look_key, release_key, purge_keys,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
                                  page_status, select_payment, select_payments_of, payment_owner,
-                                 select_undelivered, select_scheduled, select_history};
+                                 select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
+                                 renew_owner, drop_owner};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -164,6 +186,12 @@ struct PostgresStore::Impl {
     // Keys this process's requests hold: key → (fingerprint, completed by its commit).
     std::mutex claims_mutex;
     std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
+
+    // This process's liveness, renewed by a thread of its own (a busy writer cannot starve it).
+    std::mutex heart_mutex;
+    std::condition_variable heart_stop;
+    bool stopping = false; // Owned by: heart_mutex
+    std::thread heart;
 
     std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0};
     mutable std::atomic<std::uint64_t> read_errors{0};
@@ -243,6 +271,35 @@ struct PostgresStore::Impl {
         auto shared = std::make_shared<Job>(std::move(job));
         if (!queue->submit(shared)) return reject(ErrorCode::unavailable, "the store is closed");
         return shared->result;
+    }
+
+    void renew(pg::Connection& c) const {
+        c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+    }
+
+    void run_heart() {
+        std::unique_ptr<pg::Connection> c;
+        auto const every = std::max(options.lease_timeout / 3, std::chrono::milliseconds(1));
+        std::unique_lock guard(heart_mutex);
+        while (!heart_stop.wait_for(guard, every, [&] { return stopping; })) {
+            guard.unlock();
+            try {
+                if (!c || c->broken()) c = connect(true);
+                renew(*c);
+            } catch (pg::Failure const&) {
+                // Unrenewed, the leases lapse and other processes take the work over.
+                ++storage_errors;
+                c.reset();
+            }
+            guard.lock();
+        }
+        // A clean stop frees this process's leases at once.
+        try {
+            if (!c || c->broken()) c = connect(true);
+            c->query(drop_owner.name, Params().text(owner));
+        } catch (pg::Failure const&) {
+            ++storage_errors; // they lapse instead
+        }
     }
 
     void write_batch(Batch& batch);
@@ -355,11 +412,18 @@ bool PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::s
 PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
     std::size_t const most = impl_->options.group_commit ? impl_->options.max_batch : 1;
     impl_->queue = std::make_unique<GroupCommit<Job>>(most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); });
+    impl_->heart = std::thread([impl = impl_.get()] { impl->run_heart(); });
 }
 
 PostgresStore::~PostgresStore() { close(); }
 
 void PostgresStore::close() {
+    {
+        std::lock_guard guard(impl_->heart_mutex);
+        impl_->stopping = true;
+    }
+    impl_->heart_stop.notify_all();
+    if (impl_->heart.joinable()) impl_->heart.join();
     impl_->queue->close();
     impl_->writer.reset();
     std::lock_guard guard(impl_->readers_mutex);
@@ -399,6 +463,7 @@ Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions 
         std::string const schema = impl->options.schema.empty() ? "" : Impl::identifier(*c, impl->options.schema);
         if (auto migrated = migrate(*c, impl->options, schema); !migrated) return migrated.error();
         for (auto const& p : prepared) c->prepare(p);
+        impl->renew(*c); // alive before any lease is taken
         impl->writer = std::move(c);
     } catch (pg::Failure const& failure) {
         return storage_error(std::string("cannot open the PostgreSQL store: ") + failure.what());
@@ -495,7 +560,11 @@ Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int6
         job.statements.emplace_back(insert_event.name,
                                     Params().text(event.id).text(event.invoice_id).integer(event.at).bytes(event.body));
     for (auto const& event : e.scheduled)
-        job.statements.emplace_back(schedule_event.name, Params().text(event.id).integer(event.at).bytes(event.body));
+        job.statements.emplace_back(schedule_event.name,
+                                    Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id));
+    bool const new_attempt =
+        std::any_of(e.payments.begin(), e.payments.end(), [](Encoded::Row const& row) { return row.expected == 0; });
+    if (new_attempt) job.statements.emplace_back(hold_lease.name, Params().text(e.payments.front().invoice_id).text(owner));
     if (e.idempotency) {
         auto const& [scope, key, fingerprint, outcome] = *e.idempotency;
         job.statements.emplace_back(complete_key.name, Params()
@@ -506,7 +575,7 @@ Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int6
                                                            .integer(e.idempotency_since)
                                                            .bytes(outcome));
     }
-    job.check = [&e, &seqs](std::vector<Rows>& results) -> Result<void> {
+    job.check = [&e, &seqs, new_attempt](std::vector<Rows>& results) -> Result<void> {
         std::size_t at = 0;
         auto written = [&](Encoded::Row const& row, char const* kind) -> Result<void> {
             if (results[at++].affected() != 0) return {};
@@ -519,7 +588,7 @@ Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int6
             if (auto ok = written(row, "payment"); !ok) return ok;
         seqs.clear();
         for (std::size_t i = 0; i < e.events.size(); ++i) seqs.push_back(results[at++].integer(0, 0));
-        at += e.scheduled.size();
+        at += e.scheduled.size() + (new_attempt ? 1 : 0);
         if (e.idempotency && results[at].affected() == 0)
             return reject(ErrorCode::idempotency_key_in_use,
                           "the idempotency key's claim was taken over by another request");
@@ -570,7 +639,7 @@ Result<void> PostgresStore::commit(Changes changes) {
 std::vector<Event> PostgresStore::undelivered() const {
     auto rows = impl_->read([&](pg::Connection& c) {
         std::vector<std::pair<std::int64_t, Event>> found;
-        Rows r = c.query(select_undelivered.name, Params());
+        Rows r = c.query(select_undelivered.name, Params().text(impl_->owner));
         for (int row = 0; row < r.size(); ++row) found.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
         return found;
     });
@@ -610,7 +679,7 @@ void PostgresStore::mark_delivered(EventId const& id) {
 std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
     auto events = impl_->read([&](pg::Connection& c) {
         std::vector<application::ScheduledEvent> found;
-        Rows r = c.query(select_scheduled.name, Params());
+        Rows r = c.query(select_scheduled.name, Params().text(impl_->owner));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
         return found;
@@ -627,6 +696,18 @@ std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
         for (int row = 0; row < r.size(); ++row) events.push_back(codec::decode_event(r.bytes(row, 0)));
         return events;
     });
+}
+
+bool PostgresStore::lease(InvoiceId const& id) {
+    bool taken = false;
+    Job job;
+    job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));
+    job.check = [&](std::vector<Rows>& results) -> Result<void> {
+        taken = results[0].size() == 1;
+        return {};
+    };
+    // PostgreSQL unreachable: not ours to drive, for now.
+    return impl_->submit(std::move(job)) && taken;
 }
 
 application::IdempotencyClaim PostgresStore::claim(IdempotencyKey const& key, std::string_view fingerprint,

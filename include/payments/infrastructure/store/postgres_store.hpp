@@ -40,6 +40,10 @@ struct PostgresStoreOptions {
     /// A key claimed by a request that never completed (its process died) is
     /// taken over by another request after this.
     domain::Duration idempotency_claim_timeout = std::chrono::seconds(30);
+    /// A store renews its process's liveness this often divided by three; a
+    /// process silent this long (killed, cut off) loses its invoices' leases,
+    /// and another process takes their attempts over.
+    std::chrono::milliseconds lease_timeout{10'000};
     /// Delivered events are kept as the invoices' history this long; empty: for ever.
     std::optional<domain::Duration> event_retention = std::nullopt;
     /// The application_name its sessions show in pg_stat_activity.
@@ -52,13 +56,17 @@ struct PostgresStoreOptions {
 /// share a transaction (group commit), each in a savepoint, their statements
 /// pipelined. Idempotency keys are claimed in the database (INSERT ... ON
 /// CONFLICT), so one key makes one payment whichever process gets it.
+/// One process at a time drives an invoice's attempts: the one that
+/// committed its latest attempt holds its lease while it renews its
+/// liveness; undelivered() and scheduled() leave out invoices another live
+/// process holds, and lease() takes over those of a process that died.
 /// PostgreSQL unreachable: commits fail `storage_unavailable`, reads answer
 /// nothing, and the next command reconnects. Thread-safe.
 class PostgresStore final : public application::Store, public application::IdempotencyStore {
 public:
     /// The schema this release writes; older schemas are migrated forward at
     /// open (under an advisory lock), newer ones refused.
-    static constexpr int schema_version = 1;
+    static constexpr int schema_version = 2;
 
     /// Connects, migrates the schema and prepares the statements.
     /// `storage_unavailable` with a clear detail (never the password) when
@@ -75,6 +83,8 @@ public:
     void mark_delivered(domain::EventId const& id) override;
     std::vector<application::ScheduledEvent> scheduled() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
+    /// Takes the lease when it is free, this process's, or its owner's liveness has lapsed.
+    bool lease(domain::InvoiceId const& id) override;
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
                                         domain::Timestamp now) override;
