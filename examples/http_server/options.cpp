@@ -204,6 +204,8 @@ payments::Result<void> open_store(Options& options) {
         options.postgres.group_commit = options.sqlite.group_commit;
         options.postgres.event_retention = options.sqlite.event_retention;
         options.postgres.application_name = "payments-server";
+        // Other servers' work may need taking over at any time, not only while this one is busy.
+        options.engine.processor.janitor_when_idle = true;
         auto store = payments::infrastructure::PostgresStore::open(options.postgres);
         if (!store) return store.error();
         std::shared_ptr<payments::infrastructure::PostgresStore> shared = std::move(*store);

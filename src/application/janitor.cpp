@@ -26,7 +26,8 @@ void PaymentProcessor::arm_janitor() {
         }
         self->run_janitor();
         InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
-        if (!self->ports_.store.invoices(any_processing).data.empty()) self->arm_janitor();
+        if (self->options_.janitor_when_idle || !self->ports_.store.invoices(any_processing).data.empty())
+            self->arm_janitor();
     });
 }
 
