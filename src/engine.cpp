@@ -7,6 +7,7 @@
 #include <payments/infrastructure/observability/prometheus_metrics.hpp>
 #include <payments/application/outbox_relay.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 #include <payments/infrastructure/system/seeded_random.hpp>
@@ -71,6 +72,7 @@ struct Engine::Impl {
         registry.counter_callback("scheduler_failed_calls_total", "Scheduled calls that threw (each logged)", {},
                                   [this] { return static_cast<double>(scheduler.failed_calls()); });
         if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
+        if (auto* postgres = dynamic_cast<PostgresStore*>(store.get())) register_store_metrics(registry, *postgres);
         for (auto const& gateway : named)
             if (auto* http = dynamic_cast<HttpGateway const*>(gateway.gateway.get()))
                 http->register_metrics(registry, gateway.name);

@@ -32,6 +32,10 @@ struct ProcessorOptions {
     /// How often the janitor looks for attempts that nothing drives any more;
     /// zero turns it off. It runs only while some invoice is PROCESSING.
     domain::Duration janitor_interval = std::chrono::seconds(60);
+    /// true: the janitor's rounds go on while nothing is PROCESSING. With a
+    /// store several processes share, another process's work may need taking
+    /// over at any time (the server sets it for PostgreSQL).
+    bool janitor_when_idle = false;
 
     /// Every duration in range; the retry policy valid.
     Result<void> validate() const;
