@@ -45,6 +45,15 @@ std::shared_ptr<T> or_default(std::shared_ptr<T> given, Make make) {
     return given ? std::move(given) : make();
 }
 
+// A fixed seed repeats its ids only where nothing outlives the run (the
+// in-memory store): on a durable or shared store two runs, or two servers,
+// with one seed would make the same ids, so entropy of this run is mixed in.
+std::uint64_t id_seed(EngineOptions const& o, application::Store const* store) {
+    if (o.seed == 0) return SeededRandom::entropy_seed();
+    bool const in_memory = !store || dynamic_cast<InMemoryStore const*>(store) != nullptr;
+    return in_memory ? o.seed : o.seed ^ SeededRandom::entropy_seed();
+}
+
 } // namespace
 
 // Members in dependency order: each is built from those above it and
@@ -53,7 +62,7 @@ struct Engine::Impl {
     explicit Impl(EngineBuilder& b)
         : options(b.options_),
           clock(or_default(std::move(b.clock_), [] { return std::make_shared<SystemClock>(); })),
-          random(options.seed != 0 ? options.seed : SeededRandom::entropy_seed()),
+          random(id_seed(options, b.store_.get())),
           logger(or_default(std::move(b.logger_), [&] {
               return std::make_shared<JsonLogger>(options.log_output, options.log_level, *clock,
                                                   options.log_flush_interval);

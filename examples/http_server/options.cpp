@@ -183,7 +183,8 @@ void add_flags(CLI::App& app, Options& o) {
     flag(app, "timeout-rate", e.gateway.timeout_rate, "simulated gateway: share of calls never answered, 0-1")
         ->check(CLI::Range(0.0, 1.0));
     millis(app, "latency-ms", e.gateway.latency_max, "simulated gateway: latency up to this");
-    flag(app, "seed", e.seed, "seed of ids, jitter and the simulated gateway; 0: random");
+    flag(app, "seed", e.seed, "seed of ids, jitter and the simulated gateway; 0: random. Reproducible ids only with --store memory: "
+         "with a durable or shared store each run mixes in entropy, so ids never repeat across runs or servers");
     static std::map<std::string, payments::application::LogLevel> const levels = {
         {"debug", payments::application::LogLevel::debug},
         {"info", payments::application::LogLevel::info},

@@ -39,7 +39,12 @@ struct EngineOptions {
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// Idempotency records the default store keeps at most; see InMemoryIdempotencyStore for who is evicted.
     std::size_t idempotency_max_records = 100'000;
-    std::uint64_t seed = 0; ///< ids and jitter; 0: from std::random_device
+    /// Ids and jitter; 0: from std::random_device. A fixed seed makes a run
+    /// reproducible only on the in-memory store: with a durable or shared
+    /// store (SQLite, PostgreSQL, any store given to the builder) entropy of
+    /// the run is mixed in, so that ids never repeat across runs or across
+    /// servers sharing a database.
+    std::uint64_t seed = 0;
     application::LogLevel log_level = application::LogLevel::info; ///< the default logger's level
     std::FILE* log_output = stderr; ///< the default logger's output; nullptr: no logs
     /// The default logger writes info and debug lines in batches this often; warnings and errors at once.
