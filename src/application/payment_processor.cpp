@@ -126,6 +126,14 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         return;
     }
     arm_janitor();
+    // Another live process took the invoice over (this one stalled, or lost
+    // PostgreSQL for longer than its lease): it drives the attempt now, and
+    // this process neither sends nor reroutes it.
+    if (!ports_.store.lease(env.invoice_id)) {
+        ports_.logger.info("attempt left to the process that holds its invoice",
+                           {{"payment_id", env.payment_id.str()}});
+        return;
+    }
 
     // The attempt goes to the gateway recorded on it, never another: it may
     // have been sent there before (a re-driven attempt, an earlier process).
@@ -197,6 +205,8 @@ bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now)
     // A key made by another process run may have been sent by it; one made
     // here was sent only if sent_ says so.
     if (!is_key_of_this_run(ports_, payment.gateway_key())) return false;
+    // Nor can one whose invoice another process held meanwhile (a takeover).
+    if (!ports_.store.held_since_attempt(payment.invoice_id())) return false;
     {
         std::lock_guard lock(mutex_);
         if (sent_.contains(payment.id())) return false;

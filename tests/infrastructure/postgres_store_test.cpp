@@ -218,7 +218,9 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
         REQUIRE(a->commit(changes));
         THEN("the first holds the lease: the second may not drive it, nor sees its outbox or retries") {
             CHECK(a->lease(invoice.id()));
+            CHECK(a->held_since_attempt(invoice.id()));
             CHECK_FALSE(b->lease(invoice.id()));
+            CHECK_FALSE(b->held_since_attempt(invoice.id()));
             CHECK(a->undelivered().size() == 1);
             CHECK(b->undelivered().empty());
             CHECK(a->scheduled().size() == 1);
@@ -241,6 +243,53 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
                 CHECK(b->lease(invoice.id()));
                 CHECK(b->undelivered().size() == 1);
                 CHECK_FALSE(a->lease(invoice.id()));
+            }
+            THEN("after the takeover the first's writes to the invoice are refused (its lease epoch is stale), and "
+                 "neither store may count P1's key as unsent") {
+                REQUIRE(b->lease(invoice.id()));
+                Changes rewrite{Changes::InvoiceWrite{processing, processing.version()}, {}};
+                auto const stale = a->commit(rewrite);
+                REQUIRE_FALSE(stale);
+                CHECK(stale.error().code == ErrorCode::conflict);
+                CHECK(b->commit(rewrite));
+                CHECK_FALSE(a->held_since_attempt(invoice.id()));
+                CHECK_FALSE(b->held_since_attempt(invoice.id()));
+                AND_WHEN("the second lapses in turn and the first takes the invoice back") {
+                    REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - "
+                                                  "interval '1 second'"));
+                    REQUIRE(a->lease(invoice.id()));
+                    THEN("it may write again, but P1's key still counts as possibly sent") {
+                        CHECK(a->commit(rewrite));
+                        CHECK_FALSE(a->held_since_attempt(invoice.id()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+SCENARIO("a PostgreSQL store's sessions commit durably and give a paused transaction's locks up, whatever the defaults") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    GIVEN("a server whose default for these sessions is synchronous_commit = off (as a DBA's ALTER DATABASE sets)") {
+        // libpq's `options` sets the session default at connection start, as
+        // ALTER DATABASE ... SET does, without touching the other tests' database.
+        options.uri += std::string(options.uri.find('?') == std::string::npos ? "?" : "&") +
+                       "options=-csynchronous_commit%3Doff%20-cidle_in_transaction_session_timeout%3D0";
+        PGconn* plain = PQconnectdb(options.uri.c_str());
+        REQUIRE(PQstatus(plain) == CONNECTION_OK);
+        PGresult* shown = PQexec(plain, "SHOW synchronous_commit");
+        std::string const default_value = PQgetvalue(shown, 0, 0);
+        PQclear(shown);
+        PQfinish(plain);
+        REQUIRE(default_value == "off"); // the default the store must not inherit
+        WHEN("a store opens on it") {
+            auto store = open_store(options);
+            THEN("its sessions still wait for the WAL flush, and end a transaction left idle") {
+                CHECK(store->setting("synchronous_commit") == "on");
+                CHECK(store->setting("idle_in_transaction_session_timeout") != "0");
             }
         }
     }

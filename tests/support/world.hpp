@@ -29,6 +29,12 @@ struct WorldOptions {
     bool two_gateways = false; ///< "a" (`gateway`) then "b" (`gateway_b`), in that order of preference
     std::uint64_t seed = 42;
     std::string instance_id = "test";
+    /// Another store (a PostgresStore shared with a second World: two processes).
+    application::Store* store = nullptr;
+    application::IdempotencyStore* idempotency = nullptr;
+    /// Other providers behind "a" and "b" (shared by two Worlds: one provider).
+    application::PaymentGateway* provider_a = nullptr;
+    application::PaymentGateway* provider_b = nullptr;
 };
 
 // The simulated gateway, with look-ups that can be made to go unanswered and
@@ -70,10 +76,14 @@ struct World {
     explicit World(WorldOptions options = {})
         : random(options.seed), scheduler(clock), bus(io.get_executor(), scheduler, clock, logger),
           gateway(scheduler, clock, options.gateway), gateway_port(gateway), gateway_b(scheduler, clock, options.gateway), gateway_b_port(gateway_b),
-          gateways(options.two_gateways ? two(options.breaker) : application::Gateways(gateway_port, options.breaker, "a")),
+          gateways(options.two_gateways ? two(options)
+                                        : application::Gateways(options.provider_a ? *options.provider_a : gateway_port,
+                                                                options.breaker, "a")),
           metrics(registry),
           instance_id(options.instance_id),
-          ports{clock, random, store, idempotency, bus, scheduler, gateways, metrics, logger, instance_id},
+          ports{clock, random, options.store ? *options.store : store,
+                options.idempotency ? *options.idempotency : idempotency, bus, scheduler, gateways, metrics, logger,
+                instance_id},
           service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)
@@ -81,11 +91,14 @@ struct World {
     }
 
     // "a" then "b", neither owned.
-    application::Gateways two(application::BreakerOptions const& breaker) {
+    application::Gateways two(WorldOptions const& options) {
         auto unowned = [](application::PaymentGateway& g) {
             return std::shared_ptr<application::PaymentGateway>(std::shared_ptr<application::PaymentGateway>(), &g);
         };
-        return application::Gateways::make({{"a", unowned(gateway_port)}, {"b", unowned(gateway_b_port)}}, breaker)
+        return application::Gateways::make(
+                   {{"a", unowned(options.provider_a ? *options.provider_a : gateway_port)},
+                    {"b", unowned(options.provider_b ? *options.provider_b : gateway_b_port)}},
+                   options.breaker)
             .value();
     }
 

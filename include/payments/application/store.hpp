@@ -103,6 +103,13 @@ public:
     /// it, a kill -9 included). The process that commits an invoice's new
     /// attempt holds its lease. A store used by one process always says yes.
     virtual bool lease(domain::InvoiceId const&) { return true; }
+    /// True when this process holds the invoice's lease and has held it
+    /// without a break since it committed the invoice's latest attempt: no
+    /// other process can have driven (sent) that attempt meanwhile. False
+    /// after a takeover, by another process or by this one taking the lease
+    /// back: whoever held it may have sent the attempt's key. A store used by
+    /// one process always says yes.
+    virtual bool held_since_attempt(domain::InvoiceId const&) { return true; }
 };
 
 } // namespace payments::application

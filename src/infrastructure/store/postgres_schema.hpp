@@ -11,7 +11,7 @@ namespace payments::infrastructure::postgres {
 /// The advisory lock that serialises migrations (any constant of our own).
 inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
 
-inline constexpr std::array<char const*, 2> migrations = {
+inline constexpr std::array<char const*, 3> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
     R"sql(
 CREATE TABLE invoices (
@@ -70,6 +70,18 @@ CREATE TABLE leases (
     owner      text NOT NULL
 );
 ALTER TABLE scheduled ADD COLUMN invoice_id text NOT NULL DEFAULT '';
+)sql",
+    // 2 → 3: the lease is a fencing token. Its epoch moves whenever the lease
+    // changes owner; a write that drives an invoice commits only while its
+    // process still holds the lease at the epoch it took it at.
+    R"sql(
+ALTER TABLE leases ADD COLUMN epoch bigint NOT NULL DEFAULT 1;
+-- The last batch each process committed, written in the batch's own
+-- transaction: a COMMIT whose reply was lost is looked up here.
+CREATE TABLE commits (
+    owner text PRIMARY KEY,
+    batch bigint NOT NULL
+);
 )sql",
 };
 

@@ -45,15 +45,26 @@ constexpr pg::Prepared insert_event{
 constexpr pg::Prepared schedule_event{
     "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id) VALUES ($1, $2, $3, $4) "
                       "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body"};
-// The process that commits an invoice's new attempt drives it.
-constexpr pg::Prepared hold_lease{"hold_lease", "INSERT INTO leases (invoice_id, owner) VALUES ($1, $2) "
-                                                "ON CONFLICT (invoice_id) DO UPDATE SET owner = excluded.owner"};
+// The lease's epoch moves whenever it changes owner: the fencing token.
+#define PAYMENTS_LEASE_TAKEN                                                                                       \
+    "INSERT INTO leases AS l (invoice_id, owner, epoch) VALUES ($1, $2, 1) ON CONFLICT (invoice_id) DO UPDATE "    \
+    "SET owner = excluded.owner, epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END "
+// The process that commits an invoice's new attempt drives it (the commit is
+// fenced when this process held the lease before: see lease_fence).
+constexpr pg::Prepared hold_lease{"hold_lease", PAYMENTS_LEASE_TAKEN "RETURNING epoch"};
 // Free, ours, or its owner's liveness lapsed (or gone): taken.
 constexpr pg::Prepared take_lease{
-    "take_lease",
-    "INSERT INTO leases AS l (invoice_id, owner) VALUES ($1, $2) ON CONFLICT (invoice_id) DO UPDATE "
-    "SET owner = excluded.owner WHERE l.owner = excluded.owner OR NOT EXISTS "
-    "(SELECT 1 FROM owners w WHERE w.owner = l.owner AND w.alive_until >= clock_timestamp()) RETURNING 1"};
+    "take_lease", PAYMENTS_LEASE_TAKEN "WHERE l.owner = excluded.owner OR NOT EXISTS "
+                  "(SELECT 1 FROM owners w WHERE w.owner = l.owner AND w.alive_until >= clock_timestamp()) RETURNING epoch"};
+#undef PAYMENTS_LEASE_TAKEN
+// A write that drives an invoice this process held commits only while it
+// still holds the lease at that epoch; the row lock holds a takeover off
+// until the transaction ends.
+constexpr pg::Prepared lease_fence{
+    "lease_fence", "SELECT 1 FROM leases WHERE invoice_id = $1 AND owner = $2 AND epoch = $3 FOR SHARE"};
+constexpr pg::Prepared mark_batch{
+    "mark_batch", "INSERT INTO commits (owner, batch) VALUES ($1, $2) ON CONFLICT (owner) DO UPDATE SET batch = excluded.batch"};
+constexpr pg::Prepared lease_epoch{"lease_epoch", "SELECT epoch FROM leases WHERE invoice_id = $1 AND owner = $2"};
 constexpr pg::Prepared renew_owner{
     "renew_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
                    "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
@@ -109,7 +120,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
                                  page_status, select_payment, select_payments_of, payment_owner,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
-                                 renew_owner, drop_owner};
+                                 renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -187,6 +198,13 @@ struct PostgresStore::Impl {
     std::mutex claims_mutex;
     std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
 
+    // The invoices whose lease this process took: invoice → the epoch it holds
+    // (its writes are fenced by it), and the epoch at which it committed the
+    // latest attempt. Forgotten once the invoice is settled.
+    std::mutex leases_mutex;
+    std::unordered_map<std::string, std::int64_t> fences;  // Owned by: leases_mutex
+    std::unordered_map<std::string, std::int64_t> origins; // Owned by: leases_mutex
+
     // This process's liveness, renewed by a thread of its own (a busy writer cannot starve it).
     std::mutex heart_mutex;
     std::condition_variable heart_stop;
@@ -194,6 +212,7 @@ struct PostgresStore::Impl {
     std::thread heart;
 
     std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0};
+    std::int64_t batches = 0; // Owned by: the writer thread
     mutable std::atomic<std::uint64_t> read_errors{0};
     std::unique_ptr<GroupCommit<Job>> queue; // last: its thread stops first
 
@@ -204,13 +223,23 @@ struct PostgresStore::Impl {
     // A new session: timeouts, the schema, and (once the tables exist) the statements.
     std::unique_ptr<pg::Connection> connect(bool prepare) const {
         std::string const timeout = std::to_string(std::max<std::int64_t>(options.connect_timeout.count(), 1));
-        std::array<char const*, 4> const keywords = {"connect_timeout", "application_name", "dbname", nullptr};
-        std::array<char const*, 4> const values = {timeout.c_str(), options.application_name.c_str(),
-                                                   options.uri.c_str(), nullptr};
+        // A peer that vanished (host down, cable cut) is noticed by TCP
+        // keepalives and unacknowledged writes, not after the kernel's hours.
+        std::string const unacknowledged = std::to_string(std::max<std::int64_t>(options.statement_timeout.count() * 2, 10'000));
+        std::array<char const*, 9> const keywords = {"connect_timeout", "application_name", "keepalives",
+                                                     "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                                     "tcp_user_timeout", "dbname", nullptr};
+        std::array<char const*, 9> const values = {timeout.c_str(), options.application_name.c_str(), "1", "10", "5", "3",
+                                                   unacknowledged.c_str(), options.uri.c_str(), nullptr};
         auto c = std::make_unique<pg::Connection>(keywords.data(), values.data());
         std::string const ms = std::to_string(options.statement_timeout.count());
-        std::string setup =
-            "SET client_min_messages = warning; SET statement_timeout = " + ms + "; SET lock_timeout = " + ms + ";";
+        std::string const idle = std::to_string(std::max<std::int64_t>(options.statement_timeout.count(), 1'000));
+        // A commit is answered only once durable: synchronous_commit is pinned
+        // on whatever the database's or role's default (off or local would
+        // answer before the WAL is flushed). A session paused inside a
+        // transaction (a stopped process) gives its row locks up.
+        std::string setup = "SET client_min_messages = warning; SET synchronous_commit = on; SET statement_timeout = " +
+                            ms + "; SET lock_timeout = " + ms + "; SET idle_in_transaction_session_timeout = " + idle + ";";
         if (!options.schema.empty()) setup += "SET search_path TO " + identifier(*c, options.schema) + ";";
         c->exec(setup.c_str());
         if (prepare)
@@ -303,6 +332,7 @@ struct PostgresStore::Impl {
     }
 
     void write_batch(Batch& batch);
+    std::optional<bool> committed(int backend, std::int64_t batch) const;
     bool write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent);
 };
 
@@ -321,12 +351,16 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
         unscheduled.swap(delivered_scheduled);
     }
     if (batch.empty() && seqs.empty() && unscheduled.empty()) return;
+    std::int64_t const number = ++batches;
+    int backend = 0;
+    bool commit_sent = false;
     try {
         if (!writer || writer->broken()) {
             writer.reset();
             writer = connect(true);
         }
         pg::Connection& c = *writer;
+        backend = PQbackendPID(c.get());
         c.enter_pipeline();
         c.send_sql("BEGIN");
         std::size_t own = 1;
@@ -350,9 +384,12 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
                                                            [](auto const& job) { return !job->result; }) -
                                               batch.begin()) + 1;
         }
+        c.send(mark_batch.name, Params().text(owner).integer(number));
         c.send_sql("COMMIT");
         c.sync();
-        if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+        commit_sent = true;
+        for (int i = 0; i < 2; ++i)
+            if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
         c.until_sync();
         c.exit_pipeline();
         ++transactions;
@@ -360,11 +397,46 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
     } catch (pg::Failure const& failure) {
         ++storage_errors;
         writer.reset(); // the server rolls back what the session had begun
-        for (auto& job : batch) job->result = storage_error(std::string("PostgreSQL cannot write: ") + failure.what());
+        // The COMMIT sent and its reply lost: the database says whether it
+        // happened. Committed, each command has the answer its check gave.
+        std::optional<bool> const kept = commit_sent ? committed(backend, number) : std::optional<bool>(false);
+        if (kept == true) {
+            ++transactions;
+            commands += batch.size();
+            return;
+        }
+        std::string const detail = kept ? std::string("PostgreSQL cannot write: ") + failure.what()
+                                        : std::string("PostgreSQL lost the connection after the COMMIT was sent and "
+                                                      "cannot be asked whether it happened: ") + failure.what();
+        for (auto& job : batch) job->result = storage_error(detail);
         // The deliveries wait for the next batch.
         std::lock_guard guard(marks_mutex);
         delivered_seqs.insert(delivered_seqs.end(), seqs.begin(), seqs.end());
         delivered_scheduled.insert(delivered_scheduled.end(), unscheduled.begin(), unscheduled.end());
+    }
+}
+
+// Whether the batch numbered `batch`, whose COMMIT went out on the session of
+// `backend` and whose reply was lost, committed. That session is ended first
+// (waiting for it, within the statement timeout), so that the answer is final;
+// nullopt when PostgreSQL cannot tell.
+std::optional<bool> PostgresStore::Impl::committed(int backend, std::int64_t batch) const {
+    try {
+        auto c = connect(false);
+        std::string const pid = std::to_string(backend);
+        std::string const wait = std::to_string(std::max<std::int64_t>(options.statement_timeout.count() - 100, 100));
+        std::array<char const*, 2> const ended{pid.c_str(), wait.c_str()};
+        Rows(PQexecParams(c->get(), "SELECT pg_terminate_backend(pid, $2::bigint) FROM pg_stat_activity WHERE pid = $1::int",
+                          2, nullptr, ended.data(), nullptr, nullptr, 0));
+        std::array<char const*, 2> const look{pid.c_str(), owner.c_str()};
+        Rows r(PQexecParams(c->get(),
+                            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1::int)::text, "
+                            "(SELECT batch FROM commits WHERE owner = $2)::text",
+                            2, nullptr, look.data(), nullptr, nullptr, 0));
+        if (!r.ok() || r.size() != 1 || r.bytes(0, 0) == "true") return std::nullopt;
+        return !r.null(0, 1) && r.bytes(0, 1) == std::to_string(batch);
+    } catch (pg::Failure const&) {
+        return std::nullopt;
     }
 }
 
@@ -525,8 +597,11 @@ std::vector<Payment> PostgresStore::payments_of(InvoiceId const& id) const {
 namespace {
 
 // The writes of one commit, and how to read their results.
-Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int64_t>& seqs) {
+Job commit_job(Encoded const& e, std::string const& owner, std::optional<std::int64_t> fence,
+               std::vector<std::int64_t>& seqs, std::int64_t& epoch) {
     Job job;
+    std::string const invoice_id = e.invoice ? e.invoice->id : e.payments.empty() ? std::string() : e.payments.front().invoice_id;
+    if (fence) job.statements.emplace_back(lease_fence.name, Params().text(invoice_id).text(owner).integer(*fence));
     auto row_params = [](Encoded::Row const& row) {
         return Params().integer(row.status).integer(static_cast<std::int64_t>(row.version)).bytes(row.body).text(row.id);
     };
@@ -564,7 +639,7 @@ Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int6
                                     Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id));
     bool const new_attempt =
         std::any_of(e.payments.begin(), e.payments.end(), [](Encoded::Row const& row) { return row.expected == 0; });
-    if (new_attempt) job.statements.emplace_back(hold_lease.name, Params().text(e.payments.front().invoice_id).text(owner));
+    if (new_attempt) job.statements.emplace_back(hold_lease.name, Params().text(invoice_id).text(owner));
     if (e.idempotency) {
         auto const& [scope, key, fingerprint, outcome] = *e.idempotency;
         job.statements.emplace_back(complete_key.name, Params()
@@ -575,8 +650,11 @@ Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int6
                                                            .integer(e.idempotency_since)
                                                            .bytes(outcome));
     }
-    job.check = [&e, &seqs, new_attempt](std::vector<Rows>& results) -> Result<void> {
+    job.check = [&e, &seqs, &epoch, new_attempt, fence, invoice_id](std::vector<Rows>& results) -> Result<void> {
         std::size_t at = 0;
+        if (fence && results[at++].size() == 0)
+            return reject(ErrorCode::conflict, "invoice " + invoice_id + " is driven by another process now: this one's lease (epoch " +
+                                                   std::to_string(*fence) + ") was taken over");
         auto written = [&](Encoded::Row const& row, char const* kind) -> Result<void> {
             if (results[at++].affected() != 0) return {};
             if (row.expected == 0) return reject(ErrorCode::already_exists, std::string(kind) + " " + row.id + " already exists");
@@ -588,7 +666,8 @@ Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int6
             if (auto ok = written(row, "payment"); !ok) return ok;
         seqs.clear();
         for (std::size_t i = 0; i < e.events.size(); ++i) seqs.push_back(results[at++].integer(0, 0));
-        at += e.scheduled.size() + (new_attempt ? 1 : 0);
+        at += e.scheduled.size();
+        if (new_attempt) epoch = results[at++].integer(0, 0);
         if (e.idempotency && results[at].affected() == 0)
             return reject(ErrorCode::idempotency_key_in_use,
                           "the idempotency key's claim was taken over by another request");
@@ -621,8 +700,27 @@ Result<void> PostgresStore::commit(Changes changes) {
             encoded.idempotency_since = ticks(now);
         }
     }
+    std::optional<std::int64_t> fence;
+    std::string const invoice_id = encoded.invoice ? encoded.invoice->id
+                                   : encoded.payments.empty() ? std::string() : encoded.payments.front().invoice_id;
+    if (!invoice_id.empty()) {
+        std::lock_guard guard(impl_->leases_mutex);
+        if (auto it = impl_->fences.find(invoice_id); it != impl_->fences.end()) fence = it->second;
+    }
     std::vector<std::int64_t> seqs;
-    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, seqs)); !committed) return committed;
+    std::int64_t epoch = 0;
+    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, fence, seqs, epoch)); !committed) return committed;
+    if (!invoice_id.empty()) {
+        // Nothing is driven once the invoice leaves PROCESSING: forgotten, memory stays bounded.
+        std::lock_guard guard(impl_->leases_mutex);
+        if (changes.invoice && changes.invoice->invoice.status() != InvoiceStatus::processing) {
+            impl_->fences.erase(invoice_id);
+            impl_->origins.erase(invoice_id);
+        } else if (epoch != 0) {
+            impl_->fences[invoice_id] = epoch;
+            impl_->origins[invoice_id] = epoch;
+        }
+    }
     {
         std::lock_guard guard(impl_->outbox_mutex);
         for (std::size_t i = 0; i < changes.events.size(); ++i)
@@ -699,15 +797,34 @@ std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
 }
 
 bool PostgresStore::lease(InvoiceId const& id) {
-    bool taken = false;
+    std::optional<std::int64_t> epoch;
     Job job;
     job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));
     job.check = [&](std::vector<Rows>& results) -> Result<void> {
-        taken = results[0].size() == 1;
+        if (results[0].size() == 1) epoch = results[0].integer(0, 0);
         return {};
     };
     // PostgreSQL unreachable: not ours to drive, for now.
-    return impl_->submit(std::move(job)) && taken;
+    if (!impl_->submit(std::move(job)) || !epoch) return false;
+    std::lock_guard guard(impl_->leases_mutex);
+    impl_->fences[std::string(id.str())] = *epoch;
+    return true;
+}
+
+bool PostgresStore::held_since_attempt(InvoiceId const& id) {
+    std::int64_t origin = 0;
+    {
+        std::lock_guard guard(impl_->leases_mutex);
+        auto it = impl_->origins.find(std::string(id.str()));
+        if (it == impl_->origins.end()) return false; // not committed by this process
+        origin = it->second;
+    }
+    auto const epoch = impl_->read([&](pg::Connection& c) -> std::optional<std::int64_t> {
+        Rows r = c.query(lease_epoch.name, Params().text(id.str()).text(impl_->owner));
+        if (r.size() == 0) return std::nullopt;
+        return r.integer(0, 0);
+    });
+    return epoch == origin; // unreadable: not known to be unbroken
 }
 
 application::IdempotencyClaim PostgresStore::claim(IdempotencyKey const& key, std::string_view fingerprint,
@@ -801,6 +918,15 @@ std::size_t PostgresStore::purge_expired(Timestamp now) {
     };
     (void)impl_->submit(std::move(job));
     return static_cast<std::size_t>(purged);
+}
+
+std::optional<std::string> PostgresStore::setting(std::string const& name) const {
+    return impl_->read([&](pg::Connection& c) -> std::optional<std::string> {
+        Rows r(PQexecParams(c.get(), "SELECT current_setting($1)", 1, nullptr, std::array{name.c_str()}.data(), nullptr,
+                            nullptr, 0));
+        if (!r.ok() || r.size() != 1) return std::nullopt;
+        return std::string(r.bytes(0, 0));
+    });
 }
 
 std::uint64_t PostgresStore::transactions() const { return impl_->transactions; }

@@ -66,7 +66,7 @@ class PostgresStore final : public application::Store, public application::Idemp
 public:
     /// The schema this release writes; older schemas are migrated forward at
     /// open (under an advisory lock), newer ones refused.
-    static constexpr int schema_version = 2;
+    static constexpr int schema_version = 3;
 
     /// Connects, migrates the schema and prepares the statements.
     /// `storage_unavailable` with a clear detail (never the password) when
@@ -85,6 +85,9 @@ public:
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
     /// Takes the lease when it is free, this process's, or its owner's liveness has lapsed.
     bool lease(domain::InvoiceId const& id) override;
+    /// This process holds the lease at the epoch at which it committed the
+    /// invoice's latest attempt (no takeover since).
+    bool held_since_attempt(domain::InvoiceId const& id) override;
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
                                         domain::Timestamp now) override;
@@ -99,6 +102,9 @@ public:
     std::uint64_t commands() const;
     /// Writes and reads that failed for a reason of the server or the network.
     std::uint64_t storage_errors() const;
+    /// A server setting as this store's sessions see it (SHOW), for
+    /// diagnostics and tests; nullopt when PostgreSQL cannot be read.
+    std::optional<std::string> setting(std::string const& name) const;
     /// Writes recorded deliveries and closes the connections (also done by the destructor).
     void close();
 

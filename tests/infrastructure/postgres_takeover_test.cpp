@@ -1,0 +1,126 @@
+// Two processes (two Worlds, each with its PostgresStore, processor, manual
+// clock and scheduler) on one schema and one provider: the process that lost
+// an invoice's lease must neither send, reroute nor commit it (issue 15,
+// review finding 1: money charged twice).
+#include "support/postgres.hpp"
+#include "support/world.hpp"
+
+#include <payments/infrastructure/store/postgres_store.hpp>
+
+#include <map>
+
+using namespace test;
+using infrastructure::PostgresStore;
+
+namespace {
+
+// One provider shared by both processes: a charge is held until answer_all(),
+// then booked once per key (a repeated key answers the booking again).
+class HeldProvider final : public application::PaymentGateway {
+public:
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        held_.emplace_back(std::move(request), std::move(on_answer));
+    }
+    void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
+        auto it = booked_.find(key);
+        on_answer(it == booked_.end() ? application::ChargeStatus::not_found()
+                                      : application::ChargeStatus::booked("ref-" + key, it->second));
+    }
+    void answer_all() {
+        auto held = std::move(held_);
+        held_.clear();
+        for (auto& [request, on_answer] : held) {
+            booked_.try_emplace(request.idempotency_key, request.amount);
+            on_answer(application::ChargeAnswer::success("ref-" + request.idempotency_key, request.amount));
+        }
+    }
+    std::size_t held() const { return held_.size(); }
+    /// Keys charged: money taken once per key.
+    std::size_t booked() const { return booked_.size(); }
+
+private:
+    std::vector<std::pair<application::ChargeRequest, std::function<void(application::ChargeAnswer)>>> held_;
+    std::map<std::string, Money> booked_;
+};
+
+std::unique_ptr<PostgresStore> open_store(infrastructure::PostgresStoreOptions options) {
+    auto opened = PostgresStore::open(std::move(options));
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
+    return std::move(*opened);
+}
+
+WorldOptions process(PostgresStore& store, HeldProvider& a, HeldProvider& b, std::string id, std::uint64_t seed) {
+    WorldOptions options;
+    options.two_gateways = true;
+    options.breaker = {.window = 4, .minimum_calls = 4, .failure_ratio = 0.5, .open_for = 30s, .half_open_probes = 1};
+    options.store = &store;
+    options.idempotency = &store;
+    options.provider_a = &a;
+    options.provider_b = &b;
+    options.instance_id = std::move(id);
+    options.seed = seed;
+    return options;
+}
+
+void open_circuit(application::CircuitBreaker& breaker, Timestamp now) {
+    for (int i = 0; i < 4; ++i) {
+        auto permit = breaker.acquire(now);
+        REQUIRE(permit.granted);
+        breaker.record(permit.generation, true, now);
+    }
+    REQUIRE(breaker.state(now) == application::CircuitState::open);
+}
+
+} // namespace
+
+SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes nor commits it: one charge") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // the test decides when a process looks dead
+    auto store_a = open_store(options);
+    auto store_b = open_store(options);
+    HeldProvider g1, g2;
+    World a(process(*store_a, g1, g2, "proc_a", 1));
+    World b(process(*store_b, g1, g2, "proc_b", 2));
+    GIVEN("process A committed attempt P1 at gateway a, then deferred it: a's circuit open, and b's") {
+        Invoice const invoice = a.create();
+        Timestamp const start = a.clock.now();
+        open_circuit(a.gateways[1].breaker, start); // b: open until t0 + 30 s
+        Payment const p1 = a.pay(invoice, "pm_card_ok");
+        REQUIRE(p1.gateway() == "a");
+        a.clock.advance(10s);
+        open_circuit(a.gateways[0].breaker, a.clock.now()); // a: open until t0 + 40 s
+        a.settle();
+        REQUIRE(g1.held() == 0);
+        WHEN("A stalls (its liveness lapses), B takes the invoice over and sends P1's key to a, and A's deferral "
+             "then fires while b is usable and a's only probe is taken") {
+            std::string const& s = schema.name();
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval "
+                                          "'1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            b.processor->recover();
+            b.settle();
+            REQUIRE(g1.held() == 1); // B's charge of P1's key, in flight
+            a.clock.advance_to(start + 40s);
+            REQUIRE(a.gateways[0].breaker.acquire(a.clock.now()).granted); // the half-open probe, taken
+            REQUIRE(a.gateways[1].breaker.usable(a.clock.now()));
+            a.scheduler.run_due();
+            a.settle();
+            for (int i = 0; i < 20 && a.scheduler.advance_to_next(); ++i) a.settle(); // whatever A would do next
+            g1.answer_all();
+            g2.answer_all();
+            b.settle();
+            a.settle();
+            THEN("the money is taken once, by B's charge of P1, and A committed nothing for the invoice") {
+                CHECK(g1.booked() + g2.booked() == 1);
+                CHECK(g2.booked() == 0);
+                auto const attempts = store_b->payments_of(invoice.id());
+                REQUIRE(attempts.size() == 1);
+                CHECK(attempts[0].id() == p1.id());
+                CHECK(attempts[0].status() == PaymentStatus::succeeded);
+                CHECK(store_b->invoice(invoice.id())->status() == InvoiceStatus::paid);
+            }
+        }
+    }
+}
