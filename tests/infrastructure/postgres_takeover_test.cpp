@@ -122,5 +122,41 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
                 CHECK(store_b->invoice(invoice.id())->status() == InvoiceStatus::paid);
             }
         }
+        WHEN("B takes the invoice over and sends P1's key to a, then B stalls in turn, and A's deferral fires "
+             "(A takes the lease back) while b is usable and a's only probe is taken") {
+            std::string const& s = schema.name();
+            auto const lapse = [&] {
+                REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - "
+                                              "interval '1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            };
+            lapse();
+            b.processor->recover();
+            b.settle();
+            REQUIRE(g1.held() == 1);
+            lapse();
+            a.clock.advance_to(start + 40s);
+            auto const probe = a.gateways[0].breaker.acquire(a.clock.now());
+            REQUIRE(probe.granted);
+            a.scheduler.run_due();
+            a.settle();
+            for (int i = 0; i < 20 && a.scheduler.advance_to_next(); ++i) a.settle(); // whatever A would do next
+            THEN("A does not count P1's key as unsent (B may have sent it): it never reroutes, and one charge is taken") {
+                CHECK(g2.held() == 0);
+                CHECK(store_b->payment(p1.id())->status() == PaymentStatus::requested); // waits for its own gateway
+                // The probe succeeds, a's circuit closes: A, which drives it now, sends P1's own key there.
+                g1.answer_all(); // B's charge: booked; B's settlement is fenced off (A holds the lease)
+                b.settle();
+                a.gateways[0].breaker.record(probe.generation, false, a.clock.now());
+                for (int i = 0; i < 20 && a.scheduler.advance_to_next(); ++i) {
+                    a.settle();
+                    g1.answer_all(); // the provider answers at once from here
+                    a.settle();
+                }
+                CHECK(g1.booked() + g2.booked() == 1);
+                auto const attempts = store_b->payments_of(invoice.id());
+                REQUIRE(attempts.size() == 1);
+                CHECK(attempts[0].status() == PaymentStatus::succeeded);
+            }
+        }
     }
 }
