@@ -244,10 +244,12 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
                 CHECK(b->undelivered().size() == 1);
                 CHECK_FALSE(a->lease(invoice.id()));
             }
-            THEN("after the takeover the first's writes to the invoice are refused (its lease epoch is stale), and "
+            THEN("after the takeover the first's writes that drive the attempt are refused (its lease epoch is stale), and "
                  "neither store may count P1's key as unsent") {
                 REQUIRE(b->lease(invoice.id()));
-                Changes rewrite{Changes::InvoiceWrite{processing, processing.version()}, {}};
+                // A write that drives the attempt (its payment rewritten at its version).
+                Payment const attempt_1 = Payment::from(event);
+                Changes rewrite{Changes::InvoiceWrite{processing, processing.version()}, {{attempt_1, attempt_1.version()}}};
                 auto const stale = a->commit(rewrite);
                 REQUIRE_FALSE(stale);
                 CHECK(stale.error().code == ErrorCode::conflict);

@@ -703,7 +703,12 @@ Result<void> PostgresStore::commit(Changes changes) {
     std::optional<std::int64_t> fence;
     std::string const invoice_id = encoded.invoice ? encoded.invoice->id
                                    : encoded.payments.empty() ? std::string() : encoded.payments.front().invoice_id;
-    if (!invoice_id.empty()) {
+    // What drives an attempt (a payment settled, failed, rerouted) is fenced;
+    // a new attempt from a settled invoice (a client's request, a retry) is
+    // kept to one by the invoice's version, and takes the lease.
+    bool const drives =
+        std::any_of(encoded.payments.begin(), encoded.payments.end(), [](Encoded::Row const& row) { return row.expected != 0; });
+    if (drives) {
         std::lock_guard guard(impl_->leases_mutex);
         if (auto it = impl_->fences.find(invoice_id); it != impl_->fences.end()) fence = it->second;
     }
