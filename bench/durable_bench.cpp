@@ -86,7 +86,7 @@ double durable_flows_per_second(std::size_t count, bool group_commit, unsigned c
     std::shared_ptr<infrastructure::SqliteStore> store = infrastructure::SqliteStore::open(options).value();
     EngineOptions engine_options;
     engine_options.log_output = nullptr;
-    engine_options.threads = 16; // settlements block on their commit: enough of them to fill a batch
+    engine_options.threads = 64; // settlements block on their commit: enough of them to fill a batch
     auto engine = Engine::builder(engine_options)
                       .store(store)
                       .idempotency_store(store)
@@ -130,8 +130,8 @@ void figure_durable(Options const& options) {
     print({"SQLite WAL FULL: 1-row commits", baseline, 0, "/s", Goal::at_least, 0});
     std::size_t const grouped = options.quick ? 2'000 : 20'000;
     std::size_t const single = options.quick ? 200 : 2'000;
-    double const on = durable_flows_per_second(grouped, true, 64);
-    double const off = durable_flows_per_second(single, false, 64);
+    double const on = durable_flows_per_second(grouped, true, 256);
+    double const off = durable_flows_per_second(single, false, 256);
     print({"durable flows/s, group commit", on, 0, "flows/s", Goal::at_least, 30'000});
     print({"durable flows/s, group commit vs off", on, off, "flows/s", Goal::at_least, 10});
 }
