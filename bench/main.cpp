@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
                                          {"handoff", bench::figure_handoff},
                                          {"timers", bench::figure_timers},
                                          {"flow", bench::figure_flow},
-                                         {"durable", bench::figure_durable}};
+                                         {"durable", bench::figure_durable},
+                                         {"durable-scale", bench::figure_durable_scale}};
     bench::Options options;
     std::string_view wanted;
     for (int i = 1; i < argc; ++i) {
@@ -38,7 +39,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     if (!found) {
-        std::fprintf(stderr, "usage: payments-bench [bus|handoff|timers|flow|durable] [--quick]\n");
+        std::fprintf(stderr, "usage: payments-bench [bus|handoff|timers|flow|durable|durable-scale] [--quick]\n");
         return 2;
     }
     return 0;

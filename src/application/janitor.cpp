@@ -36,9 +36,9 @@ std::size_t PaymentProcessor::run_janitor() {
 }
 
 // At start nothing is driving anything yet: every due attempt is stalled.
-std::size_t PaymentProcessor::recover() { return redrive(Duration::zero()); }
+std::size_t PaymentProcessor::recover() { return redrive(Duration::zero(), true); }
 
-std::size_t PaymentProcessor::redrive(Duration grace) {
+std::size_t PaymentProcessor::redrive(Duration grace, bool at_start) {
     if (stopped()) return 0;
     std::size_t redriven = 0;
     Timestamp const now = ports_.clock.now();
@@ -53,7 +53,16 @@ std::size_t PaymentProcessor::redrive(Duration grace) {
                 ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
                 ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment->id().str()}});
                 ++redriven;
-                on_requested(request);
+                if (!at_start) {
+                    on_requested(request);
+                    continue;
+                }
+                // At start, on the engine's threads: each waits for its commit,
+                // and many waiting at once share transactions.
+                std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+                ports_.scheduler.call_at(now, [weak, request] {
+                    if (auto self = weak.lock()) self->on_requested(request);
+                });
             } else if (payment->unresolved()) {
                 bool verifying = false;
                 {

@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -281,6 +282,57 @@ SCENARIO("after a crash the outbox is published again and the attempt is charged
                 CHECK(engine->simulated_gateway()->charges_for(invoice.id()) == 1);
                 // Requested (committed before the crash), succeeded, paid.
                 CHECK(engine->service().history(invoice.id()).value().size() == 3);
+            }
+        }
+    }
+}
+
+namespace {
+
+// A provider whose ledger already holds every key it is asked about: the
+// charge went through before the process died. Counts what it is asked.
+class ProviderThatBooked final : public application::PaymentGateway {
+public:
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        ++charges;
+        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
+    }
+    void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
+        ++lookups;
+        on_answer(application::ChargeStatus::booked("ch_" + key, usd(1000)));
+    }
+    std::atomic<int> charges{0};
+    std::atomic<int> lookups{0};
+};
+
+} // namespace
+
+SCENARIO("after a crash an attempt left REQUESTED is looked up on its key before anything is sent") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    Invoice invoice = an_invoice();
+    GIVEN("a file where a payment was requested, and a provider that charged its key before the process died") {
+        {
+            auto store = open_store(path);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            Invoice processing = invoice;
+            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            processing.apply(requested);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
+            changes.events.emplace_back(requested);
+            REQUIRE(store->commit(changes));
+        }
+        auto provider = std::make_shared<ProviderThatBooked>();
+        WHEN("an engine starts on it") {
+            std::shared_ptr<SqliteStore> store = open_store(path);
+            EngineOptions options;
+            options.log_output = nullptr;
+            options.threads = 2;
+            auto engine = Engine::builder(options).store(store).idempotency_store(store).gateway("a", provider).build().value();
+            THEN("the look-up settles it PAID and no charge is sent again") {
+                REQUIRE(reaches(*engine, invoice.id(), InvoiceStatus::paid));
+                CHECK(provider->lookups >= 1);
+                CHECK(provider->charges == 0);
             }
         }
     }
