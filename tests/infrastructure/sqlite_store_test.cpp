@@ -127,6 +127,51 @@ SCENARIO("a SQLite store refuses files it must not use, with a clear error") {
     }
 }
 
+SCENARIO("a file that fails the integrity check opens at once and then refuses writes") {
+    TempDir dir;
+    std::string const path = dir.file("damaged.db");
+    Invoice const invoice = an_invoice();
+    GIVEN("a file with an invoice, whose outbox index page is zeroed on disk (open reads no outbox)") {
+        {
+            auto store = open_store(path);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        }
+        std::int64_t root = 0;
+        {
+            sqlite3* db = nullptr;
+            REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+            sqlite3_stmt* s = nullptr;
+            sqlite3_prepare_v2(db, "SELECT rootpage FROM sqlite_schema WHERE name = 'outbox_by_invoice'", -1, &s, nullptr);
+            REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+            root = sqlite3_column_int64(s, 0);
+            sqlite3_finalize(s);
+            sqlite3_close(db);
+        }
+        {
+            std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+            file.seekp((root - 1) * 4096);
+            std::string const zeros(4096, '\0');
+            file.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+        }
+        WHEN("a store opens it") {
+            auto store = SqliteStore::open({.path = path});
+            std::string const refusal = store ? std::string() : store.error().detail;
+            INFO(refusal);
+            REQUIRE(store);
+            auto const deadline = std::chrono::steady_clock::now() + 5s;
+            while ((*store)->storage_errors() == 0 && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::yield();
+            THEN("once the check has read the file, a commit is refused with the check's verdict") {
+                Invoice const another = Invoice::from(Invoice::create(iid("inv_2"), usd(1000), "order 43", meta()).value());
+                auto committed = (*store)->commit({Changes::InvoiceWrite{another, 0}, {}});
+                REQUIRE_FALSE(committed);
+                CHECK(committed.error().code == ErrorCode::storage_unavailable);
+                CHECK(committed.error().detail.find("integrity check") != std::string::npos);
+            }
+        }
+    }
+}
+
 SCENARIO("a file of the previous schema version is migrated forward and keeps its rows") {
     TempDir dir;
     std::string const path = dir.file("old.db");
