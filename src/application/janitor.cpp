@@ -57,12 +57,11 @@ std::size_t PaymentProcessor::redrive(Duration grace, bool at_start) {
                     on_requested(request);
                     continue;
                 }
-                // At start, on the engine's threads: each waits for its commit,
-                // and many waiting at once share transactions.
-                std::weak_ptr<PaymentProcessor> weak = weak_from_this();
-                ports_.scheduler.call_at(now, [weak, request] {
-                    if (auto self = weak.lock()) self->on_requested(request);
-                });
+                // At start, through the bus to this processor's own handler:
+                // the attempts run on the engine's threads at once (each waits
+                // for its commit, and many waiting share transactions), as a
+                // republished event would. The handler is idempotent.
+                if (!ports_.bus.publish(request)) on_requested(request);
             } else if (payment->unresolved()) {
                 bool verifying = false;
                 {

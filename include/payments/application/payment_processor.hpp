@@ -89,8 +89,8 @@ public:
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
     /// Recovery at start, over work an earlier run left unsettled: every
-    /// attempt REQUESTED and due is handed to the engine's threads (all at
-    /// once, so that their commits share transactions), where its key is
+    /// attempt REQUESTED and due is published on the bus to this processor's
+    /// handler (all at once, so that their commits share transactions): its key is
     /// looked up first, as for any attempt whose key an earlier run made: a
     /// definitive record settles it; no record, a pending one or no answer
     /// in time sends it again on the same key (the gateway never charges a
