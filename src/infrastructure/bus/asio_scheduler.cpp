@@ -7,6 +7,8 @@
 #include <boost/asio/strand.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <mutex>
 #include <optional>
 
@@ -51,7 +53,16 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
             due = queue.take_due(clock.now());
             arm_locked();
         }
-        for (auto& fn : due) fn();
+        // Nothing throws across the executor (it would end its thread): a call
+        // that throws (a store that cannot read, application::StorageFailure)
+        // is dropped, as the janitor's next round or a retry would redo it.
+        for (auto& fn : due) {
+            try {
+                fn();
+            } catch (std::exception const&) {
+                ++failed_calls;
+            }
+        }
     }
 
     application::Clock const& clock;
@@ -61,6 +72,7 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
     std::optional<Timestamp> armed_for;   // Owned by: mutex
     std::uint64_t armed_generation = 0;   // Owned by: mutex
     bool stopped = false;                 // Owned by: mutex
+    std::atomic<std::uint64_t> failed_calls{0};
 };
 
 AsioScheduler::AsioScheduler(boost::asio::any_io_executor executor, application::Clock const& clock)

@@ -254,8 +254,9 @@ struct SqliteStore::Impl {
         return c;
     }
 
-    // Runs `read` on a read connection; SQLite errors become an empty answer
-    // (logged by the caller's absence of data) rather than a crash.
+    // Runs `read` on a read connection; an SQLite error or a record that does
+    // not decode is thrown as application::StorageFailure, never answered as
+    // "nothing there".
     template <class F>
     auto read(F&& f) const -> decltype(f(std::declval<Connection&>())) {
         std::unique_ptr<Connection> c;
@@ -279,18 +280,17 @@ struct SqliteStore::Impl {
                 impl.reader_free.notify_one();
             }
         } give_back{*this, c};
-        // A read that fails (an I/O error, a record that does not decode)
-        // answers "nothing" rather than crash the caller; the connection is
-        // dropped in case it is the broken part, and the failure counted.
+        // The connection is dropped in case it is the broken part, and the
+        // failure counted.
         try {
             if (!c) c = open_connection();
             auto result = f(*c);
             c->finish();
             return result;
-        } catch (std::exception const&) {
+        } catch (std::exception const& failure) {
             ++read_errors;
             c.reset();
-            return {};
+            throw application::StorageFailure(std::string("the store cannot read: ") + failure.what());
         }
     }
 
