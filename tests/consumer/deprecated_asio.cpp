@@ -1,5 +1,5 @@
 // A consumer translation unit that uses a deprecated Asio name next to the
-// engine: the library's BOOST_ASIO_NO_DEPRECATED must not reach it. Building
+// engine: the library sets no Asio configuration macro that could reach it. Building
 // payments_tests builds this (tests/CMakeLists.txt); it is never run.
 
 #include <payments/engine.hpp>
