@@ -12,5 +12,6 @@ void figure_timers(Options const& options);
 void figure_flow(Options const& options);
 void figure_durable(Options const& options);
 void figure_durable_scale(Options const& options);
+void figure_gateway(Options const& options);
 
 } // namespace bench

@@ -2,6 +2,7 @@
 
 #include <payments/infrastructure/bus/asio_event_bus.hpp>
 #include <payments/infrastructure/bus/asio_scheduler.hpp>
+#include <payments/infrastructure/gateway/http_gateway.hpp>
 #include <payments/infrastructure/observability/json_logger.hpp>
 #include <payments/infrastructure/observability/prometheus_metrics.hpp>
 #include <payments/application/outbox_relay.hpp>
@@ -68,6 +69,9 @@ struct Engine::Impl {
           service(ports) {
         register_bus_metrics(registry, bus);
         if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
+        for (auto const& gateway : named)
+            if (auto* http = dynamic_cast<HttpGateway const*>(gateway.gateway.get()))
+                http->register_metrics(registry, gateway.name);
     }
 
     application::Store& default_store() {

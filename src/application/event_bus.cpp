@@ -25,4 +25,8 @@ Subscription EventBus::subscribe_all(std::string name, std::function<void(domain
     return Subscription(std::move(all));
 }
 
+Subscription EventBus::subscribe_delivered(std::string name, std::function<void(domain::Event const&)> handler) {
+    return subscribe_all(std::move(name), std::move(handler));
+}
+
 } // namespace payments::application

@@ -3,10 +3,9 @@
 namespace payments::application {
 
 OutboxRelay::OutboxRelay(Store& store, EventBus& bus) : store_(store), bus_(bus) {
-    for (std::size_t kind = 0; kind < domain::event_kinds; ++kind)
-        subscriptions_.push_back(bus_.subscribe_kind(kind, "outbox-relay", [&store](domain::Event const& event) {
-            store.mark_delivered(domain::envelope_of(event).id);
-        }));
+    subscription_ = bus_.subscribe_delivered("outbox-relay", [&store](domain::Event const& event) {
+        store.mark_delivered(domain::envelope_of(event).id);
+    });
 }
 
 OutboxRelay::Restarted OutboxRelay::restart() {

@@ -4,6 +4,8 @@
 
 #include "gateway/psp_fixture.hpp"
 
+#include <payments/application/gateways.hpp>
+
 #include <payments/infrastructure/observability/json_logger.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 
@@ -88,9 +90,11 @@ SCENARIO("charges over HTTP: charged, declined, and a flaky issuer") {
         auto const first = charge(*gateway, a_charge("k_flaky_1", "pm_card_flaky_2", "inv_flaky"));
         auto const second = charge(*gateway, a_charge("k_flaky_2", "pm_card_flaky_2", "inv_flaky"));
         auto const third = charge(*gateway, a_charge("k_flaky_3", "pm_card_flaky_2", "inv_flaky"));
-        THEN("two 402 processing errors are TRANSIENT, then the charge goes through") {
+        THEN("two 402 processing errors are TRANSIENT at the card (no circuit counts them), then the charge goes through") {
             CHECK(kind_of(first) == "TRANSIENT");
             CHECK(kind_of(second) == "TRANSIENT");
+            CHECK_FALSE(application::is_provider_failure(first));
+            CHECK_FALSE(application::is_provider_failure(second));
             CHECK(kind_of(third) == "CHARGED");
             CHECK(psp.charges_total() == 1);
         }
@@ -169,7 +173,9 @@ SCENARIO("the provider's own failures: 5xx, 429, resets, refused connections") {
         psp.start();
         auto gateway = a_gateway(io, options_for(psp.url()));
         THEN("a 500 is UNKNOWN (it may have booked), never TRANSIENT") {
-            CHECK(kind_of(charge(*gateway, a_charge("k_500", "pm_card_ok"))) == "UNKNOWN_OUTCOME");
+            auto const answer = charge(*gateway, a_charge("k_500", "pm_card_ok"));
+            CHECK(kind_of(answer) == "UNKNOWN_OUTCOME");
+            CHECK(application::is_provider_failure(answer)); // the provider's own failure: its circuit counts it
             CHECK(psp.charges_total() == 0);
         }
     }
@@ -178,7 +184,9 @@ SCENARIO("the provider's own failures: 5xx, 429, resets, refused connections") {
         psp.start();
         auto gateway = a_gateway(io, options_for(psp.url()));
         THEN("429 is TRANSIENT: nothing executed") {
-            CHECK(kind_of(charge(*gateway, a_charge("k_429", "pm_card_ok"))) == "TRANSIENT");
+            auto const answer = charge(*gateway, a_charge("k_429", "pm_card_ok"));
+            CHECK(kind_of(answer) == "TRANSIENT");
+            CHECK(application::is_provider_failure(answer));
         }
     }
     GIVEN("a provider that resets every connection once it has the request") {

@@ -1,74 +1,14 @@
 // The payments-psp binary itself: started as users start it, killed and
 // restarted on the same ledger; psp_charges_total survives.
 
+#include "gateway/processes.hpp"
 #include "gateway/psp_fixture.hpp"
-
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
-
-#include <csignal>
-#include <cstdio>
-#include <sys/wait.h>
-#include <unistd.h>
 
 using namespace test;
 
 namespace {
 
-// payments-psp as a child process; its first stdout line names the port.
-struct PspProcess {
-    pid_t pid = -1;
-    std::uint16_t port = 0;
-
-    explicit PspProcess(std::string const& ledger) {
-        int out[2];
-        REQUIRE(::pipe(out) == 0);
-        pid = ::fork();
-        REQUIRE(pid >= 0);
-        if (pid == 0) {
-            ::dup2(out[1], STDOUT_FILENO);
-            ::close(out[0]);
-            ::close(out[1]);
-            ::execl(PAYMENTS_PSP_PATH, PAYMENTS_PSP_PATH, "--port", "0", "--ledger", ledger.c_str(),
-                    static_cast<char*>(nullptr));
-            ::_exit(127);
-        }
-        ::close(out[1]);
-        std::FILE* stream = ::fdopen(out[0], "r");
-        char line[256] = {};
-        // Blocks until the child prints its port or exits (EOF): no sleep.
-        bool const started = std::fgets(line, sizeof line, stream) != nullptr;
-        std::fclose(stream);
-        REQUIRE(started);
-        std::string const text = line;
-        port = static_cast<std::uint16_t>(std::stoi(text.substr(text.rfind(' ') + 1)));
-    }
-    // SIGKILL: the ledger must hold what was answered, with no chance to flush.
-    void kill() {
-        if (pid <= 0) return;
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-        pid = -1;
-    }
-    ~PspProcess() { kill(); }
-    std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
-};
-
-std::string get_metrics(std::uint16_t port) {
-    namespace beast = boost::beast;
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::socket socket(io);
-    socket.connect({boost::asio::ip::make_address("127.0.0.1"), port});
-    beast::http::request<beast::http::empty_body> req{beast::http::verb::get, "/metrics", 11};
-    req.set(beast::http::field::host, "127.0.0.1");
-    beast::http::write(socket, req);
-    beast::flat_buffer buffer;
-    beast::http::response<beast::http::string_body> res;
-    beast::http::read(socket, buffer, res);
-    return res.body();
-}
+std::string get_metrics(std::uint16_t port) { return http_call(port, boost::beast::http::verb::get, "/metrics").body; }
 
 } // namespace
 

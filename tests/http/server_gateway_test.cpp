@@ -39,6 +39,20 @@ SCENARIO("the server pays invoices through a provider over HTTP") {
             CHECK(psp.charges_total() == 2);
             CHECK(psp.provider->ledger().totals(psp.now_ms).amount_by_currency.at("usd") == 2200);
         }
+        THEN("/metrics shows the gateway's HTTP calls by outcome, and their latency") {
+            std::string const text = s.engine->metrics().render();
+            auto calls = [&](char const* call, char const* outcome) {
+                return metric(text, std::string("payment_gateway_http_calls_total{gateway=\"gateway-1\",call=\"") + call +
+                                        "\",outcome=\"" + outcome + "\"}");
+            };
+            CHECK(calls("charge", "charged") == 2);
+            CHECK(calls("charge", "transient") == 2); // the issuer's two processing errors
+            CHECK(calls("charge", "unknown_outcome") == 0);
+            CHECK(calls("charge", "over_limit") == 0);
+            CHECK(calls("lookup", "absent") == 0);
+            CHECK(metric(text, "payment_gateway_http_call_seconds_count{gateway=\"gateway-1\",call=\"charge\"}") == 4);
+            CHECK(metric(text, "payment_gateway_http_call_seconds_bucket{gateway=\"gateway-1\",call=\"charge\",le=\"+Inf\"}") == 4);
+        }
     }
 }
 

@@ -226,3 +226,39 @@ SCENARIO("a subscriber unsubscribed while a batch is being delivered gets nothin
     CHECK(late_calls == 0);
     CHECK(f.bus.stats().delivered == 2);
 }
+
+SCENARIO("subscribe_delivered runs after every subscriber handled an event, and never for a dead letter") {
+    BusFixture f;
+    std::vector<std::string> calls;
+    bool heal = false;
+    // Subscribed first on purpose: it still runs after the others.
+    auto hook = f.bus.subscribe_delivered("outbox", [&](Event const& e) {
+        calls.push_back("delivered:" + std::string(domain::event_name(e)));
+    });
+    auto good = f.bus.subscribe<InvoicePaid>("good", [&](InvoicePaid const&) { calls.push_back("good"); });
+    auto bad = f.bus.subscribe<PaymentFailed>("bad", [&](PaymentFailed const&) {
+        calls.push_back("bad");
+        if (!heal) throw std::runtime_error("database down");
+    });
+    GIVEN("an event every subscriber handles") {
+        f.bus.publish(paid_event("inv_1"));
+        f.settle();
+        THEN("the hook sees it once, after them") {
+            CHECK(calls == std::vector<std::string>{"good", "delivered:InvoicePaid"});
+        }
+    }
+    GIVEN("an event a subscriber dead-letters") {
+        f.bus.publish(failed_event("inv_1", 1));
+        f.settle();
+        THEN("the hook never sees it") { CHECK(calls == std::vector<std::string>{"bad", "bad", "bad"}); }
+        WHEN("the dead letter is replayed and handled") {
+            heal = true;
+            calls.clear();
+            REQUIRE(f.bus.replay_dead_letters() == 1);
+            f.settle();
+            THEN("the hook sees it then") {
+                CHECK(calls == std::vector<std::string>{"bad", "delivered:PaymentFailed"});
+            }
+        }
+    }
+}

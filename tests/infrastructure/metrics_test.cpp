@@ -2,7 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <stdexcept>
+#include <vector>
 
 using payments::infrastructure::MetricsRegistry;
 
@@ -38,6 +40,22 @@ TEST_CASE("histograms count cumulatively, bounds inclusive") {
           "# HELP latency_seconds Latency\n# TYPE latency_seconds histogram\n"
           "latency_seconds_bucket{le=\"0.1\"} 2\nlatency_seconds_bucket{le=\"1\"} 3\n"
           "latency_seconds_bucket{le=\"+Inf\"} 4\nlatency_seconds_sum 3.65\nlatency_seconds_count 4\n");
+}
+
+TEST_CASE("a histogram owned elsewhere renders its counts at render time, and outlives the registry") {
+    auto h = std::make_shared<payments::infrastructure::Histogram>(std::vector<double>{1});
+    {
+        MetricsRegistry registry;
+        registry.histogram_callback("call_seconds", "Calls", {{"call", "charge"}}, h);
+        h->observe(0.5);
+        h->observe(2);
+        CHECK(registry.render() ==
+              "# HELP call_seconds Calls\n# TYPE call_seconds histogram\n"
+              "call_seconds_bucket{call=\"charge\",le=\"1\"} 1\ncall_seconds_bucket{call=\"charge\",le=\"+Inf\"} 2\n"
+              "call_seconds_sum{call=\"charge\"} 2.5\ncall_seconds_count{call=\"charge\"} 2\n");
+    }
+    h->observe(1); // its owner goes on counting after the registry is gone
+    CHECK(h->snapshot().count == 3);
 }
 
 TEST_CASE("registering a malformed name, or one name with two types, is a bug and throws") {

@@ -59,6 +59,11 @@ public:
         });
     }
 
+    payments::application::Subscription subscribe_delivered(
+        std::string name, std::function<void(payments::domain::Event const&)> handler) override {
+        return inner_.subscribe_delivered(std::move(name), std::move(handler));
+    }
+
 private:
     bool chance(double p) { return p > 0 && unit() < p; }
     double unit() { return static_cast<double>(random_.next_u64() >> 11) * 0x1.0p-53; }

@@ -57,6 +57,14 @@ public:
     /// Print an event with <payments/fmt.hpp>: `fmt::print("{}\n", event)`.
     [[nodiscard]] Subscription subscribe_all(std::string name, std::function<void(domain::Event const&)> handler);
 
+    /// Calls `handler(domain::Event const&)` once per event, after every
+    /// subscriber of the event handled it, and not at all if one of them gave
+    /// up on it (a dead letter): what the transactional outbox needs to record
+    /// an event as delivered. The default implementation cannot tell dead
+    /// letters and subscribes `handler` to every kind: subscribe it last.
+    [[nodiscard]] virtual Subscription subscribe_delivered(std::string name,
+                                                           std::function<void(domain::Event const&)> handler);
+
     /// The untyped form of subscribe(): `kind` is the index in domain::Event.
     [[nodiscard]] virtual Subscription subscribe_kind(std::size_t kind, std::string name,
                                                       std::function<void(domain::Event const&)> handler) = 0;

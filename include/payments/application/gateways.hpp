@@ -71,8 +71,8 @@ bool may_move_to_another_gateway(domain::Payment const& last_attempt) noexcept;
 std::string route_new_attempt(Gateways const& gateways, domain::Timestamp now, domain::Payment const* last_attempt);
 
 /// The breaker's rule for answers: TRANSIENT and UNKNOWN_OUTCOME (and no
-/// answer in time) are the provider's failures; a charge or a decline is the
-/// provider working.
+/// answer in time) are the provider's failures; a charge, a decline or a
+/// card-level failure (ChargeAnswer::card_level) is the provider working.
 bool is_provider_failure(ChargeAnswer const& answer) noexcept;
 
 } // namespace payments::application

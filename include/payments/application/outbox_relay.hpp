@@ -4,7 +4,6 @@
 #include <payments/application/store.hpp>
 
 #include <cstddef>
-#include <vector>
 
 namespace payments::application {
 
@@ -12,10 +11,10 @@ namespace payments::application {
 /// subscribers, and at start publishes again what an earlier run committed
 /// but did not deliver, and re-arms its scheduled events.
 ///
-/// Subscribe it after every other subscriber of the bus: the bus calls the
-/// subscribers of an event in subscription order, so an event is marked
-/// delivered only after the others handled it. Handlers must be idempotent:
-/// after a crash an event may be delivered again.
+/// An event is marked delivered once every subscriber handled it
+/// (EventBus::subscribe_delivered); one a subscriber dead-lettered stays in
+/// the outbox and is published again at the next start. Handlers must be
+/// idempotent: after a crash an event may be delivered again.
 class OutboxRelay {
 public:
     /// Subscribes to every kind of event on `bus`.
@@ -34,7 +33,7 @@ public:
 private:
     Store& store_;
     EventBus& bus_;
-    std::vector<Subscription> subscriptions_;
+    Subscription subscription_;
 };
 
 } // namespace payments::application

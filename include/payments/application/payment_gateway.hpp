@@ -29,12 +29,22 @@ struct ChargeAnswer {
     std::string reference;
     std::optional<domain::Money> charged; ///< on success: the amount and currency the gateway took
     std::optional<domain::Failure> failure;
+    /// A TRANSIENT or UNKNOWN_OUTCOME failure that is the card's or the
+    /// issuer's answer (a 402 processing error), not the provider failing:
+    /// the gateway's circuit breaker does not count it.
+    bool card_level = false;
 
     static ChargeAnswer success(std::string reference, domain::Money charged) {
         return {std::move(reference), charged, std::nullopt};
     }
     static ChargeAnswer failed(domain::FailureKind kind, std::string reason) {
         return {{}, std::nullopt, domain::Failure{kind, std::move(reason)}};
+    }
+    /// A retryable failure the card or its issuer answered (see card_level).
+    static ChargeAnswer failed_at_card(domain::FailureKind kind, std::string reason) {
+        ChargeAnswer answer = failed(kind, std::move(reason));
+        answer.card_level = true;
+        return answer;
     }
     bool succeeded() const noexcept { return !failure.has_value(); }
     /// Charged or declined: the answer settles the attempt whenever it arrives.

@@ -174,13 +174,19 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         }
         std::array<Roster, domain::event_kinds> rosters;
         std::array<bool, domain::event_kinds> listed{};
+        Roster delivered_hooks;
+        delivered_signal(delivered_hooks);
         std::size_t count = 0;
         for (Segment& segment : batch) {
             for (Item const& item : segment) {
                 std::size_t const kind = item.event.index();
                 if (!std::exchange(listed[kind], true)) signals[kind](rosters[kind]);
+                bool handled = true;
                 for (SubscriberPtr const& subscriber : rosters[kind])
-                    if (item.target == 0 || item.target == subscriber->id) deliver(*subscriber, item.event);
+                    if (item.target == 0 || item.target == subscriber->id)
+                        handled = deliver(*subscriber, item.event) && handled;
+                if (handled)
+                    for (SubscriberPtr const& hook : delivered_hooks) deliver(*hook, item.event);
             }
             count += segment.size();
             segment.clear();
@@ -209,14 +215,15 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
 
     // One subscriber, one event: a handler that throws is retried at once (so
     // the lane's order holds), up to delivery_attempts tries, then dead-lettered.
-    void deliver(Subscriber& subscriber, Event const& event) {
+    // False when it was dead-lettered.
+    bool deliver(Subscriber& subscriber, Event const& event) {
         for (int attempt = 1;; ++attempt) {
-            if (!subscriber.active.load(std::memory_order_relaxed)) return; // unsubscribed meanwhile
+            if (!subscriber.active.load(std::memory_order_relaxed)) return true; // unsubscribed meanwhile
             std::string error;
             // Nothing throws across the bus: a failure becomes a value it can retry.
             try {
                 subscriber.handler(event);
-                return;
+                return true;
             } catch (std::exception const& e) {
                 error = e.what();
             } catch (...) {
@@ -230,7 +237,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
                                                 {"error", error}});
             if (attempt >= options.delivery_attempts) {
                 dead_letter(subscriber, event, std::move(error), attempt);
-                return;
+                return false;
             }
         }
     }
@@ -277,6 +284,7 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     BusOptions options;
     std::unique_ptr<Lane[]> lanes;
     std::array<Signal, domain::event_kinds> signals; // thread-safe by themselves
+    Signal delivered_signal; // subscribe_delivered's hooks, after every subscriber handled an event
     std::atomic<std::uint64_t> next_subscriber{1};
     std::atomic<bool> stopped{false};
 
@@ -334,6 +342,12 @@ Subscription AsioEventBus::subscribe_kind(std::size_t kind, std::string name,
                                                    std::move(handler));
     auto connection = impl_->signals[kind].connect([subscriber](Roster& roster) { roster.push_back(subscriber); });
     return Subscription(std::make_unique<ConnectionHandle>(std::move(subscriber), std::move(connection)));
+}
+
+Subscription AsioEventBus::subscribe_delivered(std::string name, std::function<void(Event const&)> handler) {
+    auto hook = std::make_shared<Subscriber>(impl_->next_subscriber.fetch_add(1), std::move(name), std::move(handler));
+    auto connection = impl_->delivered_signal.connect([hook](Roster& roster) { roster.push_back(hook); });
+    return Subscription(std::make_unique<ConnectionHandle>(std::move(hook), std::move(connection)));
 }
 
 bool AsioEventBus::wait_idle(std::chrono::steady_clock::time_point deadline) {

@@ -2,6 +2,8 @@
 
 #include "http_exchange.hpp"
 
+#include <payments/infrastructure/observability/metrics_registry.hpp>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
@@ -11,6 +13,7 @@
 #include <boost/json/value.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 
 namespace payments::infrastructure {
@@ -33,6 +36,38 @@ struct HttpGateway::Impl {
     http_detail::ConnectionPool pool;
     std::string host_header;
     std::atomic<std::size_t> in_flight{0};
+
+    // What calls ended with, for register_metrics(): indexes into its names.
+    enum ChargeOutcome { charge_charged, charge_declined, charge_transient, charge_unknown, charge_over_limit, charge_outcomes };
+    enum LookupOutcome { lookup_charged, lookup_declined, lookup_pending, lookup_absent, lookup_failed, lookup_over_limit, lookup_outcomes };
+    std::array<std::atomic<std::uint64_t>, charge_outcomes> charges{};
+    std::array<std::atomic<std::uint64_t>, lookup_outcomes> lookups{};
+    std::shared_ptr<Histogram> charge_seconds = std::make_shared<Histogram>(latency_buckets());
+    std::shared_ptr<Histogram> lookup_seconds = std::make_shared<Histogram>(latency_buckets());
+
+    // Counts a call that began `deadline - options.deadline`.
+    void count_charge(ChargeAnswer const& answer, std::chrono::steady_clock::time_point deadline) {
+        ChargeOutcome const outcome = answer.succeeded()                               ? charge_charged
+                                      : answer.failure->kind == FailureKind::declined  ? charge_declined
+                                      : answer.failure->kind == FailureKind::transient ? charge_transient
+                                                                                       : charge_unknown;
+        ++charges[outcome];
+        charge_seconds->observe(seconds_since_start(deadline));
+    }
+    void count_lookup(ChargeStatus const& status, bool failed, std::chrono::steady_clock::time_point deadline) {
+        using State = ChargeStatus::State;
+        LookupOutcome const outcome = failed                             ? lookup_failed
+                                      : status.state == State::charged  ? lookup_charged
+                                      : status.state == State::declined ? lookup_declined
+                                      : status.state == State::pending  ? lookup_pending
+                                                                        : lookup_absent;
+        ++lookups[outcome];
+        lookup_seconds->observe(seconds_since_start(deadline));
+    }
+    double seconds_since_start(std::chrono::steady_clock::time_point deadline) const {
+        auto const started = deadline - options.deadline;
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    }
 
     Impl(net::any_io_executor e, HttpGatewayOptions o, http_detail::Endpoint endpoint,
          std::optional<net::ssl::context> tls)
@@ -147,7 +182,7 @@ ChargeAnswer map_charge(Exchange const& exchange) {
     if (status == 402) {
         auto const* error = object_of(body.is_object() ? body.as_object().if_contains("error") : nullptr);
         if (error && text_of(error->if_contains("code")) == "processing_error")
-            return ChargeAnswer::failed(FailureKind::transient, error_reason(body, status));
+            return ChargeAnswer::failed_at_card(FailureKind::transient, error_reason(body, status));
         return ChargeAnswer::failed(FailureKind::declined, error_reason(body, status));
     }
     auto const* intent = object_of(&body);
@@ -233,6 +268,26 @@ HttpGateway::~HttpGateway() = default;
 
 HttpGatewayStats HttpGateway::stats() const { return impl_->pool.stats(); }
 
+void HttpGateway::register_metrics(MetricsRegistry& registry, std::string const& name) const {
+    static constexpr std::array<char const*, Impl::charge_outcomes> charge_names = {
+        "charged", "declined", "transient", "unknown_outcome", "over_limit"};
+    static constexpr std::array<char const*, Impl::lookup_outcomes> lookup_names = {
+        "charged", "declined", "pending", "absent", "failed", "over_limit"};
+    std::shared_ptr<Impl const> const impl = impl_; // the callbacks keep the counts alive
+    constexpr std::string_view calls = "payment_gateway_http_calls_total";
+    constexpr std::string_view calls_help = "Calls an HTTP gateway made, by call and outcome (over_limit: not sent)";
+    for (std::size_t i = 0; i < charge_names.size(); ++i)
+        registry.counter_callback(calls, calls_help, {{"gateway", name}, {"call", "charge"}, {"outcome", charge_names[i]}},
+                                  [impl, i] { return static_cast<double>(impl->charges[i].load()); });
+    for (std::size_t i = 0; i < lookup_names.size(); ++i)
+        registry.counter_callback(calls, calls_help, {{"gateway", name}, {"call", "lookup"}, {"outcome", lookup_names[i]}},
+                                  [impl, i] { return static_cast<double>(impl->lookups[i].load()); });
+    constexpr std::string_view seconds = "payment_gateway_http_call_seconds";
+    constexpr std::string_view seconds_help = "Time from an HTTP gateway call to its answer, by call";
+    registry.histogram_callback(seconds, seconds_help, {{"gateway", name}, {"call", "charge"}}, impl->charge_seconds);
+    registry.histogram_callback(seconds, seconds_help, {{"gateway", name}, {"call", "lookup"}}, impl->lookup_seconds);
+}
+
 namespace {
 
 // Counts a call in flight; false (and not counted) past the limit.
@@ -261,6 +316,7 @@ net::awaitable<void> charge_call(std::shared_ptr<HttpGateway::Impl> impl, Charge
         // Only allocation can throw here; whether the request left is unknown, so is the outcome.
         answer = ChargeAnswer::failed(FailureKind::unknown_outcome, std::string("gateway adapter: ") + e.what());
     }
+    impl->count_charge(answer, deadline);
     --impl->in_flight;
     on_answer(std::move(answer));
 }
@@ -269,16 +325,19 @@ net::awaitable<void> lookup_call(std::shared_ptr<HttpGateway::Impl> impl, std::s
                                  std::function<void(ChargeStatus)> on_answer,
                                  std::chrono::steady_clock::time_point deadline) {
     ChargeStatus status = ChargeStatus::processing();
+    bool failed = true;
     try {
         auto req = impl->request(http::verb::get, "/v1/payment_intents/search?query=" +
                                                       query_escape("metadata['gateway_key']:'" + key + "'"));
         Exchange const exchange = co_await impl->pool.round_trip(std::move(req), deadline, true);
         std::string failure;
         status = map_lookup(exchange, failure);
-        if (!failure.empty()) impl->report("look-up failed", exchange, failure);
+        failed = !failure.empty();
+        if (failed) impl->report("look-up failed", exchange, failure);
     } catch (std::exception const&) {
         status = ChargeStatus::processing(); // knows nothing: ask again later
     }
+    impl->count_lookup(status, failed, deadline);
     --impl->in_flight;
     on_answer(std::move(status));
 }
@@ -288,6 +347,7 @@ net::awaitable<void> lookup_call(std::shared_ptr<HttpGateway::Impl> impl, std::s
 void HttpGateway::charge(ChargeRequest request, std::function<void(ChargeAnswer)> on_answer) {
     std::shared_ptr<Impl> impl = impl_;
     if (!admit(impl->in_flight, impl->options.max_in_flight)) {
+        ++impl->charges[Impl::charge_over_limit];
         net::post(impl->executor, [on_answer = std::move(on_answer)] {
             on_answer(ChargeAnswer::failed(FailureKind::transient, "too many calls in flight; not sent"));
         });
@@ -300,6 +360,7 @@ void HttpGateway::charge(ChargeRequest request, std::function<void(ChargeAnswer)
 void HttpGateway::lookup(std::string idempotency_key, std::function<void(ChargeStatus)> on_answer) {
     std::shared_ptr<Impl> impl = impl_;
     if (!admit(impl->in_flight, impl->options.max_in_flight)) {
+        ++impl->lookups[Impl::lookup_over_limit];
         net::post(impl->executor, [on_answer = std::move(on_answer)] { on_answer(ChargeStatus::processing()); });
         return;
     }

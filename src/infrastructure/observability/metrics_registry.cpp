@@ -41,7 +41,8 @@ std::vector<double> latency_buckets() {
 
 struct MetricsRegistry::Series {
     Labels labels;
-    std::variant<std::monostate, Counter, Gauge, Histogram, std::function<double()>> value;
+    std::variant<std::monostate, Counter, Gauge, Histogram, std::function<double()>, std::shared_ptr<Histogram const>>
+        value;
 };
 
 struct MetricsRegistry::Family {
@@ -151,6 +152,12 @@ void MetricsRegistry::gauge_callback(std::string_view name, std::string_view hel
     series(name, help, "gauge", std::move(labels)).value = std::move(read);
 }
 
+void MetricsRegistry::histogram_callback(std::string_view name, std::string_view help, Labels labels,
+                                         std::shared_ptr<Histogram const> histogram) {
+    std::lock_guard lock(mutex_);
+    series(name, help, "histogram", std::move(labels)).value = std::move(histogram);
+}
+
 std::string MetricsRegistry::render() const {
     std::lock_guard lock(mutex_);
     std::string out;
@@ -168,20 +175,22 @@ std::string MetricsRegistry::render() const {
                 append_labels(out, s->labels, le);
                 out += ' ' + value + '\n';
             };
+            auto histogram = [&](Histogram const& v) {
+                auto const snap = v.snapshot();
+                for (std::size_t i = 0; i < v.bounds().size(); ++i)
+                    line("_bucket", number(v.bounds()[i]), std::to_string(snap.cumulative[i]));
+                line("_bucket", "+Inf", std::to_string(snap.count));
+                line("_sum", {}, number(snap.sum));
+                line("_count", {}, std::to_string(snap.count));
+            };
             std::visit(
                 [&](auto const& v) {
                     using V = std::decay_t<decltype(v)>;
                     if constexpr (std::is_same_v<V, Counter>) line("", {}, std::to_string(v.value()));
                     else if constexpr (std::is_same_v<V, Gauge>) line("", {}, number(v.value()));
                     else if constexpr (std::is_same_v<V, std::function<double()>>) line("", {}, number(v()));
-                    else if constexpr (std::is_same_v<V, Histogram>) {
-                        auto const snap = v.snapshot();
-                        for (std::size_t i = 0; i < v.bounds().size(); ++i)
-                            line("_bucket", number(v.bounds()[i]), std::to_string(snap.cumulative[i]));
-                        line("_bucket", "+Inf", std::to_string(snap.count));
-                        line("_sum", {}, number(snap.sum));
-                        line("_count", {}, std::to_string(snap.count));
-                    }
+                    else if constexpr (std::is_same_v<V, Histogram>) histogram(v);
+                    else if constexpr (std::is_same_v<V, std::shared_ptr<Histogram const>>) histogram(*v);
                 },
                 s->value);
         }

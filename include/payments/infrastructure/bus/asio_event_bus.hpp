@@ -66,6 +66,10 @@ public:
     bool schedule(domain::Event event, domain::Timestamp at) override;
     application::Subscription subscribe_kind(std::size_t kind, std::string name,
                                              std::function<void(domain::Event const&)> handler) override;
+    /// Runs `handler` after an event's subscribers, unless one dead-lettered
+    /// it; a dead letter's successful replay counts as handled.
+    application::Subscription subscribe_delivered(std::string name,
+                                                  std::function<void(domain::Event const&)> handler) override;
 
     /// Waits until no delivery is queued or running. Call it from outside the
     /// executor's threads; false at the deadline.

@@ -13,6 +13,8 @@
 
 namespace payments::infrastructure {
 
+class MetricsRegistry;
+
 /// Where an HttpGateway sends its calls, and its limits.
 struct HttpGatewayOptions {
     /// The provider's base URL: `http://host[:port][/prefix]` or `https://host[:port][/prefix]`.
@@ -72,6 +74,14 @@ public:
     void lookup(std::string idempotency_key, std::function<void(application::ChargeStatus)> on_answer) override;
 
     HttpGatewayStats stats() const;
+
+    /// Shows this gateway's calls in `registry` under the label gateway=`name`:
+    /// `payment_gateway_http_calls_total{call,outcome}` (charge: charged,
+    /// declined, transient, unknown_outcome, over_limit; lookup: charged,
+    /// declined, pending, absent, failed, over_limit) and the histogram
+    /// `payment_gateway_http_call_seconds{call}`, from the call to its answer.
+    /// The counts live in the gateway, which may outlive the registry.
+    void register_metrics(MetricsRegistry& registry, std::string const& name) const;
 
     struct Impl;
 

@@ -77,6 +77,10 @@ public:
     /// A counter or gauge whose value is read at render time.
     void counter_callback(std::string_view name, std::string_view help, Labels labels, std::function<double()> read);
     void gauge_callback(std::string_view name, std::string_view help, Labels labels, std::function<double()> read);
+    /// A histogram owned elsewhere (an adapter that may outlive the registry),
+    /// rendered from its snapshot at render time.
+    void histogram_callback(std::string_view name, std::string_view help, Labels labels,
+                            std::shared_ptr<Histogram const> histogram);
 
     /// Everything, families sorted by name.
     std::string render() const;
