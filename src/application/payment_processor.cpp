@@ -137,6 +137,20 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         defer(requested, now + options_.janitor_interval + options_.gateway_timeout);
         return;
     }
+    // A key an earlier run made may have reached the gateway before that run
+    // ended: what the gateway knows of it comes first.
+    if (!is_key_of_this_run(ports_, payment->gateway_key())) {
+        bool looked_up = false;
+        {
+            std::lock_guard lock(mutex_);
+            looked_up = looked_up_.erase(env.payment_id) != 0;
+        }
+        if (!looked_up) {
+            guard.armed = false; // the look-up's answer or its timeout releases it
+            look_up_before_sending(requested, *gateway);
+            return;
+        }
+    }
     auto permit = gateway->breaker.acquire(now);
     if (permit.transition) circuit_changed(*gateway, *permit.transition);
     if (!permit.granted) {
@@ -191,6 +205,49 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
                 self->on_late_answer(call->requested, outcome);
             }
         });
+}
+
+// The look-up of a key an earlier run made, before anything is sent on it
+// (the look-up goes to the gateway that holds the key, whatever its circuit says).
+void PaymentProcessor::look_up_before_sending(PaymentRequested const& requested, Gateways::Entry& gateway) {
+    ports_.logger.info("looking up an attempt an earlier run made, before sending it",
+                       {{"payment_id", requested.envelope.payment_id.str()}, {"gateway", gateway.name}});
+    auto call = std::make_shared<Call>(requested, ports_.clock.now());
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
+        if (!call->first()) return;
+        if (auto self = weak.lock()) self->on_lookup_before_sending(call->requested, std::nullopt);
+    });
+    gateway.gateway->lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (call->first()) {
+            self->ports_.scheduler.cancel(call->timeout);
+            self->on_lookup_before_sending(call->requested, status);
+        } else if (auto answer = definitive_answer(status)) {
+            self->on_late_answer(call->requested, *answer);
+        }
+    });
+}
+
+// A definitive record settles the attempt; anything else (no record, a
+// pending one, no answer in time) sends it, on the same key.
+void PaymentProcessor::on_lookup_before_sending(PaymentRequested const& requested,
+                                                std::optional<ChargeStatus> const& status) {
+    PaymentId const& id = requested.envelope.payment_id;
+    {
+        ClaimGuard guard{*this, id};
+        if (auto answer = status ? definitive_answer(*status) : std::nullopt) {
+            settle_logged(requested, *answer);
+            return;
+        }
+    }
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_) return;
+        looked_up_.insert(id);
+    }
+    on_requested(requested);
 }
 
 bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {

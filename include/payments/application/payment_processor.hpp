@@ -93,10 +93,13 @@ public:
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
     /// Recovery at start, over work an earlier run left unsettled: every
-    /// attempt REQUESTED and due is sent again under its own key (the
-    /// gateway's idempotency answers with the first call's outcome, and never
-    /// charges a key twice), every UNKNOWN one is verified with look-ups of
-    /// its key. The janitor's round without its grace; returns how many.
+    /// attempt REQUESTED and due is published on the bus to this processor's
+    /// handler (all at once, so that their commits share transactions): its key is
+    /// looked up first, as for any attempt whose key an earlier run made: a
+    /// definitive record settles it; no record, a pending one or no answer
+    /// in time sends it again on the same key (the gateway never charges a
+    /// key twice). Every UNKNOWN one is verified with look-ups of its key.
+    /// The janitor's round without its grace; returns how many.
     std::size_t recover();
 
     /// What a provider said unasked (a signed webhook) about the charge under
@@ -112,6 +115,8 @@ private:
     struct Call;
 
     void on_requested(domain::PaymentRequested const& requested);
+    void look_up_before_sending(domain::PaymentRequested const& requested, Gateways::Entry& gateway);
+    void on_lookup_before_sending(domain::PaymentRequested const& requested, std::optional<ChargeStatus> const& status);
     void on_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void on_late_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void verify(domain::PaymentRequested const& requested);
@@ -121,7 +126,7 @@ private:
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
-    std::size_t redrive(domain::Duration grace);
+    std::size_t redrive(domain::Duration grace, bool at_start = false);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
@@ -162,6 +167,7 @@ private:
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
     std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit
     std::unordered_set<domain::PaymentId> sent_;             // Owned by: mutex_; charges sent, outcome not yet recorded
+    std::unordered_set<domain::PaymentId> looked_up_;        // Owned by: mutex_; an earlier run's key, looked up, to send now
     bool janitor_armed_ = false;                             // Owned by: mutex_
     bool stopped_ = false;                                   // Owned by: mutex_
 };
