@@ -7,6 +7,7 @@
 #include <payments/infrastructure/observability/prometheus_metrics.hpp>
 #include <payments/application/outbox_relay.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
 #include <payments/infrastructure/system/seeded_random.hpp>
@@ -61,14 +62,17 @@ struct Engine::Impl {
           pool(b.io_ == nullptr ? std::make_optional<boost::asio::thread_pool>(thread_count(options)) : std::nullopt),
           executor(pool ? boost::asio::any_io_executor(pool->get_executor())
                         : boost::asio::any_io_executor(b.io_->get_executor())),
-          scheduler(executor, *clock),
+          scheduler(executor, *clock, *logger),
           bus(executor, scheduler, *clock, *logger, bus_options(options, pool.has_value())),
           store(std::move(b.store_)), idempotency(std::move(b.idempotency_)), named(std::move(b.gateways_)),
           gateways(application::Gateways::make(with_default_gateway(), options.breaker).value()),
           ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger},
           service(ports) {
         register_bus_metrics(registry, bus);
+        registry.counter_callback("scheduler_failed_calls_total", "Scheduled calls that threw (each logged)", {},
+                                  [this] { return static_cast<double>(scheduler.failed_calls()); });
         if (auto* sqlite = dynamic_cast<SqliteStore*>(store.get())) register_store_metrics(registry, *sqlite);
+        if (auto* postgres = dynamic_cast<PostgresStore*>(store.get())) register_store_metrics(registry, *postgres);
         for (auto const& gateway : named)
             if (auto* http = dynamic_cast<HttpGateway const*>(gateway.gateway.get()))
                 http->register_metrics(registry, gateway.name);

@@ -67,7 +67,7 @@ payments::Result<std::unique_ptr<payments::Engine>> build_engine(Options const& 
     gateways = std::move(*created);
     auto builder = payments::Engine::builder(options.engine);
     builder.clock(clock).logger(logger);
-    if (options.durable) builder.store(options.durable).idempotency_store(options.durable);
+    if (options.durable) builder.store(options.durable).idempotency_store(options.durable_keys);
     gateways->add_to(builder);
     return builder.build();
 }

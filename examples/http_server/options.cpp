@@ -18,6 +18,11 @@ namespace {
 using namespace std::chrono;
 using payments::domain::Duration;
 
+// A libpq connection URI names the PostgreSQL store.
+bool is_postgres_uri(std::string_view v) {
+    return (v.starts_with("postgresql://") || v.starts_with("postgres://")) && v.find("://") + 3 < v.size() + 1;
+}
+
 // "PAYMENTS_" and the flag's name in upper case, '-' as '_': PAYMENTS_READ_TIMEOUT_MS.
 std::string env_name(std::string_view flag) {
     std::string name = "PAYMENTS_";
@@ -92,12 +97,20 @@ void add_flags(CLI::App& app, Options& o) {
     millis(app, "verification-limit-ms", p.verification_limit,
            "an answer unknown this long puts the invoice in NEEDS_REVIEW");
     millis(app, "janitor-interval-ms", p.janitor_interval, "how often stalled attempts are looked for; 0: never");
-    flag(app, "store", o.store, "where the data lives: sqlite:PATH (durable) or memory (lost at exit)")
+    flag(app, "store", o.store,
+         "where the data lives: sqlite:PATH (durable), postgresql://user@host:port/db (durable, shared by several "
+         "servers; the password from PGPASSWORD or ~/.pgpass) or memory (lost at exit)")
         ->check([](std::string const& v) {
-            return v == "memory" || (v.starts_with("sqlite:") && v.size() > 7)
+            return v == "memory" || (v.starts_with("sqlite:") && v.size() > 7) || is_postgres_uri(v)
                        ? std::string()
-                       : std::string("must be sqlite:PATH or memory");
+                       : std::string("must be sqlite:PATH, postgresql://... or memory");
         });
+    flag(app, "pg-pool", o.postgres.pool_size, "PostgreSQL: connections per server (one writer, the rest read)")
+        ->check(CLI::Range(std::size_t{2}, std::size_t{1000}));
+    millis(app, "pg-statement-timeout-ms", o.postgres.statement_timeout,
+           "PostgreSQL: a statement (or a lock wait) is cancelled after this, the command answers 503");
+    millis(app, "pg-lease-ms", o.postgres.lease_timeout,
+           "PostgreSQL: a server silent this long (killed) loses its invoices to the others, which take its attempts over");
     static std::map<std::string, bool> const switches = {{"on", true}, {"off", false}};
     flag(app, "group-commit", o.sqlite.group_commit,
          "on: concurrent commits share one transaction and fsync; off: one each")
@@ -185,11 +198,28 @@ void add_flags(CLI::App& app, Options& o) {
 
 payments::Result<void> open_store(Options& options) {
     if (options.store == "memory") return {};
+    if (is_postgres_uri(options.store)) {
+        options.postgres.uri = options.store;
+        options.postgres.idempotency_ttl = options.engine.idempotency_ttl;
+        options.postgres.group_commit = options.sqlite.group_commit;
+        options.postgres.event_retention = options.sqlite.event_retention;
+        options.postgres.application_name = "payments-server";
+        // Other servers' work may need taking over at any time, not only while this one is busy.
+        options.engine.processor.janitor_when_idle = true;
+        auto store = payments::infrastructure::PostgresStore::open(options.postgres);
+        if (!store) return store.error();
+        std::shared_ptr<payments::infrastructure::PostgresStore> shared = std::move(*store);
+        options.durable = shared;
+        options.durable_keys = shared;
+        return {};
+    }
     options.sqlite.path = options.store.substr(std::string_view("sqlite:").size());
     options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
     auto store = payments::infrastructure::SqliteStore::open(options.sqlite);
     if (!store) return store.error();
-    options.durable = std::move(*store);
+    std::shared_ptr<payments::infrastructure::SqliteStore> shared = std::move(*store);
+    options.durable = shared;
+    options.durable_keys = shared;
     return {};
 }
 

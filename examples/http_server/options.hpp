@@ -3,6 +3,7 @@
 #include "webhooks.hpp"
 
 #include <payments/engine.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include <chrono>
@@ -39,12 +40,16 @@ struct Options {
     std::string gateway_ca_file; ///< PEM roots to trust for https providers instead of the system's
     /// POST /webhooks/psp: the provider's signing secret (empty: the route is off) and tolerance.
     WebhookOptions webhooks = {};
-    /// Where the data lives: "sqlite:PATH" (durable, the default) or "memory".
+    /// Where the data lives: "sqlite:PATH" (durable, the default), a libpq
+    /// URI "postgresql://user@host:port/db" (several processes may share it) or "memory".
     std::string store = "sqlite:payments.db";
     /// The SQLite store's settings (its path comes from `store`).
     payments::infrastructure::SqliteStoreOptions sqlite;
-    /// The store open_store() opened; null for "memory".
-    std::shared_ptr<payments::infrastructure::SqliteStore> durable;
+    /// The PostgreSQL store's settings (its URI comes from `store`).
+    payments::infrastructure::PostgresStoreOptions postgres;
+    /// The store open_store() opened, as both ports; null for "memory".
+    std::shared_ptr<payments::application::Store> durable;
+    std::shared_ptr<payments::application::IdempotencyStore> durable_keys;
     payments::EngineOptions engine;
 };
 

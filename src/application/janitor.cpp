@@ -26,7 +26,8 @@ void PaymentProcessor::arm_janitor() {
         }
         self->run_janitor();
         InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
-        if (!self->ports_.store.invoices(any_processing).data.empty()) self->arm_janitor();
+        if (self->options_.janitor_when_idle || !self->ports_.store.invoices(any_processing).data.empty())
+            self->arm_janitor();
     });
 }
 
@@ -48,13 +49,17 @@ std::size_t PaymentProcessor::redrive(Duration grace) {
         for (Invoice const& invoice : page.data) {
             auto payment = ports_.store.payment(invoice.attempts().back());
             if (!payment || claimed(payment->id()) || deferred(payment->id())) continue;
+            bool const stalled = payment->status() == PaymentStatus::requested && payment->not_before() + grace <= now;
+            if (!stalled && !payment->unresolved()) continue;
+            // Another live process drives this invoice (a shared store): not ours to touch.
+            if (!ports_.store.lease(invoice.id())) continue;
             auto const request = request_of(*payment, new_event_meta(ports_, payment->correlation_id()));
-            if (payment->status() == PaymentStatus::requested && payment->not_before() + grace <= now) {
+            if (stalled) {
                 ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
                 ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment->id().str()}});
                 ++redriven;
                 on_requested(request);
-            } else if (payment->unresolved()) {
+            } else {
                 bool verifying = false;
                 {
                     std::lock_guard lock(mutex_);

@@ -39,6 +39,10 @@ struct ProcessorOptions {
     /// sent again after this long plus a jitter of up to as much. It fails
     /// nothing and uses no retry.
     domain::Duration over_limit_wait = std::chrono::milliseconds(50);
+    /// true: the janitor's rounds go on while nothing is PROCESSING. With a
+    /// store several processes share, another process's work may need taking
+    /// over at any time (the server sets it for PostgreSQL).
+    bool janitor_when_idle = false;
 
     /// Every duration in range; the retry policy valid.
     Result<void> validate() const;

@@ -24,6 +24,9 @@ public:
 
     /// Calls `fn` once, at or after `at`. Callbacks must not block: they run on
     /// the scheduler's own thread of control, in (at, order of scheduling) order.
+    /// A callback that throws is the caller's bug or a failed dependency (a
+    /// store that cannot be read): production schedulers log it and run the
+    /// other calls; it never ends the process.
     virtual TimerId call_at(domain::Timestamp at, std::function<void()> fn) = 0;
 
     /// True if the call was pending and now never happens.

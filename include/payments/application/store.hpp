@@ -96,6 +96,13 @@ public:
     /// The invoice's events in commit order, as far back as the store keeps
     /// them: its audit history.
     virtual std::vector<domain::Event> history(domain::InvoiceId const& id) const = 0;
+
+    /// Takes or keeps this process's lease on the invoice, so that one
+    /// process at a time drives its attempts: false while another live
+    /// process holds it (its lease lapses when that process stops renewing
+    /// it, a kill -9 included). The process that commits an invoice's new
+    /// attempt holds its lease. A store used by one process always says yes.
+    virtual bool lease(domain::InvoiceId const&) { return true; }
 };
 
 } // namespace payments::application

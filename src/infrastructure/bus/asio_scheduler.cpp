@@ -7,7 +7,10 @@
 #include <boost/asio/strand.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <mutex>
+#include <string>
 #include <optional>
 
 namespace payments::infrastructure {
@@ -20,8 +23,8 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
     // a post for a call already due) runs on it: due calls run one at a time,
     // in (time, order of scheduling) order, as the Scheduler port promises,
     // however many threads run the executor.
-    Impl(boost::asio::any_io_executor executor, application::Clock const& c)
-        : clock(c), timer(boost::asio::make_strand(std::move(executor))) {}
+    Impl(boost::asio::any_io_executor executor, application::Clock const& c, application::Logger* l)
+        : clock(c), logger(l), timer(boost::asio::make_strand(std::move(executor))) {}
 
     // Arms the timer for the earliest call unless it is armed early enough already.
     void arm_locked() {
@@ -51,10 +54,28 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
             due = queue.take_due(clock.now());
             arm_locked();
         }
-        for (auto& fn : due) fn();
+        for (auto& fn : due) run(fn);
+    }
+
+    // Nothing a call throws leaves the strand: it would end the thread that
+    // runs the executor, and the calls due after it would never run.
+    void run(std::function<void()>& fn) noexcept {
+        std::string error;
+        try {
+            fn();
+            return;
+        } catch (std::exception const& e) {
+            error = e.what();
+        } catch (...) {
+            error = "unknown exception";
+        }
+        failed.fetch_add(1, std::memory_order_relaxed);
+        if (logger) logger->error("a scheduled call threw", {{"error", error}});
     }
 
     application::Clock const& clock;
+    application::Logger* logger;          // null: failures are only counted
+    std::atomic<std::uint64_t> failed{0};
     std::mutex mutex;
     TimerQueue queue;                     // Owned by: mutex
     boost::asio::steady_timer timer;      // Owned by: mutex
@@ -63,8 +84,12 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
     bool stopped = false;                 // Owned by: mutex
 };
 
+AsioScheduler::AsioScheduler(boost::asio::any_io_executor executor, application::Clock const& clock,
+                             application::Logger& logger)
+    : impl_(std::make_shared<Impl>(std::move(executor), clock, &logger)) {}
+
 AsioScheduler::AsioScheduler(boost::asio::any_io_executor executor, application::Clock const& clock)
-    : impl_(std::make_shared<Impl>(std::move(executor), clock)) {}
+    : impl_(std::make_shared<Impl>(std::move(executor), clock, nullptr)) {}
 
 AsioScheduler::~AsioScheduler() { shutdown(); }
 
@@ -92,6 +117,8 @@ std::size_t AsioScheduler::shutdown() {
     impl_->armed_for.reset();
     return dropped;
 }
+
+std::uint64_t AsioScheduler::failed_calls() const { return impl_->failed.load(std::memory_order_relaxed); }
 
 std::size_t AsioScheduler::pending() const {
     std::lock_guard lock(impl_->mutex);

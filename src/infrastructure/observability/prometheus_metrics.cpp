@@ -2,6 +2,7 @@
 
 #include <payments/infrastructure/bus/asio_event_bus.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include <chrono>
@@ -128,6 +129,15 @@ void register_store_metrics(MetricsRegistry& registry, SqliteStore const& store)
     registry.counter_callback("store_commands_total", "Commands committed, in those transactions", {},
                               [&store] { return static_cast<double>(store.commands()); });
     registry.counter_callback("store_errors_total", "Reads and writes the store's file refused", {},
+                              [&store] { return static_cast<double>(store.storage_errors()); });
+}
+
+void register_store_metrics(MetricsRegistry& registry, PostgresStore const& store) {
+    registry.counter_callback("store_transactions_total", "Transactions committed", {},
+                              [&store] { return static_cast<double>(store.transactions()); });
+    registry.counter_callback("store_commands_total", "Commands committed, in those transactions", {},
+                              [&store] { return static_cast<double>(store.commands()); });
+    registry.counter_callback("store_errors_total", "Reads and writes that PostgreSQL or the network failed", {},
                               [&store] { return static_cast<double>(store.storage_errors()); });
 }
 

@@ -1,5 +1,6 @@
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
+#include "encoded_changes.hpp"
 #include "record_codec.hpp"
 #include "sqlite_db.hpp"
 #include "sqlite_schema.hpp"
@@ -28,9 +29,6 @@ using sqlite::Connection;
 using sqlite::Statement;
 
 namespace {
-
-// Times are kept as the count of Timestamp ticks since the epoch.
-std::int64_t ticks(Timestamp t) { return t.time_since_epoch().count(); }
 
 Error storage_error(std::string detail) { return reject(ErrorCode::storage_unavailable, std::move(detail)); }
 
@@ -64,31 +62,6 @@ public:
 private:
     explicit ProcessLock(int fd) : fd_(fd) {}
     int fd_;
-};
-
-// What one commit writes, encoded by its caller (so the writer only runs SQL).
-struct Encoded {
-    struct Row {
-        std::string id;
-        std::string invoice_id;
-        std::int64_t attempt = 0;
-        std::int64_t status = 0;
-        std::uint64_t version = 0;
-        std::uint64_t expected = 0;
-        std::string body;
-    };
-    struct EventRow {
-        std::string id;
-        std::string invoice_id;
-        std::int64_t at = 0;
-        std::string body;
-    };
-    std::optional<Row> invoice;
-    std::vector<Row> payments;
-    std::vector<EventRow> events;
-    std::vector<EventRow> scheduled; // `at` is the due time
-    std::optional<std::array<std::string, 4>> idempotency; // scope, key, fingerprint, outcome
-    std::int64_t idempotency_since = 0;
 };
 
 // One unit of work for the writer, applied inside the batch's transaction.
@@ -411,27 +384,6 @@ std::vector<Payment> SqliteStore::payments_of(InvoiceId const& id) const {
 }
 
 namespace {
-
-Encoded encode(Changes const& changes) {
-    Encoded e;
-    if (changes.invoice) {
-        Invoice const& invoice = changes.invoice->invoice;
-        e.invoice = Encoded::Row{std::string(invoice.id().str()), {}, 0, static_cast<std::int64_t>(invoice.status()),
-                                 invoice.version(), changes.invoice->expected_version, codec::encode(invoice)};
-    }
-    for (auto const& [payment, expected] : changes.payments)
-        e.payments.push_back({std::string(payment.id().str()), std::string(payment.invoice_id().str()),
-                              payment.attempt(), static_cast<std::int64_t>(payment.status()), payment.version(),
-                              expected, codec::encode(payment)});
-    for (Event const& event : changes.events) {
-        EventEnvelope const& env = envelope_of(event);
-        e.events.push_back({std::string(env.id.str()), std::string(env.invoice_id.str()), ticks(env.occurred_at),
-                            codec::encode(event)});
-    }
-    for (auto const& [event, at] : changes.scheduled)
-        e.scheduled.push_back({std::string(envelope_of(event).id.str()), {}, ticks(at), codec::encode(event)});
-    return e;
-}
 
 // The invoice row of a commit: inserted new, or updated at its version.
 Result<void> write_invoice(Connection& c, Encoded::Row const& row) {

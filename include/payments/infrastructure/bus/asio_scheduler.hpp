@@ -1,11 +1,13 @@
 #pragma once
 
 #include <payments/application/clock.hpp>
+#include <payments/application/logger.hpp>
 #include <payments/application/scheduler.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 namespace payments::infrastructure {
@@ -15,6 +17,11 @@ namespace payments::infrastructure {
 /// retries cost a million small entries, not a million timers. Thread-safe.
 class AsioScheduler final : public application::Scheduler {
 public:
+    /// Calls that throw are logged on `logger` (an error with the exception's
+    /// text) and counted; the other due calls still run.
+    AsioScheduler(boost::asio::any_io_executor executor, application::Clock const& clock,
+                  application::Logger& logger);
+    /// Calls that throw are only counted.
     AsioScheduler(boost::asio::any_io_executor executor, application::Clock const& clock);
     /// Calls shutdown().
     ~AsioScheduler() override;
@@ -25,6 +32,8 @@ public:
     /// Drops every pending call and refuses new ones; returns how many were dropped.
     std::size_t shutdown();
     std::size_t pending() const;
+    /// Calls that threw.
+    std::uint64_t failed_calls() const;
 
 private:
     struct Impl;

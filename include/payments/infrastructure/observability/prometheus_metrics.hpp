@@ -11,6 +11,7 @@ class AsioEventBus;
 class InMemoryIdempotencyStore;
 class InMemoryStore;
 class SqliteStore;
+class PostgresStore;
 
 /// The use cases' metrics as Prometheus families in a registry:
 /// payments_requested_total, payments_succeeded_total,
@@ -72,5 +73,9 @@ void register_idempotency_metrics(MetricsRegistry& registry, InMemoryIdempotency
 /// store_payments, store_transactions_total, store_commands_total (their
 /// ratio is the group commit's batch size) and store_errors_total.
 void register_store_metrics(MetricsRegistry& registry, SqliteStore const& store);
+
+/// Exposes what the PostgreSQL store does in this process:
+/// store_transactions_total, store_commands_total and store_errors_total.
+void register_store_metrics(MetricsRegistry& registry, PostgresStore const& store);
 
 } // namespace payments::infrastructure

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <payments/application/idempotency_store.hpp>
+#include <payments/application/store.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace payments::infrastructure {
+
+/// How a PostgresStore reaches its database.
+struct PostgresStoreOptions {
+    /// A libpq connection URI or conninfo string
+    /// (`postgresql://user@host:port/db`). The password may be in it, in
+    /// PGPASSWORD or in ~/.pgpass; it is never logged or put in an error.
+    std::string uri = "postgresql:///payments";
+    /// The schema that holds the tables (created if missing); empty: the
+    /// connection's search_path. Tests give each store a schema of its own.
+    std::string schema = {};
+    /// Connections at most: one writer and `pool_size - 1` readers (at least one).
+    std::size_t pool_size = 8;
+    /// Every statement (and every wait for a lock) is cancelled after this:
+    /// the command fails `storage_unavailable` instead of hanging.
+    std::chrono::milliseconds statement_timeout{5'000};
+    /// A connection attempt gives up after this (libpq's connect_timeout, whole seconds, at least 1).
+    std::chrono::seconds connect_timeout{2};
+    /// true (default): one writer commits every queued command in one
+    /// transaction (a savepoint each), its statements sent as one pipeline.
+    /// false: one transaction per command.
+    bool group_commit = true;
+    /// Commands in one transaction at most. PostgreSQL keeps 64 subtransaction
+    /// ids per backend in shared memory; past that every snapshot of every
+    /// session gets slower (suboverflow), hence the default.
+    std::size_t max_batch = 64;
+    /// Idempotency records are replayed for this long after completion.
+    domain::Duration idempotency_ttl = std::chrono::hours(24);
+    /// A key claimed by a request that never completed (its process died) is
+    /// taken over by another request after this.
+    domain::Duration idempotency_claim_timeout = std::chrono::seconds(30);
+    /// A store renews its process's liveness this often divided by three; a
+    /// process silent this long (killed, cut off) loses its invoices' leases,
+    /// and another process takes their attempts over.
+    std::chrono::milliseconds lease_timeout{10'000};
+    /// Delivered events are kept as the invoices' history this long; empty: for ever.
+    std::optional<domain::Duration> event_retention = std::nullopt;
+    /// The application_name its sessions show in pg_stat_activity.
+    std::string application_name = "payments";
+};
+
+/// Invoices, payments, idempotency records, the outbox of events and the
+/// scheduled events in one PostgreSQL schema, shared by every process that
+/// opens it. Commits are durable before they are answered; concurrent commits
+/// share a transaction (group commit), each in a savepoint, their statements
+/// pipelined. Idempotency keys are claimed in the database (INSERT ... ON
+/// CONFLICT), so one key makes one payment whichever process gets it.
+/// One process at a time drives an invoice's attempts: the one that
+/// committed its latest attempt holds its lease while it renews its
+/// liveness; undelivered() and scheduled() leave out invoices another live
+/// process holds, and lease() takes over those of a process that died.
+/// PostgreSQL unreachable: commits fail `storage_unavailable`, reads answer
+/// nothing, and the next command reconnects. Thread-safe.
+class PostgresStore final : public application::Store, public application::IdempotencyStore {
+public:
+    /// The schema this release writes; older schemas are migrated forward at
+    /// open (under an advisory lock), newer ones refused.
+    static constexpr int schema_version = 2;
+
+    /// Connects, migrates the schema and prepares the statements.
+    /// `storage_unavailable` with a clear detail (never the password) when
+    /// the server cannot be reached, refuses the login or holds a newer schema.
+    static Result<std::unique_ptr<PostgresStore>> open(PostgresStoreOptions options);
+    ~PostgresStore() override;
+
+    std::optional<domain::Invoice> invoice(domain::InvoiceId const& id) const override;
+    application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
+    std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
+    std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
+    Result<void> commit(application::Changes changes) override;
+    std::vector<domain::Event> undelivered() const override;
+    void mark_delivered(domain::EventId const& id) override;
+    std::vector<application::ScheduledEvent> scheduled() const override;
+    std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
+    /// Takes the lease when it is free, this process's, or its owner's liveness has lapsed.
+    bool lease(domain::InvoiceId const& id) override;
+
+    application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
+                                        domain::Timestamp now) override;
+    void complete(application::IdempotencyKey const& key, application::PaymentResult outcome,
+                  domain::Timestamp now) override;
+    void release(application::IdempotencyKey const& key) override;
+    std::size_t purge_expired(domain::Timestamp now) override;
+
+    /// Transactions committed, and commands they held: their ratio is the
+    /// group commit's batch size.
+    std::uint64_t transactions() const;
+    std::uint64_t commands() const;
+    /// Writes and reads that failed for a reason of the server or the network.
+    std::uint64_t storage_errors() const;
+    /// Writes recorded deliveries and closes the connections (also done by the destructor).
+    void close();
+
+private:
+    struct Impl;
+    explicit PostgresStore(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+} // namespace payments::infrastructure

@@ -1,0 +1,76 @@
+#pragma once
+// The PostgresStore's schema, as forward migrations: migrations[n] takes a
+// schema from version n to n + 1. A release only ever appends to this list.
+// They run in one transaction under an advisory lock, so that processes
+// starting together migrate once.
+
+#include <array>
+
+namespace payments::infrastructure::postgres {
+
+/// The advisory lock that serialises migrations (any constant of our own).
+inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
+
+inline constexpr std::array<char const*, 2> migrations = {
+    // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
+    R"sql(
+CREATE TABLE invoices (
+    seq     bigserial UNIQUE,          -- creation order, for paging
+    id      text PRIMARY KEY,
+    status  bigint NOT NULL,
+    version bigint NOT NULL,
+    body    bytea NOT NULL             -- the codec's snapshot
+);
+CREATE INDEX invoices_by_status ON invoices (status, seq);
+CREATE TABLE payments (
+    id         text PRIMARY KEY,
+    invoice_id text NOT NULL,
+    attempt    bigint NOT NULL,
+    status     bigint NOT NULL,
+    version    bigint NOT NULL,
+    body       bytea NOT NULL
+);
+CREATE INDEX payments_by_invoice ON payments (invoice_id, attempt);
+CREATE TABLE idempotency (
+    scope       text NOT NULL,
+    key         text NOT NULL,
+    fingerprint text NOT NULL,
+    owner       text NOT NULL,         -- the store (process) whose request holds or completed it
+    claimed_at  bigint NOT NULL,       -- µs since the epoch
+    since       bigint,                -- completion time; null while the request runs
+    outcome     bytea,                 -- null while the request runs
+    PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_by_since ON idempotency (since);
+CREATE TABLE outbox (
+    seq         bigserial PRIMARY KEY, -- commit order within an invoice
+    event_id    text NOT NULL,
+    invoice_id  text NOT NULL,
+    occurred_at bigint NOT NULL,
+    delivered   boolean NOT NULL DEFAULT false,
+    body        bytea NOT NULL
+);
+CREATE INDEX outbox_by_invoice ON outbox (invoice_id, seq);
+CREATE INDEX outbox_undelivered ON outbox (seq) WHERE NOT delivered;
+CREATE TABLE scheduled (
+    event_id text PRIMARY KEY,
+    due      bigint NOT NULL,
+    body     bytea NOT NULL
+);
+)sql",
+    // 1 → 2: which process drives which invoice. A process renews its row in
+    // `owners`; an invoice's lease is valid while its owner's row is alive.
+    R"sql(
+CREATE TABLE owners (
+    owner       text PRIMARY KEY,
+    alive_until timestamptz NOT NULL   -- the server's clock: one clock for every process
+);
+CREATE TABLE leases (
+    invoice_id text PRIMARY KEY,
+    owner      text NOT NULL
+);
+ALTER TABLE scheduled ADD COLUMN invoice_id text NOT NULL DEFAULT '';
+)sql",
+};
+
+} // namespace payments::infrastructure::postgres

@@ -1,0 +1,810 @@
+#include <payments/infrastructure/store/postgres_store.hpp>
+
+#include "encoded_changes.hpp"
+#include "group_commit.hpp"
+#include "pg_db.hpp"
+#include "postgres_schema.hpp"
+#include "record_codec.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+namespace payments::infrastructure {
+
+using namespace domain;
+using application::Changes;
+using application::IdempotencyKey;
+using pg::Params;
+using pg::Rows;
+
+namespace {
+
+Error storage_error(std::string detail) { return reject(ErrorCode::storage_unavailable, std::move(detail)); }
+
+// The statements every connection prepares once.
+constexpr pg::Prepared insert_invoice{
+    "insert_invoice", "INSERT INTO invoices (id, status, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING"};
+constexpr pg::Prepared update_invoice{
+    "update_invoice", "UPDATE invoices SET status = $1, version = $2, body = $3 WHERE id = $4 AND version = $5"};
+constexpr pg::Prepared insert_payment{
+    "insert_payment", "INSERT INTO payments (id, invoice_id, attempt, status, version, body) "
+                      "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"};
+constexpr pg::Prepared update_payment{
+    "update_payment",
+    "UPDATE payments SET status = $1, version = $2, body = $3 WHERE id = $4 AND version = $5 AND invoice_id = $6"};
+constexpr pg::Prepared insert_event{
+    "insert_event", "INSERT INTO outbox (event_id, invoice_id, occurred_at, body) VALUES ($1, $2, $3, $4) RETURNING seq"};
+constexpr pg::Prepared schedule_event{
+    "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id) VALUES ($1, $2, $3, $4) "
+                      "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body"};
+// The process that commits an invoice's new attempt drives it.
+constexpr pg::Prepared hold_lease{"hold_lease", "INSERT INTO leases (invoice_id, owner) VALUES ($1, $2) "
+                                                "ON CONFLICT (invoice_id) DO UPDATE SET owner = excluded.owner"};
+// Free, ours, or its owner's liveness lapsed (or gone): taken.
+constexpr pg::Prepared take_lease{
+    "take_lease",
+    "INSERT INTO leases AS l (invoice_id, owner) VALUES ($1, $2) ON CONFLICT (invoice_id) DO UPDATE "
+    "SET owner = excluded.owner WHERE l.owner = excluded.owner OR NOT EXISTS "
+    "(SELECT 1 FROM owners w WHERE w.owner = l.owner AND w.alive_until >= clock_timestamp()) RETURNING 1"};
+constexpr pg::Prepared renew_owner{
+    "renew_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
+                   "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
+constexpr pg::Prepared drop_owner{"drop_owner", "DELETE FROM owners WHERE owner = $1"};
+// A key is completed only by the store that holds its claim (or, the claim
+// lost to an outage, by a store that finds no row): a request whose claim
+// another process took over cannot complete it.
+constexpr pg::Prepared complete_key{
+    "complete_key",
+    "INSERT INTO idempotency AS i (scope, key, fingerprint, owner, claimed_at, since, outcome) "
+    "VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (scope, key) DO UPDATE SET since = excluded.since, "
+    "outcome = excluded.outcome WHERE i.owner = excluded.owner AND i.outcome IS NULL"};
+// The claim: a new key, a record past its time to live, or a claim abandoned
+// (its process died) are taken; anything else is left for look_key to read.
+constexpr pg::Prepared claim_key{
+    "claim_key",
+    "INSERT INTO idempotency AS i (scope, key, fingerprint, owner, claimed_at) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (scope, key) DO UPDATE SET fingerprint = excluded.fingerprint, owner = excluded.owner, "
+    "claimed_at = excluded.claimed_at, since = NULL, outcome = NULL "
+    "WHERE (i.outcome IS NOT NULL AND i.since < $6) OR (i.outcome IS NULL AND i.claimed_at < $7) RETURNING 1"};
+constexpr pg::Prepared look_key{"look_key",
+                                "SELECT fingerprint, outcome FROM idempotency WHERE scope = $1 AND key = $2"};
+constexpr pg::Prepared release_key{
+    "release_key", "DELETE FROM idempotency WHERE scope = $1 AND key = $2 AND owner = $3 AND outcome IS NULL"};
+constexpr pg::Prepared purge_keys{"purge_keys", "DELETE FROM idempotency WHERE outcome IS NOT NULL AND since < $1"};
+constexpr pg::Prepared mark_events{"mark_events", "UPDATE outbox SET delivered = true WHERE seq = ANY($1::bigint[])"};
+constexpr pg::Prepared unschedule{"unschedule", "DELETE FROM scheduled WHERE event_id = ANY($1::text[])"};
+constexpr pg::Prepared purge_events{"purge_events", "DELETE FROM outbox WHERE delivered AND occurred_at < $1"};
+constexpr pg::Prepared select_invoice{"select_invoice", "SELECT body FROM invoices WHERE id = $1"};
+constexpr pg::Prepared invoice_seq{"invoice_seq", "SELECT seq FROM invoices WHERE id = $1"};
+constexpr pg::Prepared page_all{"page_all", "SELECT body FROM invoices WHERE seq > $1 ORDER BY seq LIMIT $2"};
+constexpr pg::Prepared page_status{
+    "page_status", "SELECT body FROM invoices WHERE status = $1 AND seq > $2 ORDER BY seq LIMIT $3"};
+constexpr pg::Prepared select_payment{"select_payment", "SELECT body FROM payments WHERE id = $1"};
+constexpr pg::Prepared select_payments_of{"select_payments_of",
+                                          "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
+constexpr pg::Prepared payment_owner{
+    "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
+// What no other live process drives: the invoice's lease is free, ours, or lapsed.
+#define PAYMENTS_NOT_HELD_ELSEWHERE(table)                                                                         \
+    "NOT EXISTS (SELECT 1 FROM leases l JOIN owners w ON w.owner = l.owner WHERE l.invoice_id = " table            \
+    ".invoice_id AND l.owner <> $1 AND w.alive_until >= clock_timestamp())"
+constexpr pg::Prepared select_undelivered{
+    "select_undelivered",
+    "SELECT seq, body FROM outbox WHERE NOT delivered AND " PAYMENTS_NOT_HELD_ELSEWHERE("outbox") " ORDER BY seq"};
+constexpr pg::Prepared select_scheduled{
+    "select_scheduled", "SELECT due, body FROM scheduled WHERE " PAYMENTS_NOT_HELD_ELSEWHERE("scheduled") " ORDER BY due"};
+#undef PAYMENTS_NOT_HELD_ELSEWHERE
+constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox WHERE invoice_id = $1 ORDER BY seq"};
+
+constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
+                                 schedule_event, complete_key, claim_key, look_key, release_key, purge_keys,
+                                 mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
+                                 page_status, select_payment, select_payments_of, payment_owner,
+                                 select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
+                                 renew_owner, drop_owner};
+
+// One command for the writer: its statements, and what their results mean.
+struct Job {
+    std::vector<std::pair<char const*, Params>> statements;
+    // Reads the statements' results, in order; an error rolls the command
+    // back to its savepoint. May run more than once (a batch re-sent).
+    std::function<Result<void>(std::vector<Rows>&)> check;
+    Result<void> result = {};
+};
+
+// A failed statement's meaning for its command (the rest of the batch goes on).
+Error refusal(Rows const& failed) {
+    std::string const state = failed.sqlstate();
+    if (state == "40P01" || state == "40001")
+        return reject(ErrorCode::conflict, "a concurrent transaction wrote the same rows; try again");
+    if (state == "55P03" || state == "57014")
+        return storage_error("PostgreSQL did not answer within the statement timeout");
+    return storage_error("PostgreSQL refused the write: " + failed.message());
+}
+
+template <class T, class Format>
+std::string array_literal(std::vector<T> const& items, Format format) {
+    std::string out = "{";
+    for (auto const& item : items) {
+        if (out.size() > 1) out += ',';
+        out += format(item);
+    }
+    return out + "}";
+}
+
+std::string quoted_element(std::string const& text) {
+    std::string out = "\"";
+    for (char ch : text) {
+        if (ch == '"' || ch == '\\') out += '\\';
+        out += ch;
+    }
+    return out + "\"";
+}
+
+// A random token naming this store among the processes sharing the database.
+std::string new_owner() {
+    std::random_device device;
+    std::mt19937_64 rng((static_cast<std::uint64_t>(device()) << 32) ^ device());
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string owner;
+    for (int i = 0; i < 24; ++i) owner += hex[rng() % 16];
+    return owner;
+}
+
+} // namespace
+
+struct PostgresStore::Impl {
+    using Batch = GroupCommit<Job>::Batch;
+
+    PostgresStoreOptions options;
+    std::string const owner = new_owner();
+    std::unique_ptr<pg::Connection> writer; // Owned by: the writer thread, once it runs
+
+    mutable std::mutex readers_mutex;
+    mutable std::vector<std::unique_ptr<pg::Connection>> idle_readers; // Owned by: readers_mutex
+    mutable std::condition_variable reader_free;
+    mutable std::size_t readers_open = 0; // Owned by: readers_mutex
+
+    // Deliveries recorded since the last batch, written with the next.
+    std::mutex marks_mutex;
+    std::vector<std::int64_t> delivered_seqs;      // Owned by: marks_mutex
+    std::vector<std::string> delivered_scheduled;  // Owned by: marks_mutex
+
+    // Outbox and scheduled rows not yet delivered this run: event id → seq.
+    std::mutex outbox_mutex;
+    std::unordered_map<EventId, std::int64_t> outbox_seq; // Owned by: outbox_mutex
+    std::unordered_set<EventId> scheduled_ids;            // Owned by: outbox_mutex
+
+    // Keys this process's requests hold: key → (fingerprint, completed by its commit).
+    std::mutex claims_mutex;
+    std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
+
+    // This process's liveness, renewed by a thread of its own (a busy writer cannot starve it).
+    std::mutex heart_mutex;
+    std::condition_variable heart_stop;
+    bool stopping = false; // Owned by: heart_mutex
+    std::thread heart;
+
+    std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0};
+    mutable std::atomic<std::uint64_t> read_errors{0};
+    std::unique_ptr<GroupCommit<Job>> queue; // last: its thread stops first
+
+    explicit Impl(PostgresStoreOptions o) : options(std::move(o)) {}
+
+    std::size_t readers() const { return std::max<std::size_t>(options.pool_size, 2) - 1; }
+
+    // A new session: timeouts, the schema, and (once the tables exist) the statements.
+    std::unique_ptr<pg::Connection> connect(bool prepare) const {
+        std::string const timeout = std::to_string(std::max<std::int64_t>(options.connect_timeout.count(), 1));
+        std::array<char const*, 4> const keywords = {"connect_timeout", "application_name", "dbname", nullptr};
+        std::array<char const*, 4> const values = {timeout.c_str(), options.application_name.c_str(),
+                                                   options.uri.c_str(), nullptr};
+        auto c = std::make_unique<pg::Connection>(keywords.data(), values.data());
+        std::string const ms = std::to_string(options.statement_timeout.count());
+        std::string setup =
+            "SET client_min_messages = warning; SET statement_timeout = " + ms + "; SET lock_timeout = " + ms + ";";
+        if (!options.schema.empty()) setup += "SET search_path TO " + identifier(*c, options.schema) + ";";
+        c->exec(setup.c_str());
+        if (prepare)
+            for (auto const& p : prepared) c->prepare(p);
+        return c;
+    }
+
+    static std::string identifier(pg::Connection& c, std::string const& name) {
+        char* escaped = PQescapeIdentifier(c.get(), name.c_str(), name.size());
+        if (!escaped) throw pg::Failure("", "cannot quote the schema name");
+        std::string out = escaped;
+        PQfreemem(escaped);
+        return out;
+    }
+
+    // Runs `f` on a pooled connection; a failure (the server gone, a record
+    // that does not decode) answers "nothing" and drops the connection.
+    template <class F>
+    auto read(F&& f) const -> decltype(f(std::declval<pg::Connection&>())) {
+        std::unique_ptr<pg::Connection> c;
+        {
+            std::unique_lock guard(readers_mutex);
+            reader_free.wait(guard, [&] { return !idle_readers.empty() || readers_open < readers(); });
+            if (!idle_readers.empty()) {
+                c = std::move(idle_readers.back());
+                idle_readers.pop_back();
+            } else {
+                ++readers_open;
+            }
+        }
+        struct Return {
+            Impl const& impl;
+            std::unique_ptr<pg::Connection>& c;
+            ~Return() {
+                std::lock_guard guard(impl.readers_mutex);
+                if (c) impl.idle_readers.push_back(std::move(c));
+                else --impl.readers_open;
+                impl.reader_free.notify_one();
+            }
+        } give_back{*this, c};
+        for (bool first = true;; first = false) {
+            try {
+                if (!c) c = connect(true);
+                return f(*c);
+            } catch (std::exception const&) {
+                // A pooled session the server ended meanwhile gets one retry on a new one.
+                bool const stale = first && c && c->broken();
+                c.reset();
+                if (!stale) {
+                    ++read_errors;
+                    return {};
+                }
+            }
+        }
+    }
+
+    Result<void> submit(Job job) {
+        auto shared = std::make_shared<Job>(std::move(job));
+        if (!queue->submit(shared)) return reject(ErrorCode::unavailable, "the store is closed");
+        return shared->result;
+    }
+
+    void renew(pg::Connection& c) const {
+        c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+    }
+
+    void run_heart() {
+        std::unique_ptr<pg::Connection> c;
+        auto const every = std::max(options.lease_timeout / 3, std::chrono::milliseconds(1));
+        std::unique_lock guard(heart_mutex);
+        while (!heart_stop.wait_for(guard, every, [&] { return stopping; })) {
+            guard.unlock();
+            try {
+                if (!c || c->broken()) c = connect(true);
+                renew(*c);
+            } catch (pg::Failure const&) {
+                // Unrenewed, the leases lapse and other processes take the work over.
+                ++storage_errors;
+                c.reset();
+            }
+            guard.lock();
+        }
+        // A clean stop frees this process's leases at once.
+        try {
+            if (!c || c->broken()) c = connect(true);
+            c->query(drop_owner.name, Params().text(owner));
+        } catch (pg::Failure const&) {
+            ++storage_errors; // they lapse instead
+        }
+    }
+
+    void write_batch(Batch& batch);
+    bool write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent);
+};
+
+// One transaction: the recorded deliveries, then every command in a savepoint
+// of its own, all sent as one pipeline and answered by one sync; one COMMIT.
+// A command refused (a version moved, a key held elsewhere) is rolled back to
+// its savepoint and the commands after it are sent again. A failure of the
+// server or the network fails the whole batch, and nothing of it is answered
+// as done.
+void PostgresStore::Impl::write_batch(Batch& batch) {
+    std::vector<std::int64_t> seqs;
+    std::vector<std::string> unscheduled;
+    {
+        std::lock_guard guard(marks_mutex);
+        seqs.swap(delivered_seqs);
+        unscheduled.swap(delivered_scheduled);
+    }
+    if (batch.empty() && seqs.empty() && unscheduled.empty()) return;
+    try {
+        if (!writer || writer->broken()) {
+            writer.reset();
+            writer = connect(true);
+        }
+        pg::Connection& c = *writer;
+        c.enter_pipeline();
+        c.send_sql("BEGIN");
+        std::size_t own = 1;
+        if (!seqs.empty()) {
+            c.send(mark_events.name, Params().text(array_literal(seqs, [](std::int64_t s) { return std::to_string(s); })));
+            ++own;
+        }
+        if (!unscheduled.empty()) {
+            c.send(unschedule.name, Params().text(array_literal(unscheduled, quoted_element)));
+            ++own;
+        }
+        if (options.event_retention && transactions % 1024 == 0) {
+            auto const oldest = std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) -
+                                *options.event_retention;
+            c.send(purge_events.name, Params().integer(ticks(oldest)));
+            ++own;
+        }
+        for (std::size_t start = 0; write_commands(c, batch, start, std::exchange(own, 0));) {
+            // write_commands() stopped at a refused command: continue after it.
+            start = static_cast<std::size_t>(std::find_if(batch.begin() + static_cast<std::ptrdiff_t>(start), batch.end(),
+                                                           [](auto const& job) { return !job->result; }) -
+                                              batch.begin()) + 1;
+        }
+        c.send_sql("COMMIT");
+        c.sync();
+        if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+        c.until_sync();
+        c.exit_pipeline();
+        ++transactions;
+        commands += batch.size();
+    } catch (pg::Failure const& failure) {
+        ++storage_errors;
+        writer.reset(); // the server rolls back what the session had begun
+        for (auto& job : batch) job->result = storage_error(std::string("PostgreSQL cannot write: ") + failure.what());
+        // The deliveries wait for the next batch.
+        std::lock_guard guard(marks_mutex);
+        delivered_seqs.insert(delivered_seqs.end(), seqs.begin(), seqs.end());
+        delivered_scheduled.insert(delivered_scheduled.end(), unscheduled.begin(), unscheduled.end());
+    }
+}
+
+// Sends commands [start, end) each after a savepoint, syncs, and checks them
+// in order (after the `sent` statements queued before them, which must all
+// succeed). True when one was refused: it is rolled back to its savepoint
+// (with those after it, whose results are dropped) and its result says why.
+bool PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent) {
+    for (std::size_t i = start; i < batch.size(); ++i) {
+        c.send_sql("SAVEPOINT c" + std::to_string(i));
+        for (auto const& [name, params] : batch[i]->statements) c.send(name, params);
+    }
+    c.sync();
+    for (std::size_t i = 0; i < sent; ++i)
+        if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+    std::optional<std::size_t> refused;
+    for (std::size_t i = start; i < batch.size(); ++i) {
+        Rows savepoint = c.next();
+        std::vector<Rows> results;
+        for (std::size_t s = 0; s < batch[i]->statements.size(); ++s) results.push_back(c.next());
+        if (refused) continue; // rolled back with the refused one, sent again
+        if (!savepoint.ok()) throw pg::Failure(savepoint.sqlstate(), savepoint.message());
+        Job& job = *batch[i];
+        auto failed = std::find_if(results.begin(), results.end(), [](Rows const& r) { return !r.ok(); });
+        if (failed != results.end()) {
+            job.result = refusal(*failed);
+        } else {
+            try {
+                job.result = job.check(results);
+            } catch (std::exception const& e) {
+                job.result = storage_error(std::string("a stored record cannot be read: ") + e.what());
+            }
+        }
+        if (!job.result) refused = i;
+    }
+    c.until_sync();
+    if (!refused) return false;
+    c.send_sql("ROLLBACK TO SAVEPOINT c" + std::to_string(*refused));
+    c.sync();
+    if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+    c.until_sync();
+    return true;
+}
+
+PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+    std::size_t const most = impl_->options.group_commit ? impl_->options.max_batch : 1;
+    impl_->queue = std::make_unique<GroupCommit<Job>>(most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); });
+    impl_->heart = std::thread([impl = impl_.get()] { impl->run_heart(); });
+}
+
+PostgresStore::~PostgresStore() { close(); }
+
+void PostgresStore::close() {
+    {
+        std::lock_guard guard(impl_->heart_mutex);
+        impl_->stopping = true;
+    }
+    impl_->heart_stop.notify_all();
+    if (impl_->heart.joinable()) impl_->heart.join();
+    impl_->queue->close();
+    impl_->writer.reset();
+    std::lock_guard guard(impl_->readers_mutex);
+    impl_->idle_readers.clear();
+}
+
+namespace {
+
+// The schema, created or migrated forward in one transaction under an advisory lock.
+Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std::string const& schema) {
+    c.exec("BEGIN");
+    c.exec(postgres::migration_lock);
+    if (!schema.empty()) c.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
+    c.exec("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)");
+    Rows found(PQexecParams(c.get(), "SELECT version::bigint FROM schema_version", 0, nullptr, nullptr, nullptr, nullptr, 1));
+    if (!found.ok()) throw pg::Failure(found.sqlstate(), found.message());
+    int const version = found.size() == 0 ? 0 : static_cast<int>(found.integer(0, 0));
+    if (version > PostgresStore::schema_version) {
+        c.exec("ROLLBACK");
+        return storage_error("the schema " + (options.schema.empty() ? std::string("in use") : options.schema) +
+                             " has version " + std::to_string(version) + ", newer than this release reads (" +
+                             std::to_string(PostgresStore::schema_version) + "); run the release that wrote it");
+    }
+    for (int v = version; v < PostgresStore::schema_version; ++v) c.exec(postgres::migrations[static_cast<std::size_t>(v)]);
+    if (found.size() == 0) c.exec("INSERT INTO schema_version VALUES (0)");
+    c.exec(("UPDATE schema_version SET version = " + std::to_string(PostgresStore::schema_version)).c_str());
+    c.exec("COMMIT");
+    return {};
+}
+
+} // namespace
+
+Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions options) {
+    auto impl = std::make_unique<Impl>(std::move(options));
+    try {
+        auto c = impl->connect(false);
+        std::string const schema = impl->options.schema.empty() ? "" : Impl::identifier(*c, impl->options.schema);
+        if (auto migrated = migrate(*c, impl->options, schema); !migrated) return migrated.error();
+        for (auto const& p : prepared) c->prepare(p);
+        impl->renew(*c); // alive before any lease is taken
+        impl->writer = std::move(c);
+    } catch (pg::Failure const& failure) {
+        return storage_error(std::string("cannot open the PostgreSQL store: ") + failure.what());
+    }
+    return std::unique_ptr<PostgresStore>(new PostgresStore(std::move(impl)));
+}
+
+std::optional<Invoice> PostgresStore::invoice(InvoiceId const& id) const {
+    return impl_->read([&](pg::Connection& c) -> std::optional<Invoice> {
+        Rows r = c.query(select_invoice.name, Params().text(id.str()));
+        if (r.size() == 0) return std::nullopt;
+        return codec::decode_invoice(r.bytes(0, 0));
+    });
+}
+
+application::InvoicePage PostgresStore::invoices(application::InvoiceQuery const& query) const {
+    return impl_->read([&](pg::Connection& c) {
+        application::InvoicePage page;
+        std::int64_t after = 0;
+        if (query.after) {
+            Rows r = c.query(invoice_seq.name, Params().text(query.after->str()));
+            if (r.size() == 0) return page;
+            after = r.integer(0, 0);
+        }
+        auto const limit = static_cast<std::int64_t>(query.limit) + 1;
+        Rows r = query.status ? c.query(page_status.name, Params()
+                                                              .integer(static_cast<std::int64_t>(*query.status))
+                                                              .integer(after)
+                                                              .integer(limit))
+                              : c.query(page_all.name, Params().integer(after).integer(limit));
+        for (int row = 0; row < r.size(); ++row) {
+            if (page.data.size() == query.limit) {
+                page.next = page.data.back().id();
+                break;
+            }
+            page.data.push_back(codec::decode_invoice(r.bytes(row, 0)));
+        }
+        return page;
+    });
+}
+
+std::optional<Payment> PostgresStore::payment(PaymentId const& id) const {
+    return impl_->read([&](pg::Connection& c) -> std::optional<Payment> {
+        Rows r = c.query(select_payment.name, Params().text(id.str()));
+        if (r.size() == 0) return std::nullopt;
+        return codec::decode_payment(r.bytes(0, 0));
+    });
+}
+
+std::vector<Payment> PostgresStore::payments_of(InvoiceId const& id) const {
+    return impl_->read([&](pg::Connection& c) {
+        std::vector<Payment> result;
+        Rows r = c.query(select_payments_of.name, Params().text(id.str()));
+        for (int row = 0; row < r.size(); ++row) result.push_back(codec::decode_payment(r.bytes(row, 0)));
+        return result;
+    });
+}
+
+namespace {
+
+// The writes of one commit, and how to read their results.
+Job commit_job(Encoded const& e, std::string const& owner, std::vector<std::int64_t>& seqs) {
+    Job job;
+    auto row_params = [](Encoded::Row const& row) {
+        return Params().integer(row.status).integer(static_cast<std::int64_t>(row.version)).bytes(row.body).text(row.id);
+    };
+    if (e.invoice) {
+        Encoded::Row const& row = *e.invoice;
+        if (row.expected == 0)
+            job.statements.emplace_back(insert_invoice.name, Params()
+                                                                 .text(row.id)
+                                                                 .integer(row.status)
+                                                                 .integer(static_cast<std::int64_t>(row.version))
+                                                                 .bytes(row.body));
+        else
+            job.statements.emplace_back(update_invoice.name,
+                                        row_params(row).integer(static_cast<std::int64_t>(row.expected)));
+    }
+    for (auto const& row : e.payments) {
+        if (row.expected == 0)
+            job.statements.emplace_back(insert_payment.name, Params()
+                                                                 .text(row.id)
+                                                                 .text(row.invoice_id)
+                                                                 .integer(row.attempt)
+                                                                 .integer(row.status)
+                                                                 .integer(static_cast<std::int64_t>(row.version))
+                                                                 .bytes(row.body));
+        else
+            job.statements.emplace_back(
+                update_payment.name,
+                row_params(row).integer(static_cast<std::int64_t>(row.expected)).text(row.invoice_id));
+    }
+    for (auto const& event : e.events)
+        job.statements.emplace_back(insert_event.name,
+                                    Params().text(event.id).text(event.invoice_id).integer(event.at).bytes(event.body));
+    for (auto const& event : e.scheduled)
+        job.statements.emplace_back(schedule_event.name,
+                                    Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id));
+    bool const new_attempt =
+        std::any_of(e.payments.begin(), e.payments.end(), [](Encoded::Row const& row) { return row.expected == 0; });
+    if (new_attempt) job.statements.emplace_back(hold_lease.name, Params().text(e.payments.front().invoice_id).text(owner));
+    if (e.idempotency) {
+        auto const& [scope, key, fingerprint, outcome] = *e.idempotency;
+        job.statements.emplace_back(complete_key.name, Params()
+                                                           .text(scope)
+                                                           .text(key)
+                                                           .text(fingerprint)
+                                                           .text(owner)
+                                                           .integer(e.idempotency_since)
+                                                           .bytes(outcome));
+    }
+    job.check = [&e, &seqs, new_attempt](std::vector<Rows>& results) -> Result<void> {
+        std::size_t at = 0;
+        auto written = [&](Encoded::Row const& row, char const* kind) -> Result<void> {
+            if (results[at++].affected() != 0) return {};
+            if (row.expected == 0) return reject(ErrorCode::already_exists, std::string(kind) + " " + row.id + " already exists");
+            return reject(ErrorCode::conflict, std::string(kind) + " " + row.id + " changed since it was read");
+        };
+        if (e.invoice)
+            if (auto ok = written(*e.invoice, "invoice"); !ok) return ok;
+        for (auto const& row : e.payments)
+            if (auto ok = written(row, "payment"); !ok) return ok;
+        seqs.clear();
+        for (std::size_t i = 0; i < e.events.size(); ++i) seqs.push_back(results[at++].integer(0, 0));
+        at += e.scheduled.size() + (new_attempt ? 1 : 0);
+        if (e.idempotency && results[at].affected() == 0)
+            return reject(ErrorCode::idempotency_key_in_use,
+                          "the idempotency key's claim was taken over by another request");
+        return {};
+    };
+    return job;
+}
+
+} // namespace
+
+Result<void> PostgresStore::commit(Changes changes) {
+    Encoded encoded = encode(changes);
+    // A new attempt is committed with its invoice, which lists it: say why one is not.
+    for (auto const& row : encoded.payments) {
+        if (row.expected != 0 || (encoded.invoice && encoded.invoice->id == row.invoice_id)) continue;
+        auto const counts = impl_->read([&](pg::Connection& c) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+            Rows r = c.query(payment_owner.name, Params().text(row.id).text(row.invoice_id));
+            return std::pair{r.integer(0, 0), r.integer(0, 1)};
+        });
+        if (!counts) return storage_error("PostgreSQL cannot be read");
+        if (counts->first != 0) return reject(ErrorCode::already_exists, "payment " + row.id + " already exists");
+        if (counts->second == 0) return reject(ErrorCode::not_found, "no invoice " + row.invoice_id);
+        return reject(ErrorCode::invalid_argument, "payment " + row.id + " must be committed with its invoice");
+    }
+    if (changes.idempotency) {
+        auto const& [key, outcome, now] = *changes.idempotency;
+        std::lock_guard guard(impl_->claims_mutex);
+        if (auto it = impl_->running.find(key); it != impl_->running.end()) {
+            encoded.idempotency = {key.scope(), key.key(), it->second.first, codec::encode(outcome)};
+            encoded.idempotency_since = ticks(now);
+        }
+    }
+    std::vector<std::int64_t> seqs;
+    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, seqs)); !committed) return committed;
+    {
+        std::lock_guard guard(impl_->outbox_mutex);
+        for (std::size_t i = 0; i < changes.events.size(); ++i)
+            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, seqs[i]);
+        for (auto const& [event, at] : changes.scheduled) impl_->scheduled_ids.insert(envelope_of(event).id);
+    }
+    if (encoded.idempotency) {
+        std::lock_guard guard(impl_->claims_mutex);
+        if (auto it = impl_->running.find(changes.idempotency->key); it != impl_->running.end()) it->second.second = true;
+    }
+    return {};
+}
+
+std::vector<Event> PostgresStore::undelivered() const {
+    auto rows = impl_->read([&](pg::Connection& c) {
+        std::vector<std::pair<std::int64_t, Event>> found;
+        Rows r = c.query(select_undelivered.name, Params().text(impl_->owner));
+        for (int row = 0; row < r.size(); ++row) found.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        return found;
+    });
+    std::vector<Event> events;
+    std::lock_guard guard(impl_->outbox_mutex);
+    for (auto& [seq, event] : rows) {
+        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+        events.push_back(std::move(event));
+    }
+    return events;
+}
+
+void PostgresStore::mark_delivered(EventId const& id) {
+    std::optional<std::int64_t> seq;
+    bool scheduled = false;
+    {
+        std::lock_guard guard(impl_->outbox_mutex);
+        if (auto it = impl_->outbox_seq.find(id); it != impl_->outbox_seq.end()) {
+            seq = it->second;
+            impl_->outbox_seq.erase(it);
+        }
+        scheduled = impl_->scheduled_ids.erase(id) != 0;
+    }
+    if (!seq && !scheduled) return;
+    std::size_t waiting = 0;
+    {
+        std::lock_guard guard(impl_->marks_mutex);
+        if (seq) impl_->delivered_seqs.push_back(*seq);
+        if (scheduled) impl_->delivered_scheduled.emplace_back(id.str());
+        waiting = impl_->delivered_seqs.size() + impl_->delivered_scheduled.size();
+    }
+    // Written with the next commit; when none comes, by a batch of their own
+    // once enough have gathered (a lost mark only means a republished event).
+    if (waiting >= 256) impl_->queue->flush();
+}
+
+std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
+    auto events = impl_->read([&](pg::Connection& c) {
+        std::vector<application::ScheduledEvent> found;
+        Rows r = c.query(select_scheduled.name, Params().text(impl_->owner));
+        for (int row = 0; row < r.size(); ++row)
+            found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
+        return found;
+    });
+    std::lock_guard guard(impl_->outbox_mutex);
+    for (auto const& [event, at] : events) impl_->scheduled_ids.insert(envelope_of(event).id);
+    return events;
+}
+
+std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
+    return impl_->read([&](pg::Connection& c) {
+        std::vector<Event> events;
+        Rows r = c.query(select_history.name, Params().text(id.str()));
+        for (int row = 0; row < r.size(); ++row) events.push_back(codec::decode_event(r.bytes(row, 0)));
+        return events;
+    });
+}
+
+bool PostgresStore::lease(InvoiceId const& id) {
+    bool taken = false;
+    Job job;
+    job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));
+    job.check = [&](std::vector<Rows>& results) -> Result<void> {
+        taken = results[0].size() == 1;
+        return {};
+    };
+    // PostgreSQL unreachable: not ours to drive, for now.
+    return impl_->submit(std::move(job)) && taken;
+}
+
+application::IdempotencyClaim PostgresStore::claim(IdempotencyKey const& key, std::string_view fingerprint,
+                                                   Timestamp now) {
+    using State = application::IdempotencyClaim::State;
+    {
+        // This process's own requests are told apart without a round trip.
+        std::lock_guard guard(impl_->claims_mutex);
+        auto [it, fresh] = impl_->running.try_emplace(key, std::string(fingerprint), false);
+        if (!fresh) return {it->second.first == fingerprint ? State::in_use : State::mismatch, std::nullopt};
+    }
+    application::IdempotencyClaim answer{State::claimed, std::nullopt};
+    Job job;
+    job.statements.emplace_back(claim_key.name, Params()
+                                                    .text(key.scope())
+                                                    .text(key.key())
+                                                    .text(fingerprint)
+                                                    .text(impl_->owner)
+                                                    .integer(ticks(now))
+                                                    .integer(ticks(now - impl_->options.idempotency_ttl))
+                                                    .integer(ticks(now - impl_->options.idempotency_claim_timeout)));
+    job.statements.emplace_back(look_key.name, Params().text(key.scope()).text(key.key()));
+    job.check = [&](std::vector<Rows>& results) -> Result<void> {
+        Rows const& look = results[1];
+        if (results[0].size() == 1) answer = {State::claimed, std::nullopt};
+        else if (look.size() == 0) answer = {State::in_use, std::nullopt}; // released between the two: ask again
+        else if (look.bytes(0, 0) != fingerprint) answer = {State::mismatch, std::nullopt};
+        else if (look.null(0, 1)) answer = {State::in_use, std::nullopt};
+        else answer = {State::replay, codec::decode_outcome(look.bytes(0, 1))};
+        return {};
+    };
+    // PostgreSQL unreachable: the claim stands in this process only; the
+    // commit that would complete it fails, or (the server back) completes it
+    // only where no other process holds the key.
+    if (auto claimed = impl_->submit(std::move(job)); !claimed) answer = {State::claimed, std::nullopt};
+    if (answer.state != State::claimed) {
+        std::lock_guard guard(impl_->claims_mutex);
+        impl_->running.erase(key);
+    }
+    return answer;
+}
+
+void PostgresStore::complete(IdempotencyKey const& key, application::PaymentResult outcome, Timestamp now) {
+    std::string fingerprint;
+    {
+        std::lock_guard guard(impl_->claims_mutex);
+        auto it = impl_->running.find(key);
+        if (it == impl_->running.end()) return;
+        if (it->second.second) { // completed by the commit that made the payment
+            impl_->running.erase(it);
+            return;
+        }
+        fingerprint = it->second.first;
+    }
+    Job job;
+    job.statements.emplace_back(complete_key.name, Params()
+                                                       .text(key.scope())
+                                                       .text(key.key())
+                                                       .text(fingerprint)
+                                                       .text(impl_->owner)
+                                                       .integer(ticks(now))
+                                                       .bytes(codec::encode(outcome)));
+    job.check = [](std::vector<Rows>&) -> Result<void> { return {}; };
+    (void)impl_->submit(std::move(job));
+    // Written or not (a storage failure), the claim ends: a repeat runs again.
+    std::lock_guard guard(impl_->claims_mutex);
+    impl_->running.erase(key);
+}
+
+void PostgresStore::release(IdempotencyKey const& key) {
+    {
+        std::lock_guard guard(impl_->claims_mutex);
+        if (!impl_->running.contains(key)) return;
+    }
+    Job job;
+    job.statements.emplace_back(release_key.name, Params().text(key.scope()).text(key.key()).text(impl_->owner));
+    job.check = [](std::vector<Rows>&) -> Result<void> { return {}; };
+    (void)impl_->submit(std::move(job));
+    // Forgotten here only once the row is gone, so that a repeat meanwhile is told "in use".
+    std::lock_guard guard(impl_->claims_mutex);
+    impl_->running.erase(key);
+}
+
+std::size_t PostgresStore::purge_expired(Timestamp now) {
+    std::int64_t purged = 0;
+    Job job;
+    job.statements.emplace_back(purge_keys.name, Params().integer(ticks(now - impl_->options.idempotency_ttl)));
+    job.check = [&](std::vector<Rows>& results) -> Result<void> {
+        purged = results[0].affected();
+        return {};
+    };
+    (void)impl_->submit(std::move(job));
+    return static_cast<std::size_t>(purged);
+}
+
+std::uint64_t PostgresStore::transactions() const { return impl_->transactions; }
+std::uint64_t PostgresStore::commands() const { return impl_->commands; }
+std::uint64_t PostgresStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }
+
+} // namespace payments::infrastructure

@@ -1,0 +1,247 @@
+// What only the PostgreSQL store has: several stores (processes) on one
+// schema, migrations under an advisory lock, group commit over a pipeline,
+// the server going away and coming back, the password kept out of errors.
+// Each runs on a schema of its own on the server scripts/postgres starts.
+#include "support/builders.hpp"
+#include "support/postgres.hpp"
+
+#include <payments/infrastructure/store/postgres_store.hpp>
+
+#include <thread>
+
+using namespace test;
+using application::Changes;
+using application::IdempotencyClaim;
+using application::IdempotencyKey;
+using infrastructure::PostgresStore;
+using infrastructure::PostgresStoreOptions;
+using State = IdempotencyClaim::State;
+
+namespace {
+
+std::unique_ptr<PostgresStore> open_store(PostgresStoreOptions options) {
+    auto opened = PostgresStore::open(std::move(options));
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
+    return std::move(*opened);
+}
+
+Invoice invoice_numbered(int n) {
+    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
+}
+
+// The invoice made PROCESSING by attempt `n`, and its payment.
+std::pair<Invoice, Payment> requested(Invoice invoice, int n) {
+    auto event = invoice.request_payment(attempt(n), "pm_card_ok", meta()).value();
+    invoice.apply(event);
+    return {std::move(invoice), Payment::from(event)};
+}
+
+} // namespace
+
+SCENARIO("two PostgreSQL stores on one schema share one truth, as two processes do") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.idempotency_claim_timeout = 10s;
+    auto a = open_store(options);
+    auto b = open_store(options);
+    auto const key = IdempotencyKey::make("client", "order-1").value();
+    GIVEN("an invoice committed by the first") {
+        Invoice invoice = an_invoice();
+        REQUIRE(a->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        THEN("the second reads it, and its write from a stale read loses") {
+            CHECK(b->invoice(invoice.id()) == invoice);
+            auto [processing, payment] = requested(invoice, 1);
+            REQUIRE(a->commit({Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}}));
+            auto [other, other_payment] = requested(invoice, 2);
+            CHECK(b->commit({Changes::InvoiceWrite{other, invoice.version()}, {{other_payment, 0}}}).error().code ==
+                  ErrorCode::conflict);
+            CHECK(b->payments_of(invoice.id()) == std::vector<Payment>{payment});
+        }
+        WHEN("the first claims a key") {
+            REQUIRE(a->claim(key, "req-a", t0()).state == State::claimed);
+            THEN("the second is told it is in use, or a mismatch") {
+                CHECK(b->claim(key, "req-a", t0()).state == State::in_use);
+                CHECK(b->claim(key, "req-b", t0()).state == State::mismatch);
+            }
+            AND_WHEN("the first commits the payment with the key's completion") {
+                auto [processing, payment] = requested(invoice, 1);
+                Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+                changes.idempotency = application::IdempotencyCompletion{key, payment, t0()};
+                REQUIRE(a->commit(changes));
+                a->complete(key, payment, t0());
+                THEN("the second replays that payment") {
+                    auto replay = b->claim(key, "req-a", t0() + 1s);
+                    REQUIRE(replay.state == State::replay);
+                    CHECK(replay.stored->value() == payment);
+                }
+            }
+            AND_WHEN("the first never completes it (its process died) and the claim timeout passes") {
+                auto taken = b->claim(key, "req-a", t0() + 11s);
+                THEN("the second takes the key over, and the first can no longer complete it") {
+                    CHECK(taken.state == State::claimed);
+                    auto [processing, payment] = requested(invoice, 1);
+                    Changes late{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+                    late.idempotency = application::IdempotencyCompletion{key, payment, t0()};
+                    CHECK(a->commit(late).error().code == ErrorCode::idempotency_key_in_use);
+                    CHECK_FALSE(a->payment(payment.id()));
+                }
+            }
+        }
+    }
+}
+
+SCENARIO("PostgreSQL stores starting together migrate the schema once") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    WHEN("four stores open a fresh schema at the same time") {
+        std::vector<std::optional<Result<std::unique_ptr<PostgresStore>>>> results(4);
+        std::vector<std::thread> threads;
+        for (std::size_t i = 0; i < results.size(); ++i)
+            threads.emplace_back([&, i] { results[i].emplace(PostgresStore::open(schema.options())); });
+        for (auto& t : threads) t.join();
+        std::vector<Result<std::unique_ptr<PostgresStore>>> opened;
+        for (auto& r : results) opened.push_back(std::move(*r));
+        THEN("every one opens, and they share the tables") {
+            for (auto& store : opened) REQUIRE_MESSAGE(store, (store ? "" : store.error().detail));
+            Invoice invoice = an_invoice();
+            REQUIRE((*opened[0])->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            CHECK((*opened[3])->invoice(invoice.id()) == invoice);
+        }
+    }
+    WHEN("the schema was written by a newer release") {
+        open_store(schema.options()).reset();
+        REQUIRE(run_sql(schema.uri(), "UPDATE " + schema.name() + ".schema_version SET version = 99"));
+        auto refused = PostgresStore::open(schema.options());
+        THEN("opening it is refused with the reason") {
+            REQUIRE_FALSE(refused);
+            CHECK(refused.error().code == ErrorCode::storage_unavailable);
+            CHECK(refused.error().detail.find("newer") != std::string::npos);
+        }
+    }
+}
+
+SCENARIO("PostgreSQL group commit: concurrent committers share transactions, and each sees its own conflict") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto store = open_store(schema.options());
+    constexpr int writers = 8;
+    constexpr int rounds = 10;
+    GIVEN("one invoice all writers race on, and invoices of their own") {
+        Invoice shared = invoice_numbered(0);
+        REQUIRE(store->commit({Changes::InvoiceWrite{shared, 0}, {}}));
+        WHEN("every writer commits its own invoices, and tries the shared one from the same read") {
+            std::atomic<int> shared_wins{0}, shared_conflicts{0}, own_failures{0};
+            std::vector<std::thread> threads;
+            for (int w = 1; w <= writers; ++w)
+                threads.emplace_back([&, w] {
+                    for (int r = 0; r < rounds; ++r)
+                        if (!store->commit({Changes::InvoiceWrite{invoice_numbered(w * 1000 + r), 0}, {}})) ++own_failures;
+                    auto [processing, payment] = requested(shared, w);
+                    auto result = store->commit({Changes::InvoiceWrite{processing, shared.version()}, {{payment, 0}}});
+                    if (result) ++shared_wins;
+                    else if (result.error().code == ErrorCode::conflict) ++shared_conflicts;
+                });
+            for (auto& t : threads) t.join();
+            THEN("every own commit succeeds, exactly one wins the shared invoice, and batches formed") {
+                CHECK(own_failures == 0);
+                CHECK(shared_wins == 1);
+                CHECK(shared_conflicts == writers - 1);
+                CHECK(store->payments_of(shared.id()).size() == 1);
+                CHECK(store->commands() == 1 + writers * rounds + writers);
+                CHECK(store->transactions() < store->commands());
+                CHECK(store->invoices({.limit = 1000}).data.size() == 1 + writers * rounds);
+            }
+        }
+    }
+}
+
+SCENARIO("PostgreSQL going away answers storage_unavailable, and service resumes when it is back") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto store = open_store(schema.options());
+    REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(1), 0}, {}}));
+    WHEN("the server ends the store's sessions (a restart, a failover)") {
+        REQUIRE(run_sql(schema.uri(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '" +
+                                          schema.name() + "'"));
+        auto lost = store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+        THEN("the commit in flight fails storage_unavailable, keeps nothing, and the next one reconnects") {
+            REQUIRE_FALSE(lost);
+            CHECK(lost.error().code == ErrorCode::storage_unavailable);
+            CHECK(store->storage_errors() >= 1);
+            CHECK_FALSE(store->invoice(invoice_numbered(2).id()));
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}}));
+            CHECK(store->invoice(invoice_numbered(1).id()));
+            CHECK(store->invoice(invoice_numbered(3).id()));
+        }
+    }
+}
+
+SCENARIO("a PostgreSQL store that cannot reach its server says so, without the password") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    WHEN("it is opened on a port where nothing listens, with a password in the URI") {
+        PostgresStoreOptions options;
+        options.uri = "postgresql://payments:s3cr3t-pw@127.0.0.1:1/payments";
+        options.connect_timeout = 1s;
+        auto refused = PostgresStore::open(options);
+        THEN("storage_unavailable, and the detail names no password") {
+            REQUIRE_FALSE(refused);
+            CHECK(refused.error().code == ErrorCode::storage_unavailable);
+            CHECK(refused.error().detail.find("s3cr3t-pw") == std::string::npos);
+            CHECK(refused.error().detail.find("127.0.0.1") != std::string::npos);
+        }
+    }
+}
+
+SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committed its attempt, until it stops") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // renewed rarely: the test decides when a store looks dead
+    auto a = open_store(options);
+    auto b = open_store(options);
+    GIVEN("an attempt committed by the first, with its event and a retry") {
+        Invoice invoice = an_invoice();
+        REQUIRE(a->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        auto event = invoice.request_payment(attempt(1), "pm_card_ok", meta()).value();
+        Invoice processing = invoice;
+        processing.apply(event);
+        Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(event), 0}}};
+        changes.events.emplace_back(event);
+        changes.scheduled.push_back({event, t0() + 1min});
+        REQUIRE(a->commit(changes));
+        THEN("the first holds the lease: the second may not drive it, nor sees its outbox or retries") {
+            CHECK(a->lease(invoice.id()));
+            CHECK_FALSE(b->lease(invoice.id()));
+            CHECK(a->undelivered().size() == 1);
+            CHECK(b->undelivered().empty());
+            CHECK(a->scheduled().size() == 1);
+            CHECK(b->scheduled().empty());
+        }
+        WHEN("the first closes cleanly") {
+            a->close();
+            THEN("the second takes the invoice at once, with its outbox and retries") {
+                CHECK(b->lease(invoice.id()));
+                CHECK(b->undelivered().size() == 1);
+                CHECK(b->scheduled().size() == 1);
+            }
+        }
+        WHEN("the first stops renewing its liveness (killed) and it lapses") {
+            std::string const& s = schema.name();
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second' "
+                                          "WHERE owner = (SELECT owner FROM " + s + ".leases WHERE invoice_id = '" +
+                                          std::string(invoice.id().str()) + "')"));
+            THEN("the second takes the invoice over, and then the first may no longer drive it") {
+                CHECK(b->lease(invoice.id()));
+                CHECK(b->undelivered().size() == 1);
+                CHECK_FALSE(a->lease(invoice.id()));
+            }
+        }
+    }
+}

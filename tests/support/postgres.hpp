@@ -1,0 +1,74 @@
+#pragma once
+// The PostgreSQL server the tests use: scripts/postgres starts a private one
+// and exports its URI as PAYMENTS_TEST_POSTGRES. Each test gets a schema of
+// its own (so that tests run in parallel), dropped at its end.
+
+#include <payments/infrastructure/store/postgres_store.hpp>
+
+#include <doctest/doctest.h>
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <unistd.h>
+
+namespace test {
+
+/// The test server's URI. Missing under CI=true: the test fails (CI runs the
+/// suite under scripts/postgres run); missing elsewhere: a message, and the
+/// caller skips.
+inline std::optional<std::string> test_postgres_uri() {
+    char const* uri = std::getenv("PAYMENTS_TEST_POSTGRES");
+    if (uri && *uri) return std::string(uri);
+    char const* ci = std::getenv("CI");
+    if (ci && std::string(ci) == "true")
+        FAIL("PAYMENTS_TEST_POSTGRES is not set: run the tests under scripts/postgres run -- ...");
+    MESSAGE("PAYMENTS_TEST_POSTGRES is not set: the PostgreSQL case is skipped (scripts/postgres run -- ... sets it)");
+    return std::nullopt;
+}
+
+/// Runs SQL on the test server (setup, teardown, faults); false on an error.
+inline bool run_sql(std::string const& uri, std::string const& sql) {
+    PGconn* c = PQconnectdb(uri.c_str());
+    bool ok = PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PQclear(PQexec(c, "SET client_min_messages = warning"));
+        PGresult* r = PQexec(c, sql.c_str());
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+    }
+    PQfinish(c);
+    return ok;
+}
+
+/// A schema of the test's own on the test server, dropped with everything in it.
+class TestSchema {
+public:
+    explicit TestSchema(std::string uri) : uri_(std::move(uri)) {
+        static std::atomic<int> counter{0};
+        name_ = "t_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+    }
+    TestSchema(TestSchema const&) = delete;
+    TestSchema& operator=(TestSchema const&) = delete;
+    ~TestSchema() { run_sql(uri_, "DROP SCHEMA IF EXISTS " + name_ + " CASCADE"); }
+
+    std::string const& uri() const { return uri_; }
+    std::string const& name() const { return name_; }
+    /// Store options on this schema.
+    payments::infrastructure::PostgresStoreOptions options() const {
+        payments::infrastructure::PostgresStoreOptions o;
+        o.uri = uri_;
+        o.schema = name_;
+        o.pool_size = 3;
+        o.application_name = name_;
+        return o;
+    }
+
+private:
+    std::string uri_;
+    std::string name_;
+};
+
+} // namespace test
