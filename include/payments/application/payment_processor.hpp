@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +33,12 @@ struct ProcessorOptions {
     /// How often the janitor looks for attempts that nothing drives any more;
     /// zero turns it off. It runs only while some invoice is PROCESSING.
     domain::Duration janitor_interval = std::chrono::seconds(60);
+    /// An attempt its gateway refused unsent at the adapter's own limit
+    /// (ChargeAnswer::over_limit) waits for room: each answer from that
+    /// gateway sends one waiting attempt again, and when none comes, one is
+    /// sent again after this long plus a jitter of up to as much. It fails
+    /// nothing and uses no retry.
+    domain::Duration over_limit_wait = std::chrono::milliseconds(50);
     /// true: the janitor's rounds go on while nothing is PROCESSING. With a
     /// store several processes share, another process's work may need taking
     /// over at any time (the server sets it for PostgreSQL).
@@ -143,6 +150,13 @@ private:
     /// processor) and another gateway is usable; else it waits (defer).
     bool may_reroute_unsent(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
+    /// The rule for a charge refused unsent at the adapter's own limit: not
+    /// counted by the circuit, not failed; the attempt waits for room.
+    void wait_for_room(Call const& call);
+    /// A call at `gateway` ended: one attempt waiting for room there is sent again.
+    void room_made(Gateways::Entry const& gateway);
+    void arm_room_timer(Gateways::Entry const& gateway);
+    void send_again(domain::PaymentRequested const& requested, domain::Timestamp at);
     void circuit_changed(Gateways::Entry const& gateway, CircuitTransition transition);
     bool stopped() const;
 
@@ -165,7 +179,14 @@ private:
     mutable std::condition_variable idle_;
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
-    std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit
+    std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit or a full gateway
+    // Attempts refused at a gateway's own limit, oldest first, and whether a
+    // timer will send one again.
+    struct WaitingForRoom {
+        std::deque<domain::PaymentRequested> attempts;
+        bool timer_armed = false;
+    };
+    std::unordered_map<Gateways::Entry const*, WaitingForRoom> waiting_for_room_; // Owned by: mutex_
     std::unordered_set<domain::PaymentId> sent_;             // Owned by: mutex_; charges sent, outcome not yet recorded
     std::unordered_set<domain::PaymentId> looked_up_;        // Owned by: mutex_; an earlier run's key, looked up, to send now
     bool janitor_armed_ = false;                             // Owned by: mutex_
