@@ -11,6 +11,7 @@ void figure_handoff(Options const& options);
 void figure_timers(Options const& options);
 void figure_flow(Options const& options);
 void figure_durable(Options const& options);
+void figure_durable_scale(Options const& options);
 void figure_gateway(Options const& options);
 
 } // namespace bench

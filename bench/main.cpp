@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
                                          {"timers", bench::figure_timers},
                                          {"flow", bench::figure_flow},
                                          {"durable", bench::figure_durable},
+                                         {"durable-scale", bench::figure_durable_scale},
                                          {"gateway", bench::figure_gateway}};
     bench::Options options;
     std::string_view wanted;
@@ -39,7 +40,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     if (!found) {
-        std::fprintf(stderr, "usage: payments-bench [bus|handoff|timers|flow|durable|gateway] [--quick]\n");
+        std::fprintf(stderr, "usage: payments-bench [bus|handoff|timers|flow|durable|durable-scale|gateway] [--quick]\n");
         return 2;
     }
     return 0;

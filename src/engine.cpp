@@ -121,8 +121,14 @@ struct Engine::Impl {
     // UNKNOWN are re-driven on their own keys. When build() returns, all of
     // it has started.
     void recover() {
-        auto const restarted = relay->restart();
-        recovery = {restarted.republished, restarted.rearmed, processor->recover()};
+        try {
+            auto const restarted = relay->restart();
+            recovery = {restarted.republished, restarted.rearmed, processor->recover()};
+        } catch (application::StorageFailure const& failure) {
+            // What was found is started; the janitor finds the rest once the store reads.
+            logger->error("recovery could not read the store", {{"error", failure.what()}});
+            return;
+        }
         if (recovery.republished + recovery.rearmed + recovery.redriven == 0) return;
         logger->warn("recovering work from an earlier run",
                      {{"republished", static_cast<std::int64_t>(recovery.republished)},

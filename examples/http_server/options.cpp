@@ -67,6 +67,9 @@ void add_flags(CLI::App& app, Options& o) {
         ->envname(env_name("threads"))
         ->default_str(std::to_string(o.threads))
         ->check(CLI::Range(0u, 1024u));
+    flag(app, "handler-threads", o.handler_threads,
+         "threads that run requests and wait for their commit (0: the I/O threads)")
+        ->check(CLI::Range(0u, 4096u));
     flag(app, "max-connections", o.max_connections,
          "open connections at most; at the limit the longest idle one is closed")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1'000'000}));

@@ -20,6 +20,10 @@ struct Options {
     std::string bind = "0.0.0.0";
     std::uint16_t port = 8080;
     unsigned threads = 0; ///< 0: one per core
+    /// Threads that run requests: a request waits there for its commit, off
+    /// the I/O threads, so that many wait at once and the store's group
+    /// commit makes one transaction of them. 0: on the I/O threads.
+    unsigned handler_threads = 64;
     std::size_t body_limit = 64 * 1024;
     std::size_t header_limit = 8 * 1024;
     std::size_t uri_limit = 4 * 1024;

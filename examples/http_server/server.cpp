@@ -3,6 +3,8 @@
 #include "protocol.hpp"
 
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -74,6 +76,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
     net::io_context& io;
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
     std::vector<std::thread> workers;
+    std::optional<net::thread_pool> handlers; // runs requests; empty: the I/O threads do
     tcp::acceptor acceptor;
     std::atomic<std::size_t> open{0};       // regular sessions, at most max_connections (+ those being shed)
     std::atomic<std::size_t> overloaded{0}; // overload sessions, at most overload_connections
@@ -198,7 +201,18 @@ private:
         if (rearm_for_drain(ec)) return read_body();
         if (ec) return failed_read(ec);
         reading_ = false;
-        Response response = server_->api.handle(parser_->get());
+        // A request may wait for its commit: on the handler threads, so that
+        // the I/O threads keep reading the others. The session does nothing
+        // else until the answer comes back to its strand.
+        if (overload_ || !server_->handlers) return answer(server_->api.handle(parser_->get()));
+        net::post(*server_->handlers, [self = shared_from_this()] {
+            Response response = self->server_->api.handle(self->parser_->get());
+            net::post(self->stream_.get_executor(),
+                      [self, response = std::move(response)]() mutable { self->answer(std::move(response)); });
+        });
+    }
+
+    void answer(Response response) {
         if (draining_ || overload_ || server_->draining.load()) response.keep_alive(false);
         write(std::move(response));
     }
@@ -326,6 +340,7 @@ payments::Result<std::uint16_t> Server::start() {
     if (ec) return payments::reject(payments::ErrorCode::unavailable, "cannot listen on " + impl_->options.bind + ":" +
                                                                          std::to_string(impl_->options.port) + ": " + ec.message());
     impl_->work.emplace(impl_->io.get_executor());
+    if (impl_->options.handler_threads > 0) impl_->handlers.emplace(impl_->options.handler_threads);
     impl_->accept();
     for (unsigned i = 0; i < worker_threads(impl_->options); ++i) impl_->workers.emplace_back([impl = impl_] { impl->io.run(); });
     return acceptor.local_endpoint().port();
@@ -355,6 +370,7 @@ void Server::stop() {
     impl_->io.stop();
     for (auto& t : impl_->workers) t.join();
     impl_->workers.clear();
+    if (impl_->handlers) impl_->handlers->join(); // what they post back is dropped with the stopped context
 }
 
 } // namespace http_server

@@ -88,6 +88,11 @@ std::optional<CircuitTransition> CircuitBreaker::record(std::uint64_t generation
     return std::nullopt;
 }
 
+void CircuitBreaker::forgo(std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (generation == generation_ && state_ == CircuitState::half_open && probes_out_ > 0) --probes_out_;
+}
+
 bool CircuitBreaker::usable(Timestamp now) const {
     std::lock_guard lock(mutex_);
     switch (state_) {

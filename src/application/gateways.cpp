@@ -64,7 +64,7 @@ std::string route_new_attempt(Gateways const& gateways, Timestamp now, Payment c
 }
 
 bool is_provider_failure(ChargeAnswer const& answer) noexcept {
-    return answer.failure && answer.failure->kind != FailureKind::declined && !answer.card_level;
+    return answer.failure && answer.failure->kind != FailureKind::declined && !answer.card_level && !answer.over_limit;
 }
 
 } // namespace payments::application

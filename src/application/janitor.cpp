@@ -37,9 +37,9 @@ std::size_t PaymentProcessor::run_janitor() {
 }
 
 // At start nothing is driving anything yet: every due attempt is stalled.
-std::size_t PaymentProcessor::recover() { return redrive(Duration::zero()); }
+std::size_t PaymentProcessor::recover() { return redrive(Duration::zero(), true); }
 
-std::size_t PaymentProcessor::redrive(Duration grace) {
+std::size_t PaymentProcessor::redrive(Duration grace, bool at_start) {
     if (stopped()) return 0;
     std::size_t redriven = 0;
     Timestamp const now = ports_.clock.now();
@@ -58,8 +58,16 @@ std::size_t PaymentProcessor::redrive(Duration grace) {
                 ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
                 ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment->id().str()}});
                 ++redriven;
-                on_requested(request);
-            } else {
+                if (!at_start) {
+                    on_requested(request);
+                    continue;
+                }
+                // At start, through the bus to this processor's own handler:
+                // the attempts run on the engine's threads at once (each waits
+                // for its commit, and many waiting share transactions), as a
+                // republished event would. The handler is idempotent.
+                if (!ports_.bus.publish(request)) on_requested(request);
+            } else if (payment->unresolved()) {
                 bool verifying = false;
                 {
                     std::lock_guard lock(mutex_);

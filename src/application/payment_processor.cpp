@@ -46,6 +46,8 @@ Result<void> ProcessorOptions::validate() const {
         return reject(ErrorCode::invalid_argument, "verification limit must be positive and at most a year");
     if (janitor_interval < Duration::zero() || janitor_interval > std::chrono::hours(24))
         return reject(ErrorCode::invalid_argument, "janitor interval must be between 0 (off) and 24 hours");
+    if (over_limit_wait <= Duration::zero() || over_limit_wait > std::chrono::minutes(1))
+        return reject(ErrorCode::invalid_argument, "over-limit wait must be positive and at most a minute");
     return {};
 }
 
@@ -145,6 +147,20 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         defer(requested, now + options_.janitor_interval + options_.gateway_timeout);
         return;
     }
+    // A key an earlier run made may have reached the gateway before that run
+    // ended: what the gateway knows of it comes first.
+    if (!is_key_of_this_run(ports_, payment->gateway_key())) {
+        bool looked_up = false;
+        {
+            std::lock_guard lock(mutex_);
+            looked_up = looked_up_.erase(env.payment_id) != 0;
+        }
+        if (!looked_up) {
+            guard.armed = false; // the look-up's answer or its timeout releases it
+            look_up_before_sending(requested, *gateway);
+            return;
+        }
+    }
     auto permit = gateway->breaker.acquire(now);
     if (permit.transition) circuit_changed(*gateway, *permit.transition);
     if (!permit.granted) {
@@ -192,13 +208,58 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
             if (!self) return;
             if (call->first()) {
                 self->ports_.scheduler.cancel(call->timeout);
+                if (outcome.over_limit) return self->wait_for_room(*call);
                 self->ports_.metrics.gateway_latency(self->ports_.clock.now() - call->started);
                 self->count_call(*call, is_provider_failure(outcome));
                 self->on_answer(call->requested, outcome);
-            } else {
+            } else if (!outcome.over_limit) {
                 self->on_late_answer(call->requested, outcome);
             }
+            if (!outcome.over_limit) self->room_made(*call->gateway);
         });
+}
+
+// The look-up of a key an earlier run made, before anything is sent on it
+// (the look-up goes to the gateway that holds the key, whatever its circuit says).
+void PaymentProcessor::look_up_before_sending(PaymentRequested const& requested, Gateways::Entry& gateway) {
+    ports_.logger.info("looking up an attempt an earlier run made, before sending it",
+                       {{"payment_id", requested.envelope.payment_id.str()}, {"gateway", gateway.name}});
+    auto call = std::make_shared<Call>(requested, ports_.clock.now());
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    call->timeout = ports_.scheduler.call_at(call->started + options_.gateway_timeout, [weak, call] {
+        if (!call->first()) return;
+        if (auto self = weak.lock()) self->on_lookup_before_sending(call->requested, std::nullopt);
+    });
+    gateway.gateway->lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
+        auto self = weak.lock();
+        if (!self) return;
+        if (call->first()) {
+            self->ports_.scheduler.cancel(call->timeout);
+            self->on_lookup_before_sending(call->requested, status);
+        } else if (auto answer = definitive_answer(status)) {
+            self->on_late_answer(call->requested, *answer);
+        }
+    });
+}
+
+// A definitive record settles the attempt; anything else (no record, a
+// pending one, no answer in time) sends it, on the same key.
+void PaymentProcessor::on_lookup_before_sending(PaymentRequested const& requested,
+                                                std::optional<ChargeStatus> const& status) {
+    PaymentId const& id = requested.envelope.payment_id;
+    {
+        ClaimGuard guard{*this, id};
+        if (auto answer = status ? definitive_answer(*status) : std::nullopt) {
+            settle_logged(requested, *answer);
+            return;
+        }
+    }
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_) return;
+        looked_up_.insert(id);
+    }
+    on_requested(requested);
 }
 
 bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {
@@ -223,6 +284,74 @@ void PaymentProcessor::count_call(Call const& call, bool provider_failure) {
         circuit_changed(*call.gateway, *moved);
 }
 
+void PaymentProcessor::wait_for_room(Call const& call) {
+    // Nothing was sent: the provider neither failed nor worked, so the
+    // circuit counts nothing (a half-open probe is given back), and the
+    // attempt is neither failed nor retried: it is sent again, same key,
+    // once a call at this gateway ends (room_made) or the timer fires.
+    call.gateway->breaker.forgo(call.generation);
+    PaymentId const& id = call.requested.envelope.payment_id;
+    bool arm = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopped_ && deferred_.insert(id).second) {
+            WaitingForRoom& waiting = waiting_for_room_[call.gateway];
+            waiting.attempts.push_back(call.requested);
+            arm = !std::exchange(waiting.timer_armed, true);
+        }
+    }
+    release(id);
+    if (arm) arm_room_timer(*call.gateway);
+}
+
+void PaymentProcessor::room_made(Gateways::Entry const& gateway) {
+    std::optional<PaymentRequested> next;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = waiting_for_room_.find(&gateway);
+        if (stopped_ || it == waiting_for_room_.end() || it->second.attempts.empty()) return;
+        next = std::move(it->second.attempts.front());
+        it->second.attempts.pop_front();
+    }
+    // Through the scheduler: a gateway that answers inline must not recurse.
+    send_again(*next, ports_.clock.now());
+}
+
+// When no call at the gateway ends (the limit is held by calls of another
+// process's making, or the answers came before the refusal), one waiting
+// attempt is sent again per timer, never more: no spin.
+void PaymentProcessor::arm_room_timer(Gateways::Entry const& gateway) {
+    Duration const wait = options_.over_limit_wait;
+    auto const jitter = Duration(static_cast<Duration::rep>(ports_.random.uniform(static_cast<std::uint64_t>(wait.count()))));
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    ports_.scheduler.call_at(ports_.clock.now() + wait + jitter, [weak, &gateway] {
+        auto self = weak.lock();
+        if (!self) return;
+        bool rearm = false;
+        {
+            std::lock_guard lock(self->mutex_);
+            WaitingForRoom& waiting = self->waiting_for_room_[&gateway];
+            rearm = !self->stopped_ && waiting.attempts.size() > 1;
+            waiting.timer_armed = rearm;
+        }
+        self->room_made(gateway);
+        if (rearm) self->arm_room_timer(gateway);
+    });
+}
+
+void PaymentProcessor::send_again(PaymentRequested const& requested, Timestamp at) {
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    ports_.scheduler.call_at(at, [weak, requested] {
+        auto self = weak.lock();
+        if (!self) return;
+        {
+            std::lock_guard lock(self->mutex_);
+            self->deferred_.erase(requested.envelope.payment_id);
+        }
+        self->on_requested(requested);
+    });
+}
+
 void PaymentProcessor::circuit_changed(Gateways::Entry const& gateway, CircuitTransition transition) {
     ports_.metrics.gateway_circuit_transition(gateway.name, transition);
     ports_.logger.log(transition.to == CircuitState::open ? LogLevel::warn : LogLevel::info, "gateway circuit changed", {{"gateway", gateway.name},
@@ -240,17 +369,7 @@ void PaymentProcessor::defer(PaymentRequested const& requested, Timestamp at) {
     }
     Timestamp const now = ports_.clock.now();
     Duration const least = std::max(options_.retry.max_delay(1), Duration(std::chrono::milliseconds(1)));
-    at = std::max(at, now + least) + options_.retry.delay(1, ports_.random);
-    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
-    ports_.scheduler.call_at(at, [weak, requested] {
-        auto self = weak.lock();
-        if (!self) return;
-        {
-            std::lock_guard lock(self->mutex_);
-            self->deferred_.erase(requested.envelope.payment_id);
-        }
-        self->on_requested(requested);
-    });
+    send_again(requested, std::max(at, now + least) + options_.retry.delay(1, ports_.random));
 }
 
 bool PaymentProcessor::deferred(PaymentId const& id) const {

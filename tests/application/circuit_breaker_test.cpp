@@ -73,6 +73,14 @@ SCENARIO("a half-open circuit lets one probe through, and its success closes the
                     CHECK(breaker.acquire(later).granted);
                 }
             }
+            AND_WHEN("the probe is refused by the adapter's own limit, never sent") {
+                breaker.forgo(probe.generation);
+                THEN("the circuit stays half-open and the probe is free for the next call") {
+                    CHECK(breaker.state(later) == CircuitState::half_open);
+                    CHECK(breaker.usable(later));
+                    CHECK(breaker.acquire(later).granted);
+                }
+            }
             AND_WHEN("the probe fails") {
                 auto moved = breaker.record(probe.generation, true, later);
                 THEN("the circuit opens for another open time") {
@@ -108,6 +116,8 @@ TEST_CASE("the breaker counts the provider's failures, not the card's") {
     CHECK(is_provider_failure(ChargeAnswer::failed(FailureKind::unknown_outcome, "timeout")));
     CHECK_FALSE(is_provider_failure(ChargeAnswer::failed(FailureKind::declined, "card declined")));
     CHECK_FALSE(is_provider_failure(ChargeAnswer::success("ch_1", usd(100))));
+    CHECK_FALSE(is_provider_failure(ChargeAnswer::failed_at_card(FailureKind::transient, "issuer unavailable")));
+    CHECK_FALSE(is_provider_failure(ChargeAnswer::refused_over_limit("too many calls in flight; not sent")));
 }
 
 TEST_CASE("breaker options are checked") {

@@ -42,6 +42,26 @@ SCENARIO("a write the disk refuses is 503 storage_unavailable with Retry-After, 
     }
 }
 
+SCENARIO("a read the disk refuses is 503 storage_unavailable, not 404") {
+    test::TempDir dir;
+    TestServer s(on_sqlite(dir));
+    auto& vfs = test::FaultyVfs::instance();
+    GIVEN("an invoice just committed (the readers' pages are stale) and a disk that fails every read") {
+        REQUIRE(s.call(http::verb::post, "/invoices", R"({"id":"inv_read","amount":1999})").result() ==
+                http::status::created);
+        vfs.failing_reads = true;
+        auto missing = s.call(http::verb::get, "/invoices/inv_none");
+        auto paid = s.call(http::verb::post, "/invoices/inv_none/pay", R"({"payment_method":"pm_card_ok"})");
+        vfs.failing_reads = false;
+        THEN("a look-up it could not make answers 503, and the same look-up answers 404 once the disk reads") {
+            CHECK(missing.result() == http::status::service_unavailable);
+            CHECK(code_of(missing) == "storage_unavailable");
+            CHECK(paid.result() == http::status::service_unavailable);
+            CHECK(s.call(http::verb::get, "/invoices/inv_none").result() == http::status::not_found);
+        }
+    }
+}
+
 SCENARIO("GET /invoices/{id}/events is the invoice's history, in commit order") {
     test::TempDir dir;
     TestServer s(on_sqlite(dir));

@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <fstream>
 #include <thread>
 
@@ -122,6 +123,51 @@ SCENARIO("a SQLite store refuses files it must not use, with a clear error") {
             CHECK(second.error().detail.find("in use by another process") != std::string::npos);
             first.reset();
             CHECK(SqliteStore::open({.path = dir.file("busy.db")}));
+        }
+    }
+}
+
+SCENARIO("a file that fails the integrity check opens at once and then refuses writes") {
+    TempDir dir;
+    std::string const path = dir.file("damaged.db");
+    Invoice const invoice = an_invoice();
+    GIVEN("a file with an invoice, whose outbox index page is zeroed on disk (open reads no outbox)") {
+        {
+            auto store = open_store(path);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        }
+        std::int64_t root = 0;
+        {
+            sqlite3* db = nullptr;
+            REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+            sqlite3_stmt* s = nullptr;
+            sqlite3_prepare_v2(db, "SELECT rootpage FROM sqlite_schema WHERE name = 'outbox_by_invoice'", -1, &s, nullptr);
+            REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+            root = sqlite3_column_int64(s, 0);
+            sqlite3_finalize(s);
+            sqlite3_close(db);
+        }
+        {
+            std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+            file.seekp((root - 1) * 4096);
+            std::string const zeros(4096, '\0');
+            file.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+        }
+        WHEN("a store opens it") {
+            auto store = SqliteStore::open({.path = path});
+            std::string const refusal = store ? std::string() : store.error().detail;
+            INFO(refusal);
+            REQUIRE(store);
+            auto const deadline = std::chrono::steady_clock::now() + 5s;
+            while ((*store)->storage_errors() == 0 && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::yield();
+            THEN("once the check has read the file, a commit is refused with the check's verdict") {
+                Invoice const another = Invoice::from(Invoice::create(iid("inv_2"), usd(1000), "order 43", meta()).value());
+                auto committed = (*store)->commit({Changes::InvoiceWrite{another, 0}, {}});
+                REQUIRE_FALSE(committed);
+                CHECK(committed.error().code == ErrorCode::storage_unavailable);
+                CHECK(committed.error().detail.find("integrity check") != std::string::npos);
+            }
         }
     }
 }
@@ -281,6 +327,57 @@ SCENARIO("after a crash the outbox is published again and the attempt is charged
                 CHECK(engine->simulated_gateway()->charges_for(invoice.id()) == 1);
                 // Requested (committed before the crash), succeeded, paid.
                 CHECK(engine->service().history(invoice.id()).value().size() == 3);
+            }
+        }
+    }
+}
+
+namespace {
+
+// A provider whose ledger already holds every key it is asked about: the
+// charge went through before the process died. Counts what it is asked.
+class ProviderThatBooked final : public application::PaymentGateway {
+public:
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        ++charges;
+        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
+    }
+    void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
+        ++lookups;
+        on_answer(application::ChargeStatus::booked("ch_" + key, usd(1000)));
+    }
+    std::atomic<int> charges{0};
+    std::atomic<int> lookups{0};
+};
+
+} // namespace
+
+SCENARIO("after a crash an attempt left REQUESTED is looked up on its key before anything is sent") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    Invoice invoice = an_invoice();
+    GIVEN("a file where a payment was requested, and a provider that charged its key before the process died") {
+        {
+            auto store = open_store(path);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            Invoice processing = invoice;
+            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            processing.apply(requested);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
+            changes.events.emplace_back(requested);
+            REQUIRE(store->commit(changes));
+        }
+        auto provider = std::make_shared<ProviderThatBooked>();
+        WHEN("an engine starts on it") {
+            std::shared_ptr<SqliteStore> store = open_store(path);
+            EngineOptions options;
+            options.log_output = nullptr;
+            options.threads = 2;
+            auto engine = Engine::builder(options).store(store).idempotency_store(store).gateway("a", provider).build().value();
+            THEN("the look-up settles it PAID and no charge is sent again") {
+                REQUIRE(reaches(*engine, invoice.id(), InvoiceStatus::paid));
+                CHECK(provider->lookups >= 1);
+                CHECK(provider->charges == 0);
             }
         }
     }

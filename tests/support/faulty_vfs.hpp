@@ -22,6 +22,8 @@ public:
 
     /// While true, every write and sync fails.
     std::atomic<bool> failing{false};
+    /// While true, every read fails with SQLITE_IOERR_READ.
+    std::atomic<bool> failing_reads{false};
     /// The code a failing write returns: SQLITE_IOERR_WRITE or SQLITE_FULL.
     std::atomic<int> error{SQLITE_IOERR_WRITE};
 
@@ -57,7 +59,10 @@ private:
         if (me.methods_.iVersion == 0) {
             me.methods_ = *wrapped->real->pMethods;
             me.methods_.xClose = [](sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); };
-            me.methods_.xRead = [](sqlite3_file* f, void* b, int n, sqlite3_int64 o) { return real(f)->pMethods->xRead(real(f), b, n, o); };
+            me.methods_.xRead = [](sqlite3_file* f, void* b, int n, sqlite3_int64 o) {
+                if (self(f).failing_reads) return SQLITE_IOERR_READ;
+                return real(f)->pMethods->xRead(real(f), b, n, o);
+            };
             me.methods_.xWrite = [](sqlite3_file* f, void const* b, int n, sqlite3_int64 o) {
                 if (self(f).failing) return self(f).error.load();
                 return real(f)->pMethods->xWrite(real(f), b, n, o);

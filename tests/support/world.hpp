@@ -50,6 +50,10 @@ public:
     void charge(application::ChargeRequest request,
                 std::function<void(application::ChargeAnswer)> on_answer) override {
         ++charges;
+        if (refuse_over_limit > 0) {
+            --refuse_over_limit;
+            return on_answer(application::ChargeAnswer::refused_over_limit("too many calls in flight; not sent"));
+        }
         if (mode == Mode::failing)
             return on_answer(application::ChargeAnswer::failed(FailureKind::transient, "provider answered 503"));
         if (mode == Mode::silent) return;
@@ -64,6 +68,7 @@ public:
         inner_.lookup(std::move(key), std::move(on_answer));
     }
     int unanswered_lookups = 0;
+    int refuse_over_limit = 0; ///< the next this many charges are refused unsent, as an adapter at its limit does
     int lookups = 0;
     int charges = 0; ///< charge calls, answered or not
     Mode mode = Mode::working;

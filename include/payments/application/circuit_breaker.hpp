@@ -63,6 +63,11 @@ public:
     /// state (an older generation) is not counted.
     std::optional<CircuitTransition> record(std::uint64_t generation, bool provider_failure, domain::Timestamp now);
 
+    /// A granted call that was never made (the adapter refused it before
+    /// sending, ChargeAnswer::over_limit): counts nothing, and gives a
+    /// half-open probe back so that another call can take it.
+    void forgo(std::uint64_t generation);
+
     /// Whether a new attempt should be routed here: closed, half-open with a
     /// probe free, or open past `open_for`. Changes nothing.
     bool usable(domain::Timestamp now) const;

@@ -72,7 +72,9 @@ std::string route_new_attempt(Gateways const& gateways, domain::Timestamp now, d
 
 /// The breaker's rule for answers: TRANSIENT and UNKNOWN_OUTCOME (and no
 /// answer in time) are the provider's failures; a charge, a decline or a
-/// card-level failure (ChargeAnswer::card_level) is the provider working.
+/// card-level failure (ChargeAnswer::card_level) is the provider working. A
+/// refusal by the adapter's own limit (ChargeAnswer::over_limit) is neither:
+/// the processor does not count it at all (CircuitBreaker::forgo).
 bool is_provider_failure(ChargeAnswer const& answer) noexcept;
 
 } // namespace payments::application

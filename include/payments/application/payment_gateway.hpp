@@ -33,6 +33,13 @@ struct ChargeAnswer {
     /// issuer's answer (a 402 processing error), not the provider failing:
     /// the gateway's circuit breaker does not count it.
     bool card_level = false;
+    /// Refused by the adapter's own limit (calls in flight) before anything
+    /// was sent: a TRANSIENT failure that is neither the provider failing nor
+    /// the provider working, and safe to send again, here or at another
+    /// gateway. The circuit breaker does not count it; the processor holds
+    /// the attempt until the gateway has room, failing nothing and using no
+    /// retry (see ProcessorOptions::over_limit_wait).
+    bool over_limit = false;
 
     static ChargeAnswer success(std::string reference, domain::Money charged) {
         return {std::move(reference), charged, std::nullopt};
@@ -44,6 +51,12 @@ struct ChargeAnswer {
     static ChargeAnswer failed_at_card(domain::FailureKind kind, std::string reason) {
         ChargeAnswer answer = failed(kind, std::move(reason));
         answer.card_level = true;
+        return answer;
+    }
+    /// Not sent: the adapter's own limit refused the charge (see over_limit).
+    static ChargeAnswer refused_over_limit(std::string reason) {
+        ChargeAnswer answer = failed(domain::FailureKind::transient, std::move(reason));
+        answer.over_limit = true;
         return answer;
     }
     bool succeeded() const noexcept { return !failure.has_value(); }

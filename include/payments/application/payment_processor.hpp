@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +33,12 @@ struct ProcessorOptions {
     /// How often the janitor looks for attempts that nothing drives any more;
     /// zero turns it off. It runs only while some invoice is PROCESSING.
     domain::Duration janitor_interval = std::chrono::seconds(60);
+    /// An attempt its gateway refused unsent at the adapter's own limit
+    /// (ChargeAnswer::over_limit) waits for room: each answer from that
+    /// gateway sends one waiting attempt again, and when none comes, one is
+    /// sent again after this long plus a jitter of up to as much. It fails
+    /// nothing and uses no retry.
+    domain::Duration over_limit_wait = std::chrono::milliseconds(50);
     /// true: the janitor's rounds go on while nothing is PROCESSING. With a
     /// store several processes share, another process's work may need taking
     /// over at any time (the server sets it for PostgreSQL).
@@ -93,10 +100,13 @@ public:
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
     /// Recovery at start, over work an earlier run left unsettled: every
-    /// attempt REQUESTED and due is sent again under its own key (the
-    /// gateway's idempotency answers with the first call's outcome, and never
-    /// charges a key twice), every UNKNOWN one is verified with look-ups of
-    /// its key. The janitor's round without its grace; returns how many.
+    /// attempt REQUESTED and due is published on the bus to this processor's
+    /// handler (all at once, so that their commits share transactions): its key is
+    /// looked up first, as for any attempt whose key an earlier run made: a
+    /// definitive record settles it; no record, a pending one or no answer
+    /// in time sends it again on the same key (the gateway never charges a
+    /// key twice). Every UNKNOWN one is verified with look-ups of its key.
+    /// The janitor's round without its grace; returns how many.
     std::size_t recover();
 
     /// What a provider said unasked (a signed webhook) about the charge under
@@ -112,6 +122,8 @@ private:
     struct Call;
 
     void on_requested(domain::PaymentRequested const& requested);
+    void look_up_before_sending(domain::PaymentRequested const& requested, Gateways::Entry& gateway);
+    void on_lookup_before_sending(domain::PaymentRequested const& requested, std::optional<ChargeStatus> const& status);
     void on_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void on_late_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void verify(domain::PaymentRequested const& requested);
@@ -121,7 +133,7 @@ private:
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
-    std::size_t redrive(domain::Duration grace);
+    std::size_t redrive(domain::Duration grace, bool at_start = false);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
@@ -138,6 +150,13 @@ private:
     /// processor) and another gateway is usable; else it waits (defer).
     bool may_reroute_unsent(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
+    /// The rule for a charge refused unsent at the adapter's own limit: not
+    /// counted by the circuit, not failed; the attempt waits for room.
+    void wait_for_room(Call const& call);
+    /// A call at `gateway` ended: one attempt waiting for room there is sent again.
+    void room_made(Gateways::Entry const& gateway);
+    void arm_room_timer(Gateways::Entry const& gateway);
+    void send_again(domain::PaymentRequested const& requested, domain::Timestamp at);
     void circuit_changed(Gateways::Entry const& gateway, CircuitTransition transition);
     bool stopped() const;
 
@@ -160,8 +179,16 @@ private:
     mutable std::condition_variable idle_;
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
-    std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit
+    std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit or a full gateway
+    // Attempts refused at a gateway's own limit, oldest first, and whether a
+    // timer will send one again.
+    struct WaitingForRoom {
+        std::deque<domain::PaymentRequested> attempts;
+        bool timer_armed = false;
+    };
+    std::unordered_map<Gateways::Entry const*, WaitingForRoom> waiting_for_room_; // Owned by: mutex_
     std::unordered_set<domain::PaymentId> sent_;             // Owned by: mutex_; charges sent, outcome not yet recorded
+    std::unordered_set<domain::PaymentId> looked_up_;        // Owned by: mutex_; an earlier run's key, looked up, to send now
     bool janitor_armed_ = false;                             // Owned by: mutex_
     bool stopped_ = false;                                   // Owned by: mutex_
 };

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 namespace payments::application {
@@ -63,6 +64,14 @@ struct Changes {
     std::vector<domain::Event> events = {};            ///< published after the commit, in order
     std::vector<ScheduledEvent> scheduled = {};        ///< delivered at their time, after the commit
     std::optional<IdempotencyCompletion> idempotency = {}; ///< kept by a store that is also the IdempotencyStore
+};
+
+/// Thrown by a durable store's reads when the storage cannot answer (an I/O
+/// error, a record that does not decode): a read never answers "not found"
+/// for what it could not read. PaymentService answers it as
+/// `storage_unavailable`; the bus retries a handler that throws it.
+struct StorageFailure : std::runtime_error {
+    using std::runtime_error::runtime_error;
 };
 
 /// Where invoices and payments live, with the outbox of their events.

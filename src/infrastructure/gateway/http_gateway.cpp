@@ -349,7 +349,7 @@ void HttpGateway::charge(ChargeRequest request, std::function<void(ChargeAnswer)
     if (!admit(impl->in_flight, impl->options.max_in_flight)) {
         ++impl->charges[Impl::charge_over_limit];
         net::post(impl->executor, [on_answer = std::move(on_answer)] {
-            on_answer(ChargeAnswer::failed(FailureKind::transient, "too many calls in flight; not sent"));
+            on_answer(ChargeAnswer::refused_over_limit("too many calls in flight; not sent"));
         });
         return;
     }

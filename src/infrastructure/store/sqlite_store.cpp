@@ -1,5 +1,6 @@
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
+#include "aggregate_cache.hpp"
 #include "encoded_changes.hpp"
 #include "record_codec.hpp"
 #include "sqlite_db.hpp"
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <semaphore>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -65,10 +67,13 @@ private:
 };
 
 // One unit of work for the writer, applied inside the batch's transaction.
+// Its caller waits on `finished` alone: the writer wakes exactly the callers
+// of the batch it committed, not every thread waiting on the store.
 struct Job {
+    explicit Job(std::function<Result<void>(Connection&)> f) : apply(std::move(f)) {}
     std::function<Result<void>(Connection&)> apply;
     Result<void> result;
-    bool done = false;
+    std::binary_semaphore finished{0};
 };
 
 } // namespace
@@ -85,7 +90,7 @@ struct SqliteStore::Impl {
 
     std::mutex queue_mutex;
     std::condition_variable work;
-    std::condition_variable answered;
+    bool writer_waiting = false;                   // Owned by: queue_mutex
     std::deque<std::shared_ptr<Job>> queue;        // Owned by: queue_mutex
     std::vector<std::int64_t> delivered_seqs;      // Owned by: queue_mutex; written with the next batch
     std::vector<std::string> delivered_scheduled;  // Owned by: queue_mutex
@@ -100,11 +105,116 @@ struct SqliteStore::Impl {
     std::mutex claims_mutex;
     std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
 
+    // Recently committed aggregates, read back without a read transaction.
+    AggregateCache<InvoiceId, Invoice> invoice_cache;
+    AggregateCache<PaymentId, Payment> payment_cache;
+
     std::atomic<std::uint64_t> invoices{0}, payments{0}, transactions{0}, commands{0}, storage_errors{0};
     mutable std::atomic<std::uint64_t> read_errors{0};
     std::thread writer_thread;
 
-    Impl(SqliteStoreOptions o, ProcessLock l) : options(std::move(o)), lock(std::move(l)) {}
+    // The checkpointer copies the WAL back into the file on a thread of its
+    // own, so that the writer's commits never wait for that copy and its
+    // fsyncs (SQLite's automatic checkpoint runs inside a commit).
+    std::mutex checkpoint_mutex;
+    std::condition_variable checkpoint_due;
+    int wal_frames = 0;           // Owned by: checkpoint_mutex; the WAL's length after the last commit
+    bool checkpoint_closing = false; // Owned by: checkpoint_mutex
+    std::thread checkpoint_thread;
+
+    // SQLite's quick_check over the whole file, started at open on a thread
+    // of its own: it reads every page (seconds for a million invoices), and
+    // start-up does not wait for it. A file that fails it refuses writes.
+    std::mutex check_mutex;
+    sqlite3* checking = nullptr;        // Owned by: check_mutex; interrupted at close
+    bool check_closing = false;         // Owned by: check_mutex
+    std::optional<std::string> damage;  // Owned by: check_mutex; the check's verdict when not "ok"
+    std::thread check_thread;
+
+    void run_integrity_check() {
+        std::string verdict;
+        try {
+            auto c = open_connection();
+            {
+                std::lock_guard guard(check_mutex);
+                if (check_closing) return;
+                checking = c->get();
+            }
+            Statement& check = c->prepare("PRAGMA quick_check");
+            verdict = check.step() ? std::string(check.text(0)) : "no answer";
+            c->finish();
+            std::lock_guard guard(check_mutex);
+            checking = nullptr;
+            if (check_closing) return; // interrupted: no verdict
+        } catch (sqlite::Failure const& failure) {
+            std::lock_guard guard(check_mutex);
+            checking = nullptr;
+            if (check_closing) return;
+            verdict = failure.what();
+        }
+        if (verdict == "ok") return;
+        ++storage_errors;
+        std::lock_guard guard(check_mutex);
+        damage = options.path + " fails SQLite's integrity check: " + verdict + "; writes are refused";
+    }
+
+    std::optional<std::string> damaged() {
+        std::lock_guard guard(check_mutex);
+        return damage;
+    }
+
+    // After each commit (SQLite's WAL hook, on the writer thread).
+    static int on_wal_commit(void* self, sqlite3*, char const*, int frames) {
+        auto* impl = static_cast<Impl*>(self);
+        {
+            std::lock_guard guard(impl->checkpoint_mutex);
+            impl->wal_frames = frames;
+        }
+        if (frames >= checkpoint_frames) impl->checkpoint_due.notify_one();
+        return SQLITE_OK;
+    }
+    static constexpr int checkpoint_frames = 1000; // SQLite's own default threshold
+
+    void run_checkpointer() {
+        std::unique_ptr<Connection> c;
+        std::unique_lock guard(checkpoint_mutex);
+        for (;;) {
+            checkpoint_due.wait(guard, [&] { return checkpoint_closing || wal_frames >= checkpoint_frames; });
+            if (checkpoint_closing) return;
+            wal_frames = 0;
+            guard.unlock();
+            try {
+                if (!c) {
+                    c = std::make_unique<Connection>(options.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, options.vfs);
+                    configure(*c);
+                }
+                // PASSIVE: copies what no reader still needs, never waits for the writer.
+                int const rc = sqlite3_wal_checkpoint_v2(c->get(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+                if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+                    ++storage_errors;
+                    c.reset(); // tried again at the next commit's threshold
+                }
+            } catch (sqlite::Failure const&) {
+                ++storage_errors;
+                c.reset();
+            }
+            guard.lock();
+        }
+    }
+
+    Impl(SqliteStoreOptions o, ProcessLock l)
+        : options(std::move(o)), lock(std::move(l)), invoice_cache(options.cached_aggregates),
+          payment_cache(options.cached_aggregates) {}
+
+    // An aggregate from the cache, or read from the file and kept.
+    template <class Cache, class Read>
+    auto cached(Cache& cache, auto const& id, Read&& from_file) const -> decltype(from_file(std::declval<Connection&>())) {
+        if (auto hit = cache.find(id)) return hit;
+        auto const since = cache.stamp();
+        auto found = read(std::forward<Read>(from_file));
+        if (found) cache.fill(id, *found, since);
+        return found;
+    }
 
     void configure(Connection& c) const {
         c.exec(("PRAGMA busy_timeout=5000; PRAGMA cache_size=-" + std::to_string(options.cache_kib) + ";").c_str());
@@ -117,8 +227,9 @@ struct SqliteStore::Impl {
         return c;
     }
 
-    // Runs `read` on a read connection; SQLite errors become an empty answer
-    // (logged by the caller's absence of data) rather than a crash.
+    // Runs `read` on a read connection; an SQLite error or a record that does
+    // not decode is thrown as application::StorageFailure, never answered as
+    // "nothing there".
     template <class F>
     auto read(F&& f) const -> decltype(f(std::declval<Connection&>())) {
         std::unique_ptr<Connection> c;
@@ -142,28 +253,30 @@ struct SqliteStore::Impl {
                 impl.reader_free.notify_one();
             }
         } give_back{*this, c};
-        // A read that fails (an I/O error, a record that does not decode)
-        // answers "nothing" rather than crash the caller; the connection is
-        // dropped in case it is the broken part, and the failure counted.
+        // The connection is dropped in case it is the broken part, and the
+        // failure counted.
         try {
             if (!c) c = open_connection();
             auto result = f(*c);
             c->finish();
             return result;
-        } catch (std::exception const&) {
+        } catch (std::exception const& failure) {
             ++read_errors;
             c.reset();
-            return {};
+            throw application::StorageFailure(std::string("the store cannot read: ") + failure.what());
         }
     }
 
     Result<void> submit(std::function<Result<void>(Connection&)> apply) {
-        auto job = std::make_shared<Job>(Job{std::move(apply), {}, false});
-        std::unique_lock guard(queue_mutex);
-        if (closing) return reject(ErrorCode::unavailable, "the store is closed");
-        queue.push_back(job);
-        work.notify_one();
-        answered.wait(guard, [&] { return job->done; });
+        if (auto verdict = damaged()) return storage_error(*verdict);
+        auto job = std::make_shared<Job>(std::move(apply));
+        {
+            std::lock_guard guard(queue_mutex);
+            if (closing) return reject(ErrorCode::unavailable, "the store is closed");
+            queue.push_back(job);
+            if (writer_waiting) work.notify_one();
+        }
+        job->finished.acquire();
         return job->result;
     }
 
@@ -179,7 +292,9 @@ void SqliteStore::Impl::run_writer() {
     for (;;) {
         {
             std::unique_lock guard(queue_mutex);
+            writer_waiting = true;
             work.wait(guard, [&] { return !queue.empty() || closing; });
+            writer_waiting = false;
             if (queue.empty() && closing && delivered_seqs.empty() && delivered_scheduled.empty()) return;
             std::size_t const most = options.group_commit ? options.max_batch : 1;
             while (!queue.empty() && batch.size() < most) {
@@ -190,11 +305,7 @@ void SqliteStore::Impl::run_writer() {
             scheduled.swap(delivered_scheduled);
         }
         write_batch(batch, seqs, scheduled);
-        {
-            std::lock_guard guard(queue_mutex);
-            for (auto& job : batch) job->done = true;
-        }
-        answered.notify_all();
+        for (auto& job : batch) job->finished.release();
         batch.clear();
         seqs.clear();
         scheduled.clear();
@@ -209,12 +320,14 @@ void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, st
                                     std::vector<std::string>& scheduled) {
     Connection& c = *writer;
     try {
-        c.exec("BEGIN IMMEDIATE");
+        // Prepared once (sqlite3_exec would parse them again for every command).
+        c.prepare("BEGIN IMMEDIATE").step();
         for (auto& job : batch) {
-            c.exec("SAVEPOINT command");
+            c.prepare("SAVEPOINT command").step();
             job->result = job->apply(c);
             c.finish();
-            c.exec(job->result ? "RELEASE command" : "ROLLBACK TO command; RELEASE command");
+            if (!job->result) c.prepare("ROLLBACK TO command").step();
+            c.prepare("RELEASE command").step();
         }
         for (std::int64_t seq : seqs) c.prepare("UPDATE outbox SET delivered = 1 WHERE seq = ?").bind(1, seq).step();
         for (auto const& id : scheduled) c.prepare("DELETE FROM scheduled WHERE event_id = ?").bind(1, id).step();
@@ -222,7 +335,7 @@ void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, st
             auto const oldest = ticks(std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) - *options.event_retention);
             c.prepare("DELETE FROM outbox WHERE delivered = 1 AND occurred_at < ?").bind(1, oldest).step();
         }
-        c.exec("COMMIT");
+        c.prepare("COMMIT").step();
         ++transactions;
         commands += batch.size();
     } catch (sqlite::Failure const& failure) {
@@ -241,7 +354,10 @@ void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, st
 }
 
 SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+    sqlite3_wal_hook(impl_->writer->get(), &Impl::on_wal_commit, impl_.get());
+    impl_->checkpoint_thread = std::thread([impl = impl_.get()] { impl->run_checkpointer(); });
     impl_->writer_thread = std::thread([impl = impl_.get()] { impl->run_writer(); });
+    impl_->check_thread = std::thread([impl = impl_.get()] { impl->run_integrity_check(); });
 }
 
 SqliteStore::~SqliteStore() { close(); }
@@ -252,8 +368,20 @@ void SqliteStore::close() {
         if (impl_->closing) return;
         impl_->closing = true;
     }
+    {
+        std::lock_guard guard(impl_->check_mutex);
+        impl_->check_closing = true;
+        if (impl_->checking) sqlite3_interrupt(impl_->checking);
+    }
+    if (impl_->check_thread.joinable()) impl_->check_thread.join();
     impl_->work.notify_all();
     if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
+    {
+        std::lock_guard guard(impl_->checkpoint_mutex);
+        impl_->checkpoint_closing = true;
+    }
+    impl_->checkpoint_due.notify_one();
+    if (impl_->checkpoint_thread.joinable()) impl_->checkpoint_thread.join();
     impl_->writer.reset();
     std::lock_guard guard(impl_->readers_mutex);
     impl_->idle_readers.clear();
@@ -269,12 +397,12 @@ int user_version(Connection& c) {
     return version;
 }
 
-// quick_check, WAL, durability, schema: everything a file must pass to be used.
+// WAL, durability, schema: everything a file must pass to be opened.
 Result<void> prepare_file(Connection& c, SqliteStoreOptions const& options) {
-    Statement& check = c.prepare("PRAGMA quick_check");
-    std::string const verdict = check.step() ? std::string(check.text(0)) : "no answer";
+    // The header and the schema are read here (a file that is not a database
+    // fails at once); the whole file is checked on a thread of its own.
+    c.prepare("SELECT count(*) FROM sqlite_schema").step();
     c.finish();
-    if (verdict != "ok") return storage_error(options.path + " fails SQLite's integrity check: " + verdict);
     Statement& wal = c.prepare("PRAGMA journal_mode=WAL");
     std::string const mode = wal.step() ? std::string(wal.text(0)) : "";
     c.finish();
@@ -329,7 +457,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(SqliteStoreOptions option
 }
 
 std::optional<Invoice> SqliteStore::invoice(InvoiceId const& id) const {
-    return impl_->read([&](Connection& c) -> std::optional<Invoice> {
+    return impl_->cached(impl_->invoice_cache, id, [&](Connection& c) -> std::optional<Invoice> {
         Statement& s = c.prepare("SELECT body FROM invoices WHERE id = ?");
         if (!s.bind(1, id.str()).step()) return std::nullopt;
         return codec::decode_invoice(s.bytes(0));
@@ -366,7 +494,7 @@ application::InvoicePage SqliteStore::invoices(application::InvoiceQuery const& 
 }
 
 std::optional<Payment> SqliteStore::payment(PaymentId const& id) const {
-    return impl_->read([&](Connection& c) -> std::optional<Payment> {
+    return impl_->cached(impl_->payment_cache, id, [&](Connection& c) -> std::optional<Payment> {
         Statement& s = c.prepare("SELECT body FROM payments WHERE id = ?");
         if (!s.bind(1, id.str()).step()) return std::nullopt;
         return codec::decode_payment(s.bytes(0));
@@ -490,7 +618,14 @@ Result<void> SqliteStore::commit(Changes changes) {
         }
         return {};
     });
-    if (!committed) return committed;
+    if (!committed) {
+        // Refused (a conflict most often): the next read of these goes to the file.
+        if (changes.invoice) impl_->invoice_cache.drop(changes.invoice->invoice.id());
+        for (auto const& write : changes.payments) impl_->payment_cache.drop(write.payment.id());
+        return committed;
+    }
+    if (changes.invoice) impl_->invoice_cache.write_through(changes.invoice->invoice.id(), changes.invoice->invoice);
+    for (auto const& write : changes.payments) impl_->payment_cache.write_through(write.payment.id(), write.payment);
     if (encoded.invoice && encoded.invoice->expected == 0) ++impl_->invoices;
     for (auto const& row : encoded.payments)
         if (row.expected == 0) ++impl_->payments;
@@ -541,8 +676,8 @@ void SqliteStore::mark_delivered(EventId const& id) {
     // Written with the next commit; when none comes, by a batch of its own
     // once enough have gathered (a lost mark only means a republished event).
     if (impl_->delivered_seqs.size() + impl_->delivered_scheduled.size() >= 256) {
-        impl_->queue.push_back(std::make_shared<Job>(Job{[](Connection&) { return Result<void>{}; }, {}, false}));
-        impl_->work.notify_one();
+        impl_->queue.push_back(std::make_shared<Job>([](Connection&) { return Result<void>{}; }));
+        if (impl_->writer_waiting) impl_->work.notify_one();
     }
 }
 

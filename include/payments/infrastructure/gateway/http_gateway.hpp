@@ -29,8 +29,9 @@ struct HttpGatewayOptions {
     std::chrono::milliseconds deadline{10'000};
     /// Idle keep-alive connections kept for reuse; more are closed after their call.
     std::size_t max_idle_connections = 16;
-    /// Calls in flight at once. Past it a charge answers TRANSIENT at once (nothing is sent)
-    /// and a look-up PENDING, so that a slow provider cannot take every socket of the process.
+    /// Calls in flight at once. Past it a charge answers at once, nothing sent,
+    /// ChargeAnswer::refused_over_limit (the processor holds the attempt until a call
+    /// here ends; the circuit does not count it) and a look-up PENDING, so that a slow provider cannot take every socket of the process.
     std::size_t max_in_flight = 512;
     /// Where failures are reported (once per call, at warn); may be null. Must outlive the gateway.
     application::Logger* logger = nullptr;

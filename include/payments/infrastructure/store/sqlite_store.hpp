@@ -30,9 +30,12 @@ struct SqliteStoreOptions {
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// Delivered events are kept as the invoices' history this long; empty: for ever.
     std::optional<domain::Duration> event_retention = std::nullopt;
-    /// SQLite's page cache per connection, in KiB (the memory the store's
-    /// reads use; nothing else is cached: aggregates are read from the file).
+    /// SQLite's page cache per connection, in KiB.
     std::size_t cache_kib = 8 * 1024;
+    /// Invoices, and as many payments, kept decoded after their commit (the
+    /// least recently used leave first): the commands that follow a write
+    /// read them without a read transaction. 0: every read goes to the file.
+    std::size_t cached_aggregates = 16 * 1024;
     /// Read connections at most (reads run in parallel with the writer).
     std::size_t readers = 8;
     /// An SQLite VFS by name (empty: the default); tests inject faults with one.
