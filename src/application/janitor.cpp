@@ -24,10 +24,17 @@ void PaymentProcessor::arm_janitor() {
             std::lock_guard lock(self->mutex_);
             self->janitor_armed_ = false;
         }
-        self->run_janitor();
-        InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
-        if (self->options_.janitor_when_idle || !self->ports_.store.invoices(any_processing).data.empty())
+        try {
+            self->run_janitor();
+            InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
+            if (self->options_.janitor_when_idle || !self->ports_.store.invoices(any_processing).data.empty())
+                self->arm_janitor();
+        } catch (StorageFailure const& failure) {
+            // The store cannot be read now: the round is not done, so it comes again.
+            self->ports_.logger.warn("janitor: the store cannot be read; the round is tried again",
+                                     {{"error", failure.what()}});
             self->arm_janitor();
+        }
     });
 }
 

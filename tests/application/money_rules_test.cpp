@@ -520,3 +520,54 @@ SCENARIO("review 10 and 11: an operator's decision is counted, and refused once 
         THEN("the attempt's success is counted") { CHECK(world.counter("payments_succeeded_total") == succeeded + 1); }
     }
 }
+
+namespace {
+
+// A store whose page reads fail while `failing` is set (a disk or a database
+// that cannot be read for a while); everything else goes to an in-memory one.
+struct UnreadablePages final : application::Store {
+    infrastructure::InMemoryStore inner;
+    bool failing = false;
+
+    std::optional<Invoice> invoice(InvoiceId const& id) const override { return inner.invoice(id); }
+    application::InvoicePage invoices(application::InvoiceQuery const& query) const override {
+        if (failing) throw application::StorageFailure("disk I/O error");
+        return inner.invoices(query);
+    }
+    std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
+    std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
+    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
+    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
+};
+
+} // namespace
+
+SCENARIO("a janitor round the store cannot read is tried again at the next interval, not dropped for good") {
+    UnreadablePages store;
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}, .store = &store});
+    GIVEN("an attempt REQUESTED whose PaymentRequested was lost, and reads that fail") {
+        Invoice invoice = world.create();
+        std::uint64_t const version = invoice.version();
+        auto requested = invoice.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
+        invoice.apply(requested);
+        REQUIRE(store.commit({application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
+        store.failing = true;
+        WHEN("the janitor's round comes while the store cannot be read") {
+            world.clock.advance(6min);
+            world.settle(); // before the fix, the failure left the scheduler (ending an engine's thread)
+            THEN("nothing is charged yet") { CHECK(world.gateway.calls() == 0); }
+            AND_WHEN("the store can be read again") {
+                store.failing = false;
+                world.clock.advance(1min);
+                world.run();
+                THEN("the next round re-drives the attempt: charged once, the invoice PAID") {
+                    CHECK(world.gateway.calls() == 1);
+                    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                }
+            }
+        }
+    }
+}

@@ -296,3 +296,33 @@ SCENARIO("a PostgreSQL store's sessions commit durably and give a paused transac
         }
     }
 }
+
+SCENARIO("a read PostgreSQL cannot answer is a StorageFailure, never \"not found\"") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.statement_timeout = std::chrono::milliseconds(200);
+    auto store = open_store(options);
+    Invoice const invoice = invoice_numbered(1);
+    REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+    GIVEN("another session holding the invoices locked past the store's statement timeout") {
+        PGconn* locker = PQconnectdb(schema.uri().c_str());
+        REQUIRE(PQstatus(locker) == CONNECTION_OK);
+        PQclear(PQexec(locker, "BEGIN"));
+        PGresult* locked = PQexec(locker, ("LOCK TABLE " + schema.name() + ".invoices IN ACCESS EXCLUSIVE MODE").c_str());
+        bool const holding = PQresultStatus(locked) == PGRES_COMMAND_OK;
+        PQclear(locked);
+        REQUIRE(holding);
+        // Before: both answered "nothing" (a 404 at HTTP, an empty page to the janitor).
+        CHECK_THROWS_AS(store->invoice(invoice.id()), application::StorageFailure);
+        CHECK_THROWS_AS(store->invoices({}), application::StorageFailure);
+        CHECK_THROWS_AS(store->payments_of(invoice.id()), application::StorageFailure);
+        PQclear(PQexec(locker, "ROLLBACK"));
+        PQfinish(locker);
+        THEN("once the lock is gone the same reads answer again") {
+            CHECK(store->invoice(invoice.id()));
+            CHECK(store->invoices({}).data.size() == 1);
+        }
+    }
+}

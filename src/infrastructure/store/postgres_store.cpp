@@ -255,8 +255,10 @@ struct PostgresStore::Impl {
         return out;
     }
 
-    // Runs `f` on a pooled connection; a failure (the server gone, a record
-    // that does not decode) answers "nothing" and drops the connection.
+    // Runs `f` on a pooled connection; a failure (the server gone, a timeout,
+    // a record that does not decode) drops the connection and is thrown as
+    // application::StorageFailure: never answered as "nothing there", which
+    // a caller would take for "not found".
     template <class F>
     auto read(F&& f) const -> decltype(f(std::declval<pg::Connection&>())) {
         std::unique_ptr<pg::Connection> c;
@@ -284,15 +286,26 @@ struct PostgresStore::Impl {
             try {
                 if (!c) c = connect(true);
                 return f(*c);
-            } catch (std::exception const&) {
+            } catch (std::exception const& failure) {
                 // A pooled session the server ended meanwhile gets one retry on a new one.
                 bool const stale = first && c && c->broken();
                 c.reset();
                 if (!stale) {
                     ++read_errors;
-                    return {};
+                    throw application::StorageFailure(std::string("PostgreSQL cannot be read: ") + failure.what());
                 }
             }
+        }
+    }
+
+    // read() for the store's own bookkeeping (a count, a lease's epoch), whose
+    // callers treat "unknown" as the cautious answer: nothing on a failure.
+    template <class F>
+    auto read_or_nothing(F&& f) const -> decltype(f(std::declval<pg::Connection&>())) {
+        try {
+            return read(std::forward<F>(f));
+        } catch (application::StorageFailure const&) {
+            return {};
         }
     }
 
@@ -683,7 +696,7 @@ Result<void> PostgresStore::commit(Changes changes) {
     // A new attempt is committed with its invoice, which lists it: say why one is not.
     for (auto const& row : encoded.payments) {
         if (row.expected != 0 || (encoded.invoice && encoded.invoice->id == row.invoice_id)) continue;
-        auto const counts = impl_->read([&](pg::Connection& c) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
+        auto const counts = impl_->read_or_nothing([&](pg::Connection& c) -> std::optional<std::pair<std::int64_t, std::int64_t>> {
             Rows r = c.query(payment_owner.name, Params().text(row.id).text(row.invoice_id));
             return std::pair{r.integer(0, 0), r.integer(0, 1)};
         });
@@ -824,7 +837,7 @@ bool PostgresStore::held_since_attempt(InvoiceId const& id) {
         if (it == impl_->origins.end()) return false; // not committed by this process
         origin = it->second;
     }
-    auto const epoch = impl_->read([&](pg::Connection& c) -> std::optional<std::int64_t> {
+    auto const epoch = impl_->read_or_nothing([&](pg::Connection& c) -> std::optional<std::int64_t> {
         Rows r = c.query(lease_epoch.name, Params().text(id.str()).text(impl_->owner));
         if (r.size() == 0) return std::nullopt;
         return r.integer(0, 0);
@@ -926,7 +939,7 @@ std::size_t PostgresStore::purge_expired(Timestamp now) {
 }
 
 std::optional<std::string> PostgresStore::setting(std::string const& name) const {
-    return impl_->read([&](pg::Connection& c) -> std::optional<std::string> {
+    return impl_->read_or_nothing([&](pg::Connection& c) -> std::optional<std::string> {
         Rows r(PQexecParams(c.get(), "SELECT current_setting($1)", 1, nullptr, std::array{name.c_str()}.data(), nullptr,
                             nullptr, 0));
         if (!r.ok() || r.size() != 1) return std::nullopt;
