@@ -63,6 +63,8 @@ def request(port, method, path, body=None, headers=None, timeout=10):
 
 
 def wait_until(what, predicate, timeout):
+    # Real processes on real sockets: there is no clock to inject, so the
+    # condition is polled (every 20 ms) up to a deadline, never slept on blindly.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
