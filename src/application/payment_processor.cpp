@@ -122,7 +122,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     auto payment = ports_.store.payment(env.payment_id);
     auto invoice = ports_.store.invoice(env.invoice_id);
     if (!payment || payment->status() != PaymentStatus::requested || !invoice ||
-        invoice->status() != InvoiceStatus::processing || invoice->attempts().back() != env.payment_id) {
+        invoice->attempts().back() != env.payment_id) {
         ports_.metrics.duplicate_delivery();
         ports_.logger.debug("attempt already settled", {{"payment_id", env.payment_id.str()}});
         return;
@@ -136,6 +136,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
                            {{"payment_id", env.payment_id.str()}});
         return;
     }
+    if (invoice->status() != InvoiceStatus::processing) return settle_unsendable(requested, *payment, guard);
 
     // The attempt goes to the gateway recorded on it, never another: it may
     // have been sent there before (a re-driven attempt, an earlier process).
@@ -260,6 +261,41 @@ void PaymentProcessor::on_lookup_before_sending(PaymentRequested const& requeste
         looked_up_.insert(id);
     }
     on_requested(requested);
+}
+
+void PaymentProcessor::settle_unsendable(PaymentRequested const& requested, Payment const& payment, ClaimGuard& guard) {
+    PaymentId const& id = requested.envelope.payment_id;
+    std::string const why = "the invoice is no longer PROCESSING (an operator's review began)";
+    bool may_have_gone = !is_key_of_this_run(ports_, payment.gateway_key()) ||
+                         !ports_.store.held_since_attempt(payment.invoice_id());
+    bool looked_up = false;
+    {
+        std::lock_guard lock(mutex_);
+        may_have_gone = may_have_gone || sent_.contains(id);
+        looked_up = looked_up_.erase(id) != 0;
+    }
+    if (!may_have_gone) {
+        guard.release_now();
+        settle_logged(requested, ChargeAnswer::failed(FailureKind::transient, "not sent: " + why));
+        return;
+    }
+    if (looked_up) {
+        // Looked up with no final record: its outcome is unknown, and it is
+        // verified as any unknown answer is (never sent again).
+        guard.armed = false; // on_answer releases it
+        on_answer(requested, ChargeAnswer::failed(FailureKind::unknown_outcome,
+                                                  "may have been sent, and the gateway holds no final record; " + why));
+        return;
+    }
+    Gateways::Entry* gateway = ports_.gateways.find(payment.gateway());
+    if (!gateway) {
+        ports_.logger.error("an attempt names a gateway this wiring does not have",
+                            {{"payment_id", id.str()}, {"gateway", payment.gateway()}});
+        defer(requested, ports_.clock.now() + options_.janitor_interval + options_.gateway_timeout);
+        return;
+    }
+    guard.armed = false; // the look-up's answer or its timeout releases it
+    look_up_before_sending(requested, *gateway);
 }
 
 bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {

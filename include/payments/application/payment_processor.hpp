@@ -133,7 +133,16 @@ private:
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
-    std::size_t redrive(domain::Duration grace, bool at_start = false);
+    domain::Duration janitor_grace() const;
+    // One pass over the attempts the janitor looks after.
+    struct Round {
+        std::size_t redriven = 0;
+        bool work_left = false; ///< some attempt may need a later round
+    };
+    Round redrive(domain::Duration grace, bool at_start = false);
+    bool owes_an_answer(domain::Payment const& payment, domain::Timestamp now) const;
+    bool redrive_attempt(domain::Invoice const& invoice, domain::Payment const& payment, domain::Duration grace,
+                         bool at_start);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
@@ -170,6 +179,10 @@ private:
         }
         ~ClaimGuard() { release_now(); }
     };
+    // An attempt whose invoice stopped waiting for it (an operator's review
+    // began): never sent now, yet settled: looked up first if it may have gone out.
+    void settle_unsendable(domain::PaymentRequested const& requested, domain::Payment const& payment,
+                           ClaimGuard& guard);
 
     Ports ports_;
     ProcessorOptions options_;
