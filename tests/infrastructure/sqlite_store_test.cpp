@@ -9,6 +9,7 @@
 
 #include <payments/engine.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
 
 #include <sqlite3.h>
 
@@ -310,7 +311,9 @@ SCENARIO("after a crash the outbox is published again and the attempt is charged
             auto store = open_store(path);
             REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
             Invoice processing = invoice;
-            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            // Made just now: a key older than the provider keeps keys would not be sent again.
+            auto requested =
+                processing.request_payment(attempt(1), "pm_card_ok", meta(infrastructure::SystemClock{}.now())).value();
             processing.apply(requested);
             Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
             changes.events.emplace_back(requested);
@@ -361,7 +364,9 @@ SCENARIO("after a crash an attempt left REQUESTED is looked up on its key before
             auto store = open_store(path);
             REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
             Invoice processing = invoice;
-            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            // Made just now: a key older than the provider keeps keys would not be sent again.
+            auto requested =
+                processing.request_payment(attempt(1), "pm_card_ok", meta(infrastructure::SystemClock{}.now())).value();
             processing.apply(requested);
             Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
             changes.events.emplace_back(requested);

@@ -30,6 +30,12 @@ struct ProcessorOptions {
     /// An answer still unknown after this long puts the invoice before an
     /// operator (NEEDS_REVIEW), and look-ups stop.
     domain::Duration verification_limit = std::chrono::hours(24);
+    /// How long the provider remembers an idempotency key after its first
+    /// request (Stripe: 24 hours). A key that may have been sent this long
+    /// ago is never sent again (the provider would take the money a second
+    /// time); its outcome is verified with look-ups instead, and the invoice
+    /// goes before an operator if none is final within the verification limit.
+    domain::Duration provider_key_retention = std::chrono::hours(24);
     /// How often the janitor looks for attempts that nothing drives any more;
     /// zero turns it off. It runs only while some invoice is PROCESSING.
     domain::Duration janitor_interval = std::chrono::seconds(60);
@@ -158,6 +164,12 @@ private:
     /// no process ever sent its key (made in this run, never sent by this
     /// processor) and another gateway is usable; else it waits (defer).
     bool may_reroute_unsent(domain::Payment const& payment, domain::Timestamp now) const;
+    /// A key of another run, or of an invoice another process held, or one
+    /// this processor sent: the provider may know it.
+    bool may_have_been_sent(domain::Payment const& payment) const;
+    /// The rule for old keys: one that may have been sent `provider_key_retention`
+    /// ago or more is never sent again.
+    bool key_may_be_forgotten(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
     /// The rule for a charge refused unsent at the adapter's own limit: not
     /// counted by the circuit, not failed; the attempt waits for room.
