@@ -46,6 +46,12 @@ public:
         return true;
     }
 
+    /// Jobs queued and not yet taken into a batch.
+    std::size_t queued() {
+        std::lock_guard guard(mutex_);
+        return queue_.size();
+    }
+
     /// Asks for a batch even if no job is queued (the store has writes of its own waiting).
     void flush() {
         std::lock_guard guard(mutex_);
