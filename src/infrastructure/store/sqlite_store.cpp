@@ -1,6 +1,7 @@
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include "aggregate_cache.hpp"
+#include "completion.hpp"
 #include "encoded_changes.hpp"
 #include "record_codec.hpp"
 #include "sqlite_db.hpp"
@@ -67,33 +68,12 @@ private:
     int fd_;
 };
 
-// One unit of work for the writer, applied inside the batch's transaction.
-// Its caller waits on it alone: the writer wakes exactly the callers
-// of the batch it committed, not every thread waiting on the store. A mutex
-// and condition variable, not std::binary_semaphore: libstdc++'s semaphore
-// calls sched_yield about a dozen times before it sleeps, and a caller waits
-// for a whole batch and its fsync (docs/performance.md, round 4).
-struct Job {
+// One unit of work for the writer, applied inside the batch's transaction;
+// its caller waits on it alone (completion.hpp).
+struct Job : Completion {
     explicit Job(std::function<Result<void>(Connection&)> f) : apply(std::move(f)) {}
     std::function<Result<void>(Connection&)> apply;
     Result<void> result;
-
-    void finish() {
-        {
-            std::lock_guard guard(mutex_);
-            done_ = true;
-        }
-        finished_.notify_one();
-    }
-    void wait() {
-        std::unique_lock guard(mutex_);
-        finished_.wait(guard, [&] { return done_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable finished_;
-    bool done_ = false; // Owned by: mutex_
 };
 
 } // namespace
