@@ -228,10 +228,14 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
         }
         WHEN("the first closes cleanly") {
             a->close();
-            THEN("the second takes the invoice at once, with its outbox and retries") {
+            THEN("the second takes the invoice at once, with its outbox and retries, which are then its own") {
                 CHECK(b->lease(invoice.id()));
+                auto const taken = b->take_over(10);
+                CHECK(taken.events.size() == 1);
+                CHECK(taken.scheduled.size() == 1);
                 CHECK(b->undelivered().size() == 1);
                 CHECK(b->scheduled().size() == 1);
+                CHECK(b->take_over(10).empty());
             }
         }
         WHEN("the first stops renewing its liveness (killed) and it lapses") {
@@ -241,7 +245,7 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
                                           std::string(invoice.id().str()) + "')"));
             THEN("the second takes the invoice over, and then the first may no longer drive it") {
                 CHECK(b->lease(invoice.id()));
-                CHECK(b->undelivered().size() == 1);
+                CHECK(b->take_over(10).events.size() == 1);
                 CHECK_FALSE(a->lease(invoice.id()));
             }
             THEN("after the takeover the first's writes that drive the attempt are refused (its lease epoch is stale), and "

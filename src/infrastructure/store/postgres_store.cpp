@@ -17,6 +17,10 @@
 #include <unordered_set>
 #include <utility>
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 namespace payments::infrastructure {
 
 using namespace domain;
@@ -41,10 +45,11 @@ constexpr pg::Prepared update_payment{
     "update_payment",
     "UPDATE payments SET status = $1, version = $2, body = $3 WHERE id = $4 AND version = $5 AND invoice_id = $6"};
 constexpr pg::Prepared insert_event{
-    "insert_event", "INSERT INTO outbox (event_id, invoice_id, occurred_at, body) VALUES ($1, $2, $3, $4) RETURNING seq"};
+    "insert_event",
+    "INSERT INTO outbox (event_id, invoice_id, occurred_at, body, owner) VALUES ($1, $2, $3, $4, $5) RETURNING seq"};
 constexpr pg::Prepared schedule_event{
-    "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id) VALUES ($1, $2, $3, $4) "
-                      "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body"};
+    "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id, owner) VALUES ($1, $2, $3, $4, $5) "
+                      "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body, owner = excluded.owner"};
 // The lease's epoch moves whenever it changes owner: the fencing token.
 #define PAYMENTS_LEASE_TAKEN                                                                                       \
     "INSERT INTO leases AS l (invoice_id, owner, epoch) VALUES ($1, $2, 1) ON CONFLICT (invoice_id) DO UPDATE "    \
@@ -68,7 +73,14 @@ constexpr pg::Prepared lease_epoch{"lease_epoch", "SELECT epoch FROM leases WHER
 constexpr pg::Prepared renew_owner{
     "renew_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
                    "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
-constexpr pg::Prepared drop_owner{"drop_owner", "DELETE FROM owners WHERE owner = $1"};
+// A clean stop, and a liveness found lapsed: the process's row goes, and the
+// others are told ($2: the channel) in the same transaction that their leases,
+// outbox and scheduled events are free to take over.
+constexpr pg::Prepared drop_owner{
+    "drop_owner", "WITH gone AS (DELETE FROM owners WHERE owner = $1 RETURNING 1) SELECT pg_notify($2, 'stopped') FROM gone"};
+constexpr pg::Prepared sweep_owners{
+    "sweep_owners", "WITH gone AS (DELETE FROM owners WHERE alive_until < clock_timestamp() RETURNING 1) "
+                    "SELECT pg_notify($1, 'lapsed') FROM (SELECT 1 FROM gone LIMIT 1) g"};
 // A key is completed only by the store that holds its claim (or, the claim
 // lost to an outage, by a store that finds no row): a request whose claim
 // another process took over cannot complete it.
@@ -103,16 +115,24 @@ constexpr pg::Prepared select_payments_of{"select_payments_of",
                                           "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
 constexpr pg::Prepared payment_owner{
     "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
-// What no other live process drives: the invoice's lease is free, ours, or lapsed.
-#define PAYMENTS_NOT_HELD_ELSEWHERE(table)                                                                         \
-    "NOT EXISTS (SELECT 1 FROM leases l JOIN owners w ON w.owner = l.owner WHERE l.invoice_id = " table            \
-    ".invoice_id AND l.owner <> $1 AND w.alive_until >= clock_timestamp())"
 constexpr pg::Prepared select_undelivered{
-    "select_undelivered",
-    "SELECT seq, body FROM outbox WHERE NOT delivered AND " PAYMENTS_NOT_HELD_ELSEWHERE("outbox") " ORDER BY seq"};
-constexpr pg::Prepared select_scheduled{
-    "select_scheduled", "SELECT due, body FROM scheduled WHERE " PAYMENTS_NOT_HELD_ELSEWHERE("scheduled") " ORDER BY due"};
-#undef PAYMENTS_NOT_HELD_ELSEWHERE
+    "select_undelivered", "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 ORDER BY seq"};
+constexpr pg::Prepared select_scheduled{"select_scheduled",
+                                        "SELECT due, body FROM scheduled WHERE owner = $1 ORDER BY due"};
+// Rows whose process is gone (no live row in owners), claimed for this one.
+// SKIP LOCKED: processes claiming at once each take other rows, none waits;
+// a row claimed meanwhile is re-checked once locked (its new owner lives), so
+// each row goes to one process.
+#define PAYMENTS_ORPHANED(table)                                                                                   \
+    table ".owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners w WHERE w.owner = " table                              \
+    ".owner AND w.alive_until >= clock_timestamp())"
+constexpr pg::Prepared take_events{
+    "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
+                   PAYMENTS_ORPHANED("o") " ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING seq, body"};
+constexpr pg::Prepared take_scheduled{
+    "take_scheduled", "UPDATE scheduled SET owner = $1 WHERE event_id IN (SELECT s.event_id FROM scheduled s WHERE "
+                      PAYMENTS_ORPHANED("s") " ORDER BY s.due LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING due, body"};
+#undef PAYMENTS_ORPHANED
 constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox WHERE invoice_id = $1 ORDER BY seq"};
 
 constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
@@ -120,7 +140,8 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
                                  page_status, select_payment, select_payments_of, payment_owner,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
-                                 renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch};
+                                 renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
+                                 take_events, take_scheduled};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -205,11 +226,17 @@ struct PostgresStore::Impl {
     std::unordered_map<std::string, std::int64_t> fences;  // Owned by: leases_mutex
     std::unordered_map<std::string, std::int64_t> origins; // Owned by: leases_mutex
 
-    // This process's liveness, renewed by a thread of its own (a busy writer cannot starve it).
+    // This process's liveness, renewed by a thread of its own (a busy writer
+    // cannot starve it), whose session also LISTENs on `channel`.
+    std::string const channel = channel_of(options.schema);
     std::mutex heart_mutex;
-    std::condition_variable heart_stop;
     bool stopping = false; // Owned by: heart_mutex
+    int const stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); // wakes the heart's poll() to stop
     std::thread heart;
+
+    // Called when another process may have left work (watch_work_left).
+    std::mutex wake_mutex;
+    std::function<void()> wake; // Owned by: wake_mutex; called under it
 
     std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0};
     std::int64_t batches = 0; // Owned by: the writer thread
@@ -217,6 +244,17 @@ struct PostgresStore::Impl {
     std::unique_ptr<GroupCommit<Job>> queue; // last: its thread stops first
 
     explicit Impl(PostgresStoreOptions o) : options(std::move(o)) {}
+    ~Impl() {
+        if (stop_fd >= 0) ::close(stop_fd);
+    }
+
+    // The schema's NOTIFY channel: one per schema, so that schemas sharing a
+    // database (tests, several deployments) do not wake each other.
+    static std::string channel_of(std::string const& schema) {
+        std::string name = schema.empty() ? std::string("payments_work") : "payments_work_" + schema;
+        name.resize(std::min<std::size_t>(name.size(), 63)); // NAMEDATALEN - 1
+        return name;
+    }
 
     std::size_t readers() const { return std::max<std::size_t>(options.pool_size, 2) - 1; }
 
@@ -319,26 +357,62 @@ struct PostgresStore::Impl {
         c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
     }
 
+    void work_left() {
+        std::lock_guard guard(wake_mutex);
+        if (wake) wake();
+    }
+
+    // The NOTIFYs that reached the heart's session: one wake-up for them all.
+    void drain(pg::Connection& c) {
+        bool notified = false;
+        while (PGnotify* n = PQnotifies(c.get())) {
+            notified = true;
+            PQfreemem(n);
+        }
+        if (notified) work_left();
+    }
+
+    // Renews this process's liveness every lease_timeout / 3, removes the
+    // processes whose liveness lapsed (NOTIFYing the others), and between
+    // renewals waits on its session for their NOTIFYs.
     void run_heart() {
         std::unique_ptr<pg::Connection> c;
         auto const every = std::max(options.lease_timeout / 3, std::chrono::milliseconds(1));
-        std::unique_lock guard(heart_mutex);
-        while (!heart_stop.wait_for(guard, every, [&] { return stopping; })) {
-            guard.unlock();
-            try {
-                if (!c || c->broken()) c = connect(true);
-                renew(*c);
-            } catch (pg::Failure const&) {
-                // Unrenewed, the leases lapse and other processes take the work over.
-                ++storage_errors;
-                c.reset();
+        auto next = std::chrono::steady_clock::now();
+        for (;;) {
+            {
+                std::lock_guard guard(heart_mutex);
+                if (stopping) break;
             }
-            guard.lock();
+            if (std::chrono::steady_clock::now() >= next) {
+                next = std::chrono::steady_clock::now() + every;
+                try {
+                    if (!c || c->broken()) {
+                        c = connect(true);
+                        c->exec(("LISTEN " + identifier(*c, channel)).c_str());
+                        work_left(); // what was NOTIFYed while no session listened
+                    }
+                    renew(*c);
+                    c->query(sweep_owners.name, Params().text(channel));
+                    drain(*c);
+                } catch (pg::Failure const&) {
+                    // Unrenewed, the leases lapse and other processes take the work over.
+                    ++storage_errors;
+                    c.reset();
+                }
+            }
+            auto const left = std::chrono::ceil<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
+            std::array<pollfd, 2> fds{{{stop_fd, POLLIN, 0}, {c ? PQsocket(c->get()) : -1, POLLIN, 0}}};
+            if (::poll(fds.data(), fds.size(), static_cast<int>(std::max<std::int64_t>(left.count(), 0))) <= 0) continue;
+            if (c && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                if (PQconsumeInput(c->get()) != 1) c.reset(); // gone: reconnected at the next renewal
+                else drain(*c);
+            }
         }
-        // A clean stop frees this process's leases at once.
+        // A clean stop frees this process's leases, outbox and retries at once, and says so.
         try {
             if (!c || c->broken()) c = connect(true);
-            c->query(drop_owner.name, Params().text(owner));
+            c->query(drop_owner.name, Params().text(owner).text(channel));
         } catch (pg::Failure const&) {
             ++storage_errors; // they lapse instead
         }
@@ -507,7 +581,8 @@ void PostgresStore::close() {
         std::lock_guard guard(impl_->heart_mutex);
         impl_->stopping = true;
     }
-    impl_->heart_stop.notify_all();
+    std::uint64_t const one = 1;
+    if (impl_->stop_fd >= 0) (void)!::write(impl_->stop_fd, &one, sizeof one);
     if (impl_->heart.joinable()) impl_->heart.join();
     impl_->queue->close();
     impl_->writer.reset();
@@ -645,11 +720,12 @@ Job commit_job(Encoded const& e, std::string const& owner, std::optional<std::in
                 row_params(row).integer(static_cast<std::int64_t>(row.expected)).text(row.invoice_id));
     }
     for (auto const& event : e.events)
-        job.statements.emplace_back(insert_event.name,
-                                    Params().text(event.id).text(event.invoice_id).integer(event.at).bytes(event.body));
+        job.statements.emplace_back(
+            insert_event.name, Params().text(event.id).text(event.invoice_id).integer(event.at).bytes(event.body).text(owner));
     for (auto const& event : e.scheduled)
-        job.statements.emplace_back(schedule_event.name,
-                                    Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id));
+        job.statements.emplace_back(
+            schedule_event.name,
+            Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id).text(owner));
     bool const new_attempt =
         std::any_of(e.payments.begin(), e.payments.end(), [](Encoded::Row const& row) { return row.expected == 0; });
     if (new_attempt) job.statements.emplace_back(hold_lease.name, Params().text(invoice_id).text(owner));
@@ -803,6 +879,41 @@ std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
     std::lock_guard guard(impl_->outbox_mutex);
     for (auto const& [event, at] : events) impl_->scheduled_ids.insert(envelope_of(event).id);
     return events;
+}
+
+application::TakenOver PostgresStore::take_over(std::size_t limit) {
+    auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
+    // Each claim commits on its own (a reader session, autocommit). A reply
+    // lost after its commit leaves rows this process owns without knowing:
+    // they are taken over by another process once this one is gone.
+    std::vector<std::pair<std::int64_t, Event>> events;
+    application::TakenOver taken;
+    impl_->read([&](pg::Connection& c) {
+        events.clear();
+        taken.scheduled.clear();
+        Rows r = c.query(take_events.name, Params().text(impl_->owner).integer(most));
+        for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        Rows s = c.query(take_scheduled.name, Params().text(impl_->owner).integer(most));
+        for (int row = 0; row < s.size(); ++row)
+            taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
+        return 0;
+    });
+    // RETURNING keeps no order.
+    std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
+    std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
+    std::lock_guard guard(impl_->outbox_mutex);
+    for (auto& [seq, event] : events) {
+        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+        taken.events.push_back(std::move(event));
+    }
+    for (auto const& [event, at] : taken.scheduled) impl_->scheduled_ids.insert(envelope_of(event).id);
+    return taken;
+}
+
+bool PostgresStore::watch_work_left(std::function<void()> wake) {
+    std::lock_guard guard(impl_->wake_mutex);
+    impl_->wake = std::move(wake);
+    return true;
 }
 
 std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
