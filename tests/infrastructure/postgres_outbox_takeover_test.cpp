@@ -122,6 +122,7 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
     TestSchema schema(*uri);
     auto options = schema.options();
     options.lease_timeout = 1h; // the test decides when a store looks dead
+    options.statement_timeout = 1s; // a claim that waited for another's locks fails fast
     auto a = open_store(options);
     auto b = open_store(options);
     auto c = open_store(options);
@@ -167,6 +168,30 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
                     CHECK(b->undelivered().size() + c->undelivered().size() == 12);
                     CHECK(b->scheduled().size() + c->scheduled().size() == 12);
                 }
+            }
+        }
+        WHEN("another survivor is claiming half of the events in a transaction still open") {
+            // Ended whatever happens (its locks would hold the schema's drop up).
+            std::unique_ptr<PGconn, void (*)(PGconn*)> session(PQconnectdb(schema.uri().c_str()), PQfinish);
+            PGconn* claimer = session.get();
+            REQUIRE(PQstatus(claimer) == CONNECTION_OK);
+            auto exec = [&](std::string const& sql) {
+                PGresult* r = PQexec(claimer, sql.c_str());
+                bool const ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+                PQclear(r);
+                return ok;
+            };
+            std::string const& s = schema.name();
+            REQUIRE(exec("INSERT INTO " + s + ".owners VALUES ('claimer', clock_timestamp() + interval '1 hour')"));
+            REQUIRE(exec("BEGIN"));
+            REQUIRE(exec("UPDATE " + s + ".outbox SET owner = 'claimer' WHERE seq IN (SELECT seq FROM " + s +
+                         ".outbox ORDER BY seq LIMIT 6 FOR UPDATE SKIP LOCKED)"));
+            THEN("B takes the other events at once, without waiting for it, and never those it claimed") {
+                auto const taken = b->take_over(100);
+                REQUIRE(exec("COMMIT"));
+                CHECK(taken.events.size() == 6);
+                CHECK(taken.scheduled.size() == 12);
+                CHECK(b->take_over(100).empty());
             }
         }
         WHEN("B's relay and C's relay each run a round, one after the other") {
