@@ -74,6 +74,7 @@ SCENARIO("an event committed by a process that then died is delivered once by a 
     options_a.lease_timeout = 1h; // A never renews in time: the test decides when it looks dead
     auto options_b = options_a;
     options_b.lease_timeout = 300ms; // B looks for lapsed processes every 100 ms
+    options_b.statement_timeout = 300ms;
     auto a = open_store(options_a);
     auto b = open_store(options_b);
     EngineOptions engine_options;

@@ -330,3 +330,19 @@ SCENARIO("a read PostgreSQL cannot answer is a StorageFailure, never \"not found
         }
     }
 }
+
+SCENARIO("a lease timeout shorter than the statement timeout is refused at open, with a clear error") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1s;
+    options.statement_timeout = 5s;
+    auto const refused = PostgresStore::open(options);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == ErrorCode::invalid_argument);
+    CHECK(refused.error().detail.find("lease timeout (1000 ms)") != std::string::npos);
+    CHECK(refused.error().detail.find("statement timeout (5000 ms)") != std::string::npos);
+    options.statement_timeout = 1s;
+    CHECK(PostgresStore::open(options));
+}

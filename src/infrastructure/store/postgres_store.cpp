@@ -33,6 +33,8 @@ namespace {
 
 Error storage_error(std::string detail) { return reject(ErrorCode::storage_unavailable, std::move(detail)); }
 
+std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
+
 // The statements every connection prepares once.
 constexpr pg::Prepared insert_invoice{
     "insert_invoice", "INSERT INTO invoices (id, status, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING"};
@@ -193,6 +195,16 @@ std::string new_owner() {
 
 } // namespace
 
+Result<void> PostgresStoreOptions::validate() const {
+    auto invalid = [](std::string detail) { return reject(ErrorCode::invalid_argument, std::move(detail)); };
+    if (statement_timeout <= std::chrono::milliseconds::zero()) return invalid("the statement timeout must be positive");
+    if (lease_timeout < statement_timeout)
+        return invalid("the lease timeout (" + ms(lease_timeout) + ") must be at least the statement timeout (" +
+                       ms(statement_timeout) + "): a process waiting that long on one statement would lose its "
+                       "invoices to the others while it still drives them");
+    return {};
+}
+
 struct PostgresStore::Impl {
     using Batch = GroupCommit<Job>::Batch;
 
@@ -233,6 +245,19 @@ struct PostgresStore::Impl {
     bool stopping = false; // Owned by: heart_mutex
     int const stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); // wakes the heart's poll() to stop
     std::thread heart;
+
+    // The liveness as this process knows it: whether the last renewal failed,
+    // and when one last succeeded (steady clock). A process whose renewals
+    // fail starts nothing new: its leases may lapse under it.
+    std::atomic<bool> renewal_failing{false};
+    std::atomic<std::chrono::steady_clock::rep> renewed_at{std::chrono::steady_clock::now().time_since_epoch().count()};
+
+    bool alive() const {
+        auto const since = std::chrono::steady_clock::now() -
+                           std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(renewed_at.load()));
+        // Two renewals missed (or one hanging that long): the lease is a third from lapsing.
+        return !renewal_failing && since < options.lease_timeout * 2 / 3;
+    }
 
     // Called when another process may have left work (watch_work_left).
     std::mutex wake_mutex;
@@ -353,8 +378,16 @@ struct PostgresStore::Impl {
         return shared->result;
     }
 
-    void renew(pg::Connection& c) const {
-        c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+    // Renews this process's liveness on `c`; throws pg::Failure (recorded as failing).
+    void renew(pg::Connection& c) {
+        try {
+            c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+        } catch (pg::Failure const&) {
+            renewal_failing = true;
+            throw;
+        }
+        renewed_at = std::chrono::steady_clock::now().time_since_epoch().count();
+        renewal_failing = false;
     }
 
     void work_left() {
@@ -617,6 +650,7 @@ Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std
 } // namespace
 
 Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions options) {
+    if (auto valid = options.validate(); !valid) return valid.error();
     auto impl = std::make_unique<Impl>(std::move(options));
     try {
         auto c = impl->connect(false);
@@ -881,6 +915,20 @@ std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
     return events;
 }
 
+bool PostgresStore::renew() {
+    try {
+        impl_->read([&](pg::Connection& c) {
+            impl_->renew(c);
+            return 0;
+        });
+        return true;
+    } catch (application::StorageFailure const&) {
+        return false;
+    }
+}
+
+bool PostgresStore::renewing() const { return impl_->alive(); }
+
 application::TakenOver PostgresStore::take_over(std::size_t limit) {
     auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
     // Each claim commits on its own (a reader session, autocommit). A reply
@@ -926,6 +974,8 @@ std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
 }
 
 bool PostgresStore::lease(InvoiceId const& id) {
+    // Renewals failing: the lease may lapse while a charge is out, so none starts.
+    if (!impl_->alive()) return false;
     std::optional<std::int64_t> epoch;
     Job job;
     job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));

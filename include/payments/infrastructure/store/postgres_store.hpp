@@ -48,6 +48,11 @@ struct PostgresStoreOptions {
     std::optional<domain::Duration> event_retention = std::nullopt;
     /// The application_name its sessions show in pg_stat_activity.
     std::string application_name = "payments";
+
+    /// `invalid_argument` when the lease timeout is shorter than the
+    /// statement timeout (a process waiting on one statement
+    /// would lose its invoices while it still drives them). open() checks it.
+    Result<void> validate() const;
 };
 
 /// Invoices, payments, idempotency records, the outbox of events and the
@@ -92,7 +97,8 @@ public:
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;
-    /// Takes the lease when it is free, this process's, or its owner's liveness has lapsed.
+    /// Takes the lease when it is free, this process's, or its owner's
+    /// liveness has lapsed; never while this process's renewals fail.
     bool lease(domain::InvoiceId const& id) override;
     /// This process holds the lease at the epoch at which it committed the
     /// invoice's latest attempt (no takeover since).
@@ -105,6 +111,13 @@ public:
     void release(application::IdempotencyKey const& key) override;
     std::size_t purge_expired(domain::Timestamp now) override;
 
+    /// Renews this process's liveness now (a thread does it every
+    /// lease_timeout / 3); false when PostgreSQL refused or could not be reached.
+    bool renew();
+    /// False while this process's liveness renewals fail (or none succeeded
+    /// for two thirds of the lease timeout): lease() then says no, so the
+    /// processor starts no charge whose lease may lapse under it.
+    bool renewing() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;
