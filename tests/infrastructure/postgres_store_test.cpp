@@ -346,3 +346,39 @@ SCENARIO("a lease timeout shorter than the statement timeout is refused at open,
     options.statement_timeout = 1s;
     CHECK(PostgresStore::open(options));
 }
+
+SCENARIO("a delivery mark that cannot be written (its outbox row locked elsewhere) does not fail the commands") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.statement_timeout = 200ms; // the mark gives up waiting for the lock after this
+    auto store = open_store(options);
+    GIVEN("an event committed and delivered, its mark not yet written, and its row locked by another session") {
+        auto created = Invoice::create(iid("inv_1"), usd(100), "", meta()).value();
+        Changes changes{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+        changes.events.emplace_back(created);
+        REQUIRE(store->commit(changes));
+        store->mark_delivered(created.envelope.id);
+        std::unique_ptr<PGconn, void (*)(PGconn*)> session(PQconnectdb(schema.uri().c_str()), PQfinish);
+        REQUIRE(PQstatus(session.get()) == CONNECTION_OK);
+        auto exec = [&](std::string const& sql) {
+            PGresult* r = PQexec(session.get(), sql.c_str());
+            bool const ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+            PQclear(r);
+            return ok;
+        };
+        REQUIRE(exec("BEGIN"));
+        REQUIRE(exec("SELECT 1 FROM " + schema.name() + ".outbox FOR UPDATE"));
+        WHEN("the next command is committed") {
+            auto const next = store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+            THEN("it commits, and the mark waits for a later batch") {
+                CHECK(next);
+                CHECK(store->invoice(iid("inv_2")));
+                REQUIRE(exec("COMMIT"));
+                REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}}));
+                CHECK(store->undelivered().empty());
+            }
+        }
+    }
+}

@@ -263,7 +263,7 @@ struct PostgresStore::Impl {
     std::mutex wake_mutex;
     std::function<void()> wake; // Owned by: wake_mutex; called under it
 
-    std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0};
+    std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0}, bookkeeping_failures{0};
     std::int64_t batches = 0; // Owned by: the writer thread
     mutable std::atomic<std::uint64_t> read_errors{0};
     std::unique_ptr<GroupCommit<Job>> queue; // last: its thread stops first
@@ -453,7 +453,8 @@ struct PostgresStore::Impl {
 
     void write_batch(Batch& batch);
     std::optional<bool> committed(int backend, std::int64_t batch) const;
-    bool write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent);
+    enum class Sent { all, refused, bookkeeping_failed };
+    Sent write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent);
 };
 
 // One transaction: the recorded deliveries, then every command in a savepoint
@@ -484,6 +485,15 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
         c.enter_pipeline();
         c.send_sql("BEGIN");
         std::size_t own = 1;
+        // The bookkeeping (deliveries, the retention purge once every 1024
+        // batches) is in a savepoint of its own: when it fails (a deadlock
+        // on outbox rows another process claims, a purge past the statement
+        // timeout) it is rolled back and the commands go on without it.
+        bool const purge = options.event_retention && number % 1024 == 1;
+        if (!seqs.empty() || !unscheduled.empty() || purge) {
+            c.send_sql("SAVEPOINT bookkeeping");
+            ++own;
+        }
         if (!seqs.empty()) {
             c.send(mark_events.name, Params().text(array_literal(seqs, [](std::int64_t s) { return std::to_string(s); })));
             ++own;
@@ -492,13 +502,29 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
             c.send(unschedule.name, Params().text(array_literal(unscheduled, quoted_element)));
             ++own;
         }
-        if (options.event_retention && transactions % 1024 == 0) {
+        if (purge) {
             auto const oldest = std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) -
                                 *options.event_retention;
             c.send(purge_events.name, Params().integer(ticks(oldest)));
             ++own;
         }
-        for (std::size_t start = 0; write_commands(c, batch, start, std::exchange(own, 0));) {
+        std::size_t start = 0;
+        for (;;) {
+            Sent const sent = write_commands(c, batch, start, std::exchange(own, 0));
+            if (sent == Sent::all) break;
+            if (sent == Sent::bookkeeping_failed) {
+                ++bookkeeping_failures;
+                c.send_sql("ROLLBACK TO SAVEPOINT bookkeeping");
+                c.sync();
+                if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+                c.until_sync();
+                std::lock_guard guard(marks_mutex); // the deliveries wait for the next batch
+                delivered_seqs.insert(delivered_seqs.end(), seqs.begin(), seqs.end());
+                delivered_scheduled.insert(delivered_scheduled.end(), unscheduled.begin(), unscheduled.end());
+                seqs.clear();
+                unscheduled.clear();
+                continue; // every command again, from the first
+            }
             // write_commands() stopped at a refused command: continue after it.
             start = static_cast<std::size_t>(std::find_if(batch.begin() + static_cast<std::ptrdiff_t>(start), batch.end(),
                                                            [](auto const& job) { return !job->result; }) -
@@ -561,17 +587,26 @@ std::optional<bool> PostgresStore::Impl::committed(int backend, std::int64_t bat
 }
 
 // Sends commands [start, end) each after a savepoint, syncs, and checks them
-// in order (after the `sent` statements queued before them, which must all
-// succeed). True when one was refused: it is rolled back to its savepoint
-// (with those after it, whose results are dropped) and its result says why.
-bool PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent) {
+// in order, after the `sent` statements queued before them (BEGIN, then the
+// bookkeeping in its savepoint: bookkeeping_failed when a statement of it
+// failed, and nothing after it ran). `refused` when a command was refused: it
+// is rolled back to its savepoint (with those after it, whose results are
+// dropped) and its result says why.
+PostgresStore::Impl::Sent PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::size_t start,
+                                                              std::size_t sent) {
     for (std::size_t i = start; i < batch.size(); ++i) {
         c.send_sql("SAVEPOINT c" + std::to_string(i));
         for (auto const& [name, params] : batch[i]->statements) c.send(name, params);
     }
     c.sync();
-    for (std::size_t i = 0; i < sent; ++i)
-        if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+    // BEGIN and the bookkeeping's savepoint must succeed; the bookkeeping may fail.
+    for (std::size_t i = 0; i < sent; ++i) {
+        Rows r = c.next();
+        if (r.ok()) continue;
+        if (i < 2 || r.status() == PGRES_PIPELINE_ABORTED) throw pg::Failure(r.sqlstate(), r.message());
+        c.until_sync(); // the rest of the segment was not run
+        return Sent::bookkeeping_failed;
+    }
     std::optional<std::size_t> refused;
     for (std::size_t i = start; i < batch.size(); ++i) {
         Rows savepoint = c.next();
@@ -593,12 +628,12 @@ bool PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::s
         if (!job.result) refused = i;
     }
     c.until_sync();
-    if (!refused) return false;
+    if (!refused) return Sent::all;
     c.send_sql("ROLLBACK TO SAVEPOINT c" + std::to_string(*refused));
     c.sync();
     if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
     c.until_sync();
-    return true;
+    return Sent::refused;
 }
 
 PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
