@@ -2,11 +2,10 @@
 
 namespace payments::application {
 
-Result<void> commit_and_publish(Ports const& ports, Changes changes) {
-    // The store may take the aggregates apart; the events are needed after it.
-    std::vector<domain::Event> events = changes.events;
-    std::vector<ScheduledEvent> scheduled = changes.scheduled;
-    if (auto committed = ports.store.commit(std::move(changes)); !committed) return committed;
+namespace {
+
+// Hands committed events to the bus.
+void publish(Ports const& ports, std::vector<domain::Event> events, std::vector<ScheduledEvent> scheduled) {
     for (auto& event : events) {
         domain::EventEnvelope const envelope = domain::envelope_of(event);
         if (!ports.bus.publish(std::move(event)))
@@ -14,6 +13,24 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes) {
                               {{"event_id", envelope.id.str()}, {"invoice_id", envelope.invoice_id.str()}});
     }
     for (auto& [event, at] : scheduled) ports.bus.schedule(std::move(event), at);
+}
+
+} // namespace
+
+Result<void> commit_and_publish(Ports const& ports, Changes changes) {
+    // The store may take the aggregates apart; the events are needed after it.
+    std::vector<domain::Event> events = changes.events;
+    std::vector<ScheduledEvent> scheduled = changes.scheduled;
+    if (auto committed = ports.store.commit(std::move(changes)); !committed) return committed;
+    publish(ports, std::move(events), std::move(scheduled));
+    return {};
+}
+
+Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,
+                                Store::Apply const& apply) {
+    auto committed = ports.store.update(id, decide, apply);
+    if (!committed) return committed.error();
+    publish(ports, std::move(committed->events), std::move(committed->scheduled));
     return {};
 }
 

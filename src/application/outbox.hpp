@@ -12,4 +12,8 @@ namespace payments::application {
 /// is stopping) stays in the outbox and is published again at the next start.
 Result<void> commit_and_publish(Ports const& ports, Changes changes);
 
+/// Store::update() on the invoice, then publishes as commit_and_publish does.
+Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,
+                                Store::Apply const& apply);
+
 } // namespace payments::application

@@ -126,29 +126,33 @@ PaymentRequestReply PaymentService::request_payment(RequestPayment const& comman
 PaymentResult PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id,
                                                    IdempotencyKey const* key) {
     return retry_on_conflict([&]() -> PaymentResult {
-        auto loaded = ports_.store.invoice(command.invoice_id);
-        if (!loaded) return reject(ErrorCode::not_found, "no invoice " + std::string(command.invoice_id.str()));
-        Invoice invoice = std::move(*loaded);
-        InvoiceStatus const before = invoice.status();
-        std::uint64_t const version = invoice.version();
-
-        auto requested =
-            invoice.request_payment(new_attempt(ports_), command.payment_method, new_event_meta(ports_, correlation_id));
-        if (!requested) return requested.error();
-        invoice.apply(*requested);
-        Payment payment = Payment::from(*requested);
-
-        Changes changes{Changes::InvoiceWrite{std::move(invoice), version}, {Changes::PaymentWrite{payment, 0}}};
-        changes.events.emplace_back(std::move(*requested));
-        if (key) changes.idempotency = IdempotencyCompletion{*key, payment, ports_.clock.now()};
-        if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) return committed.error();
+        // Decided on the stored invoice as it is (in place, in a store that can).
+        std::optional<Payment> made;
+        InvoiceStatus before{};
+        auto decide = [&](Invoice const& invoice) -> Result<Changes> {
+            before = invoice.status();
+            auto requested = invoice.request_payment(new_attempt(ports_), command.payment_method,
+                                                     new_event_meta(ports_, correlation_id));
+            if (!requested) return requested.error();
+            made = Payment::from(*requested);
+            Changes changes{std::nullopt, {Changes::PaymentWrite{*made, 0}}};
+            changes.events.emplace_back(std::move(*requested));
+            if (key) changes.idempotency = IdempotencyCompletion{*key, *made, ports_.clock.now()};
+            return changes;
+        };
+        auto apply = [](Invoice& invoice, Changes const& decided) {
+            invoice.apply(std::get<PaymentRequested>(decided.events.front()));
+        };
+        if (auto committed = update_and_publish(ports_, command.invoice_id, decide, apply); !committed)
+            return committed.error();
+        Payment& payment = *made;
         ports_.metrics.payment_requested();
         ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
         ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
                                                  {"payment_id", payment.id().str()},
                                                  {"correlation_id", correlation_id.str()},
                                                  {"attempt", payment.attempt()}});
-        return payment;
+        return std::move(payment);
     });
 }
 

@@ -4,6 +4,12 @@
 // below the adapter.
 #include "test_server.hpp"
 
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json/parse.hpp>
+
 #include <fstream>
 #include <latch>
 #include <mutex>

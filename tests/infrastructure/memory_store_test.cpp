@@ -2,6 +2,11 @@
 
 #include <payments/infrastructure/store/memory_store.hpp>
 
+#include <atomic>
+#include <future>
+#include <thread>
+#include <vector>
+
 using namespace test;
 using application::Changes;
 using application::IdempotencyClaim;
@@ -143,5 +148,126 @@ SCENARIO("idempotency records of requests still running are never evicted") {
                 CHECK(store.claim(key("1"), "f", t0()).state == State::in_use);
             }
         }
+    }
+}
+
+SCENARIO("updates of the same invoices from several threads: one attempt each, nothing half written") {
+    // Few shards: an invoice's payment lands on a lower shard as often as on
+    // a higher one, so update() takes both of its lock paths.
+    infrastructure::InMemoryStore store(4);
+    constexpr int invoices = 200;
+    constexpr int threads = 4;
+    for (int i = 0; i < invoices; ++i)
+        REQUIRE(store.commit({Changes::InvoiceWrite{
+                                  Invoice::from(Invoice::create(iid("inv_" + std::to_string(i)), usd(100), "", meta()).value()),
+                                  0},
+                              {}}));
+    std::atomic<int> succeeded{0}, refused{0}, other{0};
+    auto apply = [](Invoice& invoice, Changes const& decided) {
+        invoice.apply(std::get<PaymentRequested>(decided.events.front()));
+    };
+    {
+        std::vector<std::jthread> workers;
+        for (int t = 0; t < threads; ++t)
+            workers.emplace_back([&, t] {
+                for (int i = 0; i < invoices; ++i) {
+                    auto decide = [&](Invoice const& stored) -> Result<Changes> {
+                        auto event = stored.request_payment(attempt(t * 1000 + i), "pm_card_ok", meta());
+                        if (!event) return event.error();
+                        Changes changes{std::nullopt, {{Payment::from(*event), 0}}};
+                        changes.events.emplace_back(std::move(*event));
+                        return changes;
+                    };
+                    auto done = store.update(iid("inv_" + std::to_string(i)), decide, apply);
+                    if (done) ++succeeded;
+                    else if (done.error().code == ErrorCode::payment_in_progress || done.error().code == ErrorCode::conflict)
+                        ++refused;
+                    else ++other;
+                }
+            });
+    }
+    THEN("each invoice has exactly one attempt, stored, and no loser's payment is") {
+        CHECK(succeeded == invoices);
+        CHECK(refused == invoices * (threads - 1));
+        CHECK(other == 0);
+        CHECK(store.payment_count() == static_cast<std::size_t>(invoices));
+        for (int i = 0; i < invoices; ++i) {
+            auto invoice = store.invoice(iid("inv_" + std::to_string(i)));
+            REQUIRE(invoice);
+            REQUIRE(invoice->attempts().size() == 1);
+            CHECK(invoice->status() == InvoiceStatus::processing);
+            CHECK(store.payment(invoice->attempts().front()));
+            CHECK(store.history(invoice->id()).size() == 1);
+        }
+    }
+}
+
+namespace {
+
+// The first id "<prefix><n>" that lands on shard `shard` of `shards`.
+template <class Id>
+Id id_on_shard(std::string const& prefix, std::size_t shard, std::size_t shards) {
+    for (int n = 0;; ++n) {
+        Id id = Id::parse(prefix + std::to_string(n)).value();
+        if (std::hash<Id>{}(id) % shards == shard) return id;
+    }
+}
+
+} // namespace
+
+SCENARIO("an update that must let go of its invoice's lock to take a lower one loses if the invoice moved meanwhile") {
+    // Shards 0 < 3. B holds shard 0 (its decision waits); A decides on an
+    // invoice of shard 3 a payment of shard 0, cannot take 0 at once, lets go
+    // of 3 and waits for 0; meanwhile C moves A's invoice.
+    infrastructure::InMemoryStore store(4);
+    InvoiceId const mine = id_on_shard<InvoiceId>("inv_a", 3, 4);
+    InvoiceId const blocker = id_on_shard<InvoiceId>("inv_b", 0, 4);
+    PaymentId const low = id_on_shard<PaymentId>("pay_l", 0, 4);
+    PaymentId const high = id_on_shard<PaymentId>("pay_h", 3, 4);
+    for (InvoiceId const& id : {mine, blocker})
+        REQUIRE(store.commit({Changes::InvoiceWrite{Invoice::from(Invoice::create(id, usd(100), "", meta()).value()), 0}, {}}));
+    auto requesting = [](PaymentId id) {
+        return [id](Invoice const& stored) -> Result<Changes> {
+            auto event = stored.request_payment(attempt(id), "pm_card_ok", meta());
+            if (!event) return event.error();
+            Changes changes{std::nullopt, {{Payment::from(*event), 0}}};
+            changes.events.emplace_back(std::move(*event));
+            return changes;
+        };
+    };
+    auto apply = [](Invoice& invoice, Changes const& decided) {
+        invoice.apply(std::get<PaymentRequested>(decided.events.front()));
+    };
+
+    std::promise<void> b_holds, b_may_go, a_decided;
+    std::jthread b([&] {
+        (void)store.update(blocker, [&](Invoice const&) -> Result<Changes> {
+            b_holds.set_value();
+            b_may_go.get_future().wait();
+            return reject(ErrorCode::invalid_state, "B decides nothing");
+        }, apply);
+    });
+    b_holds.get_future().wait();
+    Result<Changes> a_result = reject(ErrorCode::unavailable, "not run");
+    std::jthread a([&] {
+        auto decide = requesting(low);
+        a_result = store.update(mine, [&](Invoice const& stored) {
+            auto decided = decide(stored);
+            a_decided.set_value();
+            return decided;
+        }, apply);
+    });
+    a_decided.get_future().wait();
+    auto c_result = store.update(mine, requesting(high), apply); // waits for A to let go of shard 3
+    b_may_go.set_value();
+    a.join();
+
+    THEN("C's attempt stands, and A's is refused as a conflict, not applied over it") {
+        REQUIRE(c_result);
+        CHECK(a_result.error().code == ErrorCode::conflict);
+        auto invoice = store.invoice(mine);
+        CHECK(invoice->attempts() == std::vector<PaymentId>{high});
+        CHECK(store.payment(high));
+        CHECK_FALSE(store.payment(low));
     }
 }

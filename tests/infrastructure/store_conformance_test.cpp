@@ -138,6 +138,75 @@ SCENARIO_TEMPLATE("a store's commits are versioned and all or nothing", Stores, 
     }
 }
 
+SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it whole", Stores, MemoryStores,
+                  SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    // Requests attempt `n` of the invoice as it is stored.
+    auto requesting = [](int n) {
+        return [n](Invoice const& stored) -> Result<Changes> {
+            auto event = stored.request_payment(attempt(n), "pm_card_ok", meta());
+            if (!event) return event.error();
+            Changes changes{std::nullopt, {{Payment::from(*event), 0}}};
+            changes.events.emplace_back(std::move(*event));
+            return changes;
+        };
+    };
+    auto const apply = [](Invoice& invoice, Changes const& decided) {
+        invoice.apply(std::get<PaymentRequested>(decided.events.front()));
+    };
+    GIVEN("an invoice committed") {
+        Invoice invoice = an_invoice();
+        REQUIRE(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        auto const [processing, payment, event] = request(invoice, 1);
+
+        WHEN("a step is decided and applied on it") {
+            auto done = store.update(invoice.id(), requesting(1), apply);
+            THEN("the invoice, its new payment and the event are written together, and the event is handed back") {
+                REQUIRE(done);
+                REQUIRE(done->events.size() == 1);
+                auto const& made = std::get<PaymentRequested>(done->events.front());
+                Invoice expected = invoice;
+                expected.apply(made);
+                CHECK(store.invoice(invoice.id()) == expected);
+                CHECK(store.invoice(invoice.id())->version() == processing.version());
+                CHECK(store.payment(payment.id()) == Payment::from(made));
+                CHECK(store.undelivered() == done->events);
+                CHECK(store.history(invoice.id()) == done->events);
+            }
+        }
+        WHEN("the decision refuses") {
+            REQUIRE(store.update(invoice.id(), requesting(1), apply));
+            auto const before = store.invoice(invoice.id());
+            auto again = store.update(invoice.id(), requesting(2), apply);
+            THEN("nothing more is written") {
+                CHECK(again.error().code == ErrorCode::payment_in_progress);
+                CHECK(store.invoice(invoice.id()) == before);
+                CHECK_FALSE(store.payment(attempt(2).id));
+            }
+        }
+        WHEN("the new payment's id is already taken") {
+            Invoice other = invoice_numbered(2);
+            REQUIRE(store.commit({Changes::InvoiceWrite{other, 0}, {}}));
+            auto [other_processing, taken, unused] = request(other, 1); // attempt 1's id, on the other invoice
+            REQUIRE(store.commit({Changes::InvoiceWrite{other_processing, other.version()}, {{taken, 0}}}));
+            auto result = store.update(invoice.id(), requesting(1), apply);
+            THEN("the invoice is left as it was") {
+                CHECK(result.error().code == ErrorCode::already_exists);
+                CHECK(store.invoice(invoice.id()) == invoice);
+                CHECK(store.payment(taken.id()) == taken);
+                CHECK(store.history(invoice.id()).empty());
+            }
+        }
+    }
+    GIVEN("no invoice") {
+        THEN("an update is not_found") {
+            CHECK(store.update(iid("inv_none"), requesting(1), apply).error().code == ErrorCode::not_found);
+        }
+    }
+}
+
 SCENARIO_TEMPLATE("a store pages invoices in creation order, filtered by status", Stores, MemoryStores, SqliteStores, PostgresStores) {
     Stores s;
     if (!s.ready()) return;

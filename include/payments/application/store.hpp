@@ -102,6 +102,22 @@ public:
     /// made durable (then nothing of it is kept).
     virtual Result<void> commit(Changes changes) = 0;
 
+    /// What a step decides on an invoice as it is: the rest of its commit
+    /// (new payments, events, the idempotency completion; not the invoice).
+    using Decide = std::function<Result<Changes>(domain::Invoice const& invoice)>;
+    /// Makes the decided change to the invoice (applies the decided events).
+    using Apply = std::function<void(domain::Invoice& invoice, Changes const& decided)>;
+
+    /// One step on one invoice, committed as one: `decide` reads the stored
+    /// invoice and returns what else to commit, `apply` then changes the
+    /// invoice, written at the version `decide` read. A store may run both on
+    /// its own record under its lock (the in-memory store does: no copy out
+    /// and back); the default loads a copy and commits it. `not_found` for an
+    /// unknown invoice; a refusal of `decide` or of the commit as is. On
+    /// success, the events and scheduled events committed, to publish.
+    /// Neither function may call the store (it may hold its own lock).
+    virtual Result<Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply);
+
     /// The outbox: committed events whose delivery was not yet recorded,
     /// oldest first. After a crash they are published again. A store shared
     /// by several processes answers only this process's own (those it

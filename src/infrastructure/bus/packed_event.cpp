@@ -1,5 +1,7 @@
 #include "packed_event.hpp"
 
+#include "../codec/event_layout.hpp"
+
 #include <array>
 #include <optional>
 #include <cstring>
@@ -47,20 +49,8 @@ char* write_group(char* out, std::uint64_t bits) {
     return out;
 }
 
-class Writer {
+class Writer : public codec::VarintWriter {
 public:
-    void byte(std::uint8_t b) { out_.push_back(static_cast<char>(b)); }
-
-    void varint(std::uint64_t v) {
-        while (v >= 0x80) {
-            byte(static_cast<std::uint8_t>(v | 0x80));
-            v >>= 7;
-        }
-        byte(static_cast<std::uint8_t>(v));
-    }
-
-    void signed_varint(std::int64_t v) { varint((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63)); }
-
     void text(std::string_view t) {
         for (std::size_t p = 0; p < prefixes.size(); ++p) {
             std::string_view const prefix = prefixes[p];
@@ -78,25 +68,9 @@ public:
         out_.append(t);
     }
 
-    void time(Timestamp t) { signed_varint(t.time_since_epoch().count()); }
-
     void money(Money m) {
-        signed_varint(m.minor_units());
+        integer(m.minor_units());
         out_.append(m.currency().code());
-    }
-
-    void failure(Failure const& f) {
-        byte(static_cast<std::uint8_t>(f.kind));
-        text(f.reason);
-    }
-
-    void envelope(EventEnvelope const& e) {
-        text(e.id.str());
-        time(e.occurred_at);
-        text(e.correlation_id.str());
-        text(e.invoice_id.str());
-        text(e.payment_id.str());
-        signed_varint(e.attempt);
     }
 
     std::string& out() { return out_; }
@@ -105,8 +79,6 @@ private:
     void raw64(std::uint64_t v) {
         for (int i = 0; i < 8; ++i) byte(static_cast<std::uint8_t>(v >> (i * 8)));
     }
-
-    std::string out_;
 };
 
 class Reader {
@@ -124,10 +96,7 @@ public:
         }
     }
 
-    std::int64_t signed_varint() {
-        std::uint64_t const v = varint();
-        return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
-    }
+    std::int64_t integer() { return codec::unzigzag(varint()); }
 
     // The text, in the packed bytes or, for a generated id, rebuilt in `scratch`.
     std::string_view text(char (&scratch)[max_generated_id]) {
@@ -150,6 +119,9 @@ public:
         return std::string(text(scratch));
     }
 
+    // Packed events are never read by an older release: the last field is always there.
+    std::string trailing_text() { return text(); }
+
     template <class Id>
     Id id() {
         char scratch[max_generated_id];
@@ -158,10 +130,10 @@ public:
         return Id::parse(t).value();
     }
 
-    Timestamp time() { return Timestamp(Duration(signed_varint())); }
+    Timestamp time() { return Timestamp(Duration(integer())); }
 
     Money money() {
-        std::int64_t const minor = signed_varint();
+        std::int64_t const minor = integer();
         std::string_view const code(reinterpret_cast<char const*>(p_), 3);
         p_ += 3;
         return Money::of(minor, Currency::from_code(code).value()).value();
@@ -170,17 +142,6 @@ public:
     Failure failure() {
         auto const kind = static_cast<FailureKind>(byte());
         return {kind, text()};
-    }
-
-    EventEnvelope envelope() {
-        EventEnvelope e;
-        e.id = id<EventId>();
-        e.occurred_at = time();
-        e.correlation_id = id<CorrelationId>();
-        e.invoice_id = id<InvoiceId>();
-        e.payment_id = id<PaymentId>();
-        e.attempt = static_cast<int>(signed_varint());
-        return e;
     }
 
 private:
@@ -193,85 +154,19 @@ private:
     std::uint8_t const* p_;
 };
 
-struct Pack {
-    Writer& w;
-    void operator()(InvoiceCreated const& e) const {
-        w.envelope(e.envelope);
-        w.money(e.amount);
-        w.text(e.description);
-    }
-    void operator()(PaymentRequested const& e) const {
-        w.envelope(e.envelope);
-        w.money(e.amount);
-        w.text(e.payment_method);
-        w.text(e.gateway_key);
-        w.time(e.not_before);
-        w.text(e.gateway);
-    }
-    void operator()(PaymentSucceeded const& e) const {
-        w.envelope(e.envelope);
-        w.money(e.amount);
-        w.text(e.gateway_reference);
-    }
-    void operator()(PaymentFailed const& e) const {
-        w.envelope(e.envelope);
-        w.failure(e.failure);
-    }
-    void operator()(InvoicePaid const& e) const {
-        w.envelope(e.envelope);
-        w.money(e.amount);
-    }
-    void operator()(InvoiceFailed const& e) const {
-        w.envelope(e.envelope);
-        w.failure(e.failure);
-    }
-    void operator()(InvoiceNeedsReview const& e) const {
-        w.envelope(e.envelope);
-        w.text(e.reason);
-    }
-};
-
-Event unpack_kind(std::size_t kind, Reader& r) {
-    EventEnvelope envelope = r.envelope();
-    switch (kind) {
-    case event_index<InvoiceCreated>(): {
-        Money const amount = r.money();
-        return InvoiceCreated{std::move(envelope), amount, r.text()};
-    }
-    case event_index<PaymentRequested>(): {
-        Money const amount = r.money();
-        std::string method = r.text();
-        std::string key = r.text();
-        Timestamp const not_before = r.time();
-        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), not_before, r.text()};
-    }
-    case event_index<PaymentSucceeded>(): {
-        Money const amount = r.money();
-        return PaymentSucceeded{std::move(envelope), amount, r.text()};
-    }
-    case event_index<PaymentFailed>(): return PaymentFailed{std::move(envelope), r.failure()};
-    case event_index<InvoicePaid>(): return InvoicePaid{std::move(envelope), r.money()};
-    case event_index<InvoiceFailed>(): return InvoiceFailed{std::move(envelope), r.failure()};
-    case event_index<InvoiceNeedsReview>(): return InvoiceNeedsReview{std::move(envelope), r.text()};
-    }
-    throw std::logic_error("PackedEvent: unknown event kind");
-}
-
 } // namespace
 
 PackedEvent::PackedEvent(Event const& event) {
     thread_local Writer writer;
     writer.out().clear();
-    writer.byte(static_cast<std::uint8_t>(event.index()));
-    std::visit(Pack{writer}, event);
+    codec::write_event(writer, event);
     bytes_ = std::make_unique_for_overwrite<std::uint8_t[]>(writer.out().size());
     std::memcpy(bytes_.get(), writer.out().data(), writer.out().size());
 }
 
 Event PackedEvent::unpack() const {
     Reader reader(bytes_.get());
-    std::size_t const kind = reader.byte();
-    return unpack_kind(kind, reader);
+    return codec::read_event(reader, [](std::uint8_t) { throw std::logic_error("PackedEvent: unknown event kind"); });
 }
 
 } // namespace payments::infrastructure

@@ -1,5 +1,6 @@
 #include <payments/infrastructure/store/memory_store.hpp>
 
+#include <boost/assert.hpp>
 #include <boost/container/small_vector.hpp>
 
 #include <algorithm>
@@ -127,6 +128,11 @@ Result<void> InMemoryStore::check_locked(Changes const& changes) const {
         if (expected != 0 && (it == shard.invoices.end() || it->second.first.version() != expected))
             return reject(ErrorCode::conflict, "invoice " + std::string(invoice.id().str()) + " changed since it was read");
     }
+    return check_payments_locked(changes, changes.invoice ? &changes.invoice->invoice.id() : nullptr);
+}
+
+// `with`: the invoice committed with the payments, if any.
+Result<void> InMemoryStore::check_payments_locked(Changes const& changes, InvoiceId const* with) const {
     for (auto const& [payment, expected] : changes.payments) {
         Shard const& shard = shard_of(payment.id());
         auto it = shard.payments.find(payment.id());
@@ -135,7 +141,7 @@ Result<void> InMemoryStore::check_locked(Changes const& changes) const {
         if (expected != 0 && (it == shard.payments.end() || it->second.version() != expected))
             return reject(ErrorCode::conflict, "payment " + std::string(payment.id().str()) + " changed since it was read");
         // A new attempt is committed with its invoice, which lists it.
-        if (expected == 0 && !(changes.invoice && changes.invoice->invoice.id() == payment.invoice_id())) {
+        if (expected == 0 && !(with && *with == payment.invoice_id())) {
             if (!shard_of(payment.invoice_id()).invoices.contains(payment.invoice_id()))
                 return reject(ErrorCode::not_found, "no invoice " + std::string(payment.invoice_id().str()));
             return reject(ErrorCode::invalid_argument,
@@ -177,6 +183,15 @@ Result<void> InMemoryStore::commit(Changes changes) {
             shard.invoices.find(invoice.id())->second.first = std::move(invoice);
         }
     }
+    write_locked(changes);
+    locks.clear();
+    if (order_lock) order_lock.unlock();
+    enqueue(changes, false);
+    return {};
+}
+
+// The payments and the invoices' histories of a checked commit; its shards are locked.
+void InMemoryStore::write_locked(Changes& changes) {
     for (auto& [payment, expected] : changes.payments) {
         Shard& shard = shard_of(payment.id());
         PaymentId id = payment.id();
@@ -186,20 +201,81 @@ Result<void> InMemoryStore::commit(Changes changes) {
         InvoiceId const& id = envelope_of(event).invoice_id;
         shard_of(id).history[id].push_back(event);
     }
-    locks.clear();
-    if (order_lock) order_lock.unlock();
+}
+
+// Into the outbox, once the commit is done; the events are copied when the caller still needs them.
+void InMemoryStore::enqueue(Changes& changes, bool keep_events) {
     std::lock_guard lock(outbox_->mutex);
     for (Event& event : changes.events) {
         std::uint64_t const seq = outbox_->next++;
         outbox_->pending_by_id.emplace(envelope_of(event).id, seq);
-        outbox_->pending.emplace(seq, std::move(event));
+        if (keep_events) outbox_->pending.emplace(seq, event);
+        else outbox_->pending.emplace(seq, std::move(event));
     }
     for (auto& [event, at] : changes.scheduled) {
         std::pair<Timestamp, std::uint64_t> const key{at, outbox_->next++};
         outbox_->later_by_id.emplace(envelope_of(event).id, key);
-        outbox_->later.emplace(key, std::move(event));
+        if (keep_events) outbox_->later.emplace(key, event);
+        else outbox_->later.emplace(key, std::move(event));
     }
-    return {};
+}
+
+Result<Changes> InMemoryStore::update(InvoiceId const& id, Decide const& decide, Apply const& apply) {
+    std::size_t const home = index_of(id);
+    Shard& shard = shards_[home];
+    std::unique_lock lock(shard.mutex);
+    auto it = shard.invoices.find(id);
+    if (it == shard.invoices.end()) return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));
+    // A reference stays valid when the map rehashes; an iterator would not.
+    Invoice& invoice = it->second.first;
+    auto decided = decide(invoice);
+    if (!decided) return decided;
+    Changes& changes = *decided;
+    BOOST_ASSERT_MSG(!changes.invoice, "update() writes the invoice itself");
+    std::uint64_t const version = invoice.version();
+
+    // The shards of its new payments too, without letting go of the invoice's
+    // when the lock order allows: lower ones only if free at once, higher ones
+    // in order. Otherwise all are taken again in order, and the invoice must
+    // not have moved meanwhile.
+    boost::container::small_vector<std::size_t, 6> touched;
+    for (auto const& write : changes.payments) {
+        touched.push_back(index_of(write.payment.id()));
+        touched.push_back(index_of(write.payment.invoice_id()));
+    }
+    for (Event const& event : changes.events) touched.push_back(index_of(envelope_of(event).invoice_id));
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    boost::container::small_vector<std::unique_lock<std::mutex>, 6> locks;
+    bool in_order = true;
+    for (std::size_t i : touched) {
+        if (i == home) continue;
+        if (i > home) locks.emplace_back(shards_[i].mutex);
+        else if (!locks.emplace_back(shards_[i].mutex, std::try_to_lock).owns_lock()) {
+            in_order = false;
+            break;
+        }
+    }
+    if (!in_order) {
+        locks.clear();
+        lock.unlock();
+        touched.push_back(home);
+        std::sort(touched.begin(), touched.end());
+        touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+        for (std::size_t i : touched) locks.emplace_back(shards_[i].mutex);
+        if (invoice.version() != version)
+            return reject(ErrorCode::conflict, "invoice " + std::string(id.str()) + " changed since it was read");
+    }
+    if (auto ok = check_payments_locked(changes, &id); !ok) return ok.error();
+    apply(invoice, changes);
+    write_locked(changes);
+    locks.clear();
+    if (lock) lock.unlock();
+    enqueue(changes, true);
+    Changes published;
+    published.events = std::move(changes.events);
+    published.scheduled = std::move(changes.scheduled);
+    return published;
 }
 
 std::vector<Event> InMemoryStore::undelivered() const {

@@ -1,5 +1,7 @@
 #include "record_codec.hpp"
 
+#include "../codec/event_layout.hpp"
+
 #include <cstdint>
 
 namespace payments::infrastructure::codec {
@@ -11,31 +13,17 @@ namespace {
 // The format every record is written in today. Version 1 is the first.
 constexpr std::uint8_t current_format = 1;
 
-class Writer {
+class Writer : public VarintWriter {
 public:
     explicit Writer(std::uint8_t tag) {
         byte(current_format);
         byte(tag);
     }
 
-    void byte(std::uint8_t b) { out_.push_back(static_cast<char>(b)); }
-
-    void varint(std::uint64_t v) {
-        while (v >= 0x80) {
-            byte(static_cast<std::uint8_t>(v | 0x80));
-            v >>= 7;
-        }
-        byte(static_cast<std::uint8_t>(v));
-    }
-
-    void integer(std::int64_t v) { varint((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63)); }
-
     void text(std::string_view t) {
         varint(t.size());
         out_.append(t);
     }
-
-    void time(Timestamp t) { integer(t.time_since_epoch().count()); }
 
     void optional_time(std::optional<Timestamp> const& t) {
         byte(t ? 1 : 0);
@@ -47,29 +35,12 @@ public:
         text(m.currency().code());
     }
 
-    void failure(Failure const& f) {
-        byte(static_cast<std::uint8_t>(f.kind));
-        text(f.reason);
-    }
-
     void optional_failure(std::optional<Failure> const& f) {
         byte(f ? 1 : 0);
-        if (f) failure(*f);
-    }
-
-    void envelope(EventEnvelope const& e) {
-        text(e.id.str());
-        time(e.occurred_at);
-        text(e.correlation_id.str());
-        text(e.invoice_id.str());
-        text(e.payment_id.str());
-        integer(e.attempt);
+        if (f) write_failure(*this, *f);
     }
 
     std::string take() { return std::move(out_); }
-
-private:
-    std::string out_;
 };
 
 // Reads what Writer wrote; every read is bounds-checked.
@@ -83,6 +54,7 @@ public:
 
     // A field added at the end of a record: records written before it have none.
     bool at_end() const { return pos_ == bytes_.size(); }
+    std::string_view trailing_text() { return at_end() ? std::string_view() : text(); }
 
     std::uint8_t byte() {
         if (pos_ >= bytes_.size()) throw CorruptRecord("truncated record");
@@ -99,10 +71,7 @@ public:
         throw CorruptRecord("malformed integer");
     }
 
-    std::int64_t integer() {
-        std::uint64_t const v = varint();
-        return static_cast<std::int64_t>(v >> 1) ^ -static_cast<std::int64_t>(v & 1);
-    }
+    std::int64_t integer() { return unzigzag(varint()); }
 
     std::string_view text() {
         std::uint64_t const n = varint();
@@ -148,17 +117,6 @@ public:
         return failure();
     }
 
-    EventEnvelope envelope() {
-        EventEnvelope e;
-        e.id = id<EventId>();
-        e.occurred_at = time();
-        e.correlation_id = id<CorrelationId>();
-        e.invoice_id = id<InvoiceId>();
-        e.payment_id = id<PaymentId>();
-        e.attempt = static_cast<int>(integer());
-        return e;
-    }
-
     template <class Enum>
     Enum enumerator(Enum last) {
         auto const v = byte();
@@ -173,29 +131,6 @@ private:
 
 // Record kinds: a record of one kind is never read as another.
 enum Tag : std::uint8_t { invoice_tag = 1, payment_tag, event_tag, outcome_tag };
-
-struct EventBody {
-    Writer& w;
-    void operator()(InvoiceCreated const& e) const {
-        w.money(e.amount);
-        w.text(e.description);
-    }
-    void operator()(PaymentRequested const& e) const {
-        w.money(e.amount);
-        w.text(e.payment_method);
-        w.text(e.gateway_key);
-        w.time(e.not_before);
-        w.text(e.gateway); // last: older records end before it
-    }
-    void operator()(PaymentSucceeded const& e) const {
-        w.money(e.amount);
-        w.text(e.gateway_reference);
-    }
-    void operator()(PaymentFailed const& e) const { w.failure(e.failure); }
-    void operator()(InvoicePaid const& e) const { w.money(e.amount); }
-    void operator()(InvoiceFailed const& e) const { w.failure(e.failure); }
-    void operator()(InvoiceNeedsReview const& e) const { w.text(e.reason); }
-};
 
 } // namespace
 
@@ -280,46 +215,19 @@ Payment decode_payment(std::string_view bytes) {
     s.created_at = r.time();
     s.updated_at = r.time();
     s.version = r.varint();
-    if (!r.at_end()) s.gateway = std::string(r.text());
+    s.gateway = std::string(r.trailing_text());
     return Payment::restore(std::move(s));
 }
 
 std::string encode(Event const& event) {
     Writer w(event_tag);
-    w.byte(static_cast<std::uint8_t>(event.index()));
-    w.envelope(envelope_of(event));
-    std::visit(EventBody{w}, event);
+    write_event(w, event);
     return w.take();
 }
 
 Event decode_event(std::string_view bytes) {
     Reader r(bytes, event_tag);
-    std::uint8_t const kind = r.byte();
-    EventEnvelope envelope = r.envelope();
-    switch (kind) {
-    case event_index<InvoiceCreated>(): {
-        Money const amount = r.money();
-        return InvoiceCreated{std::move(envelope), amount, std::string(r.text())};
-    }
-    case event_index<PaymentRequested>(): {
-        Money const amount = r.money();
-        std::string method(r.text());
-        std::string key(r.text());
-        Timestamp const not_before = r.time();
-        std::string gateway = r.at_end() ? std::string() : std::string(r.text());
-        return PaymentRequested{std::move(envelope), amount, std::move(method), std::move(key), not_before,
-                                std::move(gateway)};
-    }
-    case event_index<PaymentSucceeded>(): {
-        Money const amount = r.money();
-        return PaymentSucceeded{std::move(envelope), amount, std::string(r.text())};
-    }
-    case event_index<PaymentFailed>(): return PaymentFailed{std::move(envelope), r.failure()};
-    case event_index<InvoicePaid>(): return InvoicePaid{std::move(envelope), r.money()};
-    case event_index<InvoiceFailed>(): return InvoiceFailed{std::move(envelope), r.failure()};
-    case event_index<InvoiceNeedsReview>(): return InvoiceNeedsReview{std::move(envelope), std::string(r.text())};
-    default: throw CorruptRecord("unknown event kind " + std::to_string(kind));
-    }
+    return read_event(r, [](std::uint8_t kind) { throw CorruptRecord("unknown event kind " + std::to_string(kind)); });
 }
 
 std::string encode(application::PaymentResult const& outcome) {

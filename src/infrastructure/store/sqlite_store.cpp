@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
-#include <semaphore>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -67,13 +66,32 @@ private:
 };
 
 // One unit of work for the writer, applied inside the batch's transaction.
-// Its caller waits on `finished` alone: the writer wakes exactly the callers
-// of the batch it committed, not every thread waiting on the store.
+// Its caller waits on it alone: the writer wakes exactly the callers
+// of the batch it committed, not every thread waiting on the store. A mutex
+// and condition variable, not std::binary_semaphore: libstdc++'s semaphore
+// calls sched_yield about a dozen times before it sleeps, and a caller waits
+// for a whole batch and its fsync (docs/performance.md, round 4).
 struct Job {
     explicit Job(std::function<Result<void>(Connection&)> f) : apply(std::move(f)) {}
     std::function<Result<void>(Connection&)> apply;
     Result<void> result;
-    std::binary_semaphore finished{0};
+
+    void finish() {
+        {
+            std::lock_guard guard(mutex_);
+            done_ = true;
+        }
+        finished_.notify_one();
+    }
+    void wait() {
+        std::unique_lock guard(mutex_);
+        finished_.wait(guard, [&] { return done_; });
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable finished_;
+    bool done_ = false; // Owned by: mutex_
 };
 
 } // namespace
@@ -216,8 +234,15 @@ struct SqliteStore::Impl {
         return found;
     }
 
+    // temp_store=MEMORY: the journal of the savepoint each command runs in
+    // stays in memory (emptied at each RELEASE) instead of spilling past 64 KiB
+    // to a temporary file that every later command writes to: a third of the
+    // writer's time per batch (docs/performance.md). It only serves ROLLBACK
+    // TO; durability is the WAL's, unchanged.
     void configure(Connection& c) const {
-        c.exec(("PRAGMA busy_timeout=5000; PRAGMA cache_size=-" + std::to_string(options.cache_kib) + ";").c_str());
+        c.exec(("PRAGMA busy_timeout=5000; PRAGMA temp_store=MEMORY; PRAGMA cache_size=-" +
+                std::to_string(options.cache_kib) + ";")
+                   .c_str());
     }
 
     std::unique_ptr<Connection> open_connection() const {
@@ -276,7 +301,7 @@ struct SqliteStore::Impl {
             queue.push_back(job);
             if (writer_waiting) work.notify_one();
         }
-        job->finished.acquire();
+        job->wait();
         return job->result;
     }
 
@@ -305,7 +330,7 @@ void SqliteStore::Impl::run_writer() {
             scheduled.swap(delivered_scheduled);
         }
         write_batch(batch, seqs, scheduled);
-        for (auto& job : batch) job->finished.release();
+        for (auto& job : batch) job->finish();
         batch.clear();
         seqs.clear();
         scheduled.clear();

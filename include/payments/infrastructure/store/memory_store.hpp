@@ -26,6 +26,8 @@ public:
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     Result<void> commit(application::Changes changes) override;
+    /// Decides and applies on the stored invoice under its shard's lock: no copy out and back.
+    Result<application::Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) override;
     std::vector<domain::Event> undelivered() const override;
     void mark_delivered(domain::EventId const& id) override;
     std::vector<application::ScheduledEvent> scheduled() const override;
@@ -45,6 +47,9 @@ private:
     Shard& shard_of(domain::InvoiceId const& id) const;
     Shard& shard_of(domain::PaymentId const& id) const;
     Result<void> check_locked(application::Changes const& changes) const;
+    Result<void> check_payments_locked(application::Changes const& changes, domain::InvoiceId const* with) const;
+    void write_locked(application::Changes& changes);
+    void enqueue(application::Changes& changes, bool keep_events);
 
     std::size_t shard_count_;
     std::unique_ptr<Shard[]> shards_;
