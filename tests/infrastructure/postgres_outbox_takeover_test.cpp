@@ -172,16 +172,8 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
             }
         }
         WHEN("another survivor is claiming half of the events in a transaction still open") {
-            // Ended whatever happens (its locks would hold the schema's drop up).
-            std::unique_ptr<PGconn, void (*)(PGconn*)> session(PQconnectdb(schema.uri().c_str()), PQfinish);
-            PGconn* claimer = session.get();
-            REQUIRE(PQstatus(claimer) == CONNECTION_OK);
-            auto exec = [&](std::string const& sql) {
-                PGresult* r = PQexec(claimer, sql.c_str());
-                bool const ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-                PQclear(r);
-                return ok;
-            };
+            OtherSession claimer(schema.uri());
+            auto exec = [&](std::string const& sql) { return claimer.exec(sql); };
             std::string const& s = schema.name();
             REQUIRE(exec("INSERT INTO " + s + ".owners VALUES ('claimer', clock_timestamp() + interval '1 hour')"));
             REQUIRE(exec("BEGIN"));

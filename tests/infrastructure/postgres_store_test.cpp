@@ -360,14 +360,8 @@ SCENARIO("a delivery mark that cannot be written (its outbox row locked elsewher
         changes.events.emplace_back(created);
         REQUIRE(store->commit(changes));
         store->mark_delivered(created.envelope.id);
-        std::unique_ptr<PGconn, void (*)(PGconn*)> session(PQconnectdb(schema.uri().c_str()), PQfinish);
-        REQUIRE(PQstatus(session.get()) == CONNECTION_OK);
-        auto exec = [&](std::string const& sql) {
-            PGresult* r = PQexec(session.get(), sql.c_str());
-            bool const ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-            PQclear(r);
-            return ok;
-        };
+        OtherSession other(schema.uri());
+        auto exec = [&](std::string const& sql) { return other.exec(sql); };
         REQUIRE(exec("BEGIN"));
         REQUIRE(exec("SELECT 1 FROM " + schema.name() + ".outbox FOR UPDATE"));
         WHEN("the next command is committed") {
