@@ -128,9 +128,9 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
     auto b = open_store(options);
     auto c = open_store(options);
 
-    GIVEN("process A committed 12 invoices, each with an event and a retry, and died") {
+    GIVEN("process A committed 8 invoices, each with an event and a retry, and died") {
         std::set<EventId> committed;
-        for (int n = 1; n <= 12; ++n) {
+        for (int n = 1; n <= 8; ++n) {
             auto [invoice, paid] = paid_by_a(n);
             Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
             changes.events.emplace_back(paid);
@@ -166,8 +166,8 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
                 AND_THEN("they are the takers' own now: neither takes the other's, and each answers its own") {
                     CHECK(b->take_over(100).empty());
                     CHECK(c->take_over(100).empty());
-                    CHECK(b->undelivered().size() + c->undelivered().size() == 12);
-                    CHECK(b->scheduled().size() + c->scheduled().size() == 12);
+                    CHECK(b->undelivered().size() + c->undelivered().size() == 8);
+                    CHECK(b->scheduled().size() + c->scheduled().size() == 8);
                 }
             }
         }
@@ -178,12 +178,12 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
             REQUIRE(exec("INSERT INTO " + s + ".owners VALUES ('claimer', clock_timestamp() + interval '1 hour')"));
             REQUIRE(exec("BEGIN"));
             REQUIRE(exec("UPDATE " + s + ".outbox SET owner = 'claimer' WHERE seq IN (SELECT seq FROM " + s +
-                         ".outbox ORDER BY seq LIMIT 6 FOR UPDATE SKIP LOCKED)"));
+                         ".outbox ORDER BY seq LIMIT 4 FOR UPDATE SKIP LOCKED)"));
             THEN("B takes the other events at once, without waiting for it, and never those it claimed") {
                 auto const taken = b->take_over(100);
                 REQUIRE(exec("COMMIT"));
-                CHECK(taken.events.size() == 6);
-                CHECK(taken.scheduled.size() == 12);
+                CHECK(taken.events.size() == 4);
+                CHECK(taken.scheduled.size() == 8);
                 CHECK(b->take_over(100).empty());
             }
         }
@@ -199,8 +199,8 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
             auto const round_b = relay_b.take_over();
             auto const round_c = relay_c.take_over();
             THEN("B publishes every event and arms every retry, C none") {
-                CHECK(round_b.republished == 12);
-                CHECK(round_b.rearmed == 12);
+                CHECK(round_b.republished == 8);
+                CHECK(round_b.rearmed == 8);
                 CHECK(round_c.republished + round_c.rearmed == 0);
             }
             bus_b.stop();
