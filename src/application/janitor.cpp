@@ -8,8 +8,9 @@ namespace payments::application {
 
 using namespace domain;
 
-// The janitor: a scheduled round that exists only while some invoice is
-// PROCESSING, so an idle system has no timer running.
+// The janitor: a scheduled round that exists only while some attempt may
+// need it (an invoice PROCESSING, or one in review whose last attempt has not
+// settled), so an idle system has no timer running.
 void PaymentProcessor::arm_janitor() {
     if (options_.janitor_interval == Duration::zero()) return;
     {
@@ -25,10 +26,8 @@ void PaymentProcessor::arm_janitor() {
             self->janitor_armed_ = false;
         }
         try {
-            self->run_janitor();
-            InvoiceQuery const any_processing{.status = InvoiceStatus::processing, .limit = 1};
-            if (self->options_.janitor_when_idle || !self->ports_.store.invoices(any_processing).data.empty())
-                self->arm_janitor();
+            Round const round = self->redrive(self->janitor_grace());
+            if (self->options_.janitor_when_idle || round.work_left) self->arm_janitor();
         } catch (StorageFailure const& failure) {
             // The store cannot be read now: the round is not done, so it comes again.
             self->ports_.logger.warn("janitor: the store cannot be read; the round is tried again",
@@ -38,59 +37,77 @@ void PaymentProcessor::arm_janitor() {
     });
 }
 
-std::size_t PaymentProcessor::run_janitor() {
-    // An attempt due this long ago should have reached the gateway by now.
-    return redrive(options_.gateway_timeout + options_.janitor_interval);
-}
+// An attempt due this long ago should have reached the gateway by now.
+Duration PaymentProcessor::janitor_grace() const { return options_.gateway_timeout + options_.janitor_interval; }
+
+std::size_t PaymentProcessor::run_janitor() { return redrive(janitor_grace()).redriven; }
 
 // At start nothing is driving anything yet: every due attempt is stalled.
-std::size_t PaymentProcessor::recover() { return redrive(Duration::zero(), true); }
+std::size_t PaymentProcessor::recover() { return redrive(Duration::zero(), true).redriven; }
 
-std::size_t PaymentProcessor::redrive(Duration grace, bool at_start) {
-    if (stopped()) return 0;
-    std::size_t redriven = 0;
+// The invoices whose last attempt may be left undriven: PROCESSING ones, and
+// those in review (an attempt sent before the review began is owed its answer
+// all the same: money may have been taken under its key).
+PaymentProcessor::Round PaymentProcessor::redrive(Duration grace, bool at_start) {
+    Round round;
+    if (stopped()) return round;
     Timestamp const now = ports_.clock.now();
-    InvoiceQuery query{.status = InvoiceStatus::processing, .limit = InvoiceQuery::max_limit};
-    for (;;) {
-        InvoicePage page = ports_.store.invoices(query);
-        for (Invoice const& invoice : page.data) {
-            auto payment = ports_.store.payment(invoice.attempts().back());
-            if (!payment || claimed(payment->id()) || deferred(payment->id())) continue;
-            bool const stalled = payment->status() == PaymentStatus::requested && payment->not_before() + grace <= now;
-            if (!stalled && !payment->unresolved()) continue;
-            // Another live process drives this invoice (a shared store): not ours to touch.
-            if (!ports_.store.lease(invoice.id())) continue;
-            auto const request = request_of(*payment, new_event_meta(ports_, payment->correlation_id()));
-            if (stalled) {
-                ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
-                ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment->id().str()}});
-                ++redriven;
-                if (!at_start) {
-                    on_requested(request);
-                    continue;
-                }
-                // At start, through the bus to this processor's own handler:
-                // the attempts run on the engine's threads at once (each waits
-                // for its commit, and many waiting share transactions), as a
-                // republished event would. The handler is idempotent.
-                if (!ports_.bus.publish(request)) on_requested(request);
-            } else if (payment->unresolved()) {
-                bool verifying = false;
-                {
-                    std::lock_guard lock(mutex_);
-                    verifying = verifying_.contains(payment->id());
-                }
-                if (verifying) continue;
-                ports_.metrics.janitor_redrove(JanitorFinding::unverified);
-                ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying",
-                                   {{"payment_id", payment->id().str()}});
-                ++redriven;
-                start_verifying(request);
+    for (InvoiceStatus status : {InvoiceStatus::processing, InvoiceStatus::needs_review}) {
+        InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
+        for (;;) {
+            InvoicePage page = ports_.store.invoices(query);
+            for (Invoice const& invoice : page.data) {
+                if (status == InvoiceStatus::processing) round.work_left = true;
+                auto payment = ports_.store.payment(invoice.attempts().back());
+                if (!payment || !owes_an_answer(*payment, now)) continue;
+                round.work_left = true;
+                if (redrive_attempt(invoice, *payment, grace, at_start)) ++round.redriven;
             }
+            if (!page.next) break;
+            query.after = page.next;
         }
-        if (!page.next) return redriven;
-        query.after = page.next;
     }
+    return round;
+}
+
+// REQUESTED (sent or not, it is settled either way), or UNKNOWN within the
+// verification limit; past it the operator has it, and the look-ups stopped.
+bool PaymentProcessor::owes_an_answer(Payment const& payment, Timestamp now) const {
+    if (payment.status() == PaymentStatus::requested) return true;
+    return payment.unresolved() &&
+           !(payment.unknown_since() && now - *payment.unknown_since() >= options_.verification_limit);
+}
+
+bool PaymentProcessor::redrive_attempt(Invoice const& invoice, Payment const& payment, Duration grace, bool at_start) {
+    Timestamp const now = ports_.clock.now();
+    if (claimed(payment.id()) || deferred(payment.id())) return false;
+    bool const stalled = payment.status() == PaymentStatus::requested && payment.not_before() + grace <= now;
+    if (!stalled && !payment.unresolved()) return false;
+    // Another live process drives this invoice (a shared store): not ours to touch.
+    if (!ports_.store.lease(invoice.id())) return false;
+    auto const request = request_of(payment, new_event_meta(ports_, payment.correlation_id()));
+    if (stalled) {
+        ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
+        ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment.id().str()}});
+        if (!at_start) {
+            on_requested(request);
+            return true;
+        }
+        // At start, through the bus to this processor's own handler:
+        // the attempts run on the engine's threads at once (each waits
+        // for its commit, and many waiting share transactions), as a
+        // republished event would. The handler is idempotent.
+        if (!ports_.bus.publish(request)) on_requested(request);
+        return true;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        if (verifying_.contains(payment.id())) return false;
+    }
+    ports_.metrics.janitor_redrove(JanitorFinding::unverified);
+    ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying", {{"payment_id", payment.id().str()}});
+    start_verifying(request);
+    return true;
 }
 
 UnsettledWork PaymentProcessor::unsettled() const {

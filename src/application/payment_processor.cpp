@@ -44,6 +44,8 @@ Result<void> ProcessorOptions::validate() const {
         return reject(ErrorCode::invalid_argument, "settle window must be between 0 and 7 days");
     if (verification_limit <= Duration::zero() || verification_limit > std::chrono::hours(24 * 365))
         return reject(ErrorCode::invalid_argument, "verification limit must be positive and at most a year");
+    if (provider_key_retention <= Duration::zero() || provider_key_retention > std::chrono::hours(24 * 365))
+        return reject(ErrorCode::invalid_argument, "provider key retention must be positive and at most a year");
     if (janitor_interval < Duration::zero() || janitor_interval > std::chrono::hours(24))
         return reject(ErrorCode::invalid_argument, "janitor interval must be between 0 (off) and 24 hours");
     if (over_limit_wait <= Duration::zero() || over_limit_wait > std::chrono::minutes(1))
@@ -122,7 +124,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     auto payment = ports_.store.payment(env.payment_id);
     auto invoice = ports_.store.invoice(env.invoice_id);
     if (!payment || payment->status() != PaymentStatus::requested || !invoice ||
-        invoice->status() != InvoiceStatus::processing || invoice->attempts().back() != env.payment_id) {
+        invoice->attempts().back() != env.payment_id) {
         ports_.metrics.duplicate_delivery();
         ports_.logger.debug("attempt already settled", {{"payment_id", env.payment_id.str()}});
         return;
@@ -139,6 +141,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
                            {{"payment_id", env.payment_id.str()}});
         return;
     }
+    if (invoice->status() != InvoiceStatus::processing) return settle_unsendable(requested, *payment, guard);
 
     // The attempt goes to the gateway recorded on it, never another: it may
     // have been sent there before (a re-driven attempt, an earlier process).
@@ -163,6 +166,15 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
             look_up_before_sending(requested, *gateway);
             return;
         }
+    }
+    if (key_may_be_forgotten(*payment, now)) {
+        // Sent again, it could be charged a second time: verified instead.
+        ports_.logger.warn("an attempt's key is older than the provider keeps keys: not sent again",
+                           {{"payment_id", env.payment_id.str()}, {"gateway", gateway->name}});
+        guard.armed = false; // on_answer releases it
+        on_answer(requested, ChargeAnswer::failed(FailureKind::unknown_outcome,
+                                                  "may have been sent more than the provider's key retention ago"));
+        return;
     }
     auto permit = gateway->breaker.acquire(now);
     if (permit.transition) circuit_changed(*gateway, *permit.transition);
@@ -265,16 +277,57 @@ void PaymentProcessor::on_lookup_before_sending(PaymentRequested const& requeste
     on_requested(requested);
 }
 
-bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {
-    // A key made by another process run may have been sent by it; one made
-    // here was sent only if sent_ says so.
-    if (!is_key_of_this_run(ports_, payment.gateway_key())) return false;
-    // Nor can one whose invoice another process held meanwhile (a takeover).
-    if (!ports_.store.held_since_attempt(payment.invoice_id())) return false;
+// A key made by another process run may have been sent by it, and so may one
+// whose invoice another process held meanwhile (a takeover); one made here was
+// sent only if sent_ says so.
+bool PaymentProcessor::may_have_been_sent(Payment const& payment) const {
+    if (!is_key_of_this_run(ports_, payment.gateway_key())) return true;
+    if (!ports_.store.held_since_attempt(payment.invoice_id())) return true;
+    std::lock_guard lock(mutex_);
+    return sent_.contains(payment.id());
+}
+
+// The provider's retention runs from the key's first request, which came no
+// earlier than the attempt was made and due.
+bool PaymentProcessor::key_may_be_forgotten(Payment const& payment, Timestamp now) const {
+    Timestamp const earliest_send = std::min(payment.created_at(), payment.not_before());
+    return now - earliest_send >= options_.provider_key_retention && may_have_been_sent(payment);
+}
+
+void PaymentProcessor::settle_unsendable(PaymentRequested const& requested, Payment const& payment, ClaimGuard& guard) {
+    PaymentId const& id = requested.envelope.payment_id;
+    std::string const why = "the invoice is no longer PROCESSING (an operator's review began)";
+    bool looked_up = false;
     {
         std::lock_guard lock(mutex_);
-        if (sent_.contains(payment.id())) return false;
+        looked_up = looked_up_.erase(id) != 0;
     }
+    if (!may_have_been_sent(payment)) {
+        guard.release_now();
+        settle_logged(requested, ChargeAnswer::failed(FailureKind::transient, "not sent: " + why));
+        return;
+    }
+    if (looked_up) {
+        // Looked up with no final record: its outcome is unknown, and it is
+        // verified as any unknown answer is (never sent again).
+        guard.armed = false; // on_answer releases it
+        on_answer(requested, ChargeAnswer::failed(FailureKind::unknown_outcome,
+                                                  "may have been sent, and the gateway holds no final record; " + why));
+        return;
+    }
+    Gateways::Entry* gateway = ports_.gateways.find(payment.gateway());
+    if (!gateway) {
+        ports_.logger.error("an attempt names a gateway this wiring does not have",
+                            {{"payment_id", id.str()}, {"gateway", payment.gateway()}});
+        defer(requested, ports_.clock.now() + options_.janitor_interval + options_.gateway_timeout);
+        return;
+    }
+    guard.armed = false; // the look-up's answer or its timeout releases it
+    look_up_before_sending(requested, *gateway);
+}
+
+bool PaymentProcessor::may_reroute_unsent(Payment const& payment, Timestamp now) const {
+    if (may_have_been_sent(payment)) return false;
     for (std::size_t i = 0; i < ports_.gateways.size(); ++i) {
         auto const& entry = ports_.gateways[i];
         if (entry.name != payment.gateway() && entry.breaker.usable(now)) return true;

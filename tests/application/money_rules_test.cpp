@@ -3,6 +3,7 @@
 // invoice when the gateway's answer is late, missing or ambiguous.
 #include "support/world.hpp"
 
+#include <map>
 #include <set>
 
 using namespace test;
@@ -570,4 +571,172 @@ SCENARIO("a janitor round the store cannot read is tried again at the next inter
             }
         }
     }
+}
+
+// Issue 14's review, finding 2: an attempt out when its invoice went into
+// review is still owed its answer, whoever started it.
+namespace {
+
+// Attempt 1 failed TRANSIENT, attempt 2 was REQUESTED under a key ending in
+// `key_suffix`, then a late "charged" for attempt 1 put the invoice in review.
+PaymentRequested in_review_with_a_second_attempt(World& world, Invoice& invoice, std::string const& key_suffix) {
+    std::uint64_t const version = invoice.version();
+    auto first = invoice.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
+    invoice.apply(first);
+    Payment one = Payment::from(first);
+    auto failed = one.fail({FailureKind::transient, "provider answered 503"}, meta()).value();
+    one.apply(failed);
+    PaymentId const second_id = PaymentId::generate(world.random);
+    NewAttempt const next{second_id, std::string(second_id.str()) + "." + key_suffix, "a"};
+    auto after = invoice.settle_failure(failed, RetryPolicy{.max_attempts = 3}, world.random, next, meta()).value();
+    invoice.apply(failed);
+    auto second = std::get<PaymentRequested>(after);
+    invoice.apply(second);
+    invoice.apply(invoice.require_review(one.id(), "the gateway answered charged for attempt 1, recorded as FAILED",
+                                         meta())
+                      .value());
+    REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
+                                {{one, 0}, {Payment::from(second), 0}}}));
+    REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::needs_review);
+    return second;
+}
+
+} // namespace
+
+SCENARIO("review14 finding 2: an attempt out when its invoice went into review is looked up and settled") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
+    Invoice invoice = world.create();
+    GIVEN("attempt 2 sent by an earlier run, which the provider charged") {
+        auto const second = in_review_with_a_second_attempt(world, invoice, "earlier-run");
+        world.gateway.charge({second.envelope.payment_id, invoice.id(), second.gateway_key, invoice.amount(),
+                              "pm_card_ok", {}},
+                             [](application::ChargeAnswer) {});
+        world.settle();
+        WHEN("two janitor intervals pass") {
+            world.clock.advance(1min);
+            world.settle();
+            world.clock.advance(1min);
+            world.settle();
+            THEN("its key was looked up, never charged again, and attempt 2 is SUCCEEDED") {
+                CHECK(world.gateway_port.lookups == 1);
+                CHECK(world.gateway_port.charges == 0);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                CHECK(world.store.payment(second.envelope.payment_id)->status() == PaymentStatus::succeeded);
+                AND_THEN("the operator's decision is no longer refused, and the janitor stops") {
+                    CHECK(world.service.resolve_review({invoice.id(), {true, "ch_attempt_1"}}).has_value());
+                    world.run();
+                    CHECK(world.scheduler.pending() == 0);
+                }
+            }
+        }
+    }
+    GIVEN("attempt 2 sent by an earlier run, of which the provider holds no record") {
+        auto const second = in_review_with_a_second_attempt(world, invoice, "earlier-run");
+        WHEN("everything has run") {
+            world.run();
+            THEN("it was verified, never sent, and FAILED after the settle window") {
+                CHECK(world.gateway_port.lookups >= 2);
+                CHECK(world.gateway_port.charges == 0);
+                Payment const settled = world.store.payment(second.envelope.payment_id).value();
+                CHECK(settled.status() == PaymentStatus::failed);
+                CHECK(world.scheduler.pending() == 0);
+            }
+        }
+    }
+    GIVEN("attempt 2 made by this run and never sent") {
+        auto const second = in_review_with_a_second_attempt(world, invoice, "test");
+        WHEN("everything has run") {
+            world.run();
+            THEN("it is FAILED unsent, with no look-up, and the operator may decide") {
+                CHECK(world.gateway_port.lookups == 0);
+                CHECK(world.gateway_port.charges == 0);
+                CHECK(world.store.payment(second.envelope.payment_id)->status() == PaymentStatus::failed);
+                CHECK(world.service.resolve_review({invoice.id(), {false, ""}}).has_value());
+            }
+        }
+    }
+}
+
+// Issue 14's review, finding 5: a provider forgets an idempotency key after a
+// day (Stripe prunes them after 24 h), so a key that old must never be sent again.
+namespace {
+
+// Charges once per key while it remembers the key (24 h after its first
+// charge); after that the same key charges again. Its look-ups never say
+// more than "processing".
+class ForgetfulProvider final : public application::PaymentGateway {
+public:
+    explicit ForgetfulProvider(application::Clock const& clock) : clock_(clock) {}
+    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
+        Timestamp const now = clock_.now();
+        auto it = first_charged_.find(request.idempotency_key);
+        if (it == first_charged_.end() || now - it->second >= 24h) {
+            first_charged_[request.idempotency_key] = now;
+            ++charges;
+        }
+        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
+    }
+    void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
+        on_answer(application::ChargeStatus::processing());
+    }
+    int charges = 0; ///< money taken, once per remembered key
+
+private:
+    application::Clock const& clock_;
+    std::map<std::string, Timestamp> first_charged_;
+};
+
+} // namespace
+
+SCENARIO("review14 finding 5: a key older than the provider keeps keys is never sent again") {
+    infrastructure::ManualClock clock_of_provider;
+    ForgetfulProvider provider(clock_of_provider);
+    GIVEN("an attempt an earlier run sent and the provider charged, whose answer was lost, and a long outage") {
+        auto const build = [&](Duration outage) {
+            auto world = std::make_unique<World>(
+                WorldOptions{.processor = {.retry = {}, .gateway_timeout = 5s, .verification_limit = 2h,
+                                           .janitor_interval = 1min},
+                             .provider_a = &provider});
+            Invoice invoice = world->create();
+            std::uint64_t const version = invoice.version();
+            PaymentId const id = PaymentId::generate(world->random);
+            auto requested = invoice
+                                 .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
+                                                  meta(world->clock.now()))
+                                 .value();
+            invoice.apply(requested);
+            REQUIRE(world->store.commit({application::Changes::InvoiceWrite{invoice, version},
+                                         {{Payment::from(requested), 0}}}));
+            provider.charge({id, invoice.id(), requested.gateway_key, invoice.amount(), "pm_card_ok", {}},
+                            [](application::ChargeAnswer) {});
+            world->clock.advance(outage);
+            clock_of_provider.advance(outage);
+            return std::pair{std::move(world), invoice.id()};
+        };
+        WHEN("the process starts again 25 h later, and the look-up says only \"processing\"") {
+            auto [world, invoice] = build(25h);
+            world->processor->recover();
+            world->run();
+            THEN("the key is not sent again: one charge, and the invoice waits for an operator") {
+                CHECK(provider.charges == 1);
+                CHECK(world->invoice(invoice).status() == InvoiceStatus::needs_review);
+                CHECK(world->service.payments_of(invoice).value()[0].status() == PaymentStatus::unknown);
+            }
+        }
+        WHEN("it starts again 1 h later") {
+            auto [world, invoice] = build(1h);
+            world->processor->recover();
+            world->run();
+            THEN("the key is sent again, and the provider answers from its record: one charge, PAID") {
+                CHECK(provider.charges == 1);
+                CHECK(world->invoice(invoice).status() == InvoiceStatus::paid);
+            }
+        }
+    }
+}
+
+SCENARIO("review14 finding 5: the provider's key retention is an option, and checked") {
+    CHECK(application::ProcessorOptions{.retry = {}}.provider_key_retention == 24h);
+    CHECK(application::ProcessorOptions{.retry = {}, .provider_key_retention = 0s}.validate().error().code ==
+          ErrorCode::invalid_argument);
 }

@@ -9,10 +9,12 @@
 
 #include <payments/engine.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
+#include <payments/infrastructure/system/clocks.hpp>
 
 #include <sqlite3.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -246,6 +248,67 @@ SCENARIO("group commit: concurrent committers share transactions, and each sees 
     }
 }
 
+// The review of issue 14, finding 11: the history's retention runs inside the
+// writer's transaction, so it must not read the whole outbox.
+SCENARIO("the retention of delivered events finds them by an index, not by reading the outbox") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    open_store(path).reset(); // created and migrated
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* plan = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN DELETE FROM outbox WHERE delivered = 1 AND occurred_at < 5", -1,
+                               &plan, nullptr) == SQLITE_OK);
+    std::string steps;
+    while (sqlite3_step(plan) == SQLITE_ROW) steps += reinterpret_cast<char const*>(sqlite3_column_text(plan, 3));
+    sqlite3_finalize(plan);
+    sqlite3_close(db);
+    INFO(steps);
+    CHECK(steps.find("outbox_delivered_by_time") != std::string::npos);
+}
+
+// The review of issue 14, finding 4: in WAL mode a COMMIT whose fsync failed
+// has its frames in the WAL all the same, and a restart would replay them.
+SCENARIO("a COMMIT whose fsync failed is answered storage_unavailable only once the file cannot keep it") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    std::string const path = dir.file("payments.db");
+    auto store = open_store(path, {.vfs = FaultyVfs::name});
+    REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(1), 0}, {}}));
+    auto const copy_as_after_a_crash = [&](std::string const& name) {
+        // The database and its WAL, not the shared-memory index: what a restart finds.
+        std::filesystem::copy_file(path, dir.file(name));
+        std::filesystem::copy_file(path + "-wal", dir.file(name + "-wal"));
+        return dir.file(name);
+    };
+    GIVEN("a disk whose next fsync fails") {
+        vfs.failing_syncs = 1;
+        auto const refused = store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+        vfs.failing_syncs = 0;
+        THEN("the commit is refused, and a restart on the file as it is does not find it") {
+            REQUIRE_FALSE(refused);
+            CHECK(refused.error().code == ErrorCode::storage_unavailable);
+            auto const copy = copy_as_after_a_crash("crashed.db");
+            auto restarted = open_store(copy);
+            CHECK(restarted->invoice(iid("inv_1")));
+            CHECK_FALSE(restarted->invoice(iid("inv_2")));
+        }
+    }
+    GIVEN("a disk whose fsyncs fail for a while") {
+        vfs.failing_syncs = 3;
+        auto const refused = store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+        THEN("the commit is answered once the outcome is decided, and the store takes writes again") {
+            REQUIRE_FALSE(refused);
+            CHECK(refused.error().code == ErrorCode::storage_unavailable);
+            CHECK(vfs.failing_syncs == 0);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}}));
+            auto restarted = open_store(copy_as_after_a_crash("later.db"));
+            CHECK_FALSE(restarted->invoice(iid("inv_2")));
+            CHECK(restarted->invoice(iid("inv_3")));
+        }
+    }
+}
+
 SCENARIO("a write the disk refuses answers storage_unavailable, keeps nothing, and service resumes") {
     TempDir dir;
     auto& vfs = FaultyVfs::instance();
@@ -310,7 +373,9 @@ SCENARIO("after a crash the outbox is published again and the attempt is charged
             auto store = open_store(path);
             REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
             Invoice processing = invoice;
-            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            // Made just now: a key older than the provider keeps keys would not be sent again.
+            auto requested =
+                processing.request_payment(attempt(1), "pm_card_ok", meta(infrastructure::SystemClock{}.now())).value();
             processing.apply(requested);
             Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
             changes.events.emplace_back(requested);
@@ -361,7 +426,9 @@ SCENARIO("after a crash an attempt left REQUESTED is looked up on its key before
             auto store = open_store(path);
             REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
             Invoice processing = invoice;
-            auto requested = processing.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            // Made just now: a key older than the provider keeps keys would not be sent again.
+            auto requested =
+                processing.request_payment(attempt(1), "pm_card_ok", meta(infrastructure::SystemClock{}.now())).value();
             processing.apply(requested);
             Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(requested), 0}}};
             changes.events.emplace_back(requested);

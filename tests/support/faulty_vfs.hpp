@@ -24,6 +24,9 @@ public:
     std::atomic<bool> failing{false};
     /// While true, every read fails with SQLITE_IOERR_READ.
     std::atomic<bool> failing_reads{false};
+    /// The next this many syncs fail with SQLITE_IOERR_FSYNC (writes still
+    /// work): a COMMIT whose frames are all in the WAL, unsynced.
+    std::atomic<int> failing_syncs{0};
     /// The code a failing write returns: SQLITE_IOERR_WRITE or SQLITE_FULL.
     std::atomic<int> error{SQLITE_IOERR_WRITE};
 
@@ -70,6 +73,8 @@ private:
             me.methods_.xTruncate = [](sqlite3_file* f, sqlite3_int64 s) { return real(f)->pMethods->xTruncate(real(f), s); };
             me.methods_.xSync = [](sqlite3_file* f, int sync_flags) {
                 if (self(f).failing) return SQLITE_IOERR_FSYNC;
+                for (int left = self(f).failing_syncs.load(); left > 0;)
+                    if (self(f).failing_syncs.compare_exchange_weak(left, left - 1)) return SQLITE_IOERR_FSYNC;
                 return real(f)->pMethods->xSync(real(f), sync_flags);
             };
             me.methods_.xFileSize = [](sqlite3_file* f, sqlite3_int64* s) { return real(f)->pMethods->xFileSize(real(f), s); };

@@ -30,6 +30,12 @@ struct ProcessorOptions {
     /// An answer still unknown after this long puts the invoice before an
     /// operator (NEEDS_REVIEW), and look-ups stop.
     domain::Duration verification_limit = std::chrono::hours(24);
+    /// How long the provider remembers an idempotency key after its first
+    /// request (Stripe: 24 hours). A key that may have been sent this long
+    /// ago is never sent again (the provider would take the money a second
+    /// time); its outcome is verified with look-ups instead, and the invoice
+    /// goes before an operator if none is final within the verification limit.
+    domain::Duration provider_key_retention = std::chrono::hours(24);
     /// How often the janitor looks for attempts that nothing drives any more;
     /// zero turns it off. It runs only while some invoice is PROCESSING.
     domain::Duration janitor_interval = std::chrono::seconds(60);
@@ -133,7 +139,16 @@ private:
     void start_verifying(domain::PaymentRequested const& requested);
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
-    std::size_t redrive(domain::Duration grace, bool at_start = false);
+    domain::Duration janitor_grace() const;
+    // One pass over the attempts the janitor looks after.
+    struct Round {
+        std::size_t redriven = 0;
+        bool work_left = false; ///< some attempt may need a later round
+    };
+    Round redrive(domain::Duration grace, bool at_start = false);
+    bool owes_an_answer(domain::Payment const& payment, domain::Timestamp now) const;
+    bool redrive_attempt(domain::Invoice const& invoice, domain::Payment const& payment, domain::Duration grace,
+                         bool at_start);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
@@ -149,6 +164,12 @@ private:
     /// no process ever sent its key (made in this run, never sent by this
     /// processor) and another gateway is usable; else it waits (defer).
     bool may_reroute_unsent(domain::Payment const& payment, domain::Timestamp now) const;
+    /// A key of another run, or of an invoice another process held, or one
+    /// this processor sent: the provider may know it.
+    bool may_have_been_sent(domain::Payment const& payment) const;
+    /// The rule for old keys: one that may have been sent `provider_key_retention`
+    /// ago or more is never sent again.
+    bool key_may_be_forgotten(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
     /// The rule for a charge refused unsent at the adapter's own limit: not
     /// counted by the circuit, not failed; the attempt waits for room.
@@ -170,6 +191,10 @@ private:
         }
         ~ClaimGuard() { release_now(); }
     };
+    // An attempt whose invoice stopped waiting for it (an operator's review
+    // began): never sent now, yet settled: looked up first if it may have gone out.
+    void settle_unsendable(domain::PaymentRequested const& requested, domain::Payment const& payment,
+                           ClaimGuard& guard);
 
     Ports ports_;
     ProcessorOptions options_;

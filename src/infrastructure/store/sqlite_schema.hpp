@@ -6,7 +6,7 @@
 
 namespace payments::infrastructure::sqlite {
 
-inline constexpr std::array<char const*, 2> migrations = {
+inline constexpr std::array<char const*, 3> migrations = {
     // 0 → 1: the aggregates and the idempotency records.
     R"sql(
 CREATE TABLE invoices (
@@ -53,6 +53,13 @@ CREATE TABLE scheduled (
     due      INTEGER NOT NULL,
     body     BLOB NOT NULL
 );
+)sql",
+    // 2 → 3: the row a COMMIT in doubt is sealed with (a later durable commit
+    // that overwrites its WAL frames), and an index for the history's retention.
+    R"sql(
+CREATE TABLE seal (n INTEGER NOT NULL);
+INSERT INTO seal VALUES (0);
+CREATE INDEX outbox_delivered_by_time ON outbox (occurred_at) WHERE delivered = 1;
 )sql",
 };
 

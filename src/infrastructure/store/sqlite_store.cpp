@@ -6,7 +6,9 @@
 #include "sqlite_db.hpp"
 #include "sqlite_schema.hpp"
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -113,6 +115,7 @@ struct SqliteStore::Impl {
     std::vector<std::int64_t> delivered_seqs;      // Owned by: queue_mutex; written with the next batch
     std::vector<std::string> delivered_scheduled;  // Owned by: queue_mutex
     bool closing = false;                          // Owned by: queue_mutex
+    bool in_doubt = false;                         // Owned by: queue_mutex; a failed COMMIT not yet sealed
 
     // Outbox and scheduled rows not yet delivered this run: event id → seq.
     std::mutex outbox_mutex;
@@ -128,6 +131,7 @@ struct SqliteStore::Impl {
     AggregateCache<PaymentId, Payment> payment_cache;
 
     std::atomic<std::uint64_t> invoices{0}, payments{0}, transactions{0}, commands{0}, storage_errors{0};
+    std::uint64_t batches_begun = 0; // Owned by: the writer thread
     mutable std::atomic<std::uint64_t> read_errors{0};
     std::thread writer_thread;
 
@@ -298,6 +302,7 @@ struct SqliteStore::Impl {
         {
             std::lock_guard guard(queue_mutex);
             if (closing) return reject(ErrorCode::unavailable, "the store is closed");
+            if (in_doubt) return storage_error(deciding);
             queue.push_back(job);
             if (writer_waiting) work.notify_one();
         }
@@ -305,9 +310,25 @@ struct SqliteStore::Impl {
         return job->result;
     }
 
+    static constexpr auto in_doubt_wait = std::chrono::seconds(2);
+    static constexpr char const* deciding =
+        "the store cannot write: the outcome of an earlier commit whose fsync failed is not decided yet";
+
     void run_writer();
-    void write_batch(std::vector<std::shared_ptr<Job>>& batch, std::vector<std::int64_t>& seqs,
+    // True when the COMMIT itself failed: the batch's outcome is in doubt.
+    bool write_batch(std::vector<std::shared_ptr<Job>>& batch, std::vector<std::int64_t>& seqs,
                      std::vector<std::string>& scheduled);
+    void decide(std::vector<std::shared_ptr<Job>>& batch);
+    bool seal();
+    void end_transaction() {
+        if (sqlite3_get_autocommit(writer->get())) return;
+        try {
+            writer->exec("ROLLBACK");
+        } catch (sqlite::Failure const&) {
+            // The rollback failed too: SQLite rolls back on its own when the
+            // connection next begins; nothing of this transaction was committed.
+        }
+    }
 };
 
 void SqliteStore::Impl::run_writer() {
@@ -329,7 +350,7 @@ void SqliteStore::Impl::run_writer() {
             seqs.swap(delivered_seqs);
             scheduled.swap(delivered_scheduled);
         }
-        write_batch(batch, seqs, scheduled);
+        if (write_batch(batch, seqs, scheduled)) decide(batch);
         for (auto& job : batch) job->finish();
         batch.clear();
         seqs.clear();
@@ -341,9 +362,10 @@ void SqliteStore::Impl::run_writer() {
 // deliveries, one COMMIT (one fsync). A job's business refusal rolls back its
 // savepoint alone; a storage failure fails the whole batch, and nothing of it
 // is answered as done.
-void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, std::vector<std::int64_t>& seqs,
+bool SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, std::vector<std::int64_t>& seqs,
                                     std::vector<std::string>& scheduled) {
     Connection& c = *writer;
+    bool committing = false;
     try {
         // Prepared once (sqlite3_exec would parse them again for every command).
         c.prepare("BEGIN IMMEDIATE").step();
@@ -356,25 +378,82 @@ void SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, st
         }
         for (std::int64_t seq : seqs) c.prepare("UPDATE outbox SET delivered = 1 WHERE seq = ?").bind(1, seq).step();
         for (auto const& id : scheduled) c.prepare("DELETE FROM scheduled WHERE event_id = ?").bind(1, id).step();
-        if (options.event_retention && transactions % 1024 == 0) {
+        // Counted by batches begun, so that a run of failing batches does not run it each time.
+        if (options.event_retention && batches_begun++ % 1024 == 0) {
             auto const oldest = ticks(std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) - *options.event_retention);
             c.prepare("DELETE FROM outbox WHERE delivered = 1 AND occurred_at < ?").bind(1, oldest).step();
         }
+        committing = true;
         c.prepare("COMMIT").step();
         ++transactions;
         commands += batch.size();
+        return false;
     } catch (sqlite::Failure const& failure) {
         ++storage_errors;
-        if (!sqlite3_get_autocommit(c.get())) {
-            try {
-                c.exec("ROLLBACK");
-            } catch (sqlite::Failure const&) {
-                // The rollback failed too: SQLite rolls back on its own when the
-                // connection next begins; nothing of this batch was committed.
-            }
-        }
+        end_transaction();
         for (auto& job : batch) job->result = storage_error(failure);
         // The delivered marks are only hints: lost, the events are republished.
+        // A write that failed left no whole commit frame: only an fsync's failure leaves the batch in doubt.
+        return committing && (failure.code == SQLITE_IOERR_FSYNC || failure.code == SQLITE_IOERR_DIR_FSYNC);
+    }
+}
+
+// A COMMIT that failed at its fsync has every frame of the batch, the commit
+// frame included, in the WAL: SQLite forgets them, but a restart would replay
+// them, so "nothing kept" would be a guess. The guess is made true before it
+// is answered: a later durable commit (the seal) is written over those frames
+// and ends their chain. Until one succeeds, new commands are refused at once;
+// the batch waits for it up to `in_doubt_wait`, then is answered that its
+// outcome is not known yet. A close before the seal leaves it to the next start.
+void SqliteStore::Impl::decide(std::vector<std::shared_ptr<Job>>& batch) {
+    {
+        std::lock_guard guard(queue_mutex);
+        in_doubt = true;
+    }
+    auto const answer = [](std::vector<std::shared_ptr<Job>>& jobs, std::string const& detail) {
+        for (auto& job : jobs) {
+            job->result = storage_error(detail);
+            job->finish();
+        }
+        jobs.clear();
+    };
+    auto const give_up = std::chrono::steady_clock::now() + in_doubt_wait;
+    auto wait = std::chrono::milliseconds(10);
+    while (!seal()) {
+        std::deque<std::shared_ptr<Job>> refused;
+        bool closed = false;
+        {
+            std::unique_lock guard(queue_mutex);
+            work.wait_for(guard, wait, [&] { return closing; });
+            refused.swap(queue);
+            closed = closing;
+        }
+        std::vector<std::shared_ptr<Job>> refused_jobs(refused.begin(), refused.end());
+        answer(refused_jobs, deciding);
+        if (closed) {
+            answer(batch, "the store closed before the outcome of a commit whose fsync failed was decided; "
+                          "the next start decides it");
+            return;
+        }
+        if (!batch.empty() && std::chrono::steady_clock::now() >= give_up)
+            answer(batch, "the store cannot write: a commit's fsync failed, and whether it is kept is not known "
+                          "until the store can write again (or the next start); retry with the same idempotency key");
+        wait = std::min(wait * 2, std::chrono::milliseconds(1000));
+    }
+    std::lock_guard guard(queue_mutex);
+    in_doubt = false;
+}
+
+bool SqliteStore::Impl::seal() {
+    try {
+        writer->prepare("BEGIN IMMEDIATE").step();
+        writer->prepare("UPDATE seal SET n = n + 1").step();
+        writer->prepare("COMMIT").step();
+        return true;
+    } catch (sqlite::Failure const&) {
+        ++storage_errors;
+        end_transaction();
+        return false;
     }
 }
 

@@ -52,7 +52,7 @@ class SqliteStore final : public application::Store, public application::Idempot
 public:
     /// The schema this release writes; older files are migrated forward at
     /// open, newer ones refused.
-    static constexpr int schema_version = 2;
+    static constexpr int schema_version = 3;
 
     /// Opens (or creates) the file, checks its integrity, migrates its schema
     /// and takes the lock. `storage_unavailable` with a clear detail when the
