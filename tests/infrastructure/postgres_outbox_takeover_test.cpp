@@ -237,3 +237,36 @@ SCENARIO("a schema of version 3 is migrated to 4: its undelivered rows have no o
         }
     }
 }
+
+SCENARIO("a process that stops cleanly writes its pending delivery marks before it says it is gone") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    std::string const& s = schema.name();
+    GIVEN("A delivered an event whose mark waits for A's next batch") {
+        auto [invoice, paid] = paid_by_a(1);
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        changes.events.emplace_back(paid);
+        REQUIRE(a->commit(changes));
+        REQUIRE(a->undelivered().size() == 1);
+        a->mark_delivered(paid.envelope.id);
+        // What was still undelivered when A's owner row went (the NOTIFY to the others goes with it).
+        REQUIRE(run_sql(schema.uri(),
+                        "CREATE TABLE " + s + ".probe (undelivered bigint); CREATE FUNCTION " + s +
+                            ".probe() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO " + s +
+                            ".probe SELECT count(*) FROM " + s + ".outbox WHERE NOT delivered AND owner = OLD.owner; "
+                            "RETURN OLD; END $$; CREATE TRIGGER probe BEFORE DELETE ON " + s + ".owners FOR EACH ROW "
+                            "EXECUTE FUNCTION " + s + ".probe()"));
+        WHEN("A stops cleanly") {
+            a->close();
+            THEN("its owner row went after the mark was written: the survivors have nothing to deliver again") {
+                CHECK(run_sql(schema.uri(), "SELECT 1 / (SELECT count(*) FROM " + s + ".probe)::int"));
+                CHECK(run_sql(schema.uri(), "SELECT 1 / (CASE WHEN (SELECT max(undelivered) FROM " + s +
+                                                ".probe) = 0 THEN 1 ELSE 0 END)"));
+            }
+        }
+    }
+}

@@ -645,6 +645,10 @@ PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 PostgresStore::~PostgresStore() { close(); }
 
 void PostgresStore::close() {
+    // The pending delivery marks are written first (the queue's last batch),
+    // then the heart drops the owner row and NOTIFYs: the survivors it wakes
+    // find nothing this process delivered still undelivered.
+    impl_->queue->close();
     {
         std::lock_guard guard(impl_->heart_mutex);
         impl_->stopping = true;
@@ -652,7 +656,6 @@ void PostgresStore::close() {
     std::uint64_t const one = 1;
     if (impl_->stop_fd >= 0) (void)!::write(impl_->stop_fd, &one, sizeof one);
     if (impl_->heart.joinable()) impl_->heart.join();
-    impl_->queue->close();
     impl_->writer.reset();
     std::lock_guard guard(impl_->readers_mutex);
     impl_->idle_readers.clear();
