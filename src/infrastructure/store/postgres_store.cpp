@@ -121,20 +121,23 @@ constexpr pg::Prepared select_undelivered{
     "select_undelivered", "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 ORDER BY seq"};
 constexpr pg::Prepared select_scheduled{"select_scheduled",
                                         "SELECT due, body FROM scheduled WHERE owner = $1 ORDER BY due"};
-// Rows whose process is gone (no live row in owners), claimed for this one.
-// SKIP LOCKED: processes claiming at once each take other rows, none waits;
-// a row claimed meanwhile is re-checked once locked (its new owner lives), so
-// each row goes to one process.
-#define PAYMENTS_ORPHANED(table)                                                                                   \
-    table ".owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners w WHERE w.owner = " table                              \
-    ".owner AND w.alive_until >= clock_timestamp())"
+// The processes gone (no live row in owners) that still own undelivered
+// outbox rows or retries, other than this one.
+constexpr pg::Prepared dead_owners{
+    "dead_owners", "SELECT d.owner FROM (SELECT owner FROM outbox WHERE NOT delivered AND owner <> $1 UNION "
+                   "SELECT owner FROM scheduled WHERE owner <> $1) d WHERE NOT EXISTS (SELECT 1 FROM owners w "
+                   "WHERE w.owner = d.owner AND w.alive_until >= clock_timestamp())"};
+// Rows of those processes ($2), claimed for this one. SKIP LOCKED: processes
+// claiming at once each take other rows, none waits. A row claimed meanwhile
+// is re-checked once locked, and its owner is a plain column of that row (a
+// join with owners would not be re-checked): its new owner is not among the
+// dead, so each row goes to one process.
 constexpr pg::Prepared take_events{
     "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
-                   PAYMENTS_ORPHANED("o") " ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING seq, body"};
+                   "o.owner = ANY($2::text[]) ORDER BY o.seq LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING seq, body"};
 constexpr pg::Prepared take_scheduled{
     "take_scheduled", "UPDATE scheduled SET owner = $1 WHERE event_id IN (SELECT s.event_id FROM scheduled s WHERE "
-                      PAYMENTS_ORPHANED("s") " ORDER BY s.due LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING due, body"};
-#undef PAYMENTS_ORPHANED
+                      "s.owner = ANY($2::text[]) ORDER BY s.due LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING due, body"};
 constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox WHERE invoice_id = $1 ORDER BY seq"};
 
 constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
@@ -143,7 +146,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  page_status, select_payment, select_payments_of, payment_owner,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
-                                 take_events, take_scheduled};
+                                 take_events, take_scheduled, dead_owners};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -969,19 +972,28 @@ bool PostgresStore::renewing() const { return impl_->alive(); }
 
 application::TakenOver PostgresStore::take_over(std::size_t limit) {
     auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
-    // Each claim commits on its own (a reader session, autocommit). A reply
-    // lost after its commit leaves rows this process owns without knowing:
-    // they are taken over by another process once this one is gone.
+    // One transaction: the dead owners, then both claims. A failure anywhere
+    // drops the session, which rolls back: nothing is claimed that this
+    // process does not know it holds. A reply lost after the COMMIT leaves
+    // rows this process owns without knowing: they are taken over by another
+    // process once this one is gone.
     std::vector<std::pair<std::int64_t, Event>> events;
     application::TakenOver taken;
     impl_->read([&](pg::Connection& c) {
         events.clear();
         taken.scheduled.clear();
-        Rows r = c.query(take_events.name, Params().text(impl_->owner).integer(most));
+        Rows dead = c.query(dead_owners.name, Params().text(impl_->owner));
+        if (dead.size() == 0) return 0;
+        std::vector<std::string> gone;
+        for (int row = 0; row < dead.size(); ++row) gone.emplace_back(dead.bytes(row, 0));
+        std::string const list = array_literal(gone, quoted_element);
+        c.exec("BEGIN");
+        Rows r = c.query(take_events.name, Params().text(impl_->owner).text(list).integer(most));
         for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
-        Rows s = c.query(take_scheduled.name, Params().text(impl_->owner).integer(most));
+        Rows s = c.query(take_scheduled.name, Params().text(impl_->owner).text(list).integer(most));
         for (int row = 0; row < s.size(); ++row)
             taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
+        c.exec("COMMIT");
         return 0;
     });
     // RETURNING keeps no order.
