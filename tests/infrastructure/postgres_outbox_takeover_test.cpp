@@ -279,11 +279,11 @@ SCENARIO("three survivors claiming one orphan at a time never take the same even
     options.lease_timeout = 1h;
     options.statement_timeout = 2s;
     auto a = open_store(options);
-    GIVEN("process A committed 1500 events and stopped") {
+    GIVEN("process A committed 150 events and stopped") {
         auto [invoice, paid] = paid_by_a(1);
         std::set<EventId> committed;
         Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
-        for (int n = 0; n < 1500; ++n) {
+        for (int n = 0; n < 150; ++n) {
             InvoicePaid e = paid;
             e.envelope.id = EventId::parse("evt_orphan_" + std::to_string(n)).value();
             committed.insert(e.envelope.id);
