@@ -146,7 +146,7 @@ private:
         bool work_left = false; ///< some attempt may need a later round
     };
     Round redrive(domain::Duration grace, bool at_start = false);
-    bool owes_an_answer(domain::Payment const& payment, domain::Timestamp now) const;
+    bool owes_an_answer(domain::Invoice const& invoice, domain::Payment const& payment) const;
     bool redrive_attempt(domain::Invoice const& invoice, domain::Payment const& payment, domain::Duration grace,
                          bool at_start);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
@@ -170,6 +170,9 @@ private:
     /// The rule for old keys: one that may have been sent `provider_key_retention`
     /// ago or more is never sent again.
     bool key_may_be_forgotten(domain::Payment const& payment, domain::Timestamp now) const;
+    /// True once `provider_key_retention` has passed since the attempt's key
+    /// could first have been sent: the provider may have forgotten it.
+    bool key_older_than_retention(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
     /// The rule for a charge refused unsent at the adapter's own limit: not
     /// counted by the circuit, not failed; the attempt waits for room.
