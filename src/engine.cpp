@@ -247,6 +247,8 @@ Result<std::unique_ptr<Engine>> EngineBuilder::build() {
     if (!invalid_.empty()) return reject(ErrorCode::invalid_argument, invalid_);
     if (auto valid = options_.processor.validate(); !valid) return valid.error();
     if (auto valid = options_.breaker.validate(); !valid) return valid.error();
+    if (options_.takeover_poll_interval <= domain::Duration::zero())
+        return reject(ErrorCode::invalid_argument, "takeover_poll_interval must be positive");
     auto impl = std::make_unique<Engine::Impl>(*this);
     auto processor = application::PaymentProcessor::start(impl->ports, impl->options.processor);
     if (!processor) return processor.error();
@@ -258,6 +260,7 @@ Result<std::unique_ptr<Engine>> EngineBuilder::build() {
     impl->settle_watch.push_back(impl->bus.subscribe<domain::InvoiceNeedsReview>("engine.settled", settling));
     impl->relay.emplace(*impl->store, impl->bus);
     impl->recover();
+    impl->relay->watch(impl->scheduler, *impl->clock, impl->options.takeover_poll_interval);
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -330,6 +333,8 @@ bool Engine::wait_settled(std::chrono::steady_clock::duration timeout) {
 ShutdownReport Engine::shutdown(std::chrono::steady_clock::duration grace) {
     if (impl_->stopped.exchange(true)) return {};
     impl_->service.stop_accepting();
+    // Nothing more is taken over from other processes: what this one holds is theirs once it is gone.
+    impl_->relay->stop();
     // The processor stays subscribed through the grace period, so a retry
     // that falls due meanwhile is still charged.
     if (!wait_idle(grace)) impl_->logger->warn("shutdown grace period ended with work in flight");

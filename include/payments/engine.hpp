@@ -45,6 +45,11 @@ struct EngineOptions {
     /// the run is mixed in, so that ids never repeat across runs or across
     /// servers sharing a database.
     std::uint64_t seed = 0;
+    /// A store shared by several processes (PostgreSQL): how often the outbox
+    /// relay looks for events and retries a process that is gone left, in
+    /// case the store's wake-up (LISTEN/NOTIFY) was lost. The wake-up itself
+    /// comes within the store's lease timeout of the process going.
+    domain::Duration takeover_poll_interval = std::chrono::seconds(60);
     application::LogLevel log_level = application::LogLevel::info; ///< the default logger's level
     std::FILE* log_output = stderr; ///< the default logger's output; nullptr: no logs
     /// The default logger writes info and debug lines in batches this often; warnings and errors at once.

@@ -132,9 +132,12 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     arm_janitor();
     // Another live process took the invoice over (this one stalled, or lost
     // PostgreSQL for longer than its lease): it drives the attempt now, and
-    // this process neither sends nor reroutes it.
+    // this process neither sends nor reroutes it. Or this process's liveness
+    // renewals fail: its lease may lapse while a charge is out, so the
+    // attempt waits for the janitor (here or elsewhere).
     if (!ports_.store.lease(env.invoice_id)) {
-        ports_.logger.info("attempt left to the process that holds its invoice",
+        ports_.logger.info("attempt not driven here: another process holds its invoice, or this one's liveness "
+                           "renewals are failing",
                            {{"payment_id", env.payment_id.str()}});
         return;
     }

@@ -228,10 +228,14 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
         }
         WHEN("the first closes cleanly") {
             a->close();
-            THEN("the second takes the invoice at once, with its outbox and retries") {
+            THEN("the second takes the invoice at once, with its outbox and retries, which are then its own") {
                 CHECK(b->lease(invoice.id()));
+                auto const taken = b->take_over(10);
+                CHECK(taken.events.size() == 1);
+                CHECK(taken.scheduled.size() == 1);
                 CHECK(b->undelivered().size() == 1);
                 CHECK(b->scheduled().size() == 1);
+                CHECK(b->take_over(10).empty());
             }
         }
         WHEN("the first stops renewing its liveness (killed) and it lapses") {
@@ -241,7 +245,7 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
                                           std::string(invoice.id().str()) + "')"));
             THEN("the second takes the invoice over, and then the first may no longer drive it") {
                 CHECK(b->lease(invoice.id()));
-                CHECK(b->undelivered().size() == 1);
+                CHECK(b->take_over(10).events.size() == 1);
                 CHECK_FALSE(a->lease(invoice.id()));
             }
             THEN("after the takeover the first's writes that drive the attempt are refused (its lease epoch is stale), and "
@@ -323,6 +327,52 @@ SCENARIO("a read PostgreSQL cannot answer is a StorageFailure, never \"not found
         THEN("once the lock is gone the same reads answer again") {
             CHECK(store->invoice(invoice.id()));
             CHECK(store->invoices({}).data.size() == 1);
+        }
+    }
+}
+
+SCENARIO("a lease timeout shorter than the statement timeout is refused at open, with a clear error") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1s;
+    options.statement_timeout = 5s;
+    auto const refused = PostgresStore::open(options);
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == ErrorCode::invalid_argument);
+    CHECK(refused.error().detail.find("lease timeout (1000 ms)") != std::string::npos);
+    CHECK(refused.error().detail.find("statement timeout (5000 ms)") != std::string::npos);
+    options.statement_timeout = 1s;
+    CHECK(PostgresStore::open(options));
+}
+
+SCENARIO("a delivery mark that cannot be written (its outbox row locked elsewhere) does not fail the commands") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.statement_timeout = 200ms; // the mark gives up waiting for the lock after this
+    auto store = open_store(options);
+    GIVEN("an event committed and delivered, its mark not yet written, and its row locked by another session") {
+        auto created = Invoice::create(iid("inv_1"), usd(100), "", meta()).value();
+        Changes changes{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+        changes.events.emplace_back(created);
+        REQUIRE(store->commit(changes));
+        store->mark_delivered(created.envelope.id);
+        OtherSession other(schema.uri());
+        auto exec = [&](std::string const& sql) { return other.exec(sql); };
+        REQUIRE(exec("BEGIN"));
+        REQUIRE(exec("SELECT 1 FROM " + schema.name() + ".outbox FOR UPDATE"));
+        WHEN("the next command is committed") {
+            auto const next = store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+            THEN("it commits, and the mark waits for a later batch") {
+                CHECK(next);
+                CHECK(store->invoice(iid("inv_2")));
+                REQUIRE(exec("COMMIT"));
+                REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}}));
+                CHECK(store->undelivered().empty());
+            }
         }
     }
 }

@@ -160,3 +160,44 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
         }
     }
 }
+
+SCENARIO("a process whose liveness renewals fail starts no charge, and charges again once they succeed") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // the test renews by hand
+    auto store = open_store(options);
+    HeldProvider g1, g2;
+    World a(process(*store, g1, g2, "proc_a", 1));
+    GIVEN("an invoice, and renewals that PostgreSQL refuses (its lease may lapse unseen)") {
+        Invoice const invoice = a.create();
+        std::string const& s = schema.name();
+        REQUIRE(run_sql(schema.uri(), "ALTER TABLE " + s + ".owners ADD CONSTRAINT no_renewal CHECK (false) NOT VALID"));
+        REQUIRE_FALSE(store->renew());
+        REQUIRE_FALSE(store->renewing());
+        WHEN("a payment is requested") {
+            Payment const p1 = a.pay(invoice, "pm_card_ok");
+            a.settle();
+            THEN("the attempt is committed but no charge is sent, and the store grants no lease") {
+                CHECK(store->payment(p1.id())->status() == PaymentStatus::requested);
+                CHECK(g1.held() + g2.held() == 0);
+                CHECK_FALSE(store->lease(invoice.id()));
+            }
+            AND_WHEN("renewals succeed again and the janitor comes round") {
+                REQUIRE(run_sql(schema.uri(), "ALTER TABLE " + s + ".owners DROP CONSTRAINT no_renewal"));
+                REQUIRE(store->renew());
+                CHECK(store->renewing());
+                a.processor->recover();
+                a.settle();
+                THEN("the attempt is charged, on its own key") {
+                    REQUIRE(g1.held() == 1);
+                    g1.answer_all();
+                    a.settle();
+                    CHECK(g1.booked() == 1);
+                    CHECK(store->invoice(invoice.id())->status() == InvoiceStatus::paid);
+                }
+            }
+        }
+    }
+}

@@ -161,9 +161,10 @@ SCENARIO("a file that fails the integrity check opens at once and then refuses w
             INFO(refusal);
             REQUIRE(store);
             auto const deadline = std::chrono::steady_clock::now() + 5s;
-            while ((*store)->storage_errors() == 0 && std::chrono::steady_clock::now() < deadline)
+            while ((*store)->integrity() == infrastructure::IntegrityCheck::running && std::chrono::steady_clock::now() < deadline)
                 std::this_thread::yield();
-            THEN("once the check has read the file, a commit is refused with the check's verdict") {
+            THEN("once the check has read the file twice, a commit is refused with the check's verdict") {
+                REQUIRE((*store)->integrity() == infrastructure::IntegrityCheck::damaged);
                 Invoice const another = Invoice::from(Invoice::create(iid("inv_2"), usd(1000), "order 43", meta()).value());
                 auto committed = (*store)->commit({Changes::InvoiceWrite{another, 0}, {}});
                 REQUIRE_FALSE(committed);
@@ -306,6 +307,51 @@ SCENARIO("a COMMIT whose fsync failed is answered storage_unavailable only once 
             CHECK_FALSE(restarted->invoice(iid("inv_2")));
             CHECK(restarted->invoice(iid("inv_3")));
         }
+    }
+}
+
+SCENARIO("an I/O error while the integrity check reads the file is not damage: writes go on") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    auto& vfs = FaultyVfs::instance();
+    GIVEN("a file whose invoices fill pages past the schema's") {
+        {
+            auto store = open_store(path, {.fsync_every_commit = false}); // the setup need not wait for the disk
+            for (int n = 1; n <= 300; ++n) REQUIRE(store->commit({Changes::InvoiceWrite{invoice_numbered(n), 0}, {}}));
+        }
+        std::int64_t last_root = 0;
+        {
+            sqlite3* db = nullptr;
+            REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+            REQUIRE(sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr) == SQLITE_OK);
+            sqlite3_stmt* s = nullptr;
+            sqlite3_prepare_v2(db, "SELECT max(rootpage) FROM sqlite_schema", -1, &s, nullptr);
+            REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+            last_root = sqlite3_column_int64(s, 0);
+            sqlite3_finalize(s);
+            sqlite3_close(db);
+        }
+        REQUIRE(std::filesystem::file_size(path) > static_cast<std::uintmax_t>(last_root) * 4096);
+        WHEN("a store opens it while the pages past the schema's cannot be read (a transient I/O error)") {
+            vfs.failing_reads_from = last_root * 4096;
+            auto store = SqliteStore::open({.path = path, .vfs = FaultyVfs::name});
+            std::string const refusal = store ? std::string() : store.error().detail;
+            INFO(refusal);
+            REQUIRE(store);
+            auto const deadline = std::chrono::steady_clock::now() + 5s;
+            while ((*store)->storage_errors() == 0 && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::yield();
+            vfs.failing_reads_from = -1;
+            REQUIRE((*store)->storage_errors() > 0);
+            while ((*store)->integrity() == infrastructure::IntegrityCheck::running && std::chrono::steady_clock::now() < deadline)
+                std::this_thread::yield();
+            THEN("the check, run again once the disk reads, passes, and a commit is kept") {
+                CHECK((*store)->integrity() == infrastructure::IntegrityCheck::passed);
+                auto const committed = (*store)->commit({Changes::InvoiceWrite{invoice_numbered(301), 0}, {}});
+                CHECK_MESSAGE(committed, (committed ? std::string() : committed.error().detail));
+            }
+        }
+        vfs.failing_reads_from = -1;
     }
 }
 

@@ -262,7 +262,9 @@ SCENARIO_TEMPLATE("a store's outbox keeps events until they are delivered, and t
         request_changes.scheduled.push_back({retry, t0() + 30s});
         REQUIRE(store.commit(request_changes));
 
-        THEN("both events are undelivered, in commit order, and the retry is scheduled") {
+        THEN("both events are undelivered, in commit order, and the retry is scheduled: the process that committed "
+             "them delivers them, nothing of its own is there to take over") {
+            CHECK(store.take_over(100).empty());
             auto undelivered = store.undelivered();
             REQUIRE(undelivered.size() == 2);
             CHECK(std::get<InvoiceCreated>(undelivered[0]) == created);

@@ -86,6 +86,7 @@ class Server:
         args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--threads", "2", "--store", store,
                 "--gateway", gateway, "--gateway-key", "sk_test_multi", "--log-level", "warn", "--janitor-interval-ms", str(JANITOR_MS),
                 "--gateway-timeout-ms", str(GATEWAY_TIMEOUT_MS), "--pg-lease-ms", str(LEASE_MS),
+                "--pg-statement-timeout-ms", str(LEASE_MS),
                 "--drain-timeout-ms", "3000"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
 

@@ -24,6 +24,10 @@ public:
     std::atomic<bool> failing{false};
     /// While true, every read fails with SQLITE_IOERR_READ.
     std::atomic<bool> failing_reads{false};
+    /// While not negative, reads of a database file (not its WAL) at or past
+    /// this offset fail with SQLITE_IOERR_READ: pages a scan reaches and an
+    /// open does not.
+    std::atomic<sqlite3_int64> failing_reads_from{-1};
     /// The next this many syncs fail with SQLITE_IOERR_FSYNC (writes still
     /// work): a COMMIT whose frames are all in the WAL, unsynced.
     std::atomic<int> failing_syncs{0};
@@ -34,6 +38,7 @@ private:
     struct File {
         sqlite3_file base;
         sqlite3_file* real;
+        bool main_db;
     };
 
     FaultyVfs() {
@@ -54,6 +59,7 @@ private:
         auto& me = *static_cast<FaultyVfs*>(vfs->pAppData);
         auto* wrapped = reinterpret_cast<File*>(file);
         wrapped->real = reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(file) + sizeof(File));
+        wrapped->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
         int const rc = me.real_->xOpen(me.real_, path, wrapped->real, flags, out_flags);
         if (rc != SQLITE_OK) {
             wrapped->base.pMethods = nullptr;
@@ -64,6 +70,8 @@ private:
             me.methods_.xClose = [](sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); };
             me.methods_.xRead = [](sqlite3_file* f, void* b, int n, sqlite3_int64 o) {
                 if (self(f).failing_reads) return SQLITE_IOERR_READ;
+                sqlite3_int64 const from = self(f).failing_reads_from;
+                if (from >= 0 && o >= from && reinterpret_cast<File*>(f)->main_db) return SQLITE_IOERR_READ;
                 return real(f)->pMethods->xRead(real(f), b, n, o);
             };
             me.methods_.xWrite = [](sqlite3_file* f, void const* b, int n, sqlite3_int64 o) {

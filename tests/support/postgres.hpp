@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unistd.h>
@@ -42,6 +43,26 @@ inline bool run_sql(std::string const& uri, std::string const& sql) {
     PQfinish(c);
     return ok;
 }
+
+/// A session of its own on the test server, standing for another process (its
+/// open transaction's locks); ended whatever happens, so that its locks never
+/// hold the schema's drop up.
+class OtherSession {
+public:
+    explicit OtherSession(std::string const& uri) : c_(PQconnectdb(uri.c_str()), PQfinish) {
+        REQUIRE(PQstatus(c_.get()) == CONNECTION_OK);
+    }
+    /// Runs SQL; false on an error.
+    bool exec(std::string const& sql) {
+        PGresult* r = PQexec(c_.get(), sql.c_str());
+        bool const ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        return ok;
+    }
+
+private:
+    std::unique_ptr<PGconn, void (*)(PGconn*)> c_;
+};
 
 /// A schema of the test's own on the test server, dropped with everything in it.
 class TestSchema {

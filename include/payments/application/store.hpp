@@ -36,6 +36,14 @@ struct ScheduledEvent {
     domain::Timestamp at;
 };
 
+/// Outbox work that a process which is gone left undelivered, taken over by
+/// this one to deliver (Store::take_over()).
+struct TakenOver {
+    std::vector<domain::Event> events;    ///< oldest first
+    std::vector<ScheduledEvent> scheduled; ///< in order of their time
+    bool empty() const { return events.empty() && scheduled.empty(); }
+};
+
 /// The idempotency record that a commit completes in the same transaction.
 struct IdempotencyCompletion {
     IdempotencyKey key;
@@ -111,14 +119,33 @@ public:
     virtual Result<Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply);
 
     /// The outbox: committed events whose delivery was not yet recorded,
-    /// oldest first. After a crash they are published again.
+    /// oldest first. After a crash they are published again. A store shared
+    /// by several processes answers only this process's own (those it
+    /// committed or took over); take_over() hands out those of the others.
     virtual std::vector<domain::Event> undelivered() const = 0;
     /// Records that the event reached its subscribers (a scheduled event
     /// too: it is then no longer re-armed). Unknown ids are ignored; a
     /// durable store may write it with a later commit.
     virtual void mark_delivered(domain::EventId const& id) = 0;
-    /// Scheduled events not yet delivered, in order of their time.
+    /// Scheduled events not yet delivered, in order of their time (a
+    /// shared store: this process's own, as undelivered()).
     virtual std::vector<ScheduledEvent> scheduled() const = 0;
+    /// A store shared by several processes: claims for this process at most
+    /// `limit` undelivered events and at most `limit` scheduled events whose
+    /// process is gone (killed, cut off past its liveness, or stopped), each
+    /// for exactly one of the processes that ask; they are then this
+    /// process's to deliver, as if it had committed them, and are marked
+    /// delivered through mark_delivered(). Nothing while every owner lives. A
+    /// store used by one process answers nothing: restart() republishes what
+    /// undelivered() and scheduled() hold. Throws StorageFailure.
+    virtual TakenOver take_over(std::size_t /*limit*/) { return {}; }
+    /// A store shared by several processes calls `wake` (on a thread of its
+    /// own; it must not block) when another process may have left work for
+    /// take_over(): a process that stopped or whose liveness lapsed, or the
+    /// store's notification channel reconnected. An empty function stops the
+    /// calls; once it returns no call is running. False (and `wake` is never
+    /// called) for a store used by one process.
+    virtual bool watch_work_left(std::function<void()> /*wake*/) { return false; }
     /// The invoice's events in commit order, as far back as the store keeps
     /// them: its audit history.
     virtual std::vector<domain::Event> history(domain::InvoiceId const& id) const = 0;

@@ -1,8 +1,11 @@
 #pragma once
 // Group commit: callers queue jobs and wait; one writer thread takes every
 // queued job (up to a batch size) and writes them in one transaction, then
-// answers them all. What a batch means (savepoints, the COMMIT, errors) is
-// the store's `write` function; this is only the queue and the thread.
+// wakes the callers of that batch, each on its own wait (completion.hpp).
+// What a batch means (savepoints, the COMMIT, errors) is the store's `write`
+// function; this is only the queue and the thread.
+
+#include "completion.hpp"
 
 #include <condition_variable>
 #include <cstddef>
@@ -32,13 +35,21 @@ public:
     /// Queues the job and waits until its batch is written; false (and not
     /// written) once closed.
     bool submit(std::shared_ptr<Job> job) {
-        auto entry = std::make_shared<Entry>(Entry{std::move(job), false});
-        std::unique_lock guard(mutex_);
-        if (closing_) return false;
-        queue_.push_back(entry);
+        auto entry = std::make_shared<Entry>(std::move(job));
+        {
+            std::lock_guard guard(mutex_);
+            if (closing_) return false;
+            queue_.push_back(entry);
+        }
         work_.notify_one();
-        answered_.wait(guard, [&] { return entry->done; });
+        entry->answered.wait();
         return true;
+    }
+
+    /// Jobs queued and not yet taken into a batch.
+    std::size_t queued() {
+        std::lock_guard guard(mutex_);
+        return queue_.size();
     }
 
     /// Asks for a batch even if no job is queued (the store has writes of its own waiting).
@@ -62,8 +73,9 @@ public:
 
 private:
     struct Entry {
+        explicit Entry(std::shared_ptr<Job> j) : job(std::move(j)) {}
         std::shared_ptr<Job> job;
-        bool done;
+        Completion answered; // its caller's wait, finished once its batch is written
     };
 
     void run() {
@@ -83,11 +95,7 @@ private:
             }
             for (auto const& e : entries) batch.push_back(e->job);
             write_(batch);
-            {
-                std::lock_guard guard(mutex_);
-                for (auto const& e : entries) e->done = true;
-            }
-            answered_.notify_all();
+            for (auto const& e : entries) e->answered.finish(); // entries keeps each alive meanwhile
             entries.clear();
             batch.clear();
         }
@@ -97,7 +105,6 @@ private:
     Write const write_;
     std::mutex mutex_;
     std::condition_variable work_;
-    std::condition_variable answered_;
     std::deque<std::shared_ptr<Entry>> queue_; // Owned by: mutex_
     bool flush_ = false;                       // Owned by: mutex_
     bool closing_ = false;                     // Owned by: mutex_

@@ -11,7 +11,7 @@ namespace payments::infrastructure::postgres {
 /// The advisory lock that serialises migrations (any constant of our own).
 inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
 
-inline constexpr std::array<char const*, 3> migrations = {
+inline constexpr std::array<char const*, 4> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
     R"sql(
 CREATE TABLE invoices (
@@ -82,6 +82,17 @@ CREATE TABLE commits (
     owner text PRIMARY KEY,
     batch bigint NOT NULL
 );
+)sql",
+    // 3 → 4: each outbox and scheduled row names the process that delivers
+    // it: the one that committed it, or the one that took it over once that
+    // process was gone (its row in `owners` lapsed or removed). Rows written
+    // before have no owner: the first process to look takes them over.
+    R"sql(
+ALTER TABLE outbox ADD COLUMN owner text NOT NULL DEFAULT '';
+ALTER TABLE scheduled ADD COLUMN owner text NOT NULL DEFAULT '';
+DROP INDEX outbox_undelivered;
+CREATE INDEX outbox_undelivered ON outbox (owner, seq) WHERE NOT delivered;
+CREATE INDEX scheduled_by_owner ON scheduled (owner, due);
 )sql",
 };
 

@@ -17,6 +17,10 @@
 #include <unordered_set>
 #include <utility>
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 namespace payments::infrastructure {
 
 using namespace domain;
@@ -28,6 +32,8 @@ using pg::Rows;
 namespace {
 
 Error storage_error(std::string detail) { return reject(ErrorCode::storage_unavailable, std::move(detail)); }
+
+std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
 // The statements every connection prepares once.
 constexpr pg::Prepared insert_invoice{
@@ -41,10 +47,11 @@ constexpr pg::Prepared update_payment{
     "update_payment",
     "UPDATE payments SET status = $1, version = $2, body = $3 WHERE id = $4 AND version = $5 AND invoice_id = $6"};
 constexpr pg::Prepared insert_event{
-    "insert_event", "INSERT INTO outbox (event_id, invoice_id, occurred_at, body) VALUES ($1, $2, $3, $4) RETURNING seq"};
+    "insert_event",
+    "INSERT INTO outbox (event_id, invoice_id, occurred_at, body, owner) VALUES ($1, $2, $3, $4, $5) RETURNING seq"};
 constexpr pg::Prepared schedule_event{
-    "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id) VALUES ($1, $2, $3, $4) "
-                      "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body"};
+    "schedule_event", "INSERT INTO scheduled (event_id, due, body, invoice_id, owner) VALUES ($1, $2, $3, $4, $5) "
+                      "ON CONFLICT (event_id) DO UPDATE SET due = excluded.due, body = excluded.body, owner = excluded.owner"};
 // The lease's epoch moves whenever it changes owner: the fencing token.
 #define PAYMENTS_LEASE_TAKEN                                                                                       \
     "INSERT INTO leases AS l (invoice_id, owner, epoch) VALUES ($1, $2, 1) ON CONFLICT (invoice_id) DO UPDATE "    \
@@ -68,7 +75,14 @@ constexpr pg::Prepared lease_epoch{"lease_epoch", "SELECT epoch FROM leases WHER
 constexpr pg::Prepared renew_owner{
     "renew_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
                    "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
-constexpr pg::Prepared drop_owner{"drop_owner", "DELETE FROM owners WHERE owner = $1"};
+// A clean stop, and a liveness found lapsed: the process's row goes, and the
+// others are told ($2: the channel) in the same transaction that their leases,
+// outbox and scheduled events are free to take over.
+constexpr pg::Prepared drop_owner{
+    "drop_owner", "WITH gone AS (DELETE FROM owners WHERE owner = $1 RETURNING 1) SELECT pg_notify($2, 'stopped') FROM gone"};
+constexpr pg::Prepared sweep_owners{
+    "sweep_owners", "WITH gone AS (DELETE FROM owners WHERE alive_until < clock_timestamp() RETURNING 1) "
+                    "SELECT pg_notify($1, 'lapsed') FROM (SELECT 1 FROM gone LIMIT 1) g"};
 // A key is completed only by the store that holds its claim (or, the claim
 // lost to an outage, by a store that finds no row): a request whose claim
 // another process took over cannot complete it.
@@ -103,16 +117,24 @@ constexpr pg::Prepared select_payments_of{"select_payments_of",
                                           "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
 constexpr pg::Prepared payment_owner{
     "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
-// What no other live process drives: the invoice's lease is free, ours, or lapsed.
-#define PAYMENTS_NOT_HELD_ELSEWHERE(table)                                                                         \
-    "NOT EXISTS (SELECT 1 FROM leases l JOIN owners w ON w.owner = l.owner WHERE l.invoice_id = " table            \
-    ".invoice_id AND l.owner <> $1 AND w.alive_until >= clock_timestamp())"
 constexpr pg::Prepared select_undelivered{
-    "select_undelivered",
-    "SELECT seq, body FROM outbox WHERE NOT delivered AND " PAYMENTS_NOT_HELD_ELSEWHERE("outbox") " ORDER BY seq"};
-constexpr pg::Prepared select_scheduled{
-    "select_scheduled", "SELECT due, body FROM scheduled WHERE " PAYMENTS_NOT_HELD_ELSEWHERE("scheduled") " ORDER BY due"};
-#undef PAYMENTS_NOT_HELD_ELSEWHERE
+    "select_undelivered", "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 ORDER BY seq"};
+constexpr pg::Prepared select_scheduled{"select_scheduled",
+                                        "SELECT due, body FROM scheduled WHERE owner = $1 ORDER BY due"};
+// Rows whose process is gone (no live row in owners), claimed for this one.
+// SKIP LOCKED: processes claiming at once each take other rows, none waits;
+// a row claimed meanwhile is re-checked once locked (its new owner lives), so
+// each row goes to one process.
+#define PAYMENTS_ORPHANED(table)                                                                                   \
+    table ".owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners w WHERE w.owner = " table                              \
+    ".owner AND w.alive_until >= clock_timestamp())"
+constexpr pg::Prepared take_events{
+    "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
+                   PAYMENTS_ORPHANED("o") " ORDER BY o.seq LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING seq, body"};
+constexpr pg::Prepared take_scheduled{
+    "take_scheduled", "UPDATE scheduled SET owner = $1 WHERE event_id IN (SELECT s.event_id FROM scheduled s WHERE "
+                      PAYMENTS_ORPHANED("s") " ORDER BY s.due LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING due, body"};
+#undef PAYMENTS_ORPHANED
 constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox WHERE invoice_id = $1 ORDER BY seq"};
 
 constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
@@ -120,7 +142,8 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
                                  page_status, select_payment, select_payments_of, payment_owner,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
-                                 renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch};
+                                 renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
+                                 take_events, take_scheduled};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -172,6 +195,16 @@ std::string new_owner() {
 
 } // namespace
 
+Result<void> PostgresStoreOptions::validate() const {
+    auto invalid = [](std::string detail) { return reject(ErrorCode::invalid_argument, std::move(detail)); };
+    if (statement_timeout <= std::chrono::milliseconds::zero()) return invalid("the statement timeout must be positive");
+    if (lease_timeout < statement_timeout)
+        return invalid("the lease timeout (" + ms(lease_timeout) + ") must be at least the statement timeout (" +
+                       ms(statement_timeout) + "): a process waiting that long on one statement would lose its "
+                       "invoices to the others while it still drives them");
+    return {};
+}
+
 struct PostgresStore::Impl {
     using Batch = GroupCommit<Job>::Batch;
 
@@ -205,18 +238,48 @@ struct PostgresStore::Impl {
     std::unordered_map<std::string, std::int64_t> fences;  // Owned by: leases_mutex
     std::unordered_map<std::string, std::int64_t> origins; // Owned by: leases_mutex
 
-    // This process's liveness, renewed by a thread of its own (a busy writer cannot starve it).
+    // This process's liveness, renewed by a thread of its own (a busy writer
+    // cannot starve it), whose session also LISTENs on `channel`.
+    std::string const channel = channel_of(options.schema);
     std::mutex heart_mutex;
-    std::condition_variable heart_stop;
     bool stopping = false; // Owned by: heart_mutex
+    int const stop_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); // wakes the heart's poll() to stop
     std::thread heart;
 
-    std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0};
+    // The liveness as this process knows it: whether the last renewal failed,
+    // and when one last succeeded (steady clock). A process whose renewals
+    // fail starts nothing new: its leases may lapse under it.
+    std::atomic<bool> renewal_failing{false};
+    std::atomic<std::chrono::steady_clock::rep> renewed_at{std::chrono::steady_clock::now().time_since_epoch().count()};
+
+    bool alive() const {
+        auto const since = std::chrono::steady_clock::now() -
+                           std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(renewed_at.load()));
+        // Two renewals missed (or one hanging that long): the lease is a third from lapsing.
+        return !renewal_failing && since < options.lease_timeout * 2 / 3;
+    }
+
+    // Called when another process may have left work (watch_work_left).
+    std::mutex wake_mutex;
+    std::function<void()> wake; // Owned by: wake_mutex; called under it
+
+    std::atomic<std::uint64_t> transactions{0}, commands{0}, storage_errors{0}, bookkeeping_failures{0};
     std::int64_t batches = 0; // Owned by: the writer thread
     mutable std::atomic<std::uint64_t> read_errors{0};
     std::unique_ptr<GroupCommit<Job>> queue; // last: its thread stops first
 
     explicit Impl(PostgresStoreOptions o) : options(std::move(o)) {}
+    ~Impl() {
+        if (stop_fd >= 0) ::close(stop_fd);
+    }
+
+    // The schema's NOTIFY channel: one per schema, so that schemas sharing a
+    // database (tests, several deployments) do not wake each other.
+    static std::string channel_of(std::string const& schema) {
+        std::string name = schema.empty() ? std::string("payments_work") : "payments_work_" + schema;
+        name.resize(std::min<std::size_t>(name.size(), 63)); // NAMEDATALEN - 1
+        return name;
+    }
 
     std::size_t readers() const { return std::max<std::size_t>(options.pool_size, 2) - 1; }
 
@@ -315,30 +378,74 @@ struct PostgresStore::Impl {
         return shared->result;
     }
 
-    void renew(pg::Connection& c) const {
-        c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+    // Renews this process's liveness on `c`; throws pg::Failure (recorded as failing).
+    void renew(pg::Connection& c) {
+        try {
+            c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+        } catch (pg::Failure const&) {
+            renewal_failing = true;
+            throw;
+        }
+        renewed_at = std::chrono::steady_clock::now().time_since_epoch().count();
+        renewal_failing = false;
     }
 
+    void work_left() {
+        std::lock_guard guard(wake_mutex);
+        if (wake) wake();
+    }
+
+    // The NOTIFYs that reached the heart's session: one wake-up for them all.
+    void drain(pg::Connection& c) {
+        bool notified = false;
+        while (PGnotify* n = PQnotifies(c.get())) {
+            notified = true;
+            PQfreemem(n);
+        }
+        if (notified) work_left();
+    }
+
+    // Renews this process's liveness every lease_timeout / 3, removes the
+    // processes whose liveness lapsed (NOTIFYing the others), and between
+    // renewals waits on its session for their NOTIFYs.
     void run_heart() {
         std::unique_ptr<pg::Connection> c;
         auto const every = std::max(options.lease_timeout / 3, std::chrono::milliseconds(1));
-        std::unique_lock guard(heart_mutex);
-        while (!heart_stop.wait_for(guard, every, [&] { return stopping; })) {
-            guard.unlock();
-            try {
-                if (!c || c->broken()) c = connect(true);
-                renew(*c);
-            } catch (pg::Failure const&) {
-                // Unrenewed, the leases lapse and other processes take the work over.
-                ++storage_errors;
-                c.reset();
+        auto next = std::chrono::steady_clock::now();
+        for (;;) {
+            {
+                std::lock_guard guard(heart_mutex);
+                if (stopping) break;
             }
-            guard.lock();
+            if (std::chrono::steady_clock::now() >= next) {
+                next = std::chrono::steady_clock::now() + every;
+                try {
+                    if (!c || c->broken()) {
+                        c = connect(true);
+                        c->exec(("LISTEN " + identifier(*c, channel)).c_str());
+                        work_left(); // what was NOTIFYed while no session listened
+                    }
+                    renew(*c);
+                    c->query(sweep_owners.name, Params().text(channel));
+                    drain(*c);
+                } catch (pg::Failure const&) {
+                    // Unrenewed, the leases lapse and other processes take the work over.
+                    ++storage_errors;
+                    c.reset();
+                }
+            }
+            auto const left = std::chrono::ceil<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
+            std::array<pollfd, 2> fds{{{stop_fd, POLLIN, 0}, {c ? PQsocket(c->get()) : -1, POLLIN, 0}}};
+            if (::poll(fds.data(), fds.size(), static_cast<int>(std::max<std::int64_t>(left.count(), 0))) <= 0) continue;
+            if (c && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                if (PQconsumeInput(c->get()) != 1) c.reset(); // gone: reconnected at the next renewal
+                else drain(*c);
+            }
         }
-        // A clean stop frees this process's leases at once.
+        // A clean stop frees this process's leases, outbox and retries at once, and says so.
         try {
             if (!c || c->broken()) c = connect(true);
-            c->query(drop_owner.name, Params().text(owner));
+            c->query(drop_owner.name, Params().text(owner).text(channel));
         } catch (pg::Failure const&) {
             ++storage_errors; // they lapse instead
         }
@@ -346,7 +453,8 @@ struct PostgresStore::Impl {
 
     void write_batch(Batch& batch);
     std::optional<bool> committed(int backend, std::int64_t batch) const;
-    bool write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent);
+    enum class Sent { all, refused, bookkeeping_failed };
+    Sent write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent);
 };
 
 // One transaction: the recorded deliveries, then every command in a savepoint
@@ -377,6 +485,15 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
         c.enter_pipeline();
         c.send_sql("BEGIN");
         std::size_t own = 1;
+        // The bookkeeping (deliveries, the retention purge once every 1024
+        // batches) is in a savepoint of its own: when it fails (a deadlock
+        // on outbox rows another process claims, a purge past the statement
+        // timeout) it is rolled back and the commands go on without it.
+        bool const purge = options.event_retention && number % 1024 == 1;
+        if (!seqs.empty() || !unscheduled.empty() || purge) {
+            c.send_sql("SAVEPOINT bookkeeping");
+            ++own;
+        }
         if (!seqs.empty()) {
             c.send(mark_events.name, Params().text(array_literal(seqs, [](std::int64_t s) { return std::to_string(s); })));
             ++own;
@@ -385,13 +502,29 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
             c.send(unschedule.name, Params().text(array_literal(unscheduled, quoted_element)));
             ++own;
         }
-        if (options.event_retention && transactions % 1024 == 0) {
+        if (purge) {
             auto const oldest = std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) -
                                 *options.event_retention;
             c.send(purge_events.name, Params().integer(ticks(oldest)));
             ++own;
         }
-        for (std::size_t start = 0; write_commands(c, batch, start, std::exchange(own, 0));) {
+        std::size_t start = 0;
+        for (;;) {
+            Sent const sent = write_commands(c, batch, start, std::exchange(own, 0));
+            if (sent == Sent::all) break;
+            if (sent == Sent::bookkeeping_failed) {
+                ++bookkeeping_failures;
+                c.send_sql("ROLLBACK TO SAVEPOINT bookkeeping");
+                c.sync();
+                if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+                c.until_sync();
+                std::lock_guard guard(marks_mutex); // the deliveries wait for the next batch
+                delivered_seqs.insert(delivered_seqs.end(), seqs.begin(), seqs.end());
+                delivered_scheduled.insert(delivered_scheduled.end(), unscheduled.begin(), unscheduled.end());
+                seqs.clear();
+                unscheduled.clear();
+                continue; // every command again, from the first
+            }
             // write_commands() stopped at a refused command: continue after it.
             start = static_cast<std::size_t>(std::find_if(batch.begin() + static_cast<std::ptrdiff_t>(start), batch.end(),
                                                            [](auto const& job) { return !job->result; }) -
@@ -454,17 +587,26 @@ std::optional<bool> PostgresStore::Impl::committed(int backend, std::int64_t bat
 }
 
 // Sends commands [start, end) each after a savepoint, syncs, and checks them
-// in order (after the `sent` statements queued before them, which must all
-// succeed). True when one was refused: it is rolled back to its savepoint
-// (with those after it, whose results are dropped) and its result says why.
-bool PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::size_t start, std::size_t sent) {
+// in order, after the `sent` statements queued before them (BEGIN, then the
+// bookkeeping in its savepoint: bookkeeping_failed when a statement of it
+// failed, and nothing after it ran). `refused` when a command was refused: it
+// is rolled back to its savepoint (with those after it, whose results are
+// dropped) and its result says why.
+PostgresStore::Impl::Sent PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::size_t start,
+                                                              std::size_t sent) {
     for (std::size_t i = start; i < batch.size(); ++i) {
         c.send_sql("SAVEPOINT c" + std::to_string(i));
         for (auto const& [name, params] : batch[i]->statements) c.send(name, params);
     }
     c.sync();
-    for (std::size_t i = 0; i < sent; ++i)
-        if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
+    // BEGIN and the bookkeeping's savepoint must succeed; the bookkeeping may fail.
+    for (std::size_t i = 0; i < sent; ++i) {
+        Rows r = c.next();
+        if (r.ok()) continue;
+        if (i < 2 || r.status() == PGRES_PIPELINE_ABORTED) throw pg::Failure(r.sqlstate(), r.message());
+        c.until_sync(); // the rest of the segment was not run
+        return Sent::bookkeeping_failed;
+    }
     std::optional<std::size_t> refused;
     for (std::size_t i = start; i < batch.size(); ++i) {
         Rows savepoint = c.next();
@@ -486,12 +628,12 @@ bool PostgresStore::Impl::write_commands(pg::Connection& c, Batch& batch, std::s
         if (!job.result) refused = i;
     }
     c.until_sync();
-    if (!refused) return false;
+    if (!refused) return Sent::all;
     c.send_sql("ROLLBACK TO SAVEPOINT c" + std::to_string(*refused));
     c.sync();
     if (Rows r = c.next(); !r.ok()) throw pg::Failure(r.sqlstate(), r.message());
     c.until_sync();
-    return true;
+    return Sent::refused;
 }
 
 PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
@@ -507,7 +649,8 @@ void PostgresStore::close() {
         std::lock_guard guard(impl_->heart_mutex);
         impl_->stopping = true;
     }
-    impl_->heart_stop.notify_all();
+    std::uint64_t const one = 1;
+    if (impl_->stop_fd >= 0) (void)!::write(impl_->stop_fd, &one, sizeof one);
     if (impl_->heart.joinable()) impl_->heart.join();
     impl_->queue->close();
     impl_->writer.reset();
@@ -542,6 +685,7 @@ Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std
 } // namespace
 
 Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions options) {
+    if (auto valid = options.validate(); !valid) return valid.error();
     auto impl = std::make_unique<Impl>(std::move(options));
     try {
         auto c = impl->connect(false);
@@ -645,11 +789,12 @@ Job commit_job(Encoded const& e, std::string const& owner, std::optional<std::in
                 row_params(row).integer(static_cast<std::int64_t>(row.expected)).text(row.invoice_id));
     }
     for (auto const& event : e.events)
-        job.statements.emplace_back(insert_event.name,
-                                    Params().text(event.id).text(event.invoice_id).integer(event.at).bytes(event.body));
+        job.statements.emplace_back(
+            insert_event.name, Params().text(event.id).text(event.invoice_id).integer(event.at).bytes(event.body).text(owner));
     for (auto const& event : e.scheduled)
-        job.statements.emplace_back(schedule_event.name,
-                                    Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id));
+        job.statements.emplace_back(
+            schedule_event.name,
+            Params().text(event.id).integer(event.at).bytes(event.body).text(event.invoice_id).text(owner));
     bool const new_attempt =
         std::any_of(e.payments.begin(), e.payments.end(), [](Encoded::Row const& row) { return row.expected == 0; });
     if (new_attempt) job.statements.emplace_back(hold_lease.name, Params().text(invoice_id).text(owner));
@@ -805,6 +950,55 @@ std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
     return events;
 }
 
+bool PostgresStore::renew() {
+    try {
+        impl_->read([&](pg::Connection& c) {
+            impl_->renew(c);
+            return 0;
+        });
+        return true;
+    } catch (application::StorageFailure const&) {
+        return false;
+    }
+}
+
+bool PostgresStore::renewing() const { return impl_->alive(); }
+
+application::TakenOver PostgresStore::take_over(std::size_t limit) {
+    auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
+    // Each claim commits on its own (a reader session, autocommit). A reply
+    // lost after its commit leaves rows this process owns without knowing:
+    // they are taken over by another process once this one is gone.
+    std::vector<std::pair<std::int64_t, Event>> events;
+    application::TakenOver taken;
+    impl_->read([&](pg::Connection& c) {
+        events.clear();
+        taken.scheduled.clear();
+        Rows r = c.query(take_events.name, Params().text(impl_->owner).integer(most));
+        for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        Rows s = c.query(take_scheduled.name, Params().text(impl_->owner).integer(most));
+        for (int row = 0; row < s.size(); ++row)
+            taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
+        return 0;
+    });
+    // RETURNING keeps no order.
+    std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
+    std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
+    std::lock_guard guard(impl_->outbox_mutex);
+    for (auto& [seq, event] : events) {
+        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+        taken.events.push_back(std::move(event));
+    }
+    for (auto const& [event, at] : taken.scheduled) impl_->scheduled_ids.insert(envelope_of(event).id);
+    return taken;
+}
+
+bool PostgresStore::watch_work_left(std::function<void()> wake) {
+    std::lock_guard guard(impl_->wake_mutex);
+    impl_->wake = std::move(wake);
+    return true;
+}
+
 std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
     return impl_->read([&](pg::Connection& c) {
         std::vector<Event> events;
@@ -815,6 +1009,8 @@ std::vector<Event> PostgresStore::history(InvoiceId const& id) const {
 }
 
 bool PostgresStore::lease(InvoiceId const& id) {
+    // Renewals failing: the lease may lapse while a charge is out, so none starts.
+    if (!impl_->alive()) return false;
     std::optional<std::int64_t> epoch;
     Job job;
     job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));

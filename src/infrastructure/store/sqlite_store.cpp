@@ -1,6 +1,7 @@
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
 #include "aggregate_cache.hpp"
+#include "completion.hpp"
 #include "encoded_changes.hpp"
 #include "record_codec.hpp"
 #include "sqlite_db.hpp"
@@ -67,33 +68,12 @@ private:
     int fd_;
 };
 
-// One unit of work for the writer, applied inside the batch's transaction.
-// Its caller waits on it alone: the writer wakes exactly the callers
-// of the batch it committed, not every thread waiting on the store. A mutex
-// and condition variable, not std::binary_semaphore: libstdc++'s semaphore
-// calls sched_yield about a dozen times before it sleeps, and a caller waits
-// for a whole batch and its fsync (docs/performance.md, round 4).
-struct Job {
+// One unit of work for the writer, applied inside the batch's transaction;
+// its caller waits on it alone (completion.hpp).
+struct Job : Completion {
     explicit Job(std::function<Result<void>(Connection&)> f) : apply(std::move(f)) {}
     std::function<Result<void>(Connection&)> apply;
     Result<void> result;
-
-    void finish() {
-        {
-            std::lock_guard guard(mutex_);
-            done_ = true;
-        }
-        finished_.notify_one();
-    }
-    void wait() {
-        std::unique_lock guard(mutex_);
-        finished_.wait(guard, [&] { return done_; });
-    }
-
-private:
-    std::mutex mutex_;
-    std::condition_variable finished_;
-    bool done_ = false; // Owned by: mutex_
 };
 
 } // namespace
@@ -146,38 +126,67 @@ struct SqliteStore::Impl {
 
     // SQLite's quick_check over the whole file, started at open on a thread
     // of its own: it reads every page (seconds for a million invoices), and
-    // start-up does not wait for it. A file that fails it refuses writes.
+    // start-up does not wait for it. A file that fails it twice, a moment
+    // apart, refuses writes: a read error that passes (an I/O error, memory,
+    // too many open files) is not damage.
+    static constexpr auto recheck_after = std::chrono::milliseconds(250);
     std::mutex check_mutex;
-    sqlite3* checking = nullptr;        // Owned by: check_mutex; interrupted at close
-    bool check_closing = false;         // Owned by: check_mutex
-    std::optional<std::string> damage;  // Owned by: check_mutex; the check's verdict when not "ok"
+    std::condition_variable check_wake;  // close() interrupts the wait between the two checks
+    sqlite3* checking = nullptr;         // Owned by: check_mutex; interrupted at close
+    bool check_closing = false;          // Owned by: check_mutex
+    IntegrityCheck integrity = IntegrityCheck::running; // Owned by: check_mutex
+    std::optional<std::string> damage;   // Owned by: check_mutex; the check's verdict when damaged
     std::thread check_thread;
 
-    void run_integrity_check() {
+    // One quick_check: "ok", what it found, or nullopt when close interrupted it.
+    std::optional<std::string> check_once() {
+        // Declared outside the try: the connection outlives `checking`, which
+        // close() may interrupt until it is cleared under the lock.
+        std::unique_ptr<Connection> c;
         std::string verdict;
         try {
-            auto c = open_connection();
+            c = open_connection();
             {
                 std::lock_guard guard(check_mutex);
-                if (check_closing) return;
+                if (check_closing) return std::nullopt;
                 checking = c->get();
             }
             Statement& check = c->prepare("PRAGMA quick_check");
             verdict = check.step() ? std::string(check.text(0)) : "no answer";
             c->finish();
-            std::lock_guard guard(check_mutex);
-            checking = nullptr;
-            if (check_closing) return; // interrupted: no verdict
         } catch (sqlite::Failure const& failure) {
-            std::lock_guard guard(check_mutex);
-            checking = nullptr;
-            if (check_closing) return;
             verdict = failure.what();
         }
-        if (verdict == "ok") return;
-        ++storage_errors;
         std::lock_guard guard(check_mutex);
-        damage = options.path + " fails SQLite's integrity check: " + verdict + "; writes are refused";
+        checking = nullptr;
+        if (check_closing) return std::nullopt; // interrupted: no verdict
+        return verdict;
+    }
+
+    void run_integrity_check() {
+        for (int round = 1;; ++round) {
+            std::optional<std::string> const verdict = check_once();
+            std::unique_lock guard(check_mutex);
+            if (!verdict) {
+                integrity = IntegrityCheck::not_run;
+                return;
+            }
+            if (*verdict == "ok") {
+                integrity = IntegrityCheck::passed;
+                return;
+            }
+            if (round == 2) {
+                damage = options.path + " fails SQLite's integrity check: " + *verdict + "; writes are refused";
+                integrity = IntegrityCheck::damaged;
+                ++storage_errors; // after the verdict is recorded: a reader of the count sees it
+                return;
+            }
+            ++storage_errors;
+            if (check_wake.wait_for(guard, recheck_after, [&] { return check_closing; })) {
+                integrity = IntegrityCheck::not_run;
+                return;
+            }
+        }
     }
 
     std::optional<std::string> damaged() {
@@ -477,6 +486,7 @@ void SqliteStore::close() {
         impl_->check_closing = true;
         if (impl_->checking) sqlite3_interrupt(impl_->checking);
     }
+    impl_->check_wake.notify_all();
     if (impl_->check_thread.joinable()) impl_->check_thread.join();
     impl_->work.notify_all();
     if (impl_->writer_thread.joinable()) impl_->writer_thread.join();
@@ -875,5 +885,10 @@ std::size_t SqliteStore::payment_count() const { return impl_->payments; }
 std::uint64_t SqliteStore::transactions() const { return impl_->transactions; }
 std::uint64_t SqliteStore::commands() const { return impl_->commands; }
 std::uint64_t SqliteStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }
+
+IntegrityCheck SqliteStore::integrity() const {
+    std::lock_guard guard(impl_->check_mutex);
+    return impl_->integrity;
+}
 
 } // namespace payments::infrastructure

@@ -48,6 +48,11 @@ struct PostgresStoreOptions {
     std::optional<domain::Duration> event_retention = std::nullopt;
     /// The application_name its sessions show in pg_stat_activity.
     std::string application_name = "payments";
+
+    /// `invalid_argument` when the lease timeout is shorter than the
+    /// statement timeout (a process waiting on one statement
+    /// would lose its invoices while it still drives them). open() checks it.
+    Result<void> validate() const;
 };
 
 /// Invoices, payments, idempotency records, the outbox of events and the
@@ -58,15 +63,19 @@ struct PostgresStoreOptions {
 /// CONFLICT), so one key makes one payment whichever process gets it.
 /// One process at a time drives an invoice's attempts: the one that
 /// committed its latest attempt holds its lease while it renews its
-/// liveness; undelivered() and scheduled() leave out invoices another live
-/// process holds, and lease() takes over those of a process that died.
+/// liveness, and lease() takes over those of a process that died.
+/// Each outbox and scheduled row belongs to the process that committed it:
+/// undelivered() and scheduled() answer this process's own, and take_over()
+/// claims (FOR UPDATE SKIP LOCKED) those of a process that is gone. A store
+/// that finds a process's liveness lapsed removes it and NOTIFYs the others
+/// (as a clean close does), and watch_work_left() relays that wake-up.
 /// PostgreSQL unreachable: commits fail `storage_unavailable`, reads answer
 /// nothing, and the next command reconnects. Thread-safe.
 class PostgresStore final : public application::Store, public application::IdempotencyStore {
 public:
     /// The schema this release writes; older schemas are migrated forward at
     /// open (under an advisory lock), newer ones refused.
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
 
     /// Connects, migrates the schema and prepares the statements.
     /// `storage_unavailable` with a clear detail (never the password) when
@@ -83,7 +92,13 @@ public:
     void mark_delivered(domain::EventId const& id) override;
     std::vector<application::ScheduledEvent> scheduled() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
-    /// Takes the lease when it is free, this process's, or its owner's liveness has lapsed.
+    /// Claims rows of processes whose liveness lapsed or that stopped.
+    application::TakenOver take_over(std::size_t limit) override;
+    /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
+    /// suffixed with the schema), and when the listening session reconnects.
+    bool watch_work_left(std::function<void()> wake) override;
+    /// Takes the lease when it is free, this process's, or its owner's
+    /// liveness has lapsed; never while this process's renewals fail.
     bool lease(domain::InvoiceId const& id) override;
     /// This process holds the lease at the epoch at which it committed the
     /// invoice's latest attempt (no takeover since).
@@ -96,6 +111,13 @@ public:
     void release(application::IdempotencyKey const& key) override;
     std::size_t purge_expired(domain::Timestamp now) override;
 
+    /// Renews this process's liveness now (a thread does it every
+    /// lease_timeout / 3); false when PostgreSQL refused or could not be reached.
+    bool renew();
+    /// False while this process's liveness renewals fail (or none succeeded
+    /// for two thirds of the lease timeout): lease() then says no, so the
+    /// processor starts no charge whose lease may lapse under it.
+    bool renewing() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;

@@ -42,6 +42,15 @@ struct SqliteStoreOptions {
     std::string vfs = {};
 };
 
+/// Where SQLite's check of the whole file (quick_check, run on a thread of its
+/// own after open) stands.
+enum class IntegrityCheck {
+    running,    ///< Writes are taken meanwhile.
+    passed,
+    damaged,    ///< Failed twice, a moment apart: writes are refused until a restart on a repaired file.
+    not_run,    ///< Interrupted by close.
+};
+
 /// Invoices, payments, idempotency records, the outbox of events and the
 /// scheduled events in one SQLite file, in WAL mode. Every commit is durable
 /// before it is answered; concurrent commits share a transaction and an fsync
@@ -86,8 +95,11 @@ public:
     /// group commit's batch size.
     std::uint64_t transactions() const;
     std::uint64_t commands() const;
-    /// Writes that SQLite refused (disk full, I/O error, read-only).
+    /// Writes that SQLite refused (disk full, I/O error, read-only), and
+    /// integrity checks that failed.
     std::uint64_t storage_errors() const;
+    /// Where the integrity check started at open stands.
+    IntegrityCheck integrity() const;
     /// Writes recorded deliveries and closes the file (also done by the destructor).
     void close();
 

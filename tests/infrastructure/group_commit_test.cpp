@@ -1,0 +1,103 @@
+// The group commit's queue and thread (used by the PostgreSQL store): a caller
+// returns only once the batch holding its job is written, and a batch's write
+// does not release the callers queued behind it.
+#include "infrastructure/store/group_commit.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <thread>
+#include <utility>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Job {
+    std::atomic<bool> written{false};
+};
+
+using Commit = payments::infrastructure::GroupCommit<Job>;
+
+// A caller on a thread of its own: submits, then records what it saw on return.
+struct Caller {
+    std::shared_ptr<Job> job = std::make_shared<Job>();
+    std::atomic<bool> returned{false};
+    bool accepted = false, saw_written = false; // read after join()
+    std::thread thread;
+
+    void submit(Commit& commit) {
+        thread = std::thread([this, &commit] {
+            accepted = commit.submit(job);
+            saw_written = job->written.load();
+            returned = true;
+        });
+    }
+};
+
+} // namespace
+
+SCENARIO("a group commit's caller returns once its own batch is written, not another's") {
+    GIVEN("a writer whose first two batches each wait for the test before they are written") {
+        std::promise<void> entered[2], open[2];
+        std::shared_future<void> gate[2] = {open[0].get_future().share(), open[1].get_future().share()};
+        std::future<void> in[2] = {entered[0].get_future(), entered[1].get_future()};
+        int batches = 0; // Owned by: the writer thread
+        Commit commit(8, [&](Commit::Batch& batch) {
+            if (batch.empty()) return;
+            int const n = batches++;
+            if (n < 2) {
+                entered[n].set_value();
+                gate[n].wait();
+            }
+            for (auto const& job : batch) job->written = true;
+        });
+        Caller first, second;
+        bool released[2] = {false, false};
+        auto release = [&](int n) {
+            if (!std::exchange(released[n], true)) open[n].set_value();
+        };
+
+        WHEN("one caller's batch is being written while a second caller queues behind it") {
+            first.submit(commit);
+            REQUIRE(in[0].wait_for(5s) == std::future_status::ready);
+            second.submit(commit);
+            auto const deadline = std::chrono::steady_clock::now() + 5s;
+            while (commit.queued() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+            CHECK(commit.queued() == 1);
+            CHECK_FALSE(first.returned.load());
+
+            release(0);
+            first.thread.join();
+            bool const second_batch_started = in[1].wait_for(5s) == std::future_status::ready;
+            bool const second_returned_early = second.returned.load();
+            release(1);
+            second.thread.join();
+
+            THEN("each returns only after its own batch is written") {
+                CHECK(first.accepted);
+                CHECK(first.saw_written);
+                CHECK(second_batch_started);
+                CHECK_FALSE(second_returned_early);
+                CHECK(second.accepted);
+                CHECK(second.saw_written);
+            }
+        }
+        release(0);
+        release(1);
+        if (first.thread.joinable()) first.thread.join();
+        if (second.thread.joinable()) second.thread.join();
+
+        WHEN("it is closed") {
+            commit.close();
+            THEN("a job submitted afterwards is refused, not written") {
+                auto job = std::make_shared<Job>();
+                CHECK_FALSE(commit.submit(job));
+                CHECK_FALSE(job->written.load());
+            }
+        }
+    }
+}

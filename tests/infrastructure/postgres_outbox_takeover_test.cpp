@@ -1,0 +1,239 @@
+// Outbox work of a process that is gone (killed, or stopped), taken over by
+// the others on one PostgreSQL schema: each event and each retry by exactly
+// one survivor, woken by NOTIFY rather than by a poll (issue 15).
+#include "support/builders.hpp"
+#include "support/postgres.hpp"
+
+#include <payments/application/outbox_relay.hpp>
+#include <payments/engine.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <thread>
+
+using namespace test;
+using application::Changes;
+using infrastructure::PostgresStore;
+using infrastructure::PostgresStoreOptions;
+
+namespace {
+
+std::shared_ptr<PostgresStore> open_store(PostgresStoreOptions options) {
+    auto opened = PostgresStore::open(std::move(options));
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
+    return std::shared_ptr<PostgresStore>(std::move(*opened));
+}
+
+// An invoice PAID by process A: the invoice and its InvoicePaid, committed by A.
+std::pair<Invoice, InvoicePaid> paid_by_a(int n) {
+    Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());
+    invoice.apply(invoice.request_payment(attempt(n), "pm_card_ok", meta()).value());
+    auto paid = std::get<InvoicePaid>(invoice.settle_success(success_of(invoice), meta()).value());
+    invoice.apply(paid);
+    return {invoice, paid};
+}
+
+// Counts InvoicePaid deliveries; waits for them with a deadline.
+struct Deliveries {
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::vector<EventId> seen; // Owned by: mutex
+
+    void add(InvoicePaid const& e) {
+        {
+            std::lock_guard guard(mutex);
+            seen.push_back(e.envelope.id);
+        }
+        changed.notify_all();
+    }
+    bool wait_for(std::size_t n, std::chrono::milliseconds deadline) {
+        std::unique_lock guard(mutex);
+        return changed.wait_for(guard, deadline, [&] { return seen.size() >= n; });
+    }
+    std::size_t count() {
+        std::lock_guard guard(mutex);
+        return seen.size();
+    }
+};
+
+} // namespace
+
+SCENARIO("an event committed by a process that then died is delivered once by a survivor, woken by NOTIFY") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options_a = schema.options();
+    options_a.lease_timeout = 1h; // A never renews in time: the test decides when it looks dead
+    auto options_b = options_a;
+    options_b.lease_timeout = 300ms; // B looks for lapsed processes every 100 ms
+    options_b.statement_timeout = 300ms;
+    auto a = open_store(options_a);
+    auto b = open_store(options_b);
+    EngineOptions engine_options;
+    engine_options.threads = 2;
+    engine_options.log_output = nullptr;
+    engine_options.takeover_poll_interval = 1h; // only the NOTIFY can wake B in time
+    auto engine_b = Engine::builder(engine_options).store(b).idempotency_store(b).build().value();
+    Deliveries deliveries;
+    auto subscription =
+        engine_b->bus().subscribe<InvoicePaid>("test.paid", [&](InvoicePaid const& e) { deliveries.add(e); });
+
+    GIVEN("process A committed an invoice's InvoicePaid and never published it") {
+        auto [invoice, paid] = paid_by_a(1);
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        changes.events.emplace_back(paid);
+        REQUIRE(a->commit(changes));
+        REQUIRE(engine_b->recovery().republished == 0);
+
+        WHEN("A is killed: its liveness lapses") {
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + schema.name() + ".owners SET alive_until = clock_timestamp() - "
+                                          "interval '1 second' WHERE owner = (SELECT owner FROM " + schema.name() +
+                                          ".outbox LIMIT 1)"));
+            THEN("B's subscriber receives it, once, within B's lease timeout and a round") {
+                REQUIRE(deliveries.wait_for(1, 3s));
+                REQUIRE(engine_b->wait_idle(3s));
+                CHECK(deliveries.count() == 1);
+                CHECK(deliveries.seen[0] == paid.envelope.id);
+                CHECK(b->take_over(100).empty());
+                CHECK(b->undelivered().size() <= 1); // its mark is written with B's next batch
+            }
+        }
+        WHEN("A stops cleanly before publishing it") {
+            a->close();
+            THEN("B's subscriber receives it, once") {
+                REQUIRE(deliveries.wait_for(1, 3s));
+                REQUIRE(engine_b->wait_idle(3s));
+                CHECK(deliveries.count() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("the outbox and the retries of a dead process are taken over by exactly one of two survivors") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // the test decides when a store looks dead
+    options.statement_timeout = 1s; // a claim that waited for another's locks fails fast
+    auto a = open_store(options);
+    auto b = open_store(options);
+    auto c = open_store(options);
+
+    GIVEN("process A committed 8 invoices, each with an event and a retry, and died") {
+        std::set<EventId> committed;
+        for (int n = 1; n <= 8; ++n) {
+            auto [invoice, paid] = paid_by_a(n);
+            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+            changes.events.emplace_back(paid);
+            PaymentRequested retry = current_request(invoice);
+            retry.envelope.id = EventId::parse("evt_retry_" + std::to_string(n)).value();
+            changes.scheduled.push_back({retry, t0() + std::chrono::seconds(n)});
+            REQUIRE(a->commit(changes));
+            committed.insert(paid.envelope.id);
+            committed.insert(retry.envelope.id);
+        }
+        REQUIRE(run_sql(schema.uri(), "UPDATE " + schema.name() + ".owners SET alive_until = clock_timestamp() - "
+                                      "interval '1 second' WHERE owner = (SELECT owner FROM " + schema.name() +
+                                      ".outbox LIMIT 1)"));
+
+        WHEN("B and C take over at once, in small batches, until nothing is left") {
+            std::vector<EventId> by_b, by_c;
+            auto drain = [](PostgresStore& store, std::vector<EventId>& into) {
+                for (;;) {
+                    auto taken = store.take_over(4);
+                    if (taken.empty()) return;
+                    for (auto const& e : taken.events) into.push_back(envelope_of(e).id);
+                    for (auto const& s : taken.scheduled) into.push_back(envelope_of(s.event).id);
+                }
+            };
+            std::thread other([&] { drain(*c, by_c); });
+            drain(*b, by_b);
+            other.join();
+            THEN("every event and every retry is taken by exactly one of them") {
+                std::multiset<EventId> all(by_b.begin(), by_b.end());
+                all.insert(by_c.begin(), by_c.end());
+                CHECK(all.size() == committed.size());
+                CHECK(std::set<EventId>(all.begin(), all.end()) == committed);
+                AND_THEN("they are the takers' own now: neither takes the other's, and each answers its own") {
+                    CHECK(b->take_over(100).empty());
+                    CHECK(c->take_over(100).empty());
+                    CHECK(b->undelivered().size() + c->undelivered().size() == 8);
+                    CHECK(b->scheduled().size() + c->scheduled().size() == 8);
+                }
+            }
+        }
+        WHEN("another survivor is claiming half of the events in a transaction still open") {
+            OtherSession claimer(schema.uri());
+            auto exec = [&](std::string const& sql) { return claimer.exec(sql); };
+            std::string const& s = schema.name();
+            REQUIRE(exec("INSERT INTO " + s + ".owners VALUES ('claimer', clock_timestamp() + interval '1 hour')"));
+            REQUIRE(exec("BEGIN"));
+            REQUIRE(exec("UPDATE " + s + ".outbox SET owner = 'claimer' WHERE seq IN (SELECT seq FROM " + s +
+                         ".outbox ORDER BY seq LIMIT 4 FOR UPDATE SKIP LOCKED)"));
+            THEN("B takes the other events at once, without waiting for it, and never those it claimed") {
+                auto const taken = b->take_over(100);
+                REQUIRE(exec("COMMIT"));
+                CHECK(taken.events.size() == 4);
+                CHECK(taken.scheduled.size() == 8);
+                CHECK(b->take_over(100).empty());
+            }
+        }
+        WHEN("B's relay and C's relay each run a round, one after the other") {
+            boost::asio::io_context io;
+            infrastructure::ManualClock clock;
+            infrastructure::ManualScheduler scheduler(clock);
+            infrastructure::NullLogger logger;
+            infrastructure::AsioEventBus bus_b(io.get_executor(), scheduler, clock, logger);
+            infrastructure::AsioEventBus bus_c(io.get_executor(), scheduler, clock, logger);
+            application::OutboxRelay relay_b(*b, bus_b);
+            application::OutboxRelay relay_c(*c, bus_c);
+            auto const round_b = relay_b.take_over();
+            auto const round_c = relay_c.take_over();
+            THEN("B publishes every event and arms every retry, C none") {
+                CHECK(round_b.republished == 8);
+                CHECK(round_b.rearmed == 8);
+                CHECK(round_c.republished + round_c.rearmed == 0);
+            }
+            bus_b.stop();
+            bus_c.stop();
+        }
+    }
+}
+
+SCENARIO("a schema of version 3 is migrated to 4: its undelivered rows have no owner and are taken over") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    GIVEN("an undelivered event in the schema, written before owners were recorded") {
+        auto [invoice, paid] = paid_by_a(1);
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        changes.events.emplace_back(paid);
+        REQUIRE(a->commit(changes));
+        a->close();
+        std::string const& s = schema.name();
+        REQUIRE(run_sql(schema.uri(), "ALTER TABLE " + s + ".outbox DROP COLUMN owner; ALTER TABLE " + s +
+                                      ".scheduled DROP COLUMN owner; DROP INDEX IF EXISTS " + s +
+                                      ".scheduled_by_owner; CREATE INDEX outbox_undelivered ON " + s +
+                                      ".outbox (seq) WHERE NOT delivered; UPDATE " + s + ".schema_version SET version = 3"));
+        WHEN("a release of version 4 opens it") {
+            auto b = open_store(options);
+            THEN("it takes the event over") {
+                auto const taken = b->take_over(10);
+                REQUIRE(taken.events.size() == 1);
+                CHECK(std::get<InvoicePaid>(taken.events[0]) == paid);
+            }
+        }
+    }
+}
