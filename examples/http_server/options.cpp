@@ -100,7 +100,8 @@ void add_flags(CLI::App& app, Options& o) {
     millis(app, "verification-limit-ms", p.verification_limit,
            "an answer unknown this long puts the invoice in NEEDS_REVIEW");
     millis(app, "provider-key-retention-ms", p.provider_key_retention,
-           "how long the provider remembers an idempotency key (Stripe: 24 h); an older key is never sent again");
+           "how long the provider surely remembers an idempotency key (default 23 h: under Stripe's 24 h, "
+           "for clock skew); an older key is never sent again");
     millis(app, "janitor-interval-ms", p.janitor_interval, "how often stalled attempts are looked for; 0: never");
     flag(app, "store", o.store,
          "where the data lives: sqlite:PATH (durable), postgresql://user@host:port/db (durable, shared by several "

@@ -51,7 +51,6 @@ std::size_t PaymentProcessor::recover() { return redrive(Duration::zero(), true)
 PaymentProcessor::Round PaymentProcessor::redrive(Duration grace, bool at_start) {
     Round round;
     if (stopped()) return round;
-    Timestamp const now = ports_.clock.now();
     for (InvoiceStatus status : {InvoiceStatus::processing, InvoiceStatus::needs_review}) {
         InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
         for (;;) {
@@ -59,7 +58,7 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace, bool at_start)
             for (Invoice const& invoice : page.data) {
                 if (status == InvoiceStatus::processing) round.work_left = true;
                 auto payment = ports_.store.payment(invoice.attempts().back());
-                if (!payment || !owes_an_answer(*payment, now)) continue;
+                if (!payment || !owes_an_answer(invoice, *payment)) continue;
                 round.work_left = true;
                 if (redrive_attempt(invoice, *payment, grace, at_start)) ++round.redriven;
             }
@@ -70,12 +69,15 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace, bool at_start)
     return round;
 }
 
-// REQUESTED (sent or not, it is settled either way), or UNKNOWN within the
-// verification limit; past it the operator has it, and the look-ups stopped.
-bool PaymentProcessor::owes_an_answer(Payment const& payment, Timestamp now) const {
+// REQUESTED (sent or not, it is settled either way), or UNKNOWN and not yet
+// the operator's. An UNKNOWN attempt of a PROCESSING invoice is always owed:
+// verify() escalates it once past the verification limit, so it is never left
+// PROCESSING for ever. One an operator has (the attempt under review, put
+// there by escalate()) is owed no more look-ups.
+bool PaymentProcessor::owes_an_answer(Invoice const& invoice, Payment const& payment) const {
     if (payment.status() == PaymentStatus::requested) return true;
-    return payment.unresolved() &&
-           !(payment.unknown_since() && now - *payment.unknown_since() >= options_.verification_limit);
+    if (!payment.unresolved()) return false;
+    return invoice.status() == InvoiceStatus::processing || invoice.under_review() != payment.id();
 }
 
 bool PaymentProcessor::redrive_attempt(Invoice const& invoice, Payment const& payment, Duration grace, bool at_start) {

@@ -290,8 +290,12 @@ bool PaymentProcessor::may_have_been_sent(Payment const& payment) const {
 // The provider's retention runs from the key's first request, which came no
 // earlier than the attempt was made and due.
 bool PaymentProcessor::key_may_be_forgotten(Payment const& payment, Timestamp now) const {
+    return key_older_than_retention(payment, now) && may_have_been_sent(payment);
+}
+
+bool PaymentProcessor::key_older_than_retention(Payment const& payment, Timestamp now) const {
     Timestamp const earliest_send = std::min(payment.created_at(), payment.not_before());
-    return now - earliest_send >= options_.provider_key_retention && may_have_been_sent(payment);
+    return now - earliest_send >= options_.provider_key_retention;
 }
 
 void PaymentProcessor::settle_unsendable(PaymentRequested const& requested, Payment const& payment, ClaimGuard& guard) {
@@ -520,6 +524,15 @@ void PaymentProcessor::on_lookup(PaymentRequested const& requested, std::optiona
         settle_logged(requested, *answer);
     } else if (status && status->state == ChargeStatus::State::absent) { // PENDING is not final: ask again
         auto payment = ports_.store.payment(id);
+        // An UNKNOWN attempt may have been sent: once its key may be
+        // forgotten, "no record" says nothing of a charge made under it
+        // (rule 13). Never final: an operator decides, at once.
+        if (payment && payment->unresolved() && key_older_than_retention(*payment, asked_at)) {
+            guard.release_now();
+            escalate(requested, "the gateway holds no record of a key older than its key retention: "
+                                "it may have forgotten the key, not the charge");
+            return;
+        }
         Timestamp const since = payment && payment->unknown_since() ? *payment->unknown_since() : ports_.clock.now();
         window_end = since + options_.settle_window;
         // Providers book late: only after the window does "no record" mean

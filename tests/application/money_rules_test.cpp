@@ -662,8 +662,8 @@ SCENARIO("review14 finding 2: an attempt out when its invoice went into review i
 namespace {
 
 // Charges once per key while it remembers the key (24 h after its first
-// charge); after that the same key charges again. Its look-ups never say
-// more than "processing".
+// charge); after that the same key charges again. Its look-ups answer
+// `lookup_answer` ("processing" unless a test says otherwise).
 class ForgetfulProvider final : public application::PaymentGateway {
 public:
     explicit ForgetfulProvider(application::Clock const& clock) : clock_(clock) {}
@@ -677,9 +677,10 @@ public:
         on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
     }
     void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
-        on_answer(application::ChargeStatus::processing());
+        on_answer(lookup_answer);
     }
     int charges = 0; ///< money taken, once per remembered key
+    application::ChargeStatus lookup_answer = application::ChargeStatus::processing();
 
 private:
     application::Clock const& clock_;
@@ -694,7 +695,7 @@ SCENARIO("review14 finding 5: a key older than the provider keeps keys is never 
     GIVEN("an attempt an earlier run sent and the provider charged, whose answer was lost, and a long outage") {
         auto const build = [&](Duration outage) {
             auto world = std::make_unique<World>(
-                WorldOptions{.processor = {.retry = {}, .gateway_timeout = 5s, .verification_limit = 2h,
+                WorldOptions{.processor = {.retry = {.max_attempts = 3}, .gateway_timeout = 5s, .verification_limit = 2h,
                                            .janitor_interval = 1min},
                              .provider_a = &provider});
             Invoice invoice = world->create();
@@ -723,6 +724,22 @@ SCENARIO("review14 finding 5: a key older than the provider keeps keys is never 
                 CHECK(world->service.payments_of(invoice).value()[0].status() == PaymentStatus::unknown);
             }
         }
+        WHEN("the process starts again 25 h later, and the look-up says \"not found\" (the key is forgotten)") {
+            provider.lookup_answer = application::ChargeStatus::not_found();
+            auto [world, invoice] = build(25h);
+            world->processor->recover();
+            world->run();
+            THEN("\"not found\" is not taken as \"not charged\": one charge, and an operator decides at once") {
+                CHECK(provider.charges == 1);
+                CHECK(world->invoice(invoice).status() == InvoiceStatus::needs_review);
+                CHECK(world->counter("invoices_review_required_total{cause=\"unresolved\"}") == 1);
+                auto const attempts = world->service.payments_of(invoice).value();
+                CHECK(attempts.size() == 1);
+                CHECK(attempts[0].status() == PaymentStatus::unknown);
+                CHECK(world->clock.now() - t0() < 25h + 1h); // at once, not after the verification limit
+                CHECK(world->scheduler.pending() == 0);
+            }
+        }
         WHEN("it starts again 1 h later") {
             auto [world, invoice] = build(1h);
             world->processor->recover();
@@ -736,7 +753,40 @@ SCENARIO("review14 finding 5: a key older than the provider keeps keys is never 
 }
 
 SCENARIO("review14 finding 5: the provider's key retention is an option, and checked") {
-    CHECK(application::ProcessorOptions{.retry = {}}.provider_key_retention == 24h);
+    CHECK(application::ProcessorOptions{.retry = {}}.provider_key_retention == 23h); // review16 B5: under Stripe's 24 h
     CHECK(application::ProcessorOptions{.retry = {}, .provider_key_retention = 0s}.validate().error().code ==
           ErrorCode::invalid_argument);
+}
+
+// Review 16, finding B2: an UNKNOWN answer past the verification limit whose
+// invoice is still PROCESSING (no look-up ran: a restart, a lost timer) goes
+// before an operator; it is never left PROCESSING for ever.
+SCENARIO("review16 B2: an unknown answer past the verification limit on a PROCESSING invoice is escalated") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .verification_limit = 2h, .janitor_interval = 1min}});
+    GIVEN("a PROCESSING invoice whose attempt became UNKNOWN at t0, and nothing verifying it") {
+        Invoice invoice = world.create();
+        auto requested = commit_without_publishing(world, invoice, "pm_card_ok");
+        Payment payment = world.store.payment(requested.envelope.payment_id).value();
+        Invoice stored = world.invoice(invoice.id());
+        auto const versions = std::pair{payment.version(), stored.version()};
+        auto unknown = payment.fail({FailureKind::unknown_outcome, "restarted"}, meta()).value();
+        payment.apply(unknown);
+        stored.apply(unknown);
+        REQUIRE(world.store.commit({application::Changes::InvoiceWrite{stored, versions.second},
+                                    {{payment, versions.first}}}));
+        REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+        WHEN("the process starts again 3 h later") {
+            world.clock.advance(3h);
+            world.processor->recover();
+            // Bounded: before the fix the janitor stayed armed for ever, and run() never returned.
+            world.settle();
+            for (int round = 0; round < 10 && world.scheduler.advance_to_next(); ++round) world.settle();
+            THEN("the invoice is NEEDS_REVIEW, counted once, and nothing is left scheduled") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::needs_review);
+                CHECK(world.counter("invoices_review_required_total{cause=\"unresolved\"}") == 1);
+                CHECK(world.gateway.calls() == 0);
+                CHECK(world.scheduler.pending() == 0);
+            }
+        }
+    }
 }

@@ -30,12 +30,15 @@ struct ProcessorOptions {
     /// An answer still unknown after this long puts the invoice before an
     /// operator (NEEDS_REVIEW), and look-ups stop.
     domain::Duration verification_limit = std::chrono::hours(24);
-    /// How long the provider remembers an idempotency key after its first
-    /// request (Stripe: 24 hours). A key that may have been sent this long
-    /// ago is never sent again (the provider would take the money a second
-    /// time); its outcome is verified with look-ups instead, and the invoice
-    /// goes before an operator if none is final within the verification limit.
-    domain::Duration provider_key_retention = std::chrono::hours(24);
+    /// How long the provider surely remembers an idempotency key after its
+    /// first request. A key that may have been sent this long ago is never
+    /// sent again (the provider would take the money a second time); its
+    /// outcome is verified with look-ups instead ("not found" is never final
+    /// for it), and the invoice goes before an operator if none is final.
+    /// 23 h: an hour under Stripe's 24 h, because the clocks of this process,
+    /// of the one that sent the key and of the provider differ, and the
+    /// provider's pruning is not promised to the second.
+    domain::Duration provider_key_retention = std::chrono::hours(23);
     /// How often the janitor looks for attempts that nothing drives any more;
     /// zero turns it off. It runs only while some invoice is PROCESSING.
     domain::Duration janitor_interval = std::chrono::seconds(60);
@@ -146,7 +149,7 @@ private:
         bool work_left = false; ///< some attempt may need a later round
     };
     Round redrive(domain::Duration grace, bool at_start = false);
-    bool owes_an_answer(domain::Payment const& payment, domain::Timestamp now) const;
+    bool owes_an_answer(domain::Invoice const& invoice, domain::Payment const& payment) const;
     bool redrive_attempt(domain::Invoice const& invoice, domain::Payment const& payment, domain::Duration grace,
                          bool at_start);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
@@ -170,6 +173,9 @@ private:
     /// The rule for old keys: one that may have been sent `provider_key_retention`
     /// ago or more is never sent again.
     bool key_may_be_forgotten(domain::Payment const& payment, domain::Timestamp now) const;
+    /// True once `provider_key_retention` has passed since the attempt's key
+    /// could first have been sent: the provider may have forgotten it.
+    bool key_older_than_retention(domain::Payment const& payment, domain::Timestamp now) const;
     void count_call(Call const& call, bool provider_failure);
     /// The rule for a charge refused unsent at the adapter's own limit: not
     /// counted by the circuit, not failed; the attempt waits for room.
