@@ -39,6 +39,29 @@ struct InMemoryStore::Outbox {
     std::unordered_map<EventId, std::pair<Timestamp, std::uint64_t>> later_by_id; // Owned by: mutex
 };
 
+namespace {
+
+// A commit touches a few shards: kept on the stack, no allocation per commit.
+using ShardIndexes = boost::container::small_vector<std::size_t, 6>;
+
+// The shards of a commit's invoice, payments (and their invoices) and events,
+// each once, in index order: the order they are locked in.
+template <class IndexOf>
+ShardIndexes shards_touched(Changes const& changes, IndexOf index_of) {
+    ShardIndexes touched;
+    if (changes.invoice) touched.push_back(index_of(changes.invoice->invoice.id()));
+    for (auto const& write : changes.payments) {
+        touched.push_back(index_of(write.payment.id()));
+        touched.push_back(index_of(write.payment.invoice_id()));
+    }
+    for (Event const& event : changes.events) touched.push_back(index_of(envelope_of(event).invoice_id));
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    return touched;
+}
+
+} // namespace
+
 InMemoryStore::InMemoryStore(std::size_t shards)
     : shard_count_(std::max<std::size_t>(shards, 1)), shards_(std::make_unique<Shard[]>(shard_count_)),
       outbox_(std::make_unique<Outbox>()) {}
@@ -156,16 +179,7 @@ Result<void> InMemoryStore::check_payments_locked(Changes const& changes, Invoic
 Result<void> InMemoryStore::commit(Changes changes) {
     bool const creates = changes.invoice && changes.invoice->expected_version == 0;
     // Every shard the commit touches, locked in index order.
-    // A commit touches a few shards: kept on the stack, no allocation per commit.
-    boost::container::small_vector<std::size_t, 6> touched;
-    if (changes.invoice) touched.push_back(index_of(changes.invoice->invoice.id()));
-    for (auto const& write : changes.payments) {
-        touched.push_back(index_of(write.payment.id()));
-        touched.push_back(index_of(write.payment.invoice_id()));
-    }
-    for (Event const& event : changes.events) touched.push_back(index_of(envelope_of(event).invoice_id));
-    std::sort(touched.begin(), touched.end());
-    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    ShardIndexes const touched = shards_touched(changes, [this](auto const& key) { return index_of(key); });
     std::unique_lock<std::mutex> order_lock;
     if (creates) order_lock = std::unique_lock(order_mutex_);
     boost::container::small_vector<std::unique_lock<std::mutex>, 6> locks;
@@ -238,14 +252,7 @@ Result<Changes> InMemoryStore::update(InvoiceId const& id, Decide const& decide,
     // when the lock order allows: lower ones only if free at once, higher ones
     // in order. Otherwise all are taken again in order, and the invoice must
     // not have moved meanwhile.
-    boost::container::small_vector<std::size_t, 6> touched;
-    for (auto const& write : changes.payments) {
-        touched.push_back(index_of(write.payment.id()));
-        touched.push_back(index_of(write.payment.invoice_id()));
-    }
-    for (Event const& event : changes.events) touched.push_back(index_of(envelope_of(event).invoice_id));
-    std::sort(touched.begin(), touched.end());
-    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    ShardIndexes touched = shards_touched(changes, [this](auto const& key) { return index_of(key); });
     boost::container::small_vector<std::unique_lock<std::mutex>, 6> locks;
     bool in_order = true;
     for (std::size_t i : touched) {
