@@ -65,9 +65,15 @@ OutboxRelay::OutboxRelay(Store& store, EventBus& bus) : store_(store), bus_(bus)
     subscription_ = bus_.subscribe_delivered("outbox-relay", [&store](domain::Event const& event) {
         store.mark_delivered(domain::envelope_of(event).id);
     });
+    // What another process took over while this one stalled is its to deliver, not this one's.
+    bus_.set_delivery_filter(
+        [&store](domain::Event const& event) { return store.still_owns(domain::envelope_of(event).id); });
 }
 
-OutboxRelay::~OutboxRelay() { stop(); }
+OutboxRelay::~OutboxRelay() {
+    stop();
+    bus_.set_delivery_filter({});
+}
 
 OutboxRelay::Restarted OutboxRelay::restart() {
     Restarted restarted;

@@ -41,8 +41,9 @@ struct PostgresStoreOptions {
     /// taken over by another request after this.
     domain::Duration idempotency_claim_timeout = std::chrono::seconds(30);
     /// A store renews its process's liveness this often divided by three; a
-    /// process silent this long (killed, cut off) loses its invoices' leases,
-    /// and another process takes their attempts over.
+    /// process silent twice this long (killed, cut off, stalled) loses its
+    /// invoices' leases, outbox and retries, and other processes take them
+    /// over. One that stalled and wakes finds it out at its next renewal.
     std::chrono::milliseconds lease_timeout{10'000};
     /// Delivered events are kept as the invoices' history this long; empty: for ever.
     std::optional<domain::Duration> event_retention = std::nullopt;
@@ -97,6 +98,9 @@ public:
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;
+    /// False (once) for an event published or armed before this process
+    /// found its registration swept and that another process took over.
+    bool still_owns(domain::EventId const& id) override;
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
     bool lease(domain::InvoiceId const& id) override;
@@ -118,6 +122,10 @@ public:
     /// for two thirds of the lease timeout): lease() then says no, so the
     /// processor starts no charge whose lease may lapse under it.
     bool renewing() const;
+    /// Times a renewal found this process's registration swept (it stalled
+    /// past twice its lease timeout and was taken for gone) and registered it
+    /// anew: what was taken over meanwhile is no longer its own, the rest is.
+    std::uint64_t reregistrations() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;
