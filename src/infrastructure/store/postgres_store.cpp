@@ -358,6 +358,12 @@ struct PostgresStore::Impl {
 
     std::size_t readers() const { return std::max<std::size_t>(options.pool_size, 2) - 1; }
 
+    // How long a session waits for one result: past the statement timeout
+    // (the server's own answer comes first), a server that stopped answering.
+    std::chrono::milliseconds patience() const {
+        return options.statement_timeout + std::max(options.statement_timeout, std::chrono::milliseconds(250));
+    }
+
     // A new session: timeouts, the schema, and (once the tables exist) the statements.
     std::unique_ptr<pg::Connection> connect(bool prepare) const {
         std::string const timeout = std::to_string(std::max<std::int64_t>(options.connect_timeout.count(), 1));
@@ -370,6 +376,7 @@ struct PostgresStore::Impl {
         std::array<char const*, 9> const values = {timeout.c_str(), options.application_name.c_str(), "1", "10", "5", "3",
                                                    unacknowledged.c_str(), options.uri.c_str(), nullptr};
         auto c = std::make_unique<pg::Connection>(keywords.data(), values.data());
+        c->patience(patience());
         std::string const ms = std::to_string(options.statement_timeout.count());
         std::string const idle = std::to_string(std::max<std::int64_t>(options.statement_timeout.count(), 1'000));
         // A commit is answered only once durable: synchronous_commit is pinned
@@ -402,7 +409,14 @@ struct PostgresStore::Impl {
         std::unique_ptr<pg::Connection> c;
         {
             std::unique_lock guard(readers_mutex);
-            reader_free.wait(guard, [&] { return !idle_readers.empty() || readers_open < readers(); });
+            // Every session busy (or hung) past the statement timeout: unavailable, not a hang.
+            if (!reader_free.wait_for(guard, options.statement_timeout,
+                                      [&] { return !idle_readers.empty() || readers_open < readers(); })) {
+                ++read_errors;
+                throw application::StorageFailure("PostgreSQL cannot be read: all " + std::to_string(readers()) +
+                                                  " reading connections stayed busy for the statement timeout (" +
+                                                  ms(options.statement_timeout) + ")");
+            }
             if (!idle_readers.empty()) {
                 c = std::move(idle_readers.back());
                 idle_readers.pop_back();
@@ -449,8 +463,15 @@ struct PostgresStore::Impl {
 
     Result<void> submit(Job job) {
         auto shared = std::make_shared<Job>(std::move(job));
-        if (!queue->submit(shared)) return reject(ErrorCode::unavailable, "the store is closed");
-        return shared->result;
+        switch (queue->submit(shared)) {
+        case GroupCommit<Job>::Submitted::written: return shared->result;
+        case GroupCommit<Job>::Submitted::full:
+            ++storage_errors;
+            return storage_error("PostgreSQL's writer is behind: " + std::to_string(options.max_queued) +
+                                 " commands wait for it already");
+        case GroupCommit<Job>::Submitted::closed: break;
+        }
+        return reject(ErrorCode::unavailable, "the store is closed");
     }
 
     // Registers (`fresh`) or renews this process's liveness on `c`; a renewal
@@ -769,7 +790,8 @@ PostgresStore::Impl::Sent PostgresStore::Impl::write_commands(pg::Connection& c,
 
 PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
     std::size_t const most = impl_->options.group_commit ? impl_->options.max_batch : 1;
-    impl_->queue = std::make_unique<GroupCommit<Job>>(most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); });
+    impl_->queue = std::make_unique<GroupCommit<Job>>(
+        most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); }, impl_->options.max_queued);
     impl_->heart = std::thread([impl = impl_.get()] { impl->run_heart(); });
 }
 

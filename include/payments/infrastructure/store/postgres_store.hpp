@@ -23,7 +23,10 @@ struct PostgresStoreOptions {
     /// Connections at most: one writer and `pool_size - 1` readers (at least one).
     std::size_t pool_size = 8;
     /// Every statement (and every wait for a lock) is cancelled after this:
-    /// the command fails `storage_unavailable` instead of hanging.
+    /// the command fails `storage_unavailable` instead of hanging. It also
+    /// bounds a wait for a free reading connection, and (plus as much again,
+    /// at least 250 ms) a wait for any answer of a server that stopped
+    /// answering: the session is then dropped.
     std::chrono::milliseconds statement_timeout{5'000};
     /// A connection attempt gives up after this (libpq's connect_timeout, whole seconds, at least 1).
     std::chrono::seconds connect_timeout{2};
@@ -35,6 +38,10 @@ struct PostgresStoreOptions {
     /// ids per backend in shared memory; past that every snapshot of every
     /// session gets slower (suboverflow), hence the default.
     std::size_t max_batch = 64;
+    /// Commands waiting for the writer at most; past it (the writer is behind
+    /// a slow or unreachable server) a command fails `storage_unavailable`
+    /// at once instead of queueing.
+    std::size_t max_queued = 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// A key claimed by a request that never completed (its process died) is
