@@ -1,9 +1,18 @@
 #include <payments/application/outbox_relay.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 
 namespace payments::application {
+
+namespace {
+
+// How soon a round that found the bus full looks again (at most the fallback interval).
+constexpr domain::Duration busy_retry = std::chrono::seconds(1);
+
+} // namespace
 
 // The rounds watch() runs: one at a time; a wake-up during a round makes it go again.
 struct OutboxRelay::Watch {
@@ -19,15 +28,16 @@ struct OutboxRelay::Watch {
     bool queued = false;  // Owned by: mutex; a round is posted and has not started
     std::mutex round;     // held by the round that runs
 
-    // Runs a round on the scheduler's thread at once, unless one is already queued.
-    static void post(std::shared_ptr<Watch> const& self) {
+    // Runs a round on the scheduler's thread at `at` (at once by default),
+    // unless one is already queued.
+    static void post(std::shared_ptr<Watch> const& self, std::optional<domain::Timestamp> at = std::nullopt) {
         {
             std::lock_guard guard(self->mutex);
             if (self->stopped || std::exchange(self->queued, true)) return;
         }
         std::weak_ptr<Watch> weak = self;
-        self->scheduler.call_at(self->clock.now(), [weak] {
-            if (auto watch = weak.lock()) watch->run();
+        self->scheduler.call_at(at.value_or(self->clock.now()), [weak] {
+            if (auto watch = weak.lock()) run(watch);
         });
     }
 
@@ -46,18 +56,28 @@ struct OutboxRelay::Watch {
         });
     }
 
-    void run() {
-        std::lock_guard running(round);
+    // One bounded round; what is left is claimed by the next, posted behind
+    // the scheduler's other work (its timers run in between). A full bus
+    // claims nothing (the rows stay for other processes) and looks again a
+    // little later.
+    static void run(std::shared_ptr<Watch> const& self) {
+        OutboxRelay::Restarted round;
         {
-            std::lock_guard guard(mutex);
-            queued = false;
-            if (stopped) return;
+            std::lock_guard running(self->round);
+            {
+                std::lock_guard guard(self->mutex);
+                self->queued = false;
+                if (self->stopped) return;
+            }
+            // A store that cannot be read now: the next wake-up or the fallback round tries again.
+            try {
+                round = self->relay.take_over();
+            } catch (StorageFailure const&) {
+                return;
+            }
         }
-        // A store that cannot be read now: the next wake-up or the fallback round tries again.
-        try {
-            relay.take_over();
-        } catch (StorageFailure const&) {
-        }
+        if (round.bus_full) post(self, self->clock.now() + std::min(self->interval, busy_retry));
+        else if (round.more) post(self);
     }
 };
 
@@ -89,20 +109,22 @@ OutboxRelay::Restarted OutboxRelay::restart() {
 
 OutboxRelay::Restarted OutboxRelay::take_over() {
     Restarted taken;
-    for (;;) {
-        TakenOver found = store_.take_over(batch);
-        if (found.empty()) return taken;
-        bool const more = found.events.size() == batch || found.scheduled.size() == batch;
-        for (auto& event : found.events) {
-            if (!bus_.publish(std::move(event))) return taken; // stopping: they stay this process's, delivered at its next start
-            ++taken.republished;
-        }
-        for (auto& [event, at] : found.scheduled) {
-            if (!bus_.schedule(std::move(event), at)) return taken;
-            ++taken.rearmed;
-        }
-        if (!more) return taken;
+    // The bus already holds enough: claim nothing now (others may take them meanwhile).
+    if (bus_.backlog() >= max_backlog) {
+        taken.bus_full = true;
+        return taken;
     }
+    TakenOver found = store_.take_over(batch);
+    taken.more = found.events.size() == batch || found.scheduled.size() == batch;
+    for (auto& event : found.events) {
+        if (!bus_.publish(std::move(event))) return taken; // stopping: they stay this process's, delivered at its next start
+        ++taken.republished;
+    }
+    for (auto& [event, at] : found.scheduled) {
+        if (!bus_.schedule(std::move(event), at)) return taken;
+        ++taken.rearmed;
+    }
+    return taken;
 }
 
 void OutboxRelay::watch(Scheduler& scheduler, Clock const& clock, domain::Duration interval) {
@@ -114,6 +136,7 @@ void OutboxRelay::watch(Scheduler& scheduler, Clock const& clock, domain::Durati
         return;
     watch_ = watch;
     Watch::arm(watch_);
+    Watch::post(watch_); // what restart()'s one round left
 }
 
 void OutboxRelay::stop() {

@@ -387,6 +387,15 @@ std::vector<ScheduledEvent> AsioEventBus::stop() {
     return discarded;
 }
 
+std::size_t AsioEventBus::backlog() const {
+    std::size_t pending = 0;
+    for (std::size_t i = 0; i < impl_->options.lanes; ++i) {
+        std::lock_guard lock(impl_->lanes[i].mutex);
+        pending += impl_->lanes[i].pending;
+    }
+    return pending;
+}
+
 BusStats AsioEventBus::stats() const {
     BusStats s;
     s.delivered = impl_->delivered.load();

@@ -515,6 +515,10 @@ struct PostgresStore::Impl {
         std::unique_ptr<pg::Connection> c;
         auto const every = std::max(options.lease_timeout / 3, std::chrono::milliseconds(1));
         auto next = std::chrono::steady_clock::now();
+        // open() has just registered: a first renewal that came late (a busy
+        // machine) would only revive a registration a test or a peer has
+        // since declared lapsed.
+        bool registered = true;
         for (;;) {
             {
                 std::lock_guard guard(heart_mutex);
@@ -528,7 +532,7 @@ struct PostgresStore::Impl {
                         c->exec(("LISTEN " + identifier(*c, channel)).c_str());
                         work_left(); // what was NOTIFYed while no session listened
                     }
-                    renew(*c);
+                    if (!std::exchange(registered, false)) renew(*c);
                     c->query(sweep_owners.name, Params().text(channel));
                     drain(*c);
                 } catch (pg::Failure const&) {

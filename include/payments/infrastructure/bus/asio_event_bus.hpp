@@ -71,6 +71,8 @@ public:
     /// it; a dead letter's successful replay counts as handled.
     application::Subscription subscribe_delivered(std::string name,
                                                   std::function<void(domain::Event const&)> handler) override;
+    /// Events queued on the lanes or being delivered (BusStats::queue_depth).
+    std::size_t backlog() const override;
     /// Asked once per event, on the delivery task, before any subscriber.
     void set_delivery_filter(std::function<bool(domain::Event const&)> keep) override;
 
