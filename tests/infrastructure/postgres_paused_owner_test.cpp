@@ -21,12 +21,6 @@ using infrastructure::PostgresStore;
 
 namespace {
 
-std::shared_ptr<PostgresStore> open_store(infrastructure::PostgresStoreOptions options) {
-    auto opened = PostgresStore::open(std::move(options));
-    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
-    return std::shared_ptr<PostgresStore>(std::move(*opened));
-}
-
 // A PAID invoice's commit: its InvoicePaid and a retry due `due` after t0.
 Changes paid_with_retry(int n, Duration due, std::vector<EventId>& ids) {
     Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());
