@@ -51,6 +51,13 @@ std::string swept(std::string const& s, std::string const& table) {
     return "DELETE FROM " + s + ".owners WHERE owner = (SELECT owner FROM " + s + "." + table + " LIMIT 1)";
 }
 
+// The SQL that makes A's registration lapse, before any sweep removed it:
+// the survivors already take its work over (review 18, A-1).
+std::string lapsed(std::string const& s, std::string const& table) {
+    return "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second' WHERE owner = (SELECT owner FROM " +
+           s + "." + table + " LIMIT 1)";
+}
+
 } // namespace
 
 SCENARIO("a process paused past its liveness stops delivering what a survivor took over and keeps the rest") {
@@ -101,6 +108,78 @@ SCENARIO("a process paused past its liveness stops delivering what a survivor to
             }
         }
         bus.stop();
+    }
+}
+
+SCENARIO("a process whose registration lapsed, not yet swept, finds it out at its next renewal") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed two invoices, each with an event and a retry, published and armed on its bus, not yet delivered") {
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler(clock);
+        infrastructure::NullLogger logger;
+        infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+        std::vector<EventId> first, second;
+        REQUIRE(a->commit(paid_with_retry(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry(2, 2s, second)));
+        std::vector<EventId> seen; // Owned by: io's one thread
+        auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+        application::OutboxRelay relay(*a, bus);
+        REQUIRE(relay.restart().republished == 2);
+
+        WHEN("A's registration lapses (no sweep yet), B takes the first invoice's event and retry, and A renews") {
+            REQUIRE(run_sql(schema.uri(), lapsed(s, "outbox")));
+            auto const taken = b->take_over(1);
+            REQUIRE(taken.events.size() == 1);
+            REQUIRE(envelope_of(taken.events[0]).id == first[0]);
+            REQUIRE(a->renew());
+            clock.advance(5s);
+            scheduler.run_due();
+            io.run();
+
+            THEN("A registers anew and delivers only the second invoice's event and retry, and its lapsed row is gone") {
+                CHECK(a->reregistrations() == 1);
+                CHECK(std::multiset<EventId>(seen.begin(), seen.end()) == std::multiset<EventId>(second.begin(), second.end()));
+                CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".owners) = 2)::int"));
+                CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s +
+                                                ".owners WHERE alive_until < clock_timestamp()) = 0)::int"));
+            }
+        }
+        bus.stop();
+    }
+}
+
+SCENARIO("a process whose own registration lapsed takes nothing over until it has registered anew") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    std::string const& s = schema.name();
+    std::vector<EventId> ids;
+    {
+        auto gone = open_store(options);
+        REQUIRE(gone->commit(paid_with_retry(1, 1s, ids)));
+    } // its clean stop frees its outbox and retries at once
+
+    GIVEN("a gone process's event and retry, and A's own registration lapsed") {
+        REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second'"));
+        THEN("A takes nothing while it is lapsed, and takes both once its renewal registered it anew") {
+            CHECK(a->take_over(100).empty());
+            REQUIRE(a->renew());
+            auto const taken = a->take_over(100);
+            CHECK(taken.events.size() == 1);
+            CHECK(taken.scheduled.size() == 1);
+        }
     }
 }
 

@@ -78,11 +78,15 @@ constexpr pg::Prepared lease_epoch{"lease_epoch", "SELECT epoch FROM leases WHER
 constexpr pg::Prepared register_owner{
     "register_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
                       "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
-// A renewal touches the row and never inserts it: no row means the process
-// was taken for gone (swept) while it stalled, and its work may be another's.
+// A renewal touches a live row and never inserts it: no live row means the
+// process was taken for gone while it stalled (its row lapsed, swept or not:
+// the others take a lapsed owner's work at once), and its work may be
+// another's (review 18, A-1).
 constexpr pg::Prepared renew_owner{
     "renew_owner", "UPDATE owners SET alive_until = clock_timestamp() + $2::bigint * interval '1 millisecond' "
-                   "WHERE owner = $1"};
+                   "WHERE owner = $1 AND alive_until >= clock_timestamp()"};
+// A re-registration removes the old token's row (lapsed, not yet swept).
+constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE owner = $1"};
 // The re-registration's claims: what the old token ($1) still owns, nobody
 // having taken it, becomes the new token's ($2). A row another process is
 // claiming is waited for and re-checked (a plain column): each goes to one.
@@ -140,11 +144,14 @@ constexpr pg::Prepared select_undelivered{
 constexpr pg::Prepared select_scheduled{"select_scheduled",
                                         "SELECT due, body FROM scheduled WHERE owner = $1 ORDER BY due"};
 // The processes gone (no live row in owners) that still own undelivered
-// outbox rows or retries, other than this one.
+// outbox rows or retries, other than this one; none while this one's own row
+// is not live (it may itself be taken for gone: what it claimed, others
+// would claim again).
 constexpr pg::Prepared dead_owners{
     "dead_owners", "SELECT d.owner FROM (SELECT owner FROM outbox WHERE NOT delivered AND owner <> $1 UNION "
                    "SELECT owner FROM scheduled WHERE owner <> $1) d WHERE NOT EXISTS (SELECT 1 FROM owners w "
-                   "WHERE w.owner = d.owner AND w.alive_until >= clock_timestamp())"};
+                   "WHERE w.owner = d.owner AND w.alive_until >= clock_timestamp()) AND EXISTS (SELECT 1 FROM "
+                   "owners m WHERE m.owner = $1 AND m.alive_until >= clock_timestamp())"};
 // Rows of those processes ($2), claimed for this one. SKIP LOCKED: processes
 // claiming at once each take other rows, none waits. A row claimed meanwhile
 // is re-checked once locked, and its owner is a plain column of that row (a
@@ -165,7 +172,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
-                                 keep_scheduled, keep_leases};
+                                 keep_scheduled, keep_leases, forget_owner};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -269,7 +276,7 @@ struct PostgresStore::Impl {
     // The token naming this store in idempotency claims and in `commits`
     // (for the life of the store), and the one naming it in `owners` and on
     // its outbox rows, retries and leases: `owner`, replaced when a renewal
-    // finds the registration swept (the process stalled past its liveness).
+    // finds the registration lapsed or swept (the process stalled past its liveness).
     // A write naming `owner` holds `token` shared from reading it until it is
     // written, so that none lands under a token already replaced.
     std::string const identity = new_owner();
@@ -475,7 +482,7 @@ struct PostgresStore::Impl {
     }
 
     // Registers (`fresh`) or renews this process's liveness on `c`; a renewal
-    // that finds the registration swept registers anew (reregister()).
+    // that finds the registration lapsed or swept registers anew (reregister()).
     // Throws pg::Failure (recorded as failing).
     void renew(pg::Connection& c, bool fresh = false) {
         auto const lasting = static_cast<std::int64_t>(options.lease_timeout.count()) * 2;
@@ -669,7 +676,7 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
     }
 }
 
-// This process was taken for gone while it stalled (its registration swept):
+// This process was taken for gone while it stalled (its registration lapsed):
 // whatever another process took over meanwhile (events, retries, leases) is
 // no longer its own. It registers under a new token and, in the same
 // transaction, claims what the old token still owns (leases at their epoch:
@@ -695,6 +702,7 @@ void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) 
     Rows scheduled = c.query(keep_scheduled.name, Params().text(old).text(next));
     for (int row = 0; row < scheduled.size(); ++row) kept_scheduled.emplace(scheduled.bytes(row, 0));
     c.query(keep_leases.name, Params().text(old).text(next).text(array_literal(held, quoted_element)));
+    c.query(forget_owner.name, Params().text(old));
     c.exec("COMMIT");
     owner = next;
     ++reregistrations;
@@ -1137,6 +1145,9 @@ bool PostgresStore::still_owns(EventId const& id) {
 std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrations; }
 
 application::TakenOver PostgresStore::take_over(std::size_t limit) {
+    // A process that may itself be taken for gone claims nothing (dead_owners
+    // asks the database as well): its renewal registers it anew first.
+    if (!impl_->alive()) return {};
     auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
     // One transaction: the dead owners, then both claims. A failure anywhere
     // drops the session, which rolls back: nothing is claimed that this

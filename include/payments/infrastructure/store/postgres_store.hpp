@@ -100,13 +100,15 @@ public:
     void mark_delivered(domain::EventId const& id) override;
     std::vector<application::ScheduledEvent> scheduled() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
-    /// Claims rows of processes whose liveness lapsed or that stopped.
+    /// Claims rows of processes whose liveness lapsed or that stopped;
+    /// nothing while this process's own liveness is not sure (renewing()
+    /// false, or its row lapsed: the others may be taking its work).
     application::TakenOver take_over(std::size_t limit) override;
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;
     /// False (once) for an event published or armed before this process
-    /// found its registration swept and that another process took over.
+    /// found its registration lapsed (swept or not) and that another process took over.
     bool still_owns(domain::EventId const& id) override;
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
@@ -129,7 +131,7 @@ public:
     /// for two thirds of the lease timeout): lease() then says no, so the
     /// processor starts no charge whose lease may lapse under it.
     bool renewing() const;
-    /// Times a renewal found this process's registration swept (it stalled
+    /// Times a renewal found this process's registration lapsed or swept (it stalled
     /// past twice its lease timeout and was taken for gone) and registered it
     /// anew: what was taken over meanwhile is no longer its own, the rest is.
     std::uint64_t reregistrations() const;
