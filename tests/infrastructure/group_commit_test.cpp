@@ -149,3 +149,51 @@ SCENARIO("a group commit whose writer is behind refuses a job at once once its q
         }
     }
 }
+
+SCENARIO("a group commit's job not taken by its writer within the queue's patience is given up, never sent") {
+    GIVEN("a writer held in its first batch, and a patience of 50 ms") {
+        std::promise<void> entered, open;
+        std::shared_future<void> gate = open.get_future().share();
+        std::atomic<int> written{0};
+        bool first_batch = true; // Owned by: the writer thread
+        Commit commit(
+            1,
+            [&](Commit::Batch& batch) {
+                if (batch.empty()) return;
+                if (std::exchange(first_batch, false)) {
+                    entered.set_value();
+                    gate.wait();
+                }
+                for (auto const& job : batch) job->written = true;
+                written += static_cast<int>(batch.size());
+            },
+            0, 50ms);
+        Caller writing, queued;
+        writing.submit(commit);
+        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+
+        WHEN("a job queues behind the held batch") {
+            auto const start = std::chrono::steady_clock::now();
+            queued.submit(commit);
+            auto const deadline = start + 2s;
+            while (!queued.returned && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+            bool const returned_while_held = queued.returned.load();
+            open.set_value();
+            writing.thread.join();
+            queued.thread.join();
+            commit.close();
+
+            THEN("its caller is answered within the patience (the batch ahead still held), and it is never written") {
+                CHECK(returned_while_held);
+                CHECK_FALSE(queued.accepted);
+                CHECK_FALSE(queued.job->written.load());
+                CHECK(written.load() == 1);
+                CHECK(writing.accepted);
+            }
+        }
+        if (writing.thread.joinable()) {
+            open.set_value();
+            writing.thread.join();
+        }
+    }
+}

@@ -2,6 +2,7 @@
 // The wait of one caller for its write to be committed, shared by the stores'
 // group commits (SQLite's writer and GroupCommit, used by PostgreSQL).
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 
@@ -23,6 +24,13 @@ public:
             done_ = true;
         }
         finished_.notify_one();
+    }
+
+    /// Waits at most `most` for finish(); whether it was called.
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> most) {
+        std::unique_lock guard(mutex_);
+        return finished_.wait_for(guard, most, [&] { return done_; });
     }
 
     /// Waits until finish() has been called (returns at once if it has).

@@ -7,6 +7,8 @@
 
 #include "completion.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -31,18 +33,26 @@ public:
         written, ///< its batch was written (its result says how it went)
         full,    ///< refused at once: `max_queued` jobs were waiting already
         closed,  ///< refused: the queue is closed
+        expired, ///< given up: the writer did not take it within `patience` (never sent)
     };
 
-    /// `max_queued`: jobs waiting for the writer at most (0: no limit).
-    GroupCommit(std::size_t max_batch, Write write, std::size_t max_queued = 0)
-        : max_batch_(max_batch == 0 ? 1 : max_batch), max_queued_(max_queued), write_(std::move(write)),
-          thread_([this] { run(); }) {}
+    /// `max_queued`: jobs waiting for the writer at most (0: no limit);
+    /// `patience`: how long a job may wait for the writer to take it (zero:
+    /// for ever). Past it the job is taken out of the queue, never sent.
+    GroupCommit(std::size_t max_batch, Write write, std::size_t max_queued = 0,
+                std::chrono::milliseconds patience = std::chrono::milliseconds::zero())
+        : max_batch_(max_batch == 0 ? 1 : max_batch), max_queued_(max_queued), patience_(patience),
+          write_(std::move(write)), thread_([this] { run(); }) {}
     GroupCommit(GroupCommit const&) = delete;
     GroupCommit& operator=(GroupCommit const&) = delete;
     ~GroupCommit() { close(); }
 
     /// Queues the job and waits until its batch is written; refused at once
-    /// (not written) when the queue is full or closed.
+    /// (not written) when the queue is full or closed, and given up (not
+    /// written) when the writer has not taken it within the patience: a
+    /// caller behind a hung server waits that long, not for every batch
+    /// ahead of it (review 18, A-4). Once taken, its batch's write is bounded
+    /// by the store's own timeouts.
     Submitted submit(std::shared_ptr<Job> job) {
         auto entry = std::make_shared<Entry>(std::move(job));
         {
@@ -54,7 +64,14 @@ public:
             queue_.push_back(entry);
         }
         work_.notify_one();
-        entry->answered.wait();
+        if (patience_.count() > 0 && !entry->answered.wait_for(patience_)) {
+            std::lock_guard guard(mutex_);
+            if (auto it = std::find(queue_.begin(), queue_.end(), entry); it != queue_.end()) {
+                queue_.erase(it);
+                return Submitted::expired;
+            }
+        }
+        entry->answered.wait(); // taken into a batch: answered once it is written
         return Submitted::written;
     }
 
@@ -115,6 +132,7 @@ private:
 
     std::size_t const max_batch_;
     std::size_t const max_queued_;
+    std::chrono::milliseconds const patience_;
     Write const write_;
     std::mutex mutex_;
     std::condition_variable work_;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -153,7 +154,23 @@ public:
         if (failed) check(*failed);
     }
 
-    void prepare(Prepared const& p) { check(Rows(PQprepare(conn_.get(), p.name, p.sql, 0, nullptr))); }
+    /// Prepares a statement, within the patience; throws Failure.
+    void prepare(Prepared const& p) {
+        if (PQsendPrepare(conn_.get(), p.name, p.sql, 0, nullptr) != 1) throw lost("cannot send");
+        check(last());
+    }
+
+    /// Runs one-off SQL with text parameters, within the patience; its rows
+    /// in `format` (0 text, 1 binary). Throws Failure.
+    Rows query_sql(char const* sql, std::initializer_list<char const*> values, int format = 0) {
+        std::vector<char const*> const params(values);
+        if (PQsendQueryParams(conn_.get(), sql, static_cast<int>(params.size()), nullptr, params.data(), nullptr, nullptr,
+                              format) != 1)
+            throw lost("cannot send");
+        Rows rows = last();
+        check(rows);
+        return rows;
+    }
 
     /// Runs a prepared statement and waits for its rows; throws Failure.
     Rows query(char const* name, Params const& params) {
@@ -228,6 +245,15 @@ private:
     }
     void check(Rows const& rows) const {
         if (!rows.ok()) throw Failure(rows.sqlstate(), trimmed(rows.message()));
+    }
+
+    // The one statement's result; the nulls after it are read.
+    Rows last() {
+        PGresult* first = result();
+        if (!first) throw lost("no result");
+        Rows rows(first);
+        while (PGresult* extra = result()) PQclear(extra);
+        return rows;
     }
 
     // PQgetResult once it would not block, within the patience; throws

@@ -232,6 +232,15 @@ public:
         changed_.wait(guard, [&] { return !replacing_; });
         ++sharing_;
     }
+    // A write's wait, bounded (review 18, A-4): false when a replacement
+    // held it off that long (std::shared_lock's timed constructor).
+    template <class Rep, class Period>
+    bool try_lock_shared_for(std::chrono::duration<Rep, Period> most) {
+        std::unique_lock guard(mutex_);
+        if (!changed_.wait_for(guard, most, [&] { return !replacing_; })) return false;
+        ++sharing_;
+        return true;
+    }
     void unlock_shared() {
         std::lock_guard guard(mutex_);
         if (--sharing_ == 0) changed_.notify_all();
@@ -476,6 +485,10 @@ struct PostgresStore::Impl {
             ++storage_errors;
             return storage_error("PostgreSQL's writer is behind: " + std::to_string(options.max_queued) +
                                  " commands wait for it already");
+        case GroupCommit<Job>::Submitted::expired:
+            ++storage_errors;
+            return storage_error("PostgreSQL's writer did not take the command within the statement timeout (" +
+                                 ms(options.statement_timeout) + "): it was not sent");
         case GroupCommit<Job>::Submitted::closed: break;
         }
         return reject(ErrorCode::unavailable, "the store is closed");
@@ -735,15 +748,14 @@ std::optional<bool> PostgresStore::Impl::committed(int backend, std::int64_t bat
         auto c = connect(false);
         std::string const pid = std::to_string(backend);
         std::string const wait = std::to_string(std::max<std::int64_t>(options.statement_timeout.count() - 100, 100));
-        std::array<char const*, 2> const ended{pid.c_str(), wait.c_str()};
-        Rows(PQexecParams(c->get(), "SELECT pg_terminate_backend(pid, $2::bigint) FROM pg_stat_activity WHERE pid = $1::int",
-                          2, nullptr, ended.data(), nullptr, nullptr, 0));
-        std::array<char const*, 2> const look{pid.c_str(), identity.c_str()};
-        Rows r(PQexecParams(c->get(),
-                            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1::int)::text, "
-                            "(SELECT batch FROM commits WHERE owner = $2)::text",
-                            2, nullptr, look.data(), nullptr, nullptr, 0));
-        if (!r.ok() || r.size() != 1 || r.bytes(0, 0) == "true") return std::nullopt;
+        // Each within the session's patience: a server that hangs here too
+        // hangs neither the writer nor, through the token, the heart.
+        c->query_sql("SELECT pg_terminate_backend(pid, $2::bigint) FROM pg_stat_activity WHERE pid = $1::int",
+                     {pid.c_str(), wait.c_str()});
+        Rows r = c->query_sql("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1::int)::text, "
+                              "(SELECT batch FROM commits WHERE owner = $2)::text",
+                              {pid.c_str(), identity.c_str()});
+        if (r.size() != 1 || r.bytes(0, 0) == "true") return std::nullopt;
         return !r.null(0, 1) && r.bytes(0, 1) == std::to_string(batch);
     } catch (pg::Failure const&) {
         return std::nullopt;
@@ -803,7 +815,8 @@ PostgresStore::Impl::Sent PostgresStore::Impl::write_commands(pg::Connection& c,
 PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
     std::size_t const most = impl_->options.group_commit ? impl_->options.max_batch : 1;
     impl_->queue = std::make_unique<GroupCommit<Job>>(
-        most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); }, impl_->options.max_queued);
+        most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); }, impl_->options.max_queued,
+        impl_->options.statement_timeout);
     impl_->heart = std::thread([impl = impl_.get()] { impl->run_heart(); });
 }
 
@@ -834,8 +847,7 @@ Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std
     c.exec(postgres::migration_lock);
     if (!schema.empty()) c.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
     c.exec("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)");
-    Rows found(PQexecParams(c.get(), "SELECT version::bigint FROM schema_version", 0, nullptr, nullptr, nullptr, nullptr, 1));
-    if (!found.ok()) throw pg::Failure(found.sqlstate(), found.message());
+    Rows found = c.query_sql("SELECT version::bigint FROM schema_version", {}, 1);
     int const version = found.size() == 0 ? 0 : static_cast<int>(found.integer(0, 0));
     if (version > PostgresStore::schema_version) {
         c.exec("ROLLBACK");
@@ -1040,7 +1052,14 @@ Result<void> PostgresStore::commit(Changes changes) {
     }
     std::vector<std::int64_t> seqs;
     std::int64_t epoch = 0;
-    std::shared_lock token(impl_->token); // until its rows are written under the token it names
+    // Until its rows are written under the token it names; a re-registration
+    // that holds the token past the statement timeout: unavailable, not a hang.
+    std::shared_lock token(impl_->token, impl_->options.statement_timeout);
+    if (!token) {
+        ++impl_->storage_errors;
+        return storage_error("PostgreSQL: this process's re-registration held its writes off for the statement timeout (" +
+                             ms(impl_->options.statement_timeout) + "); nothing was sent");
+    }
     if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, impl_->identity, fence, seqs, epoch)); !committed)
         return committed;
     if (!invoice_id.empty()) {
@@ -1159,7 +1178,9 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
     impl_->read([&](pg::Connection& c) {
         events.clear();
         taken.scheduled.clear();
-        std::shared_lock token(impl_->token); // taken (a pooled session held) as commits take it
+        // Taken (a pooled session held) as commits take it, and as bounded.
+        std::shared_lock token(impl_->token, impl_->options.statement_timeout);
+        if (!token) return 0;
         std::string const& me = impl_->owner;
         Rows dead = c.query(dead_owners.name, Params().text(me));
         if (dead.size() == 0) return 0;
@@ -1213,7 +1234,8 @@ bool PostgresStore::lease(InvoiceId const& id) {
     if (!impl_->alive()) return false;
     std::optional<std::int64_t> epoch;
     Job job;
-    std::shared_lock token(impl_->token);
+    std::shared_lock token(impl_->token, impl_->options.statement_timeout);
+    if (!token) return false; // a re-registration held it off: not ours to drive, for now
     job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));
     job.check = [&](std::vector<Rows>& results) -> Result<void> {
         if (results[0].size() == 1) epoch = results[0].integer(0, 0);
@@ -1337,10 +1359,15 @@ std::size_t PostgresStore::purge_expired(Timestamp now) {
 
 std::optional<std::string> PostgresStore::setting(std::string const& name) const {
     return impl_->read_or_nothing([&](pg::Connection& c) -> std::optional<std::string> {
-        Rows r(PQexecParams(c.get(), "SELECT current_setting($1)", 1, nullptr, std::array{name.c_str()}.data(), nullptr,
-                            nullptr, 0));
-        if (!r.ok() || r.size() != 1) return std::nullopt;
-        return std::string(r.bytes(0, 0));
+        std::optional<Rows> r;
+        try {
+            r.emplace(c.query_sql("SELECT current_setting($1)", {name.c_str()}));
+        } catch (pg::Failure const&) {
+            if (c.broken()) throw;
+            return std::nullopt; // no such setting
+        }
+        if (r->size() != 1) return std::nullopt;
+        return std::string(r->bytes(0, 0));
     });
 }
 
