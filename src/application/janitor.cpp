@@ -95,11 +95,14 @@ bool PaymentProcessor::redrive_attempt(Invoice const& invoice, Payment const& pa
             on_requested(request);
             return true;
         }
-        // At start, through the bus to this processor's own handler:
-        // the attempts run on the engine's threads at once (each waits
-        // for its commit, and many waiting share transactions), as a
-        // republished event would. The handler is idempotent.
-        if (!ports_.bus.publish(request)) on_requested(request);
+        // At start, to this processor alone (never published: no subscriber
+        // of the application may see a request that was never made), on the
+        // engine's threads at once: each waits for its commit, and many
+        // waiting share transactions.
+        std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+        post(ports_, [weak, request] {
+            if (auto self = weak.lock()) self->run_recovered(request);
+        });
         return true;
     }
     {
@@ -110,6 +113,18 @@ bool PaymentProcessor::redrive_attempt(Invoice const& invoice, Payment const& pa
     ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying", {{"payment_id", payment.id().str()}});
     start_verifying(request);
     return true;
+}
+
+// Off the bus, nothing catches what a read throws: the janitor's next round
+// finds the attempt again.
+void PaymentProcessor::run_recovered(PaymentRequested const& request) noexcept {
+    try {
+        on_requested(request);
+    } catch (StorageFailure const& failure) {
+        ports_.logger.warn("recovery: the store cannot be read; the janitor re-drives the attempt later",
+                           {{"payment_id", request.envelope.payment_id.str()}, {"error", failure.what()}});
+        arm_janitor();
+    }
 }
 
 UnsettledWork PaymentProcessor::unsettled() const {

@@ -790,3 +790,36 @@ SCENARIO("review16 B2: an unknown answer past the verification limit on a PROCES
         }
     }
 }
+
+// Review 14, finding 12: recovery used to publish PaymentRequested events it
+// made up (fresh event ids) on the bus, so every subscriber of the
+// application saw requests that were never made. It hands them to the
+// processor alone.
+SCENARIO("review14 #12: recovery hands attempts to the processor alone, never to the bus's subscribers") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
+    GIVEN("two attempts an earlier run left REQUESTED, and a subscriber to PaymentRequested") {
+        std::vector<InvoiceId> invoices;
+        for (int i = 0; i < 2; ++i) {
+            Invoice invoice = world.create();
+            std::uint64_t const version = invoice.version();
+            PaymentId const id = PaymentId::generate(world.random);
+            auto requested = invoice
+                                 .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
+                                                  meta(world.clock.now()))
+                                 .value();
+            invoice.apply(requested);
+            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
+                                        {{Payment::from(requested), 0}}}));
+            invoices.push_back(invoice.id());
+        }
+        WHEN("the process starts again and recovers them") {
+            CHECK(world.processor->recover() == 2);
+            world.run();
+            THEN("both are charged once and PAID, and no subscriber saw a PaymentRequested") {
+                for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.calls() == 2);
+                CHECK(world.events_of<PaymentRequested>().empty());
+            }
+        }
+    }
+}

@@ -109,8 +109,9 @@ public:
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
     /// Recovery at start, over work an earlier run left unsettled: every
-    /// attempt REQUESTED and due is published on the bus to this processor's
-    /// handler (all at once, so that their commits share transactions): its key is
+    /// attempt REQUESTED and due is handed to this processor alone (never
+    /// published to the bus's subscribers), on the engine's threads
+    /// (Ports::post) so that their commits share transactions: its key is
     /// looked up first, as for any attempt whose key an earlier run made: a
     /// definitive record settles it; no record, a pending one or no answer
     /// in time sends it again on the same key (the gateway never charges a
@@ -152,6 +153,7 @@ private:
     bool owes_an_answer(domain::Invoice const& invoice, domain::Payment const& payment) const;
     bool redrive_attempt(domain::Invoice const& invoice, domain::Payment const& payment, domain::Duration grace,
                          bool at_start);
+    void run_recovered(domain::PaymentRequested const& request) noexcept;
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
