@@ -3,6 +3,7 @@
 #include "support/builders.hpp"
 #include "support/faulty_vfs.hpp"
 #include "support/temp_dir.hpp"
+#include "support/world.hpp"
 
 #include "infrastructure/store/record_codec.hpp"
 #include "infrastructure/store/sqlite_schema.hpp"
@@ -565,6 +566,26 @@ SCENARIO("a fixed seed repeats ids only on the in-memory store: two runs with on
         THEN("they make the same ids: the seed's run is reproducible") {
             CHECK(a->service().create_invoice({.amount = usd(500)}).value().id() ==
                   b->service().create_invoice({.amount = usd(500)}).value().id());
+        }
+    }
+}
+
+// Review 14, finding 9: an event the bus refused (it is stopping) stayed in
+// the store's memory for ever, waiting for a delivery that never comes.
+SCENARIO("review14 #9: an event the bus refuses is left to the next start, and the store forgets it") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    std::shared_ptr<SqliteStore> store = open_store(path);
+    GIVEN("a service whose bus has stopped") {
+        World world({.store = store.get(), .idempotency = store.get()});
+        world.bus.stop();
+        WHEN("an invoice is created (its InvoiceCreated committed, and refused by the bus)") {
+            auto created = world.service.create_invoice({.amount = usd(500)});
+            REQUIRE(created);
+            THEN("the store keeps nothing for it in memory, and it is still undelivered in the file") {
+                CHECK(store->awaiting_delivery() == 0);
+                CHECK(store->undelivered().size() == 1);
+            }
         }
     }
 }

@@ -772,6 +772,12 @@ std::vector<Event> SqliteStore::undelivered() const {
     return events;
 }
 
+void SqliteStore::left_undelivered(EventId const& id) {
+    std::lock_guard guard(impl_->outbox_mutex);
+    impl_->outbox_seq.erase(id);
+    impl_->scheduled_ids.erase(id);
+}
+
 void SqliteStore::mark_delivered(EventId const& id) {
     std::optional<std::int64_t> seq;
     bool scheduled = false;
@@ -881,6 +887,11 @@ std::size_t SqliteStore::purge_expired(Timestamp now) {
 }
 
 std::size_t SqliteStore::invoice_count() const { return impl_->invoices; }
+
+std::size_t SqliteStore::awaiting_delivery() const {
+    std::lock_guard guard(impl_->outbox_mutex);
+    return impl_->outbox_seq.size() + impl_->scheduled_ids.size();
+}
 std::size_t SqliteStore::payment_count() const { return impl_->payments; }
 std::uint64_t SqliteStore::transactions() const { return impl_->transactions; }
 std::uint64_t SqliteStore::commands() const { return impl_->commands; }
