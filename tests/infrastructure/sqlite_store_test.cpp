@@ -17,6 +17,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 using namespace test;
@@ -585,6 +586,41 @@ SCENARIO("review14 #9: an event the bus refuses is left to the next start, and t
             THEN("the store keeps nothing for it in memory, and it is still undelivered in the file") {
                 CHECK(store->awaiting_delivery() == 0);
                 CHECK(store->undelivered().size() == 1);
+            }
+        }
+    }
+}
+
+// Review 14, finding 10: claim() held the claims' mutex across its read of
+// the idempotency table, so every other claim, completion and release (and
+// every commit that completes a record) waited for one read.
+SCENARIO("review14 #10: a claim's read of the file holds up no other claim") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    auto store = open_store(dir.file("payments.db"), {.vfs = FaultyVfs::name});
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (store->integrity() == infrastructure::IntegrityCheck::running && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+    auto const key = IdempotencyKey::make("client", "key-1").value();
+    auto const other = IdempotencyKey::make("client", "key-2").value();
+    REQUIRE(store->claim(other, "fingerprint", t0()).state == IdempotencyClaim::State::claimed);
+    REQUIRE(store->commit({Changes::InvoiceWrite{an_invoice(), 0}, {}})); // the readers' caches are stale now
+    GIVEN("a claim whose read of the file is held up by a slow disk") {
+        vfs.hold_reads();
+        struct LetGo {
+            FaultyVfs& vfs;
+            ~LetGo() { vfs.let_reads_go(); }
+        } let_go{vfs}; // whatever fails below, the store can close
+        auto slow = std::async(std::launch::async, [&] { return store->claim(key, "fingerprint", t0()).state; });
+        REQUIRE(vfs.wait_for_held_read(5s));
+        WHEN("another request gives up its claim meanwhile") {
+            auto released = std::async(std::launch::async, [&] { store->release(other); });
+            THEN("it does not wait for the read") {
+                bool const at_once = released.wait_for(2s) == std::future_status::ready;
+                vfs.let_reads_go();
+                CHECK(at_once);
+                CHECK(slow.get() == IdempotencyClaim::State::claimed);
+                CHECK(store->claim(key, "fingerprint", t0()).state == IdempotencyClaim::State::in_use);
             }
         }
     }
