@@ -39,7 +39,7 @@ struct RelayFixture {
 
 // A store shared with processes that are gone: take_over() hands out what
 // they left, `limit` at a time; the store never wakes the relay itself.
-struct SharedStore final : application::Store {
+struct StoreWithOrphans final : application::Store {
     infrastructure::InMemoryStore inner;
     std::vector<Event> orphans;
     std::size_t calls = 0;
@@ -69,7 +69,7 @@ struct SharedStore final : application::Store {
 
 SCENARIO("a relay takes over in bounded rounds, each its own task on the scheduler, the first at once") {
     RelayFixture f;
-    SharedStore store;
+    StoreWithOrphans store;
     GIVEN("a store holding 250 events that processes gone left") {
         auto const created = Invoice::create(iid(), usd(700), "", meta()).value();
         store.orphans.assign(250, Event(created));

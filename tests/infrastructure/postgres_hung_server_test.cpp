@@ -17,7 +17,7 @@ using infrastructure::PostgresStore;
 namespace {
 
 // The server processes of the sessions named `application_name`.
-std::vector<int> backends_of(std::string const& uri, std::string const& application_name) {
+std::vector<int> server_processes_of(std::string const& uri, std::string const& application_name) {
     std::vector<int> pids;
     PGconn* c = PQconnectdb(uri.c_str());
     if (PQstatus(c) == CONNECTION_OK) {
@@ -32,12 +32,12 @@ std::vector<int> backends_of(std::string const& uri, std::string const& applicat
 }
 
 // Stops the processes, and lets them go on whatever happens.
-struct Stopped {
+struct StoppedBackends {
     std::vector<int> pids;
-    explicit Stopped(std::vector<int> p) : pids(std::move(p)) {
+    explicit StoppedBackends(std::vector<int> p) : pids(std::move(p)) {
         for (int pid : pids) ::kill(pid, SIGSTOP);
     }
-    ~Stopped() { resume(); }
+    ~StoppedBackends() { resume(); }
     void resume() {
         for (int pid : std::exchange(pids, {})) ::kill(pid, SIGCONT);
     }
@@ -59,9 +59,9 @@ SCENARIO("a PostgreSQL server that stops answering makes reads and commits fail 
     REQUIRE_FALSE(store->invoice(iid("inv_1")).has_value()); // the reader's session is open
 
     GIVEN("every session of the store stopped on the server's side") {
-        auto const pids = backends_of(*uri, schema.name());
+        auto const pids = server_processes_of(*uri, schema.name());
         REQUIRE(pids.size() >= 3); // writer, reader, liveness
-        Stopped stopped(pids);
+        StoppedBackends stopped(pids);
 
         WHEN("two reads (one for the only reading connection, one waiting for it) and a commit are asked at once") {
             auto read = [&] {

@@ -22,7 +22,7 @@ using infrastructure::PostgresStore;
 namespace {
 
 // A PAID invoice's commit: its InvoicePaid and a retry due `due` after t0.
-Changes paid_with_retry(int n, Duration due, std::vector<EventId>& ids) {
+Changes paid_with_retry_due(int n, Duration due, std::vector<EventId>& ids) {
     Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());
     invoice.apply(invoice.request_payment(attempt(n), "pm_card_ok", meta()).value());
     auto paid = std::get<InvoicePaid>(invoice.settle_success(success_of(invoice), meta()).value());
@@ -38,7 +38,7 @@ Changes paid_with_retry(int n, Duration due, std::vector<EventId>& ids) {
 }
 
 // A PROCESSING invoice's first attempt: its commit takes the invoice's lease.
-Changes new_attempt(int n) {
+Changes first_attempt_of(int n) {
     Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());
     invoice.apply(invoice.request_payment(attempt(n), "pm_card_ok", meta()).value());
     Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
@@ -47,7 +47,7 @@ Changes new_attempt(int n) {
 }
 
 // The SQL that removes A's registration, as a survivor's sweep does once it lapsed.
-std::string swept(std::string const& s, std::string const& table) {
+std::string registration_swept(std::string const& s, std::string const& table) {
     return "DELETE FROM " + s + ".owners WHERE owner = (SELECT owner FROM " + s + "." + table + " LIMIT 1)";
 }
 
@@ -77,8 +77,8 @@ SCENARIO("a process paused past its liveness stops delivering what a survivor to
         infrastructure::NullLogger logger;
         infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
         std::vector<EventId> first, second;
-        REQUIRE(a->commit(paid_with_retry(1, 1s, first)));
-        REQUIRE(a->commit(paid_with_retry(2, 2s, second)));
+        REQUIRE(a->commit(paid_with_retry_due(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry_due(2, 2s, second)));
         std::vector<EventId> seen; // Owned by: io's one thread
         auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
         application::OutboxRelay relay(*a, bus);
@@ -87,7 +87,7 @@ SCENARIO("a process paused past its liveness stops delivering what a survivor to
         REQUIRE(restarted.rearmed == 2);
 
         WHEN("A stalls: its registration is swept, B takes the first invoice's event and retry, and A wakes and renews") {
-            REQUIRE(run_sql(schema.uri(), swept(s, "outbox")));
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
             auto const taken = b->take_over(1);
             REQUIRE(taken.events.size() == 1);
             REQUIRE(taken.scheduled.size() == 1);
@@ -194,12 +194,12 @@ SCENARIO("a process paused past its liveness keeps the leases nobody took, at th
     std::string const& s = schema.name();
 
     GIVEN("A committed the first attempts of two invoices: it holds both leases") {
-        REQUIRE(a->commit(new_attempt(1)));
-        REQUIRE(a->commit(new_attempt(2)));
+        REQUIRE(a->commit(first_attempt_of(1)));
+        REQUIRE(a->commit(first_attempt_of(2)));
         REQUIRE(a->held_since_attempt(iid("inv_1")));
 
         WHEN("A stalls, its registration is swept, B takes the first invoice's lease, and A wakes and renews") {
-            REQUIRE(run_sql(schema.uri(), swept(s, "leases")));
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "leases")));
             REQUIRE(b->lease(iid("inv_1")));
             REQUIRE(a->renew());
 
