@@ -172,3 +172,42 @@ SCENARIO("a PostgreSQL COMMIT whose reply is lost is answered from the database:
     }
     store->close();
 }
+
+SCENARIO("a PostgreSQL re-registration whose COMMIT reply is lost keeps its rows when it is tried again") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& u = *uri;
+    auto const colon = u.find(':', u.find('@'));
+    auto const slash = u.find('/', colon);
+    CuttingProxy proxy(std::stoi(u.substr(colon + 1, slash - colon - 1)));
+    auto options = schema.options();
+    options.uri = u.substr(0, colon + 1) + std::to_string(proxy.port()) + u.substr(slash);
+    options.lease_timeout = 1h; // the test decides when the process looks gone
+    auto store = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("the process committed an invoice's first attempt (it holds the lease), then its registration was swept") {
+        Invoice invoice = Invoice::from(Invoice::create(iid("inv_kept"), usd(500), "", meta()).value());
+        invoice.apply(invoice.request_payment(attempt(1), "pm_card_ok", meta()).value());
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        changes.payments.push_back({Payment::from(current_request(invoice)), 0});
+        REQUIRE(store->commit(changes));
+        REQUIRE(store->held_since_attempt(invoice.id()));
+        REQUIRE(run_sql(schema.uri(), "DELETE FROM " + s + ".owners"));
+
+        WHEN("its re-registration commits but the reply is lost, and the next renewal tries again") {
+            proxy.arm(CuttingProxy::Cut::after_commit);
+            (void)store->renew(); // the read's retry on a new session tries it again at once
+            REQUIRE(proxy.fired());
+            REQUIRE(store->renew());
+
+            THEN("it still holds the lease since its attempt, under the one registration it made") {
+                CHECK(store->held_since_attempt(invoice.id()));
+                CHECK(store->reregistrations() == 1);
+                CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".owners) = 1)::int"));
+            }
+        }
+    }
+    store->close();
+}

@@ -53,7 +53,7 @@ std::string registration_swept(std::string const& s, std::string const& table) {
 
 // The SQL that makes A's registration lapse, before any sweep removed it:
 // the survivors already take its work over (review 18, A-1).
-std::string lapsed(std::string const& s, std::string const& table) {
+std::string registration_lapsed(std::string const& s, std::string const& table) {
     return "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second' WHERE owner = (SELECT owner FROM " +
            s + "." + table + " LIMIT 1)";
 }
@@ -128,15 +128,15 @@ SCENARIO("a process whose registration lapsed, not yet swept, finds it out at it
         infrastructure::NullLogger logger;
         infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
         std::vector<EventId> first, second;
-        REQUIRE(a->commit(paid_with_retry(1, 1s, first)));
-        REQUIRE(a->commit(paid_with_retry(2, 2s, second)));
+        REQUIRE(a->commit(paid_with_retry_due(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry_due(2, 2s, second)));
         std::vector<EventId> seen; // Owned by: io's one thread
         auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
         application::OutboxRelay relay(*a, bus);
         REQUIRE(relay.restart().republished == 2);
 
         WHEN("A's registration lapses (no sweep yet), B takes the first invoice's event and retry, and A renews") {
-            REQUIRE(run_sql(schema.uri(), lapsed(s, "outbox")));
+            REQUIRE(run_sql(schema.uri(), registration_lapsed(s, "outbox")));
             auto const taken = b->take_over(1);
             REQUIRE(taken.events.size() == 1);
             REQUIRE(envelope_of(taken.events[0]).id == first[0]);
@@ -168,7 +168,7 @@ SCENARIO("a process whose own registration lapsed takes nothing over until it ha
     std::vector<EventId> ids;
     {
         auto gone = open_store(options);
-        REQUIRE(gone->commit(paid_with_retry(1, 1s, ids)));
+        REQUIRE(gone->commit(paid_with_retry_due(1, 1s, ids)));
     } // its clean stop frees its outbox and retries at once
 
     GIVEN("a gone process's event and retry, and A's own registration lapsed") {

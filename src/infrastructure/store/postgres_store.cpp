@@ -90,13 +90,16 @@ constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE ow
 // The re-registration's claims: what the old token ($1) still owns, nobody
 // having taken it, becomes the new token's ($2). A row another process is
 // claiming is waited for and re-checked (a plain column): each goes to one.
+// What the new token owns already is kept too: a re-registration whose
+// COMMIT reply was lost is tried again under the same new token (review 18,
+// A-5), and finds its rows there.
 constexpr pg::Prepared keep_events{
-    "keep_events", "UPDATE outbox SET owner = $2 WHERE owner = $1 AND NOT delivered RETURNING seq"};
+    "keep_events", "UPDATE outbox SET owner = $2 WHERE owner IN ($1, $2) AND NOT delivered RETURNING seq"};
 constexpr pg::Prepared keep_scheduled{
-    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner = $1 RETURNING event_id"};
+    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner IN ($1, $2) RETURNING event_id"};
 // Leases keep their epoch: nobody held them meanwhile ($3: those this process holds).
 constexpr pg::Prepared keep_leases{
-    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner = $1 AND invoice_id = ANY($3::text[])"};
+    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner IN ($1, $2) AND invoice_id = ANY($3::text[])"};
 // A clean stop, and a liveness found lapsed: the process's row goes, and the
 // others are told ($2: the channel) in the same transaction that their leases,
 // outbox and scheduled events are free to take over.
@@ -291,6 +294,9 @@ struct PostgresStore::Impl {
     std::string const identity = new_owner();
     mutable TokenGate token;
     std::string owner = identity; // Owned by: token
+    // The new token of a re-registration not known to have committed (its
+    // COMMIT reply lost): the next one registers the same (review 18, A-5).
+    std::string pending_owner; // Owned by: token (held alone)
     std::atomic<std::uint64_t> reregistrations{0};
 
     std::string current_owner() const {
@@ -699,7 +705,8 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
 void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) {
     std::unique_lock replacing(token); // the writes naming `old` land first
     if (owner != old) return;          // another renewal did it
-    std::string const next = new_owner();
+    if (pending_owner.empty()) pending_owner = new_owner();
+    std::string const next = pending_owner;
     std::vector<std::string> held;
     {
         std::lock_guard guard(leases_mutex);
@@ -718,6 +725,7 @@ void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) 
     c.query(forget_owner.name, Params().text(old));
     c.exec("COMMIT");
     owner = next;
+    pending_owner.clear();
     ++reregistrations;
     std::lock_guard guard(outbox_mutex);
     for (auto it = outbox_seq.begin(); it != outbox_seq.end();) {
