@@ -295,6 +295,11 @@ application::Clock const& Engine::clock() { return *impl_->clock; }
 application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
 Engine::Recovery const& Engine::recovery() const { return impl_->recovery; }
 
+bool Engine::store_writable() const {
+    auto const* sqlite = dynamic_cast<SqliteStore const*>(impl_->store.get());
+    return !sqlite || !sqlite->sealing();
+}
+
 bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;
     // A settling gateway call publishes onto the bus and a delivery may start

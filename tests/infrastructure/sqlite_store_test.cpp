@@ -621,3 +621,34 @@ SCENARIO("review14 #10: a claim's read of the file holds up no other claim") {
         }
     }
 }
+
+// Review 16, B4: while a commit whose fsync failed waits for its seal, every
+// write is refused; readiness said nothing of it.
+SCENARIO("review16 B4: while a failed commit waits for its seal the store says it is not writable") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    std::shared_ptr<SqliteStore> store = open_store(dir.file("payments.db"), {.vfs = FaultyVfs::name});
+    auto engine = an_engine_on(store);
+    REQUIRE(engine->store_writable());
+    GIVEN("a disk whose fsyncs keep failing, and a commit") {
+        vfs.failing_syncs = 1'000'000;
+        struct Heal {
+            FaultyVfs& vfs;
+            ~Heal() { vfs.failing_syncs = 0; }
+        } heal{vfs}; // whatever fails below, the store can seal and close
+        auto refused = std::async(std::launch::async,
+                                  [&] { return store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}}); });
+        auto const deadline = std::chrono::steady_clock::now() + 5s;
+        while (!store->sealing() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        THEN("the store is sealing and not writable; once the disk heals the commit is refused and writes resume") {
+            CHECK(store->sealing());
+            CHECK_FALSE(engine->store_writable());
+            vfs.failing_syncs = 0;
+            auto const answer = refused.get();
+            REQUIRE_FALSE(answer);
+            CHECK(answer.error().code == ErrorCode::storage_unavailable);
+            CHECK_FALSE(store->sealing());
+            CHECK(engine->store_writable());
+        }
+    }
+}

@@ -929,6 +929,11 @@ std::size_t SqliteStore::purge_expired(Timestamp now) {
 
 std::size_t SqliteStore::invoice_count() const { return impl_->invoices; }
 
+bool SqliteStore::sealing() const {
+    std::lock_guard guard(impl_->queue_mutex);
+    return impl_->in_doubt;
+}
+
 std::size_t SqliteStore::awaiting_delivery() const {
     std::lock_guard guard(impl_->outbox_mutex);
     return impl_->outbox_seq.size() + impl_->scheduled_ids.size();

@@ -88,6 +88,10 @@ public:
     void release(application::IdempotencyKey const& key) override;
     std::size_t purge_expired(domain::Timestamp now) override;
 
+    /// True while a commit whose fsync failed waits for its seal (its
+    /// outcome not decided yet): every write is refused meanwhile, and
+    /// Engine::store_writable() says no.
+    bool sealing() const;
     /// Invoices in the file.
     std::size_t invoice_count() const;
     /// Committed events and scheduled events whose delivery it waits to
