@@ -944,6 +944,32 @@ SCENARIO("review18 B-2: the janitor does not drive what recovery has yet to star
             }
         }
     }
+    GIVEN("twenty answers an earlier run left UNKNOWN, and a gateway that answers no look-up") {
+        for (int i = 0; i < 20; ++i) {
+            Invoice invoice = world.create();
+            auto requested = commit_without_publishing(world, invoice, "pm_card_ok");
+            Payment payment = world.store.payment(requested.envelope.payment_id).value();
+            Invoice stored = world.invoice(invoice.id());
+            auto const versions = std::pair{payment.version(), stored.version()};
+            auto unknown = payment.fail({FailureKind::unknown_outcome, "restarted"}, meta()).value();
+            payment.apply(unknown);
+            stored.apply(unknown);
+            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{stored, versions.second},
+                                        {{payment, versions.first}}}));
+        }
+        world.gateway_port.unanswered_lookups = 1000;
+        WHEN("the process recovers them and a janitor round comes a minute later") {
+            world.processor->recover();
+            world.settle();
+            world.clock.advance(61s);
+            world.scheduler.run_due();
+            world.settle();
+            THEN("still only three look-ups are out: the janitor verified none of the others") {
+                CHECK(world.gateway_port.lookups == 3);
+                CHECK(world.processor->in_flight() == 3);
+            }
+        }
+    }
 }
 
 // Review 18, B-4: at start the outbox publishes again every PaymentRequested
