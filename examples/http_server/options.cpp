@@ -116,7 +116,7 @@ void add_flags(CLI::App& app, Options& o) {
     millis(app, "pg-statement-timeout-ms", o.postgres.statement_timeout,
            "PostgreSQL: a statement (or a lock wait) is cancelled after this, the command answers 503");
     millis(app, "pg-lease-ms", o.postgres.lease_timeout,
-           "PostgreSQL: a server silent this long (killed) loses its invoices to the others, which take its attempts over");
+           "PostgreSQL: a server silent twice this long (killed, stalled) loses its invoices to the others, which take its attempts over");
     static std::map<std::string, bool> const switches = {{"on", true}, {"off", false}};
     flag(app, "group-commit", o.sqlite.group_commit,
          "on: concurrent commits share one transaction and fsync; off: one each")

@@ -1,9 +1,18 @@
 #include <payments/application/outbox_relay.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
 
 namespace payments::application {
+
+namespace {
+
+// How soon a round that found the bus full looks again (at most the fallback interval).
+constexpr domain::Duration busy_retry = std::chrono::seconds(1);
+
+} // namespace
 
 // The rounds watch() runs: one at a time; a wake-up during a round makes it go again.
 struct OutboxRelay::Watch {
@@ -19,15 +28,16 @@ struct OutboxRelay::Watch {
     bool queued = false;  // Owned by: mutex; a round is posted and has not started
     std::mutex round;     // held by the round that runs
 
-    // Runs a round on the scheduler's thread at once, unless one is already queued.
-    static void post(std::shared_ptr<Watch> const& self) {
+    // Runs a round on the scheduler's thread at `at` (at once by default),
+    // unless one is already queued.
+    static void post(std::shared_ptr<Watch> const& self, std::optional<domain::Timestamp> at = std::nullopt) {
         {
             std::lock_guard guard(self->mutex);
             if (self->stopped || std::exchange(self->queued, true)) return;
         }
         std::weak_ptr<Watch> weak = self;
-        self->scheduler.call_at(self->clock.now(), [weak] {
-            if (auto watch = weak.lock()) watch->run();
+        self->scheduler.call_at(at.value_or(self->clock.now()), [weak] {
+            if (auto watch = weak.lock()) run(watch);
         });
     }
 
@@ -46,18 +56,28 @@ struct OutboxRelay::Watch {
         });
     }
 
-    void run() {
-        std::lock_guard running(round);
+    // One bounded round; what is left is claimed by the next, posted behind
+    // the scheduler's other work (its timers run in between). A full bus
+    // claims nothing (the rows stay for other processes) and looks again a
+    // little later.
+    static void run(std::shared_ptr<Watch> const& self) {
+        OutboxRelay::Restarted round;
         {
-            std::lock_guard guard(mutex);
-            queued = false;
-            if (stopped) return;
+            std::lock_guard running(self->round);
+            {
+                std::lock_guard guard(self->mutex);
+                self->queued = false;
+                if (self->stopped) return;
+            }
+            // A store that cannot be read now: the next wake-up or the fallback round tries again.
+            try {
+                round = self->relay.take_over();
+            } catch (StorageFailure const&) {
+                return;
+            }
         }
-        // A store that cannot be read now: the next wake-up or the fallback round tries again.
-        try {
-            relay.take_over();
-        } catch (StorageFailure const&) {
-        }
+        if (round.bus_full) post(self, self->clock.now() + std::min(self->interval, busy_retry));
+        else if (round.more) post(self);
     }
 };
 
@@ -65,9 +85,15 @@ OutboxRelay::OutboxRelay(Store& store, EventBus& bus) : store_(store), bus_(bus)
     subscription_ = bus_.subscribe_delivered("outbox-relay", [&store](domain::Event const& event) {
         store.mark_delivered(domain::envelope_of(event).id);
     });
+    // What another process took over while this one stalled is its to deliver, not this one's.
+    bus_.set_delivery_filter(
+        [&store](domain::Event const& event) { return store.still_owns(domain::envelope_of(event).id); });
 }
 
-OutboxRelay::~OutboxRelay() { stop(); }
+OutboxRelay::~OutboxRelay() {
+    stop();
+    bus_.set_delivery_filter({});
+}
 
 OutboxRelay::Restarted OutboxRelay::restart() {
     Restarted restarted;
@@ -89,30 +115,32 @@ OutboxRelay::Restarted OutboxRelay::restart() {
 
 OutboxRelay::Restarted OutboxRelay::take_over() {
     Restarted taken;
-    for (;;) {
-        TakenOver found = store_.take_over(batch);
-        if (found.empty()) return taken;
-        bool const more = found.events.size() == batch || found.scheduled.size() == batch;
-        // The bus refuses once it is stopping: what is left stays this
-        // process's, delivered at its next start.
-        std::size_t events = 0;
-        while (events < found.events.size() && bus_.publish(found.events[events])) ++events;
-        std::size_t scheduled = 0;
-        if (events == found.events.size())
-            while (scheduled < found.scheduled.size() &&
-                   bus_.schedule(found.scheduled[scheduled].event, found.scheduled[scheduled].at))
-                ++scheduled;
-        taken.republished += events;
-        taken.rearmed += scheduled;
-        if (events < found.events.size() || scheduled < found.scheduled.size()) {
-            for (std::size_t i = events; i < found.events.size(); ++i)
-                store_.left_undelivered(domain::envelope_of(found.events[i]).id);
-            for (std::size_t i = scheduled; i < found.scheduled.size(); ++i)
-                store_.left_undelivered(domain::envelope_of(found.scheduled[i].event).id);
-            return taken;
-        }
-        if (!more) return taken;
+    // The bus already holds enough: claim nothing now (others may take them meanwhile).
+    if (bus_.backlog() >= max_backlog) {
+        taken.bus_full = true;
+        return taken;
     }
+    TakenOver found = store_.take_over(batch);
+    taken.more = found.events.size() == batch || found.scheduled.size() == batch;
+    // The bus refuses once it is stopping: what is left stays this
+    // process's, delivered at its next start.
+    std::size_t events = 0;
+    while (events < found.events.size() && bus_.publish(found.events[events])) ++events;
+    std::size_t scheduled = 0;
+    if (events == found.events.size())
+        while (scheduled < found.scheduled.size() &&
+               bus_.schedule(found.scheduled[scheduled].event, found.scheduled[scheduled].at))
+            ++scheduled;
+    taken.republished += events;
+    taken.rearmed += scheduled;
+    if (events < found.events.size() || scheduled < found.scheduled.size()) {
+        taken.more = false;
+        for (std::size_t i = events; i < found.events.size(); ++i)
+            store_.left_undelivered(domain::envelope_of(found.events[i]).id);
+        for (std::size_t i = scheduled; i < found.scheduled.size(); ++i)
+            store_.left_undelivered(domain::envelope_of(found.scheduled[i].event).id);
+    }
+    return taken;
 }
 
 void OutboxRelay::watch(Scheduler& scheduler, Clock const& clock, domain::Duration interval) {
@@ -124,6 +152,7 @@ void OutboxRelay::watch(Scheduler& scheduler, Clock const& clock, domain::Durati
         return;
     watch_ = watch;
     Watch::arm(watch_);
+    Watch::post(watch_); // what restart()'s one round left
 }
 
 void OutboxRelay::stop() {

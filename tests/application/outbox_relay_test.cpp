@@ -37,7 +37,56 @@ struct RelayFixture {
     }
 };
 
+// A store shared with processes that are gone: take_over() hands out what
+// they left, `limit` at a time; the store never wakes the relay itself.
+struct StoreWithOrphans final : application::Store {
+    infrastructure::InMemoryStore inner;
+    std::vector<Event> orphans;
+    std::size_t calls = 0;
+
+    std::optional<Invoice> invoice(InvoiceId const& id) const override { return inner.invoice(id); }
+    application::InvoicePage invoices(application::InvoiceQuery const& q) const override { return inner.invoices(q); }
+    std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
+    std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
+    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
+    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
+    application::TakenOver take_over(std::size_t limit) override {
+        ++calls;
+        application::TakenOver taken;
+        while (!orphans.empty() && taken.events.size() < limit) {
+            taken.events.push_back(std::move(orphans.back()));
+            orphans.pop_back();
+        }
+        return taken;
+    }
+    bool watch_work_left(std::function<void()>) override { return true; }
+};
+
 } // namespace
+
+SCENARIO("a relay takes over in bounded rounds, each its own task on the scheduler, the first at once") {
+    RelayFixture f;
+    StoreWithOrphans store;
+    GIVEN("a store holding 250 events that processes gone left") {
+        auto const created = Invoice::create(iid(), usd(700), "", meta()).value();
+        store.orphans.assign(250, Event(created));
+        application::OutboxRelay relay(store, f.bus);
+        WHEN("the relay starts watching and the scheduler runs what is due") {
+            relay.watch(f.scheduler, f.clock, 1h);
+            auto const tasks = f.scheduler.run_due();
+            THEN("three rounds ran, one task each, and every event reached the bus") {
+                CHECK(tasks == 3);
+                CHECK(store.calls == 3);
+                CHECK(store.orphans.empty());
+                CHECK(f.bus.backlog() == 250);
+            }
+            relay.stop();
+        }
+    }
+}
 
 SCENARIO("the outbox keeps an event a subscriber dead-lettered, so that the next start publishes it again") {
     RelayFixture f;

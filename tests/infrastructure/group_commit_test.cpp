@@ -31,7 +31,7 @@ struct Caller {
 
     void submit(Commit& commit) {
         thread = std::thread([this, &commit] {
-            accepted = commit.submit(job);
+            accepted = commit.submit(job) == Commit::Submitted::written;
             saw_written = job->written.load();
             returned = true;
         });
@@ -95,9 +95,57 @@ SCENARIO("a group commit's caller returns once its own batch is written, not ano
             commit.close();
             THEN("a job submitted afterwards is refused, not written") {
                 auto job = std::make_shared<Job>();
-                CHECK_FALSE(commit.submit(job));
+                CHECK(commit.submit(job) == Commit::Submitted::closed);
                 CHECK_FALSE(job->written.load());
             }
+        }
+    }
+}
+
+SCENARIO("a group commit whose writer is behind refuses a job at once once its queue is full") {
+    GIVEN("a writer held in its first batch, and a queue of two") {
+        std::promise<void> entered, open;
+        std::shared_future<void> gate = open.get_future().share();
+        std::atomic<int> written{0};
+        bool first_batch = true; // Owned by: the writer thread
+        Commit commit(
+            1,
+            [&](Commit::Batch& batch) {
+                if (batch.empty()) return;
+                if (std::exchange(first_batch, false)) {
+                    entered.set_value();
+                    gate.wait();
+                }
+                for (auto const& job : batch) job->written = true;
+                written += static_cast<int>(batch.size());
+            },
+            2);
+        Caller writing, queued[2];
+        writing.submit(commit);
+        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+        for (auto& caller : queued) caller.submit(commit);
+        auto const deadline = std::chrono::steady_clock::now() + 5s;
+        while (commit.queued() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        REQUIRE(commit.queued() == 2);
+
+        WHEN("one more job is submitted") {
+            auto job = std::make_shared<Job>();
+            auto const answer = commit.submit(job);
+            THEN("it is refused at once, not written, and the queued ones are written once the writer moves") {
+                CHECK(answer == Commit::Submitted::full);
+                open.set_value();
+                writing.thread.join();
+                for (auto& caller : queued) caller.thread.join();
+                CHECK(queued[0].accepted);
+                CHECK(queued[1].accepted);
+                CHECK(written.load() == 3);
+                CHECK_FALSE(job->written.load());
+            }
+        }
+        if (writing.thread.joinable()) {
+            open.set_value();
+            writing.thread.join();
+            for (auto& caller : queued) caller.thread.join();
         }
     }
 }

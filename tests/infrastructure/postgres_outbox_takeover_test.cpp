@@ -343,3 +343,49 @@ SCENARIO("a take-over that fails half-way loses nothing: what it claimed is stil
         }
     }
 }
+
+SCENARIO("a take-over round claims one batch, and nothing while the bus is full") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    GIVEN("process A committed 150 events and stopped, and B's relay is on a bus nobody runs yet") {
+        auto [invoice, paid] = paid_by_a(1);
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        for (int n = 0; n < 150; ++n) {
+            InvoicePaid e = paid;
+            e.envelope.id = EventId::parse("evt_orphan_" + std::to_string(n)).value();
+            changes.events.emplace_back(e);
+        }
+        REQUIRE(a->commit(changes));
+        a->close();
+        auto b = open_store(options);
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler(clock);
+        infrastructure::NullLogger logger;
+        infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+        application::OutboxRelay relay(*b, bus);
+
+        WHEN("B's relay runs one round") {
+            auto const round = relay.take_over();
+            THEN("it claims one batch and says more is left") {
+                CHECK(round.republished == application::OutboxRelay::batch);
+                CHECK(round.more);
+            }
+        }
+        WHEN("B's bus already holds as many events as a take-over waits for") {
+            for (std::size_t n = 0; n < application::OutboxRelay::max_backlog; ++n) REQUIRE(bus.publish(paid));
+            auto const round = relay.take_over();
+            THEN("B claims nothing: the events stay for another process") {
+                CHECK(round.bus_full);
+                CHECK(round.republished == 0);
+                auto c = open_store(options);
+                CHECK(c->take_over(200).events.size() == 150);
+            }
+        }
+        bus.stop();
+    }
+}

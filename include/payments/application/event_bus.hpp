@@ -65,6 +65,16 @@ public:
     [[nodiscard]] virtual Subscription subscribe_delivered(std::string name,
                                                            std::function<void(domain::Event const&)> handler);
 
+    /// Events published and not yet delivered (a producer that can wait,
+    /// such as a take-over, holds back while it is high); 0 when unknown.
+    virtual std::size_t backlog() const { return 0; }
+
+    /// Asks `keep(event)` just before each event (published, or scheduled and
+    /// now due) reaches its subscribers; one it refuses reaches none of them.
+    /// One filter per bus; an empty function removes it. The default
+    /// implementation ignores it.
+    virtual void set_delivery_filter(std::function<bool(domain::Event const&)> /*keep*/) {}
+
     /// The untyped form of subscribe(): `kind` is the index in domain::Event.
     [[nodiscard]] virtual Subscription subscribe_kind(std::size_t kind, std::string name,
                                                       std::function<void(domain::Event const&)> handler) = 0;

@@ -23,8 +23,11 @@ namespace payments::application {
 /// idempotent: after a crash an event may be delivered again.
 class OutboxRelay {
 public:
-    /// Events and scheduled events a take-over round claims per store call.
+    /// Events and scheduled events a take-over round claims at most.
     static constexpr std::size_t batch = 100;
+    /// A take-over round claims nothing while the bus holds this many events
+    /// not yet delivered (EventBus::backlog()).
+    static constexpr std::size_t max_backlog = 1'000;
 
     /// Subscribes to every kind of event on `bus`.
     OutboxRelay(Store& store, EventBus& bus);
@@ -37,22 +40,27 @@ public:
     struct Restarted {
         std::size_t republished = 0; ///< undelivered events published again
         std::size_t rearmed = 0;     ///< scheduled events handed to the bus again
+        bool more = false;           ///< take_over(): a whole batch was claimed, more may be left
+        bool bus_full = false;       ///< take_over(): nothing claimed, the bus held max_backlog events
     };
 
     /// Publishes the undelivered events and re-arms the scheduled ones (the
-    /// bus releases those already due in its bounded batches), then takes
-    /// over what processes that are gone left (a shared store).
+    /// bus releases those already due in its bounded batches), then runs one
+    /// take-over round (a shared store; watch() claims the rest).
     Restarted restart();
 
-    /// One take-over round: claims in batches what processes that are gone
-    /// left, publishes the events and arms the scheduled events, until
-    /// nothing is left or the bus refuses (it is stopping; what was claimed
-    /// stays this process's in the store). Throws StorageFailure.
+    /// One take-over round: claims at most `batch` events and `batch`
+    /// scheduled events that processes that are gone left, publishes the
+    /// events and arms the scheduled events (a bus that refuses is stopping:
+    /// what was claimed stays this process's in the store). Claims nothing
+    /// while the bus holds `max_backlog` events. Throws StorageFailure.
     Restarted take_over();
 
-    /// A shared store: runs take_over() on `scheduler` whenever the store
-    /// says work was left, and every `interval` besides. Nothing for a store
-    /// used by one process. Call once.
+    /// A shared store: runs take_over() rounds on `scheduler` whenever the
+    /// store says work was left, and every `interval` besides; a round that
+    /// claimed a whole batch posts the next behind the scheduler's other
+    /// work, and one that found the bus full looks again a second later.
+    /// Nothing for a store used by one process. Call once.
     void watch(Scheduler& scheduler, Clock const& clock, domain::Duration interval);
     /// Stops watch(): no round starts after it returns.
     void stop();

@@ -150,6 +150,12 @@ public:
     /// calls; once it returns no call is running. False (and `wake` is never
     /// called) for a store used by one process.
     virtual bool watch_work_left(std::function<void()> /*wake*/) { return false; }
+    /// False for an event this process published or armed and then lost to
+    /// another process (it stalled past its liveness, and a survivor took the
+    /// event over to deliver it): the bus drops it rather than deliver it
+    /// twice. Asked once per such event. A store used by one process always
+    /// says yes.
+    virtual bool still_owns(domain::EventId const&) { return true; }
     /// The invoice's events in commit order, as far back as the store keeps
     /// them: its audit history.
     virtual std::vector<domain::Event> history(domain::InvoiceId const& id) const = 0;

@@ -176,9 +176,14 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         std::array<bool, domain::event_kinds> listed{};
         Roster delivered_hooks;
         delivered_signal(delivered_hooks);
-        std::size_t count = 0;
+        Filter const keep = delivery_filter();
+        std::size_t count = 0, dropped = 0;
         for (Segment& segment : batch) {
             for (Item const& item : segment) {
+                if (keep && !(*keep)(item.event)) {
+                    ++dropped;
+                    continue;
+                }
                 std::size_t const kind = item.event.index();
                 if (!std::exchange(listed[kind], true)) signals[kind](rosters[kind]);
                 bool handled = true;
@@ -191,7 +196,8 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
             count += segment.size();
             segment.clear();
         }
-        delivered.fetch_add(count, std::memory_order_relaxed);
+        delivered.fetch_add(count - dropped, std::memory_order_relaxed);
+        filtered.fetch_add(dropped, std::memory_order_relaxed);
         bool more = false;
         {
             std::lock_guard lock(lane.mutex);
@@ -285,10 +291,17 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     std::unique_ptr<Lane[]> lanes;
     std::array<Signal, domain::event_kinds> signals; // thread-safe by themselves
     Signal delivered_signal; // subscribe_delivered's hooks, after every subscriber handled an event
+    using Filter = std::shared_ptr<std::function<bool(Event const&)> const>;
+    std::mutex filter_mutex;
+    Filter filter; // Owned by: filter_mutex; read once per lane's batch
+    Filter delivery_filter() {
+        std::lock_guard guard(filter_mutex);
+        return filter;
+    }
     std::atomic<std::uint64_t> next_subscriber{1};
     std::atomic<bool> stopped{false};
 
-    std::atomic<std::uint64_t> delivered{0}, handler_failures{0}, dead_lettered{0}, rejected{0},
+    std::atomic<std::uint64_t> delivered{0}, handler_failures{0}, dead_lettered{0}, rejected{0}, filtered{0},
         scheduled_discarded{0};
     std::atomic<std::size_t> active_lanes{0}; // lanes with deliveries queued or running
     std::mutex ready_mutex;
@@ -350,6 +363,12 @@ Subscription AsioEventBus::subscribe_delivered(std::string name, std::function<v
     return Subscription(std::make_unique<ConnectionHandle>(std::move(hook), std::move(connection)));
 }
 
+void AsioEventBus::set_delivery_filter(std::function<bool(Event const&)> keep) {
+    auto filter = keep ? std::make_shared<std::function<bool(Event const&)> const>(std::move(keep)) : nullptr;
+    std::lock_guard guard(impl_->filter_mutex);
+    impl_->filter = std::move(filter);
+}
+
 bool AsioEventBus::wait_idle(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock lock(impl_->idle_mutex);
     return impl_->idle.wait_until(lock, deadline, [this] { return impl_->active_lanes.load() == 0; });
@@ -368,12 +387,22 @@ std::vector<ScheduledEvent> AsioEventBus::stop() {
     return discarded;
 }
 
+std::size_t AsioEventBus::backlog() const {
+    std::size_t pending = 0;
+    for (std::size_t i = 0; i < impl_->options.lanes; ++i) {
+        std::lock_guard lock(impl_->lanes[i].mutex);
+        pending += impl_->lanes[i].pending;
+    }
+    return pending;
+}
+
 BusStats AsioEventBus::stats() const {
     BusStats s;
     s.delivered = impl_->delivered.load();
     s.handler_failures = impl_->handler_failures.load();
     s.dead_lettered = impl_->dead_lettered.load();
     s.rejected = impl_->rejected.load();
+    s.filtered = impl_->filtered.load();
     s.scheduled_discarded = impl_->scheduled_discarded.load();
     for (std::size_t i = 0; i < impl_->options.lanes; ++i) {
         std::lock_guard lock(impl_->lanes[i].mutex);

@@ -26,24 +26,36 @@ public:
     /// Writes a batch (an empty one too, when flush() asks). Runs on the writer thread.
     using Write = std::function<void(Batch&)>;
 
-    GroupCommit(std::size_t max_batch, Write write)
-        : max_batch_(max_batch == 0 ? 1 : max_batch), write_(std::move(write)), thread_([this] { run(); }) {}
+    /// What submit() did with a job.
+    enum class Submitted {
+        written, ///< its batch was written (its result says how it went)
+        full,    ///< refused at once: `max_queued` jobs were waiting already
+        closed,  ///< refused: the queue is closed
+    };
+
+    /// `max_queued`: jobs waiting for the writer at most (0: no limit).
+    GroupCommit(std::size_t max_batch, Write write, std::size_t max_queued = 0)
+        : max_batch_(max_batch == 0 ? 1 : max_batch), max_queued_(max_queued), write_(std::move(write)),
+          thread_([this] { run(); }) {}
     GroupCommit(GroupCommit const&) = delete;
     GroupCommit& operator=(GroupCommit const&) = delete;
     ~GroupCommit() { close(); }
 
-    /// Queues the job and waits until its batch is written; false (and not
-    /// written) once closed.
-    bool submit(std::shared_ptr<Job> job) {
+    /// Queues the job and waits until its batch is written; refused at once
+    /// (not written) when the queue is full or closed.
+    Submitted submit(std::shared_ptr<Job> job) {
         auto entry = std::make_shared<Entry>(std::move(job));
         {
             std::lock_guard guard(mutex_);
-            if (closing_) return false;
+            if (closing_) return Submitted::closed;
+            // A writer that is behind (a slow or hung server) makes callers wait
+            // behind it; past the bound they are told so instead of piling up.
+            if (max_queued_ != 0 && queue_.size() >= max_queued_) return Submitted::full;
             queue_.push_back(entry);
         }
         work_.notify_one();
         entry->answered.wait();
-        return true;
+        return Submitted::written;
     }
 
     /// Jobs queued and not yet taken into a batch.
@@ -102,6 +114,7 @@ private:
     }
 
     std::size_t const max_batch_;
+    std::size_t const max_queued_;
     Write const write_;
     std::mutex mutex_;
     std::condition_variable work_;

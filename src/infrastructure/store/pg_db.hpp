@@ -6,14 +6,19 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
+#include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <poll.h>
 
 namespace payments::infrastructure::pg {
 
@@ -116,7 +121,11 @@ struct Prepared {
 };
 
 /// One connection. Synchronous calls throw Failure; in a pipeline, results
-/// are read back in the order the statements were sent.
+/// are read back in the order the statements were sent. Each wait for a
+/// result gives up after `patience` (the server's own statement timeout
+/// normally answers first): a server that stopped answering (a stopped
+/// process, a black hole the kernel still acknowledges) fails the call
+/// instead of hanging it, and the connection is broken from then on.
 class Connection {
 public:
     /// Connects with libpq's keywords/values (null-terminated arrays, dbname
@@ -126,19 +135,35 @@ public:
         if (PQstatus(conn_.get()) != CONNECTION_OK) throw Failure("", trimmed(PQerrorMessage(conn_.get())));
     }
 
-    /// True once the server has gone (the connection must be replaced).
-    bool broken() const { return PQstatus(conn_.get()) == CONNECTION_BAD; }
+    /// True once the server has gone, or stopped answering (the connection must be replaced).
+    bool broken() const { return hung_ || PQstatus(conn_.get()) == CONNECTION_BAD; }
     PGconn* get() const { return conn_.get(); }
+    /// How long a wait for one result may last; zero: for ever.
+    void patience(std::chrono::milliseconds p) { patience_ = p; }
 
-    /// Runs SQL without parameters (several statements allowed); throws Failure.
-    void exec(char const* sql) { check(Rows(PQexec(conn_.get(), sql))); }
+    /// Runs SQL without parameters (several statements allowed); throws
+    /// Failure with the first statement's error.
+    void exec(char const* sql) {
+        if (PQsendQuery(conn_.get(), sql) != 1) throw lost("cannot send");
+        std::optional<Rows> failed;
+        while (PGresult* r = result()) {
+            Rows rows(r);
+            if (!rows.ok() && !failed) failed.emplace(std::move(rows));
+        }
+        if (failed) check(*failed);
+    }
 
     void prepare(Prepared const& p) { check(Rows(PQprepare(conn_.get(), p.name, p.sql, 0, nullptr))); }
 
     /// Runs a prepared statement and waits for its rows; throws Failure.
     Rows query(char const* name, Params const& params) {
         params.view(values_, lengths_);
-        Rows rows(PQexecPrepared(conn_.get(), name, params.size(), values_.data(), lengths_.data(), params.formats(), 1));
+        if (PQsendQueryPrepared(conn_.get(), name, params.size(), values_.data(), lengths_.data(), params.formats(), 1) != 1)
+            throw lost("cannot send");
+        PGresult* first = result();
+        if (!first) throw lost("no result");
+        Rows rows(first);
+        while (PGresult* extra = result()) PQclear(extra);
         check(rows);
         return rows;
     }
@@ -166,12 +191,12 @@ public:
     /// The next statement's result (an error or PGRES_PIPELINE_ABORTED is
     /// returned, not thrown); throws Failure when the connection is gone.
     Rows next() {
-        PGresult* r = PQgetResult(conn_.get());
+        PGresult* r = result();
         if (!r) throw lost("no result");
         Rows rows(r);
         if (rows.status() != PGRES_PIPELINE_SYNC) {
             // Each statement's result is followed by a null.
-            while (PGresult* extra = PQgetResult(conn_.get())) PQclear(extra);
+            while (PGresult* extra = result()) PQclear(extra);
         }
         if (rows.status() == PGRES_FATAL_ERROR && broken()) throw Failure(rows.sqlstate(), trimmed(rows.message()));
         return rows;
@@ -179,7 +204,7 @@ public:
     /// Reads up to the sync point that ends the segment.
     void until_sync() {
         for (;;) {
-            PGresult* r = PQgetResult(conn_.get());
+            PGresult* r = result();
             if (!r) {
                 if (broken()) throw lost("no result");
                 continue;
@@ -205,7 +230,29 @@ private:
         if (!rows.ok()) throw Failure(rows.sqlstate(), trimmed(rows.message()));
     }
 
+    // PQgetResult once it would not block, within the patience; throws
+    // Failure (and the connection stays broken) past it.
+    PGresult* result() {
+        using clock = std::chrono::steady_clock;
+        auto const deadline = clock::now() + patience_;
+        while (patience_.count() > 0 && PQisBusy(conn_.get()) == 1) {
+            auto const left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
+            if (left.count() <= 0) {
+                hung_ = true;
+                throw Failure("08006", "PostgreSQL did not answer within " + std::to_string(patience_.count()) +
+                                           " ms; the connection is dropped");
+            }
+            pollfd fd{PQsocket(conn_.get()), POLLIN, 0};
+            int const ready = ::poll(&fd, 1, static_cast<int>(left.count()));
+            if (ready < 0 && errno != EINTR) throw lost("cannot wait for the server");
+            if (ready > 0 && PQconsumeInput(conn_.get()) != 1) throw lost("cannot read");
+        }
+        return PQgetResult(conn_.get());
+    }
+
     std::unique_ptr<PGconn, Finish> conn_;
+    std::chrono::milliseconds patience_{0};
+    bool hung_ = false;
     std::vector<char const*> values_;
     std::vector<int> lengths_;
 };

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -72,9 +73,26 @@ constexpr pg::Prepared lease_fence{
 constexpr pg::Prepared mark_batch{
     "mark_batch", "INSERT INTO commits (owner, batch) VALUES ($1, $2) ON CONFLICT (owner) DO UPDATE SET batch = excluded.batch"};
 constexpr pg::Prepared lease_epoch{"lease_epoch", "SELECT epoch FROM leases WHERE invoice_id = $1 AND owner = $2"};
+// A process's registration lasts $2 ms (twice its lease timeout: a stall
+// shorter than that is no take-over) and is renewed every lease timeout / 3.
+constexpr pg::Prepared register_owner{
+    "register_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
+                      "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
+// A renewal touches the row and never inserts it: no row means the process
+// was taken for gone (swept) while it stalled, and its work may be another's.
 constexpr pg::Prepared renew_owner{
-    "renew_owner", "INSERT INTO owners (owner, alive_until) VALUES ($1, clock_timestamp() + $2::bigint * "
-                   "interval '1 millisecond') ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until"};
+    "renew_owner", "UPDATE owners SET alive_until = clock_timestamp() + $2::bigint * interval '1 millisecond' "
+                   "WHERE owner = $1"};
+// The re-registration's claims: what the old token ($1) still owns, nobody
+// having taken it, becomes the new token's ($2). A row another process is
+// claiming is waited for and re-checked (a plain column): each goes to one.
+constexpr pg::Prepared keep_events{
+    "keep_events", "UPDATE outbox SET owner = $2 WHERE owner = $1 AND NOT delivered RETURNING seq"};
+constexpr pg::Prepared keep_scheduled{
+    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner = $1 RETURNING event_id"};
+// Leases keep their epoch: nobody held them meanwhile ($3: those this process holds).
+constexpr pg::Prepared keep_leases{
+    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner = $1 AND invoice_id = ANY($3::text[])"};
 // A clean stop, and a liveness found lapsed: the process's row goes, and the
 // others are told ($2: the channel) in the same transaction that their leases,
 // outbox and scheduled events are free to take over.
@@ -146,7 +164,8 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  page_status, select_payment, select_payments_of, payment_owner,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
-                                 take_events, take_scheduled, dead_owners};
+                                 take_events, take_scheduled, dead_owners, register_owner, keep_events,
+                                 keep_scheduled, keep_leases};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -196,6 +215,41 @@ std::string new_owner() {
     return owner;
 }
 
+// Writes that name this process's token hold it shared; its replacement
+// holds it alone, and new writes wait behind a replacement that waits (a
+// stream of commits never starves it, as a reader-preferring rwlock would).
+class TokenGate {
+public:
+    void lock_shared() {
+        std::unique_lock guard(mutex_);
+        changed_.wait(guard, [&] { return !replacing_; });
+        ++sharing_;
+    }
+    void unlock_shared() {
+        std::lock_guard guard(mutex_);
+        if (--sharing_ == 0) changed_.notify_all();
+    }
+    void lock() {
+        std::unique_lock guard(mutex_);
+        changed_.wait(guard, [&] { return !replacing_; });
+        replacing_ = true;
+        changed_.wait(guard, [&] { return sharing_ == 0; });
+    }
+    void unlock() {
+        {
+            std::lock_guard guard(mutex_);
+            replacing_ = false;
+        }
+        changed_.notify_all();
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    int sharing_ = 0;       // Owned by: mutex_
+    bool replacing_ = false; // Owned by: mutex_
+};
+
 } // namespace
 
 Result<void> PostgresStoreOptions::validate() const {
@@ -212,7 +266,21 @@ struct PostgresStore::Impl {
     using Batch = GroupCommit<Job>::Batch;
 
     PostgresStoreOptions options;
-    std::string const owner = new_owner();
+    // The token naming this store in idempotency claims and in `commits`
+    // (for the life of the store), and the one naming it in `owners` and on
+    // its outbox rows, retries and leases: `owner`, replaced when a renewal
+    // finds the registration swept (the process stalled past its liveness).
+    // A write naming `owner` holds `token` shared from reading it until it is
+    // written, so that none lands under a token already replaced.
+    std::string const identity = new_owner();
+    mutable TokenGate token;
+    std::string owner = identity; // Owned by: token
+    std::atomic<std::uint64_t> reregistrations{0};
+
+    std::string current_owner() const {
+        std::shared_lock guard(token);
+        return owner;
+    }
     std::unique_ptr<pg::Connection> writer; // Owned by: the writer thread, once it runs
 
     mutable std::mutex readers_mutex;
@@ -229,6 +297,10 @@ struct PostgresStore::Impl {
     std::mutex outbox_mutex;
     std::unordered_map<EventId, std::int64_t> outbox_seq; // Owned by: outbox_mutex
     std::unordered_set<EventId> scheduled_ids;            // Owned by: outbox_mutex
+    // Events this process published or armed, then lost to another process
+    // while it stalled: its bus drops them instead of delivering them twice.
+    std::unordered_set<EventId> lost; // Owned by: outbox_mutex
+    std::atomic<bool> any_lost{false};
 
     // Keys this process's requests hold: key → (fingerprint, completed by its commit).
     std::mutex claims_mutex;
@@ -286,6 +358,12 @@ struct PostgresStore::Impl {
 
     std::size_t readers() const { return std::max<std::size_t>(options.pool_size, 2) - 1; }
 
+    // How long a session waits for one result: past the statement timeout
+    // (the server's own answer comes first), a server that stopped answering.
+    std::chrono::milliseconds patience() const {
+        return options.statement_timeout + std::max(options.statement_timeout, std::chrono::milliseconds(250));
+    }
+
     // A new session: timeouts, the schema, and (once the tables exist) the statements.
     std::unique_ptr<pg::Connection> connect(bool prepare) const {
         std::string const timeout = std::to_string(std::max<std::int64_t>(options.connect_timeout.count(), 1));
@@ -298,6 +376,7 @@ struct PostgresStore::Impl {
         std::array<char const*, 9> const values = {timeout.c_str(), options.application_name.c_str(), "1", "10", "5", "3",
                                                    unacknowledged.c_str(), options.uri.c_str(), nullptr};
         auto c = std::make_unique<pg::Connection>(keywords.data(), values.data());
+        c->patience(patience());
         std::string const ms = std::to_string(options.statement_timeout.count());
         std::string const idle = std::to_string(std::max<std::int64_t>(options.statement_timeout.count(), 1'000));
         // A commit is answered only once durable: synchronous_commit is pinned
@@ -330,7 +409,14 @@ struct PostgresStore::Impl {
         std::unique_ptr<pg::Connection> c;
         {
             std::unique_lock guard(readers_mutex);
-            reader_free.wait(guard, [&] { return !idle_readers.empty() || readers_open < readers(); });
+            // Every session busy (or hung) past the statement timeout: unavailable, not a hang.
+            if (!reader_free.wait_for(guard, options.statement_timeout,
+                                      [&] { return !idle_readers.empty() || readers_open < readers(); })) {
+                ++read_errors;
+                throw application::StorageFailure("PostgreSQL cannot be read: all " + std::to_string(readers()) +
+                                                  " reading connections stayed busy for the statement timeout (" +
+                                                  ms(options.statement_timeout) + ")");
+            }
             if (!idle_readers.empty()) {
                 c = std::move(idle_readers.back());
                 idle_readers.pop_back();
@@ -377,14 +463,26 @@ struct PostgresStore::Impl {
 
     Result<void> submit(Job job) {
         auto shared = std::make_shared<Job>(std::move(job));
-        if (!queue->submit(shared)) return reject(ErrorCode::unavailable, "the store is closed");
-        return shared->result;
+        switch (queue->submit(shared)) {
+        case GroupCommit<Job>::Submitted::written: return shared->result;
+        case GroupCommit<Job>::Submitted::full:
+            ++storage_errors;
+            return storage_error("PostgreSQL's writer is behind: " + std::to_string(options.max_queued) +
+                                 " commands wait for it already");
+        case GroupCommit<Job>::Submitted::closed: break;
+        }
+        return reject(ErrorCode::unavailable, "the store is closed");
     }
 
-    // Renews this process's liveness on `c`; throws pg::Failure (recorded as failing).
-    void renew(pg::Connection& c) {
+    // Registers (`fresh`) or renews this process's liveness on `c`; a renewal
+    // that finds the registration swept registers anew (reregister()).
+    // Throws pg::Failure (recorded as failing).
+    void renew(pg::Connection& c, bool fresh = false) {
+        auto const lasting = static_cast<std::int64_t>(options.lease_timeout.count()) * 2;
         try {
-            c.query(renew_owner.name, Params().text(owner).integer(options.lease_timeout.count()));
+            std::string const me = current_owner();
+            if (fresh) c.query(register_owner.name, Params().text(me).integer(lasting));
+            else if (c.query(renew_owner.name, Params().text(me).integer(lasting)).affected() == 0) reregister(c, me);
         } catch (pg::Failure const&) {
             renewal_failing = true;
             throw;
@@ -392,6 +490,8 @@ struct PostgresStore::Impl {
         renewed_at = std::chrono::steady_clock::now().time_since_epoch().count();
         renewal_failing = false;
     }
+
+    void reregister(pg::Connection& c, std::string const& old);
 
     void work_left() {
         std::lock_guard guard(wake_mutex);
@@ -415,6 +515,10 @@ struct PostgresStore::Impl {
         std::unique_ptr<pg::Connection> c;
         auto const every = std::max(options.lease_timeout / 3, std::chrono::milliseconds(1));
         auto next = std::chrono::steady_clock::now();
+        // open() has just registered: a first renewal that came late (a busy
+        // machine) would only revive a registration a test or a peer has
+        // since declared lapsed.
+        bool registered = true;
         for (;;) {
             {
                 std::lock_guard guard(heart_mutex);
@@ -428,7 +532,7 @@ struct PostgresStore::Impl {
                         c->exec(("LISTEN " + identifier(*c, channel)).c_str());
                         work_left(); // what was NOTIFYed while no session listened
                     }
-                    renew(*c);
+                    if (!std::exchange(registered, false)) renew(*c);
                     c->query(sweep_owners.name, Params().text(channel));
                     drain(*c);
                 } catch (pg::Failure const&) {
@@ -448,7 +552,7 @@ struct PostgresStore::Impl {
         // A clean stop frees this process's leases, outbox and retries at once, and says so.
         try {
             if (!c || c->broken()) c = connect(true);
-            c->query(drop_owner.name, Params().text(owner).text(channel));
+            c->query(drop_owner.name, Params().text(current_owner()).text(channel));
         } catch (pg::Failure const&) {
             ++storage_errors; // they lapse instead
         }
@@ -533,7 +637,7 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
                                                            [](auto const& job) { return !job->result; }) -
                                               batch.begin()) + 1;
         }
-        c.send(mark_batch.name, Params().text(owner).integer(number));
+        c.send(mark_batch.name, Params().text(identity).integer(number));
         c.send_sql("COMMIT");
         c.sync();
         commit_sent = true;
@@ -565,6 +669,55 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
     }
 }
 
+// This process was taken for gone while it stalled (its registration swept):
+// whatever another process took over meanwhile (events, retries, leases) is
+// no longer its own. It registers under a new token and, in the same
+// transaction, claims what the old token still owns (leases at their epoch:
+// nobody drove those meanwhile); what it published or armed and no longer
+// owns is dropped by its bus (still_owns()), and its writes that drive an
+// invoice it lost are refused by the fence (the lease names another owner).
+void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) {
+    std::unique_lock replacing(token); // the writes naming `old` land first
+    if (owner != old) return;          // another renewal did it
+    std::string const next = new_owner();
+    std::vector<std::string> held;
+    {
+        std::lock_guard guard(leases_mutex);
+        for (auto const& [invoice, epoch] : fences) held.push_back(invoice);
+    }
+    std::unordered_set<std::int64_t> kept_events;
+    std::unordered_set<std::string> kept_scheduled;
+    // A failure drops the session (the caller's), which rolls back.
+    c.exec("BEGIN");
+    c.query(register_owner.name, Params().text(next).integer(static_cast<std::int64_t>(options.lease_timeout.count()) * 2));
+    Rows events = c.query(keep_events.name, Params().text(old).text(next));
+    for (int row = 0; row < events.size(); ++row) kept_events.insert(events.integer(row, 0));
+    Rows scheduled = c.query(keep_scheduled.name, Params().text(old).text(next));
+    for (int row = 0; row < scheduled.size(); ++row) kept_scheduled.emplace(scheduled.bytes(row, 0));
+    c.query(keep_leases.name, Params().text(old).text(next).text(array_literal(held, quoted_element)));
+    c.exec("COMMIT");
+    owner = next;
+    ++reregistrations;
+    std::lock_guard guard(outbox_mutex);
+    for (auto it = outbox_seq.begin(); it != outbox_seq.end();) {
+        if (kept_events.contains(it->second)) {
+            ++it;
+            continue;
+        }
+        lost.insert(it->first);
+        it = outbox_seq.erase(it);
+    }
+    for (auto it = scheduled_ids.begin(); it != scheduled_ids.end();) {
+        if (kept_scheduled.contains(std::string(it->str()))) {
+            ++it;
+            continue;
+        }
+        lost.insert(*it);
+        it = scheduled_ids.erase(it);
+    }
+    any_lost = !lost.empty();
+}
+
 // Whether the batch numbered `batch`, whose COMMIT went out on the session of
 // `backend` and whose reply was lost, committed. That session is ended first
 // (waiting for it, within the statement timeout), so that the answer is final;
@@ -577,7 +730,7 @@ std::optional<bool> PostgresStore::Impl::committed(int backend, std::int64_t bat
         std::array<char const*, 2> const ended{pid.c_str(), wait.c_str()};
         Rows(PQexecParams(c->get(), "SELECT pg_terminate_backend(pid, $2::bigint) FROM pg_stat_activity WHERE pid = $1::int",
                           2, nullptr, ended.data(), nullptr, nullptr, 0));
-        std::array<char const*, 2> const look{pid.c_str(), owner.c_str()};
+        std::array<char const*, 2> const look{pid.c_str(), identity.c_str()};
         Rows r(PQexecParams(c->get(),
                             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1::int)::text, "
                             "(SELECT batch FROM commits WHERE owner = $2)::text",
@@ -641,7 +794,8 @@ PostgresStore::Impl::Sent PostgresStore::Impl::write_commands(pg::Connection& c,
 
 PostgresStore::PostgresStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
     std::size_t const most = impl_->options.group_commit ? impl_->options.max_batch : 1;
-    impl_->queue = std::make_unique<GroupCommit<Job>>(most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); });
+    impl_->queue = std::make_unique<GroupCommit<Job>>(
+        most, [impl = impl_.get()](Impl::Batch& b) { impl->write_batch(b); }, impl_->options.max_queued);
     impl_->heart = std::thread([impl = impl_.get()] { impl->run_heart(); });
 }
 
@@ -698,7 +852,7 @@ Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions 
         std::string const schema = impl->options.schema.empty() ? "" : Impl::identifier(*c, impl->options.schema);
         if (auto migrated = migrate(*c, impl->options, schema); !migrated) return migrated.error();
         for (auto const& p : prepared) c->prepare(p);
-        impl->renew(*c); // alive before any lease is taken
+        impl->renew(*c, true); // alive before any lease is taken
         impl->writer = std::move(c);
     } catch (pg::Failure const& failure) {
         return storage_error(std::string("cannot open the PostgreSQL store: ") + failure.what());
@@ -760,8 +914,8 @@ std::vector<Payment> PostgresStore::payments_of(InvoiceId const& id) const {
 namespace {
 
 // The writes of one commit, and how to read their results.
-Job commit_job(Encoded const& e, std::string const& owner, std::optional<std::int64_t> fence,
-               std::vector<std::int64_t>& seqs, std::int64_t& epoch) {
+Job commit_job(Encoded const& e, std::string const& owner, std::string const& identity,
+               std::optional<std::int64_t> fence, std::vector<std::int64_t>& seqs, std::int64_t& epoch) {
     Job job;
     std::string const invoice_id = e.invoice ? e.invoice->id : e.payments.empty() ? std::string() : e.payments.front().invoice_id;
     if (fence) job.statements.emplace_back(lease_fence.name, Params().text(invoice_id).text(owner).integer(*fence));
@@ -810,7 +964,7 @@ Job commit_job(Encoded const& e, std::string const& owner, std::optional<std::in
                                                            .text(scope)
                                                            .text(key)
                                                            .text(fingerprint)
-                                                           .text(owner)
+                                                           .text(identity)
                                                            .integer(e.idempotency_since)
                                                            .bytes(outcome));
     }
@@ -878,7 +1032,9 @@ Result<void> PostgresStore::commit(Changes changes) {
     }
     std::vector<std::int64_t> seqs;
     std::int64_t epoch = 0;
-    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, fence, seqs, epoch)); !committed) return committed;
+    std::shared_lock token(impl_->token); // until its rows are written under the token it names
+    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, impl_->identity, fence, seqs, epoch)); !committed)
+        return committed;
     if (!invoice_id.empty()) {
         // Nothing is driven once the invoice leaves PROCESSING: forgotten, memory stays bounded.
         std::lock_guard guard(impl_->leases_mutex);
@@ -906,7 +1062,7 @@ Result<void> PostgresStore::commit(Changes changes) {
 std::vector<Event> PostgresStore::undelivered() const {
     auto rows = impl_->read([&](pg::Connection& c) {
         std::vector<std::pair<std::int64_t, Event>> found;
-        Rows r = c.query(select_undelivered.name, Params().text(impl_->owner));
+        Rows r = c.query(select_undelivered.name, Params().text(impl_->current_owner()));
         for (int row = 0; row < r.size(); ++row) found.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
         return found;
     });
@@ -952,7 +1108,7 @@ void PostgresStore::mark_delivered(EventId const& id) {
 std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
     auto events = impl_->read([&](pg::Connection& c) {
         std::vector<application::ScheduledEvent> found;
-        Rows r = c.query(select_scheduled.name, Params().text(impl_->owner));
+        Rows r = c.query(select_scheduled.name, Params().text(impl_->current_owner()));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
         return found;
@@ -976,6 +1132,16 @@ bool PostgresStore::renew() {
 
 bool PostgresStore::renewing() const { return impl_->alive(); }
 
+bool PostgresStore::still_owns(EventId const& id) {
+    if (!impl_->any_lost.load()) return true;
+    std::lock_guard guard(impl_->outbox_mutex);
+    bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
+    impl_->any_lost = !impl_->lost.empty();
+    return !lost;
+}
+
+std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrations; }
+
 application::TakenOver PostgresStore::take_over(std::size_t limit) {
     auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
     // One transaction: the dead owners, then both claims. A failure anywhere
@@ -988,15 +1154,17 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
     impl_->read([&](pg::Connection& c) {
         events.clear();
         taken.scheduled.clear();
-        Rows dead = c.query(dead_owners.name, Params().text(impl_->owner));
+        std::shared_lock token(impl_->token); // taken (a pooled session held) as commits take it
+        std::string const& me = impl_->owner;
+        Rows dead = c.query(dead_owners.name, Params().text(me));
         if (dead.size() == 0) return 0;
         std::vector<std::string> gone;
         for (int row = 0; row < dead.size(); ++row) gone.emplace_back(dead.bytes(row, 0));
         std::string const list = array_literal(gone, quoted_element);
         c.exec("BEGIN");
-        Rows r = c.query(take_events.name, Params().text(impl_->owner).text(list).integer(most));
+        Rows r = c.query(take_events.name, Params().text(me).text(list).integer(most));
         for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
-        Rows s = c.query(take_scheduled.name, Params().text(impl_->owner).text(list).integer(most));
+        Rows s = c.query(take_scheduled.name, Params().text(me).text(list).integer(most));
         for (int row = 0; row < s.size(); ++row)
             taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
         c.exec("COMMIT");
@@ -1006,11 +1174,17 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
     std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
     std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
     std::lock_guard guard(impl_->outbox_mutex);
+    // Taken back (once lost to a process that is gone now): this process's to deliver again.
     for (auto& [seq, event] : events) {
+        impl_->lost.erase(envelope_of(event).id);
         impl_->outbox_seq.emplace(envelope_of(event).id, seq);
         taken.events.push_back(std::move(event));
     }
-    for (auto const& [event, at] : taken.scheduled) impl_->scheduled_ids.insert(envelope_of(event).id);
+    for (auto const& [event, at] : taken.scheduled) {
+        impl_->lost.erase(envelope_of(event).id);
+        impl_->scheduled_ids.insert(envelope_of(event).id);
+    }
+    impl_->any_lost = !impl_->lost.empty();
     return taken;
 }
 
@@ -1034,6 +1208,7 @@ bool PostgresStore::lease(InvoiceId const& id) {
     if (!impl_->alive()) return false;
     std::optional<std::int64_t> epoch;
     Job job;
+    std::shared_lock token(impl_->token);
     job.statements.emplace_back(take_lease.name, Params().text(id.str()).text(impl_->owner));
     job.check = [&](std::vector<Rows>& results) -> Result<void> {
         if (results[0].size() == 1) epoch = results[0].integer(0, 0);
@@ -1055,7 +1230,7 @@ bool PostgresStore::held_since_attempt(InvoiceId const& id) {
         origin = it->second;
     }
     auto const epoch = impl_->read_or_nothing([&](pg::Connection& c) -> std::optional<std::int64_t> {
-        Rows r = c.query(lease_epoch.name, Params().text(id.str()).text(impl_->owner));
+        Rows r = c.query(lease_epoch.name, Params().text(id.str()).text(impl_->current_owner()));
         if (r.size() == 0) return std::nullopt;
         return r.integer(0, 0);
     });
@@ -1077,7 +1252,7 @@ application::IdempotencyClaim PostgresStore::claim(IdempotencyKey const& key, st
                                                     .text(key.scope())
                                                     .text(key.key())
                                                     .text(fingerprint)
-                                                    .text(impl_->owner)
+                                                    .text(impl_->identity)
                                                     .integer(ticks(now))
                                                     .integer(ticks(now - impl_->options.idempotency_ttl))
                                                     .integer(ticks(now - impl_->options.idempotency_claim_timeout)));
@@ -1119,7 +1294,7 @@ void PostgresStore::complete(IdempotencyKey const& key, application::PaymentResu
                                                        .text(key.scope())
                                                        .text(key.key())
                                                        .text(fingerprint)
-                                                       .text(impl_->owner)
+                                                       .text(impl_->identity)
                                                        .integer(ticks(now))
                                                        .bytes(codec::encode(outcome)));
     job.check = [](std::vector<Rows>&) -> Result<void> { return {}; };
@@ -1135,7 +1310,7 @@ void PostgresStore::release(IdempotencyKey const& key) {
         if (!impl_->running.contains(key)) return;
     }
     Job job;
-    job.statements.emplace_back(release_key.name, Params().text(key.scope()).text(key.key()).text(impl_->owner));
+    job.statements.emplace_back(release_key.name, Params().text(key.scope()).text(key.key()).text(impl_->identity));
     job.check = [](std::vector<Rows>&) -> Result<void> { return {}; };
     (void)impl_->submit(std::move(job));
     // Forgotten here only once the row is gone, so that a repeat meanwhile is told "in use".

@@ -40,6 +40,7 @@ struct BusStats {
     std::uint64_t handler_failures = 0;
     std::uint64_t dead_lettered = 0;
     std::uint64_t rejected = 0; ///< publish/schedule after stop()
+    std::uint64_t filtered = 0; ///< dropped by the delivery filter (set_delivery_filter())
     std::uint64_t scheduled_discarded = 0;
     std::uint64_t queue_depth = 0;
     std::uint64_t scheduled_pending = 0;
@@ -70,6 +71,10 @@ public:
     /// it; a dead letter's successful replay counts as handled.
     application::Subscription subscribe_delivered(std::string name,
                                                   std::function<void(domain::Event const&)> handler) override;
+    /// Events queued on the lanes or being delivered (BusStats::queue_depth).
+    std::size_t backlog() const override;
+    /// Asked once per event, on the delivery task, before any subscriber.
+    void set_delivery_filter(std::function<bool(domain::Event const&)> keep) override;
 
     /// Waits until no delivery is queued or running. Call it from outside the
     /// executor's threads; false at the deadline.

@@ -23,7 +23,10 @@ struct PostgresStoreOptions {
     /// Connections at most: one writer and `pool_size - 1` readers (at least one).
     std::size_t pool_size = 8;
     /// Every statement (and every wait for a lock) is cancelled after this:
-    /// the command fails `storage_unavailable` instead of hanging.
+    /// the command fails `storage_unavailable` instead of hanging. It also
+    /// bounds a wait for a free reading connection, and (plus as much again,
+    /// at least 250 ms) a wait for any answer of a server that stopped
+    /// answering: the session is then dropped.
     std::chrono::milliseconds statement_timeout{5'000};
     /// A connection attempt gives up after this (libpq's connect_timeout, whole seconds, at least 1).
     std::chrono::seconds connect_timeout{2};
@@ -35,14 +38,19 @@ struct PostgresStoreOptions {
     /// ids per backend in shared memory; past that every snapshot of every
     /// session gets slower (suboverflow), hence the default.
     std::size_t max_batch = 64;
+    /// Commands waiting for the writer at most; past it (the writer is behind
+    /// a slow or unreachable server) a command fails `storage_unavailable`
+    /// at once instead of queueing.
+    std::size_t max_queued = 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// A key claimed by a request that never completed (its process died) is
     /// taken over by another request after this.
     domain::Duration idempotency_claim_timeout = std::chrono::seconds(30);
     /// A store renews its process's liveness this often divided by three; a
-    /// process silent this long (killed, cut off) loses its invoices' leases,
-    /// and another process takes their attempts over.
+    /// process silent twice this long (killed, cut off, stalled) loses its
+    /// invoices' leases, outbox and retries, and other processes take them
+    /// over. One that stalled and wakes finds it out at its next renewal.
     std::chrono::milliseconds lease_timeout{10'000};
     /// Delivered events are kept as the invoices' history this long; empty: for ever.
     std::optional<domain::Duration> event_retention = std::nullopt;
@@ -98,6 +106,9 @@ public:
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;
+    /// False (once) for an event published or armed before this process
+    /// found its registration swept and that another process took over.
+    bool still_owns(domain::EventId const& id) override;
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
     bool lease(domain::InvoiceId const& id) override;
@@ -119,6 +130,10 @@ public:
     /// for two thirds of the lease timeout): lease() then says no, so the
     /// processor starts no charge whose lease may lapse under it.
     bool renewing() const;
+    /// Times a renewal found this process's registration swept (it stalled
+    /// past twice its lease timeout and was taken for gone) and registered it
+    /// anew: what was taken over meanwhile is no longer its own, the rest is.
+    std::uint64_t reregistrations() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;

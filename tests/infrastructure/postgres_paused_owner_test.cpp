@@ -1,0 +1,151 @@
+// A process paused past its liveness (SIGSTOP, a long stall) whose work a
+// survivor took over: at its next renewal it finds its registration gone,
+// stops delivering and driving what was taken, and keeps the rest under a new
+// registration (review 16, A2).
+#include "support/builders.hpp"
+#include "support/postgres.hpp"
+
+#include <payments/application/outbox_relay.hpp>
+#include <payments/infrastructure/bus/asio_event_bus.hpp>
+#include <payments/infrastructure/bus/manual_scheduler.hpp>
+#include <payments/infrastructure/observability/json_logger.hpp>
+#include <payments/infrastructure/store/postgres_store.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <set>
+
+using namespace test;
+using application::Changes;
+using infrastructure::PostgresStore;
+
+namespace {
+
+// A PAID invoice's commit: its InvoicePaid and a retry due `due` after t0.
+Changes paid_with_retry_due(int n, Duration due, std::vector<EventId>& ids) {
+    Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());
+    invoice.apply(invoice.request_payment(attempt(n), "pm_card_ok", meta()).value());
+    auto paid = std::get<InvoicePaid>(invoice.settle_success(success_of(invoice), meta()).value());
+    invoice.apply(paid);
+    PaymentRequested retry = current_request(invoice);
+    retry.envelope.id = EventId::parse("evt_retry_" + std::to_string(n)).value();
+    Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+    changes.events.emplace_back(paid);
+    changes.scheduled.push_back({retry, t0() + due});
+    ids.push_back(paid.envelope.id);
+    ids.push_back(retry.envelope.id);
+    return changes;
+}
+
+// A PROCESSING invoice's first attempt: its commit takes the invoice's lease.
+Changes first_attempt_of(int n) {
+    Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());
+    invoice.apply(invoice.request_payment(attempt(n), "pm_card_ok", meta()).value());
+    Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+    changes.payments.push_back({Payment::from(current_request(invoice)), 0});
+    return changes;
+}
+
+// The SQL that removes A's registration, as a survivor's sweep does once it lapsed.
+std::string registration_swept(std::string const& s, std::string const& table) {
+    return "DELETE FROM " + s + ".owners WHERE owner = (SELECT owner FROM " + s + "." + table + " LIMIT 1)";
+}
+
+} // namespace
+
+SCENARIO("a process paused past its liveness stops delivering what a survivor took over and keeps the rest") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // the test decides when A looks gone
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed two invoices, each with an event and a retry, published and armed on its bus, not yet delivered") {
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler(clock);
+        infrastructure::NullLogger logger;
+        infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+        std::vector<EventId> first, second;
+        REQUIRE(a->commit(paid_with_retry_due(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry_due(2, 2s, second)));
+        std::vector<EventId> seen; // Owned by: io's one thread
+        auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+        application::OutboxRelay relay(*a, bus);
+        auto const restarted = relay.restart();
+        REQUIRE(restarted.republished == 2);
+        REQUIRE(restarted.rearmed == 2);
+
+        WHEN("A stalls: its registration is swept, B takes the first invoice's event and retry, and A wakes and renews") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            auto const taken = b->take_over(1);
+            REQUIRE(taken.events.size() == 1);
+            REQUIRE(taken.scheduled.size() == 1);
+            REQUIRE(envelope_of(taken.events[0]).id == first[0]);
+            REQUIRE(a->renew());
+            clock.advance(5s);
+            scheduler.run_due();
+            io.run();
+
+            THEN("A delivers only the second invoice's event and retry: B delivers the others") {
+                CHECK(std::multiset<EventId>(seen.begin(), seen.end()) == std::multiset<EventId>(second.begin(), second.end()));
+                AND_THEN("what A kept is its own under its new registration: a third process finds nothing to take") {
+                    auto c = open_store(options);
+                    CHECK(c->take_over(100).empty());
+                    CHECK(run_sql(schema.uri(), "SELECT 1 / (SELECT count(*) FROM " + s + ".owners WHERE owner IN (SELECT owner FROM " +
+                                                    s + ".scheduled))::int"));
+                }
+            }
+        }
+        bus.stop();
+    }
+}
+
+SCENARIO("a process paused past its liveness keeps the leases nobody took, at the same epoch, and loses the others") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed the first attempts of two invoices: it holds both leases") {
+        REQUIRE(a->commit(first_attempt_of(1)));
+        REQUIRE(a->commit(first_attempt_of(2)));
+        REQUIRE(a->held_since_attempt(iid("inv_1")));
+
+        WHEN("A stalls, its registration is swept, B takes the first invoice's lease, and A wakes and renews") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "leases")));
+            REQUIRE(b->lease(iid("inv_1")));
+            REQUIRE(a->renew());
+
+            THEN("the first invoice is B's, the second still A's without a break, and B cannot take it") {
+                CHECK_FALSE(a->held_since_attempt(iid("inv_1")));
+                CHECK_FALSE(a->lease(iid("inv_1")));
+                CHECK(a->held_since_attempt(iid("inv_2")));
+                CHECK_FALSE(b->lease(iid("inv_2")));
+            }
+        }
+    }
+}
+
+SCENARIO("a process's registration lasts twice its lease timeout: a stall shorter than that is not a take-over") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    WHEN("it renews") {
+        REQUIRE(a->renew());
+        THEN("the others may take its work over only two lease timeouts later") {
+            CHECK(run_sql(schema.uri(), "SELECT 1 / (SELECT count(*) FROM " + schema.name() +
+                                            ".owners WHERE alive_until > clock_timestamp() + interval '119 minutes')::int"));
+        }
+    }
+}
