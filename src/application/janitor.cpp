@@ -33,6 +33,10 @@ void PaymentProcessor::arm_janitor() {
             self->ports_.logger.warn("janitor: the store cannot be read; the round is tried again",
                                      {{"error", failure.what()}});
             self->arm_janitor();
+        } catch (std::exception const& e) {
+            self->port_threw("a janitor round", PaymentId{}, e.what()); // and the round comes again
+        } catch (...) {
+            self->port_threw("a janitor round", PaymentId{}, "an exception of unknown type");
         }
     });
 }
@@ -55,6 +59,12 @@ constexpr InvoiceStatus redriven_statuses[] = {InvoiceStatus::processing, Invoic
 PaymentProcessor::Round PaymentProcessor::redrive(Duration grace) {
     Round round;
     if (stopped()) return round;
+    if (recovery_pending()) {
+        // Driven now, what recovery has yet to start would all go out at
+        // once: its bound would hold for one janitor interval only.
+        round.work_left = true;
+        return round;
+    }
     for (InvoiceStatus status : redriven_statuses) {
         InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
         for (;;) {
@@ -179,11 +189,21 @@ std::size_t PaymentProcessor::scan_recovery_page() {
 // The next page, read off the caller's thread (Ports::post); a store that
 // cannot be read ends recovery, and the janitor's rounds find the rest.
 void PaymentProcessor::scan_recovery() noexcept {
+    bool failed = false;
     try {
         scan_recovery_page();
     } catch (StorageFailure const& failure) {
         ports_.logger.warn("recovery: the store cannot be read; the janitor re-drives the rest",
                            {{"error", failure.what()}});
+        failed = true;
+    } catch (std::exception const& e) {
+        port_threw("recovery's page", PaymentId{}, e.what());
+        failed = true;
+    } catch (...) {
+        port_threw("recovery's page", PaymentId{}, "an exception of unknown type");
+        failed = true;
+    }
+    if (failed) {
         std::lock_guard lock(mutex_);
         recovery_.done = true;
     }
@@ -193,6 +213,22 @@ void PaymentProcessor::scan_recovery() noexcept {
     }
     arm_janitor();
     pump_recovery();
+}
+
+bool PaymentProcessor::recovery_pending() const {
+    std::lock_guard lock(mutex_);
+    return !recovery_.done || !recovery_.found.empty();
+}
+
+// Queued behind what recovery found; a duplicate of one queued or running
+// is stopped by the claim and the stored status when its turn comes.
+bool PaymentProcessor::queue_for_recovery(PaymentRequested const& requested) {
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || recovery_.running.contains(requested.envelope.payment_id)) return false;
+        recovery_.found.push_back(Redrive{requested, false});
+    }
+    return true;
 }
 
 // Starts what recovery found while fewer than recovery_in_flight of its
@@ -245,13 +281,26 @@ void PaymentProcessor::run_recovered(Redrive const& redrive) noexcept {
         ports_.logger.warn("recovery: the store cannot be read; the janitor re-drives the attempt later",
                            {{"payment_id", id.str()}, {"error", failure.what()}});
         arm_janitor();
+    } catch (std::exception const& e) {
+        port_threw("recovery", id, e.what());
+    } catch (...) {
+        port_threw("recovery", id, "an exception of unknown type");
     }
-    bool freed = false;
-    {
-        std::lock_guard lock(mutex_);
-        if (!in_flight_.contains(id)) freed = recovery_.running.erase(id) != 0;
+    give_up_recovery_place(id);
+}
+
+// A port threw what it should not (a bug in an adapter, bad_alloc): ended
+// here, as the bus and the scheduler end it, never by std::terminate: every
+// start would recover the same attempt and end again (review18 B-3). The
+// attempt stays as the store has it, for the janitor; a call already out
+// still answers or times out.
+void PaymentProcessor::port_threw(std::string_view where, PaymentId const& id, std::string_view what) noexcept {
+    try {
+        ports_.logger.error("a port threw; the janitor re-drives the attempt later",
+                            {{"where", where}, {"payment_id", id.str()}, {"error", what}});
+        arm_janitor();
+    } catch (...) { // nothing more can be done; the janitor, if armed, comes all the same
     }
-    if (freed) pump_recovery();
 }
 
 UnsettledWork PaymentProcessor::unsettled() const {

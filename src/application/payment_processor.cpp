@@ -27,6 +27,17 @@ struct PaymentProcessor::Call {
     bool first() { return !timed_out.exchange(true); }
 };
 
+template <class Fn>
+void PaymentProcessor::contain(std::string_view where, PaymentId const& id, Fn&& fn) noexcept {
+    try {
+        std::forward<Fn>(fn)();
+    } catch (std::exception const& e) {
+        port_threw(where, id, e.what());
+    } catch (...) {
+        port_threw(where, id, "an exception of unknown type");
+    }
+}
+
 namespace {
 
 std::string seconds_text(Duration d) {
@@ -170,6 +181,11 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
             std::lock_guard lock(mutex_);
             looked_up = looked_up_.erase(env.payment_id) != 0;
         }
+        if (!looked_up && queue_for_recovery(requested)) {
+            guard.release_now();
+            pump_recovery();
+            return;
+        }
         if (!looked_up) {
             guard.armed = false; // the look-up's answer or its timeout releases it
             look_up_before_sending(requested, *gateway);
@@ -230,16 +246,18 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
         [weak, call](ChargeAnswer outcome) {
             auto self = weak.lock();
             if (!self) return;
-            if (call->first()) {
-                self->ports_.scheduler.cancel(call->timeout);
-                if (outcome.over_limit) return self->wait_for_room(*call);
-                self->ports_.metrics.gateway_latency(self->ports_.clock.now() - call->started);
-                self->count_call(*call, is_provider_failure(outcome));
-                self->on_answer(call->requested, outcome);
-            } else if (!outcome.over_limit) {
-                self->on_late_answer(call->requested, outcome);
-            }
-            if (!outcome.over_limit) self->room_made(*call->gateway);
+            self->contain("a charge's answer", call->requested.envelope.payment_id, [&] {
+                if (call->first()) {
+                    self->ports_.scheduler.cancel(call->timeout);
+                    if (outcome.over_limit) return self->wait_for_room(*call);
+                    self->ports_.metrics.gateway_latency(self->ports_.clock.now() - call->started);
+                    self->count_call(*call, is_provider_failure(outcome));
+                    self->on_answer(call->requested, outcome);
+                } else if (!outcome.over_limit) {
+                    self->on_late_answer(call->requested, outcome);
+                }
+                if (!outcome.over_limit) self->room_made(*call->gateway);
+            });
         });
 }
 
@@ -257,12 +275,14 @@ void PaymentProcessor::look_up_before_sending(PaymentRequested const& requested,
     gateway.gateway->lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
         auto self = weak.lock();
         if (!self) return;
-        if (call->first()) {
-            self->ports_.scheduler.cancel(call->timeout);
-            self->on_lookup_before_sending(call->requested, status);
-        } else if (auto answer = definitive_answer(status)) {
-            self->on_late_answer(call->requested, *answer);
-        }
+        self->contain("a look-up's answer", call->requested.envelope.payment_id, [&] {
+            if (call->first()) {
+                self->ports_.scheduler.cancel(call->timeout);
+                self->on_lookup_before_sending(call->requested, status);
+            } else if (auto answer = definitive_answer(status)) {
+                self->on_late_answer(call->requested, *answer);
+            }
+        });
     });
 }
 
@@ -271,19 +291,35 @@ void PaymentProcessor::look_up_before_sending(PaymentRequested const& requested,
 void PaymentProcessor::on_lookup_before_sending(PaymentRequested const& requested,
                                                 std::optional<ChargeStatus> const& status) {
     PaymentId const& id = requested.envelope.payment_id;
-    {
+    if (auto answer = status ? definitive_answer(*status) : std::nullopt) {
         ClaimGuard guard{*this, id};
-        if (auto answer = status ? definitive_answer(*status) : std::nullopt) {
-            settle_logged(requested, *answer);
-            return;
-        }
+        settle_logged(requested, *answer);
+        return;
     }
+    // The claim is handed to the charge, and so is the place recovery gave
+    // the attempt (review18 B-1): it is given up only once the attempt holds
+    // no call, else the charges out would grow towards the attempts found.
+    bool send = false;
     {
         std::lock_guard lock(mutex_);
-        if (stopped_) return;
-        looked_up_.insert(id);
+        in_flight_.erase(id); // on_requested claims it again
+        if (in_flight_.empty()) idle_.notify_all();
+        send = !stopped_;
+        if (send) looked_up_.insert(id);
     }
-    on_requested(requested);
+    if (send) on_requested(requested);
+    give_up_recovery_place(id);
+}
+
+// An attempt recovery started that holds no claim any more (settled, held
+// back, or driven elsewhere) gives its place to the next one recovery found.
+void PaymentProcessor::give_up_recovery_place(PaymentId const& id) {
+    bool freed = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!in_flight_.contains(id)) freed = recovery_.running.erase(id) != 0;
+    }
+    if (freed) pump_recovery();
 }
 
 // A key made by another process run may have been sent by it, and so may one
@@ -514,13 +550,15 @@ void PaymentProcessor::verify(PaymentRequested const& requested) {
     gateway->gateway->lookup(requested.gateway_key, [weak, call](ChargeStatus status) {
         auto self = weak.lock();
         if (!self) return;
-        if (call->first()) {
-            self->ports_.scheduler.cancel(call->timeout);
-            self->on_lookup(call->requested, status, call->started);
-        } else if (auto answer = definitive_answer(status)) {
-            // A late look-up answer is as good as a late charge answer.
-            self->on_late_answer(call->requested, *answer);
-        }
+        self->contain("a look-up's answer", call->requested.envelope.payment_id, [&] {
+            if (call->first()) {
+                self->ports_.scheduler.cancel(call->timeout);
+                self->on_lookup(call->requested, status, call->started);
+            } else if (auto answer = definitive_answer(status)) {
+                // A late look-up answer is as good as a late charge answer.
+                self->on_late_answer(call->requested, *answer);
+            }
+        });
     });
 }
 

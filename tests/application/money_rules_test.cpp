@@ -3,6 +3,8 @@
 // invoice when the gateway's answer is late, missing or ambiguous.
 #include "support/world.hpp"
 
+#include <payments/application/outbox_relay.hpp>
+
 #include <map>
 #include <set>
 
@@ -23,6 +25,27 @@ PaymentRequested commit_without_publishing(World& world, Invoice invoice, std::s
 WorldOptions unkind(infrastructure::SimulatedGatewayOptions gateway = {}) {
     return {.processor = {.retry = {.max_attempts = 5}, .gateway_timeout = 5s, .settle_window = 2min},
             .gateway = gateway};
+}
+
+// Attempts an earlier run left REQUESTED on "a" (keys of another run), their
+// PaymentRequested left in the outbox too if `published`.
+std::vector<InvoiceId> left_by_an_earlier_run(World& world, int count, bool published = false) {
+    std::vector<InvoiceId> invoices;
+    for (int i = 0; i < count; ++i) {
+        Invoice invoice = world.create();
+        std::uint64_t const version = invoice.version();
+        PaymentId const id = PaymentId::generate(world.random);
+        auto requested = invoice
+                             .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
+                                              meta(world.clock.now()))
+                             .value();
+        invoice.apply(requested);
+        application::Changes changes{application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}};
+        if (published) changes.events.emplace_back(requested);
+        REQUIRE(world.store.commit(std::move(changes)));
+        invoices.push_back(invoice.id());
+    }
+    return invoices;
 }
 
 } // namespace
@@ -798,20 +821,7 @@ SCENARIO("review16 B2: an unknown answer past the verification limit on a PROCES
 SCENARIO("review14 #12: recovery hands attempts to the processor alone, never to the bus's subscribers") {
     World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
     GIVEN("two attempts an earlier run left REQUESTED, and a subscriber to PaymentRequested") {
-        std::vector<InvoiceId> invoices;
-        for (int i = 0; i < 2; ++i) {
-            Invoice invoice = world.create();
-            std::uint64_t const version = invoice.version();
-            PaymentId const id = PaymentId::generate(world.random);
-            auto requested = invoice
-                                 .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
-                                                  meta(world.clock.now()))
-                                 .value();
-            invoice.apply(requested);
-            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
-                                        {{Payment::from(requested), 0}}}));
-            invoices.push_back(invoice.id());
-        }
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 2);
         WHEN("the process starts again and recovers them") {
             CHECK(world.processor->recover() == 2);
             world.run();
@@ -831,20 +841,7 @@ SCENARIO("review14 #9: recovery reads in pages and drives a bounded number of at
     World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
                                .recovery_page = 4, .recovery_in_flight = 3}});
     GIVEN("ten attempts an earlier run left REQUESTED, and a gateway that answers no look-up for now") {
-        std::vector<InvoiceId> invoices;
-        for (int i = 0; i < 10; ++i) {
-            Invoice invoice = world.create();
-            std::uint64_t const version = invoice.version();
-            PaymentId const id = PaymentId::generate(world.random);
-            auto requested = invoice
-                                 .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
-                                                  meta(world.clock.now()))
-                                 .value();
-            invoice.apply(requested);
-            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
-                                        {{Payment::from(requested), 0}}}));
-            invoices.push_back(invoice.id());
-        }
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 10);
         world.gateway_port.unanswered_lookups = 1000;
         WHEN("the process starts again and recovers them") {
             CHECK(world.processor->recover() == 4); // the first page
@@ -860,6 +857,146 @@ SCENARIO("review14 #9: recovery reads in pages and drives a bounded number of at
                     for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
                     CHECK(world.gateway.calls() == 10);
                     CHECK(world.gateway_port.lookups == 10);
+                }
+            }
+        }
+    }
+}
+
+// Review 18, B-1: an attempt recovery started gave its place up when its
+// look-up was answered, and its charge then went out uncounted: charges out
+// grew towards the number of attempts. The place is kept until the attempt
+// holds no call.
+SCENARIO("review18 B-1: an attempt recovery started keeps its place from its look-up to its charge") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
+                               .recovery_page = 4, .recovery_in_flight = 3}});
+    GIVEN("ten attempts an earlier run left REQUESTED, and a gateway that answers look-ups and no charge") {
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 10);
+        world.gateway_port.mode = TestGateway::Mode::silent;
+        WHEN("the process starts again and recovers them, within the gateway timeout") {
+            world.processor->recover();
+            world.settle();
+            THEN("three calls are out, and three charges were sent") {
+                CHECK(world.gateway_port.lookups == 3);
+                CHECK(world.gateway_port.charges == 3);
+                CHECK(world.processor->in_flight() == 3);
+            }
+            AND_WHEN("the gateway answers again") {
+                world.gateway_port.mode = TestGateway::Mode::working;
+                world.run();
+                THEN("every invoice is PAID in the end, each charged once") {
+                    for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
+                    CHECK(world.gateway_port.lookups >= 10);
+                    for (auto const& id : invoices) CHECK(world.gateway.charges_for(id) <= 1);
+                    CHECK(world.processor->in_flight() == 0);
+                }
+            }
+        }
+    }
+}
+
+// Review 18, B-3: recovery runs its attempts off the bus, and caught only
+// StorageFailure: an adapter that threw anything else ended the process at
+// every start. Whatever a port throws is logged and left to the janitor.
+SCENARIO("review18 B-3: a gateway that throws during recovery does not end the process") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
+    GIVEN("an attempt an earlier run left REQUESTED, and a gateway whose look-ups throw") {
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 1);
+        world.gateway_port.throwing_lookups = true;
+        WHEN("the process starts again and recovers it") {
+            CHECK_NOTHROW(world.processor->recover());
+            CHECK_NOTHROW(world.settle());
+            THEN("the invoice waits, PROCESSING, and nothing was charged") {
+                CHECK(world.invoice(invoices[0]).status() == InvoiceStatus::processing);
+                CHECK(world.gateway_port.charges == 0);
+            }
+            AND_WHEN("the gateway works again") {
+                world.gateway_port.throwing_lookups = false;
+                world.run();
+                THEN("the attempt is seen through: PAID, charged once") {
+                    CHECK(world.invoice(invoices[0]).status() == InvoiceStatus::paid);
+                    CHECK(world.gateway.charges_for(invoices[0]) == 1);
+                }
+            }
+        }
+    }
+}
+
+// Review 18, B-2: the janitor's first round came while recovery was still
+// going, and drove at once every attempt recovery had not started yet. While
+// recovery runs, the janitor leaves the store to it.
+SCENARIO("review18 B-2: the janitor does not drive what recovery has yet to start") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 10min, .janitor_interval = 1min,
+                               .recovery_page = 4, .recovery_in_flight = 3}});
+    GIVEN("fifty attempts an earlier run left REQUESTED an hour ago, and a gateway that answers no look-up") {
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 50);
+        world.clock.advance(1h);
+        world.gateway_port.unanswered_lookups = 1000;
+        WHEN("the process recovers them and a janitor round comes a minute later") {
+            world.processor->recover();
+            world.settle();
+            world.clock.advance(61s);
+            world.scheduler.run_due();
+            world.settle();
+            THEN("still only three calls are out") {
+                CHECK(world.gateway_port.lookups == 3);
+                CHECK(world.processor->in_flight() == 3);
+            }
+        }
+    }
+    GIVEN("twenty answers an earlier run left UNKNOWN, and a gateway that answers no look-up") {
+        for (int i = 0; i < 20; ++i) {
+            Invoice invoice = world.create();
+            auto requested = commit_without_publishing(world, invoice, "pm_card_ok");
+            Payment payment = world.store.payment(requested.envelope.payment_id).value();
+            Invoice stored = world.invoice(invoice.id());
+            auto const versions = std::pair{payment.version(), stored.version()};
+            auto unknown = payment.fail({FailureKind::unknown_outcome, "restarted"}, meta()).value();
+            payment.apply(unknown);
+            stored.apply(unknown);
+            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{stored, versions.second},
+                                        {{payment, versions.first}}}));
+        }
+        world.gateway_port.unanswered_lookups = 1000;
+        WHEN("the process recovers them and a janitor round comes a minute later") {
+            world.processor->recover();
+            world.settle();
+            world.clock.advance(61s);
+            world.scheduler.run_due();
+            world.settle();
+            THEN("still only three look-ups are out: the janitor verified none of the others") {
+                CHECK(world.gateway_port.lookups == 3);
+                CHECK(world.processor->in_flight() == 3);
+            }
+        }
+    }
+}
+
+// Review 18, B-4: at start the outbox publishes again every PaymentRequested
+// an earlier run did not deliver, and each started a look-up at once,
+// uncounted. An attempt of another run that comes from the bus waits in
+// recovery's queue, within the same bound.
+SCENARIO("review18 B-4: requests of an earlier run published again at start are driven within the recovery bound") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
+                               .recovery_page = 4, .recovery_in_flight = 3}});
+    GIVEN("ten attempts an earlier run left REQUESTED, their requests undelivered in the outbox") {
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 10, true);
+        world.gateway_port.unanswered_lookups = 1000;
+        WHEN("the process starts again: the outbox publishes them, and recovery runs") {
+            application::OutboxRelay relay(world.store, world.bus);
+            CHECK(relay.restart().republished == 20); // with the ten InvoiceCreated no relay marked delivered
+            world.processor->recover();
+            world.settle();
+            THEN("only three look-ups are out") {
+                CHECK(world.gateway_port.lookups == 3);
+                CHECK(world.processor->in_flight() == 3);
+            }
+            AND_WHEN("the look-ups time out and the gateway answers again") {
+                world.gateway_port.unanswered_lookups = 0;
+                world.run();
+                THEN("every invoice is PAID, each charged once") {
+                    for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
+                    CHECK(world.gateway.calls() == 10);
                 }
             }
         }

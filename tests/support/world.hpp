@@ -18,6 +18,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <memory>
+#include <stdexcept>
 #include <vector>
 
 namespace test {
@@ -61,6 +62,7 @@ public:
     }
     void lookup(std::string key, std::function<void(application::ChargeStatus)> on_answer) override {
         ++lookups;
+        if (throwing_lookups) throw std::runtime_error("the adapter failed");
         if (unanswered_lookups > 0) {
             --unanswered_lookups;
             return;
@@ -68,6 +70,7 @@ public:
         inner_.lookup(std::move(key), std::move(on_answer));
     }
     int unanswered_lookups = 0;
+    bool throwing_lookups = false; ///< lookup() throws, as an adapter with a bug may
     int refuse_over_limit = 0; ///< the next this many charges are refused unsent, as an adapter at its limit does
     int lookups = 0;
     int charges = 0; ///< charge calls, answered or not

@@ -58,7 +58,9 @@ struct ProcessorOptions {
     /// earlier run left.
     std::size_t recovery_page = 256;
     /// The most attempts recovery drives at once (a look-up or a charge out
-    /// for each, 1..10,000); the next starts as one ends.
+    /// for each, 1..10,000); the next starts as one ends. Attempts of an
+    /// earlier run's key that the outbox delivers at start, or the janitor
+    /// finds, are driven within the same bound.
     std::size_t recovery_in_flight = 64;
 
     /// Every duration in range; the retry policy valid.
@@ -125,8 +127,12 @@ public:
     /// in time sends it again on the same key (the gateway never charges a
     /// key twice). Every UNKNOWN one is verified with look-ups of its key.
     /// The store is read `recovery_page` invoices at a time, and at most
-    /// `recovery_in_flight` attempts are driven at once; the next page is
-    /// read once all that the last one found have started. Reads the first
+    /// `recovery_in_flight` attempts are driven at once (an attempt keeps
+    /// its place from its look-up to its charge's answer); the next page is
+    /// read once all that the last one found have started. An attempt of an
+    /// earlier run's key delivered meanwhile (the outbox at start, the
+    /// janitor) waits in the same queue, and the janitor's rounds wait until
+    /// recovery has started everything. Reads the first
     /// page before it returns (throws StorageFailure if it cannot), and
     /// returns how many attempts it found there.
     std::size_t recover();
@@ -177,6 +183,18 @@ private:
     void scan_recovery() noexcept;
     void pump_recovery();
     void run_recovered(Redrive const& redrive) noexcept;
+    void give_up_recovery_place(domain::PaymentId const& id);
+    void port_threw(std::string_view where, domain::PaymentId const& id, std::string_view what) noexcept;
+    // Runs `fn` where nothing may escape: a gateway's callback, on the adapter's thread.
+    template <class Fn>
+    void contain(std::string_view where, domain::PaymentId const& id, Fn&& fn) noexcept;
+    /// The rule for the janitor at start: while recovery has attempts to
+    /// read or start, its rounds leave the store to it (review18 B-2).
+    bool recovery_pending() const;
+    /// The rule for another run's key that comes from the bus or the janitor:
+    /// it waits in recovery's queue, within `recovery_in_flight` (review18 B-4).
+    /// False if it is one recovery runs already (or the processor stopped).
+    bool queue_for_recovery(domain::PaymentRequested const& requested);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
