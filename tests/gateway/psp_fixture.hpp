@@ -3,6 +3,7 @@
 // with a clock the test drives, and an HttpGateway pointed at it.
 
 #include "support/builders.hpp"
+#include "support/temp_dir.hpp"
 
 #include <payments/infrastructure/gateway/http_gateway.hpp>
 
@@ -17,22 +18,6 @@
 #include <thread>
 
 namespace test {
-
-// A fresh directory under the system's temporary directory, removed at the end.
-struct TempDir {
-    std::filesystem::path path;
-    TempDir() {
-        static std::atomic<int> counter{0};
-        path = std::filesystem::temp_directory_path() /
-               ("payments-psp-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
-        std::filesystem::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path, ignored);
-    }
-    std::string file(std::string const& name) const { return (path / name).string(); }
-};
 
 // The provider in-process: its own ledger file, clock and threads.
 struct Psp {
