@@ -96,7 +96,7 @@ private:
                 Cut cut = cut_;
                 if (cut != Cut::none && has(chunk, "COMMIT") && cut_.compare_exchange_strong(cut, Cut::none)) {
                     if (cut == Cut::after_commit) {
-                        if (::write(server, buffer, static_cast<std::size_t>(n)) != n) break;
+                        if (::send(server, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
                         // Wait for the server's "COMMIT" command tag, and drop it.
                         std::string answer;
                         while (!has(answer, "COMMIT")) {
@@ -110,12 +110,12 @@ private:
                     fired_ = true;
                     break;
                 }
-                if (::write(server, buffer, static_cast<std::size_t>(n)) != n) break;
+                if (::send(server, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
             }
             if (fds[1].revents) {
                 ssize_t const n = ::read(server, buffer, sizeof buffer);
                 if (n <= 0) break;
-                if (::write(client, buffer, static_cast<std::size_t>(n)) != n) break;
+                if (::send(client, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
             }
         }
         ::shutdown(client, SHUT_RDWR);
