@@ -4,6 +4,8 @@
 
 #include <payments/application/ports.hpp>
 
+#include <functional>
+
 namespace payments::application {
 
 /// Commits `changes` (aggregates, events, scheduled events, idempotency
@@ -11,6 +13,11 @@ namespace payments::application {
 /// and schedules the scheduled ones on the bus. An event the bus refuses (it
 /// is stopping) stays in the outbox and is published again at the next start.
 Result<void> commit_and_publish(Ports const& ports, Changes changes);
+
+/// commit_and_publish() without holding the caller's thread: Store::commit_async(),
+/// then, on the scheduler's threads (Scheduler::post), the events are
+/// published if it committed and `done` gets the commit's result.
+void commit_and_publish_async(Ports const& ports, Changes changes, std::function<void(Result<void>)> done);
 
 /// Store::update() on the invoice, then publishes as commit_and_publish does.
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,

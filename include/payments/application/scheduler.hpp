@@ -31,6 +31,13 @@ public:
 
     /// True if the call was pending and now never happens.
     virtual bool cancel(TimerId id) = 0;
+
+    /// Runs `fn` soon, without waiting for the clock: how a thread that must
+    /// not be held (a store's writer answering an asynchronous commit) hands
+    /// work to the scheduler's threads. Callbacks may run in parallel and in
+    /// any order. The default runs it at once, on the caller's thread (a
+    /// simulated scheduler: the test's thread of control drives the rest).
+    virtual void post(std::function<void()> fn) { fn(); }
 };
 
 } // namespace payments::application

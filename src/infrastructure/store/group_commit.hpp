@@ -46,6 +46,20 @@ public:
         return true;
     }
 
+    /// Queues the job and returns: `then` runs on the writer thread once its
+    /// batch is written. False (and neither written nor called) once closed.
+    bool submit_async(std::shared_ptr<Job> job, std::function<void()> then) {
+        auto entry = std::make_shared<Entry>(std::move(job));
+        entry->then = std::move(then);
+        {
+            std::lock_guard guard(mutex_);
+            if (closing_) return false;
+            queue_.push_back(std::move(entry));
+        }
+        work_.notify_one();
+        return true;
+    }
+
     /// Jobs queued and not yet taken into a batch.
     std::size_t queued() {
         std::lock_guard guard(mutex_);
@@ -76,6 +90,7 @@ private:
         explicit Entry(std::shared_ptr<Job> j) : job(std::move(j)) {}
         std::shared_ptr<Job> job;
         Completion answered; // its caller's wait, finished once its batch is written
+        std::function<void()> then; // or its caller's callback (submit_async)
     };
 
     void run() {
@@ -95,7 +110,12 @@ private:
             }
             for (auto const& e : entries) batch.push_back(e->job);
             write_(batch);
-            for (auto const& e : entries) e->answered.finish(); // entries keeps each alive meanwhile
+            for (auto const& e : entries) { // entries keeps each alive meanwhile
+                if (e->then)
+                    e->then();
+                else
+                    e->answered.finish();
+            }
             entries.clear();
             batch.clear();
         }

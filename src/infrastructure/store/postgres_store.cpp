@@ -842,8 +842,21 @@ Job commit_job(Encoded const& e, std::string const& owner, std::optional<std::in
 
 } // namespace
 
-Result<void> PostgresStore::commit(Changes changes) {
-    Encoded encoded = encode(changes);
+// A commit between its encoding and its answer: kept alive by the caller, or
+// by the writer's callback when the caller does not wait.
+struct PostgresStore::PendingCommit {
+    Changes changes;
+    Encoded encoded;
+    std::string invoice_id;
+    std::vector<std::int64_t> seqs; // the outbox rows of its events, once written
+    std::int64_t epoch = 0;         // the lease's, when it commits a new attempt
+    Job job;
+};
+
+Result<std::shared_ptr<PostgresStore::PendingCommit>> PostgresStore::prepare_commit(Changes changes) {
+    auto pending = std::make_shared<PendingCommit>();
+    Encoded& encoded = pending->encoded;
+    encoded = encode(changes);
     // A new attempt is committed with its invoice, which lists it: say why one is not.
     for (auto const& row : encoded.payments) {
         if (row.expected != 0 || (encoded.invoice && encoded.invoice->id == row.invoice_id)) continue;
@@ -865,8 +878,8 @@ Result<void> PostgresStore::commit(Changes changes) {
         }
     }
     std::optional<std::int64_t> fence;
-    std::string const invoice_id = encoded.invoice ? encoded.invoice->id
-                                   : encoded.payments.empty() ? std::string() : encoded.payments.front().invoice_id;
+    pending->invoice_id = encoded.invoice ? encoded.invoice->id
+                          : encoded.payments.empty() ? std::string() : encoded.payments.front().invoice_id;
     // What drives an attempt (a payment settled, failed, rerouted) is fenced;
     // a new attempt from a settled invoice (a client's request, a retry) is
     // kept to one by the invoice's version, and takes the lease.
@@ -874,29 +887,53 @@ Result<void> PostgresStore::commit(Changes changes) {
         std::any_of(encoded.payments.begin(), encoded.payments.end(), [](Encoded::Row const& row) { return row.expected != 0; });
     if (drives) {
         std::lock_guard guard(impl_->leases_mutex);
-        if (auto it = impl_->fences.find(invoice_id); it != impl_->fences.end()) fence = it->second;
+        if (auto it = impl_->fences.find(pending->invoice_id); it != impl_->fences.end()) fence = it->second;
     }
-    std::vector<std::int64_t> seqs;
-    std::int64_t epoch = 0;
-    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, fence, seqs, epoch)); !committed) return committed;
+    pending->job = commit_job(encoded, impl_->owner, fence, pending->seqs, pending->epoch);
+    pending->changes = std::move(changes);
+    return pending;
+}
+
+Result<void> PostgresStore::commit(Changes changes) {
+    auto pending = prepare_commit(std::move(changes));
+    if (!pending) return pending.error();
+    return committed(**pending, impl_->submit(std::move((*pending)->job)));
+}
+
+void PostgresStore::commit_async(Changes changes, Committed done) {
+    auto pending = prepare_commit(std::move(changes));
+    if (!pending) return done(pending.error());
+    auto job = std::make_shared<Job>(std::move((*pending)->job)); // its check refers to `pending`, kept alive below
+    auto queued = impl_->queue->submit_async(job, [this, job, pending = *pending, done] {
+        done(committed(*pending, job->result));
+    });
+    if (!queued) done(reject(ErrorCode::unavailable, "the store is closed"));
+}
+
+// What a commit's answer updates in memory (the leases' fences, the outbox's
+// rows, the idempotency claim) before its caller hears it.
+Result<void> PostgresStore::committed(PendingCommit& pending, Result<void> result) {
+    if (!result) return result;
+    Changes const& changes = pending.changes;
+    std::string const& invoice_id = pending.invoice_id;
     if (!invoice_id.empty()) {
         // Nothing is driven once the invoice leaves PROCESSING: forgotten, memory stays bounded.
         std::lock_guard guard(impl_->leases_mutex);
         if (changes.invoice && changes.invoice->invoice.status() != InvoiceStatus::processing) {
             impl_->fences.erase(invoice_id);
             impl_->origins.erase(invoice_id);
-        } else if (epoch != 0) {
-            impl_->fences[invoice_id] = epoch;
-            impl_->origins[invoice_id] = epoch;
+        } else if (pending.epoch != 0) {
+            impl_->fences[invoice_id] = pending.epoch;
+            impl_->origins[invoice_id] = pending.epoch;
         }
     }
     {
         std::lock_guard guard(impl_->outbox_mutex);
         for (std::size_t i = 0; i < changes.events.size(); ++i)
-            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, seqs[i]);
+            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, pending.seqs[i]);
         for (auto const& [event, at] : changes.scheduled) impl_->scheduled_ids.insert(envelope_of(event).id);
     }
-    if (encoded.idempotency) {
+    if (pending.encoded.idempotency) {
         std::lock_guard guard(impl_->claims_mutex);
         if (auto it = impl_->running.find(changes.idempotency->key); it != impl_->running.end()) it->second.second = true;
     }

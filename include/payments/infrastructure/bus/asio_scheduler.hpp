@@ -28,6 +28,9 @@ public:
 
     application::TimerId call_at(domain::Timestamp at, std::function<void()> fn) override;
     bool cancel(application::TimerId id) override;
+    /// Posts `fn` to the executor (not its strand): posted calls run in
+    /// parallel on its threads, logged and counted if they throw as due calls are.
+    void post(std::function<void()> fn) override;
 
     /// Drops every pending call and refuses new ones; returns how many were dropped.
     std::size_t shutdown();
