@@ -26,12 +26,14 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes) {
     return {};
 }
 
-void commit_and_publish_async(Ports const& ports, Changes changes, std::function<void(Result<void>)> done) {
+void commit_and_publish_async(Ports const& ports, Changes changes, std::function<void(Result<void>)> done,
+                              std::function<void()> answered) {
     std::vector<domain::Event> events = changes.events;
     std::vector<ScheduledEvent> scheduled = changes.scheduled;
     // On the store's writer thread: the rest is handed to the scheduler's threads.
     ports.store.commit_async(std::move(changes), [ports, events = std::move(events), scheduled = std::move(scheduled),
-                                                  done = std::move(done)](Result<void> committed) mutable {
+                                                  done = std::move(done), answered = std::move(answered)](Result<void> committed) mutable {
+        if (answered) answered();
         ports.scheduler.post([ports, committed = std::move(committed), events = std::move(events),
                               scheduled = std::move(scheduled), done = std::move(done)]() mutable {
             if (committed) publish(ports, std::move(events), std::move(scheduled));

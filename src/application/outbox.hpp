@@ -17,7 +17,10 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes);
 /// commit_and_publish() without holding the caller's thread: Store::commit_async(),
 /// then, on the scheduler's threads (Scheduler::post), the events are
 /// published if it committed and `done` gets the commit's result.
-void commit_and_publish_async(Ports const& ports, Changes changes, std::function<void(Result<void>)> done);
+/// `answered`, if given, runs first, on the store's thread, as soon as the
+/// store has answered.
+void commit_and_publish_async(Ports const& ports, Changes changes, std::function<void(Result<void>)> done,
+                              std::function<void()> answered = {});
 
 /// Store::update() on the invoice, then publishes as commit_and_publish does.
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,

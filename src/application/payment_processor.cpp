@@ -727,11 +727,6 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
          round_number](Result<void> committed) mutable {
             auto self = weak.lock();
             if (!self) return;
-            // Counted until its continuation has run (and queued what it queues).
-            struct Uncount {
-                PaymentProcessor& processor;
-                ~Uncount() { processor.commit_answered(); }
-            } uncount{*self};
             if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts) {
                 // Moved under it: read again and decide again, as retry_on_conflict does.
                 try {
@@ -742,6 +737,9 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
             }
             if (!committed) return done(committed.error());
             done(self->settled(requested, outcome, round));
+        },
+        [weak = weak_from_this()] {
+            if (auto self = weak.lock()) self->commit_answered();
         });
 }
 

@@ -117,7 +117,7 @@ struct World {
             io.restart();
             if (n == 0) {
                 // A durable store answers a settlement's commit on its writer
-                // thread: what that answer queues is part of this step.
+                // thread, which posts the rest to the scheduler: part of this step.
                 if (!processor->wait_commits(std::chrono::steady_clock::now() + std::chrono::seconds(30)))
                     throw std::runtime_error("a settlement's commit was not answered within 30 s");
                 std::size_t const late = io.poll() + scheduler.run_due();

@@ -108,8 +108,9 @@ public:
     /// Accepted work not yet settled, read from the store.
     UnsettledWork unsettled() const;
 
-    /// Waits until no settlement awaits its commit (a durable store answers
-    /// commits on its writer thread); false if the deadline came first.
+    /// Waits until the store has answered every settlement's commit (a
+    /// durable store answers on its writer thread, and the rest of the
+    /// settlement is posted to the scheduler); false if the deadline came first.
     bool wait_commits(std::chrono::steady_clock::time_point deadline) const;
 
     /// One janitor round now: re-drives what nothing drives; returns how many.
