@@ -6,7 +6,7 @@ using namespace test;
 
 namespace {
 
-enum class Command {
+enum class InvoiceCommand {
     request_payment,
     settle_success,
     settle_retryable_failure,
@@ -18,16 +18,16 @@ enum class Command {
 };
 constexpr std::size_t command_count = 8;
 
-char const* name(Command c) {
+char const* name(InvoiceCommand c) {
     switch (c) {
-    case Command::request_payment: return "request_payment";
-    case Command::settle_success: return "settle_success";
-    case Command::settle_retryable_failure: return "settle_retryable_failure";
-    case Command::settle_final_failure: return "settle_final_failure";
-    case Command::settle_unknown: return "settle_unknown";
-    case Command::require_review: return "require_review";
-    case Command::resolve_charged: return "resolve_charged";
-    case Command::resolve_not_charged: return "resolve_not_charged";
+    case InvoiceCommand::request_payment: return "request_payment";
+    case InvoiceCommand::settle_success: return "settle_success";
+    case InvoiceCommand::settle_retryable_failure: return "settle_retryable_failure";
+    case InvoiceCommand::settle_final_failure: return "settle_final_failure";
+    case InvoiceCommand::settle_unknown: return "settle_unknown";
+    case InvoiceCommand::require_review: return "require_review";
+    case InvoiceCommand::resolve_charged: return "resolve_charged";
+    case InvoiceCommand::resolve_not_charged: return "resolve_not_charged";
     }
     return "?";
 }
@@ -49,7 +49,7 @@ Invoice an_invoice_in(InvoiceStatus status) {
 }
 
 // Decides the command and, when it is accepted, applies what it decided.
-Result<void> run(Invoice& invoice, Command command) {
+Result<void> run(Invoice& invoice, InvoiceCommand command) {
     ScriptedRandom random({0});
     RetryPolicy const policy;
     // For states without an attempt, an outcome for a payment the invoice never asked for.
@@ -58,23 +58,23 @@ Result<void> run(Invoice& invoice, Command command) {
         outcome_invoice = a_processing_invoice("pm_card_ok", invoice.attempts().back());
     auto apply_all = [&](auto const& decided) { std::visit([&](auto const& e) { invoice.apply(e); }, decided); };
     switch (command) {
-    case Command::request_payment: {
+    case InvoiceCommand::request_payment: {
         auto e = invoice.request_payment(attempt(50), "pm_card_ok", meta());
         if (!e) return e.error();
         invoice.apply(*e);
         return {};
     }
-    case Command::settle_success: {
+    case InvoiceCommand::settle_success: {
         auto e = invoice.settle_success(success_of(outcome_invoice), meta());
         if (!e) return e.error();
         apply_all(*e);
         return {};
     }
-    case Command::settle_retryable_failure:
-    case Command::settle_final_failure:
-    case Command::settle_unknown: {
-        auto kind = command == Command::settle_final_failure ? FailureKind::declined
-                    : command == Command::settle_unknown     ? FailureKind::unknown_outcome
+    case InvoiceCommand::settle_retryable_failure:
+    case InvoiceCommand::settle_final_failure:
+    case InvoiceCommand::settle_unknown: {
+        auto kind = command == InvoiceCommand::settle_final_failure ? FailureKind::declined
+                    : command == InvoiceCommand::settle_unknown     ? FailureKind::unknown_outcome
                                                              : FailureKind::transient;
         auto failed = failure_of(outcome_invoice, kind);
         auto next = invoice.settle_failure(failed, policy, random, attempt(51), meta());
@@ -87,16 +87,16 @@ Result<void> run(Invoice& invoice, Command command) {
             *next);
         return {};
     }
-    case Command::require_review: {
+    case InvoiceCommand::require_review: {
         auto e = invoice.require_review(invoice.attempts().empty() ? pid(1) : invoice.attempts().back(), "why",
                                         meta());
         if (!e) return e.error();
         invoice.apply(*e);
         return {};
     }
-    case Command::resolve_charged:
-    case Command::resolve_not_charged: {
-        auto e = invoice.resolve_review({command == Command::resolve_charged, "ch_op"}, std::nullopt, meta());
+    case InvoiceCommand::resolve_charged:
+    case InvoiceCommand::resolve_not_charged: {
+        auto e = invoice.resolve_review({command == InvoiceCommand::resolve_charged, "ch_op"}, std::nullopt, meta());
         if (!e) return e.error();
         apply_all(*e);
         return {};
@@ -110,12 +110,12 @@ Result<void> run(Invoice& invoice, Command command) {
 TEST_CASE("every (invoice state, command) pair of the invoice state machine") {
     struct Row {
         InvoiceStatus from;
-        Command command;
+        InvoiceCommand command;
         std::optional<ErrorCode> error;
         InvoiceStatus to;
     };
     using S = InvoiceStatus;
-    using C = Command;
+    using C = InvoiceCommand;
     std::optional<ErrorCode> const ok;
     ErrorCode const invalid = ErrorCode::invalid_state;
     Row const rows[] = {

@@ -6,7 +6,7 @@ using namespace test;
 
 namespace {
 
-enum class Command { succeed, fail, fail_unknown, confirm_charged, confirm_not_charged };
+enum class PaymentCommand { succeed, fail, fail_unknown, confirm_charged, confirm_not_charged };
 
 Payment a_payment_in(PaymentStatus status) {
     Payment payment = Payment::from(current_request(a_processing_invoice()));
@@ -18,18 +18,18 @@ Payment a_payment_in(PaymentStatus status) {
     return payment;
 }
 
-Result<void> run(Payment& payment, Command command) {
+Result<void> run(Payment& payment, PaymentCommand command) {
     auto apply = [&](auto event) -> Result<void> {
         if (!event) return event.error();
         payment.apply(*event);
         return {};
     };
     switch (command) {
-    case Command::succeed: return apply(payment.succeed("ch_9", usd(1000), meta()));
-    case Command::fail: return apply(payment.fail({FailureKind::declined, "no"}, meta()));
-    case Command::fail_unknown: return apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()));
-    case Command::confirm_charged: return apply(payment.confirm_charged("ch_op", usd(1000), meta()));
-    case Command::confirm_not_charged: return apply(payment.confirm_not_charged("refunded", meta()));
+    case PaymentCommand::succeed: return apply(payment.succeed("ch_9", usd(1000), meta()));
+    case PaymentCommand::fail: return apply(payment.fail({FailureKind::declined, "no"}, meta()));
+    case PaymentCommand::fail_unknown: return apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()));
+    case PaymentCommand::confirm_charged: return apply(payment.confirm_charged("ch_op", usd(1000), meta()));
+    case PaymentCommand::confirm_not_charged: return apply(payment.confirm_not_charged("refunded", meta()));
     }
     return {};
 }
@@ -39,12 +39,12 @@ Result<void> run(Payment& payment, Command command) {
 TEST_CASE("every (payment state, command) pair of the payment state machine") {
     struct Row {
         PaymentStatus from;
-        Command command;
+        PaymentCommand command;
         std::optional<ErrorCode> error;
         PaymentStatus to;
     };
     using S = PaymentStatus;
-    using C = Command;
+    using C = PaymentCommand;
     std::optional<ErrorCode> const ok;
     ErrorCode const invalid = ErrorCode::invalid_state;
     Row const rows[] = {

@@ -7,7 +7,7 @@ using namespace http_test;
 
 namespace {
 
-constexpr auto quick = std::chrono::milliseconds(1000); // an answer due at once; a failing guard only
+constexpr auto answer_due = std::chrono::milliseconds(1000); // an answer due at once; a failing guard only
 
 std::string const smuggled = request_bytes("POST", "/invoices", "", R"({"amount":100})");
 
@@ -37,7 +37,7 @@ SCENARIO("item 2: a Transfer-Encoding the server cannot frame is refused and the
                     Client client(s.port);
                     client.send("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
                                 row.headers + "\r\n" + smuggled);
-                    std::string const answer = client.read_until_close(quick);
+                    std::string const answer = client.read_until_close(answer_due);
                     CHECK(client.last_error == net::error::eof);
                     CHECK(answer.starts_with("HTTP/1.1 " + std::to_string(row.status)));
                     CHECK(answer.find("HTTP/1.1 ", 1) == std::string::npos);
@@ -51,7 +51,7 @@ SCENARIO("item 2: a Transfer-Encoding the server cannot frame is refused and the
         Client client(s.port);
         client.send("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     "Transfer-Encoding: chunked\r\n\r\ne\r\n{\"amount\":100}\r\n0\r\n\r\n");
-        THEN("it is served") { CHECK(client.read(quick).value().result() == http::status::created); }
+        THEN("it is served") { CHECK(client.read(answer_due).value().result() == http::status::created); }
     }
 }
 
@@ -64,12 +64,12 @@ SCENARIO("item 6: Expect: 100-continue is answered before the body is sent") {
         client.send("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 14\r\n"
                     "Expect: 100-continue\r\n\r\n");
         WHEN("the server has read the header") {
-            auto interim = client.read(quick);
+            auto interim = client.read(answer_due);
             THEN("it answers 100 Continue at once, and the final answer once the body came") {
                 REQUIRE(interim.has_value());
                 CHECK(interim->result() == http::status::continue_);
                 client.send(R"({"amount":100})");
-                CHECK(client.read(quick).value().result() == http::status::created);
+                CHECK(client.read(answer_due).value().result() == http::status::created);
             }
         }
     }
@@ -78,16 +78,16 @@ SCENARIO("item 6: Expect: 100-continue is answered before the body is sent") {
         client.send("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n"
                     "Expect: 100-continue\r\n\r\n");
         THEN("it gets 413 at once, never 100, and the connection closes") {
-            auto answer = client.read(quick);
+            auto answer = client.read(answer_due);
             REQUIRE(answer.has_value());
             CHECK(answer->result() == http::status::payload_too_large);
-            CHECK(client.closed(quick));
+            CHECK(client.closed(answer_due));
         }
     }
     GIVEN("an expectation the server does not know") {
         Client client(s.port);
         client.send(request_bytes("GET", "/health", "Expect: something-else\r\n"));
-        THEN("417") { CHECK(client.read(quick).value().result() == http::status::expectation_failed); }
+        THEN("417") { CHECK(client.read(answer_due).value().result() == http::status::expectation_failed); }
     }
 }
 
@@ -130,7 +130,7 @@ SCENARIO("item 8: JSON and HTTP conformance") {
                 CAPTURE(row.name);
                 Client client(s.port);
                 client.send(row.bytes);
-                auto answer = client.read(quick);
+                auto answer = client.read(answer_due);
                 REQUIRE(answer.has_value());
                 CHECK(answer->result() == row.status);
                 if (!row.code.empty()) CHECK(code_of(*answer) == row.code);

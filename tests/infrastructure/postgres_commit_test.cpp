@@ -133,12 +133,6 @@ private:
     std::vector<std::thread> pumps_;   // Owned by: mutex_
 };
 
-std::unique_ptr<PostgresStore> open_store(infrastructure::PostgresStoreOptions options) {
-    auto opened = PostgresStore::open(std::move(options));
-    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
-    return std::move(*opened);
-}
-
 } // namespace
 
 SCENARIO("a PostgreSQL COMMIT whose reply is lost is answered from the database: kept when it happened") {

@@ -26,12 +26,6 @@ using infrastructure::PostgresStoreOptions;
 
 namespace {
 
-std::shared_ptr<PostgresStore> open_store(PostgresStoreOptions options) {
-    auto opened = PostgresStore::open(std::move(options));
-    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
-    return std::shared_ptr<PostgresStore>(std::move(*opened));
-}
-
 // An invoice PAID by process A: the invoice and its InvoicePaid, committed by A.
 std::pair<Invoice, InvoicePaid> paid_by_a(int n) {
     Invoice invoice = Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(500), "", meta()).value());

@@ -19,16 +19,6 @@ using State = IdempotencyClaim::State;
 
 namespace {
 
-std::unique_ptr<PostgresStore> open_store(PostgresStoreOptions options) {
-    auto opened = PostgresStore::open(std::move(options));
-    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
-    return std::move(*opened);
-}
-
-Invoice invoice_numbered(int n) {
-    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
-}
-
 // The invoice made PROCESSING by attempt `n`, and its payment.
 std::pair<Invoice, Payment> requested(Invoice invoice, int n) {
     auto event = invoice.request_payment(attempt(n), "pm_card_ok", meta()).value();

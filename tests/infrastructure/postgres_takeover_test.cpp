@@ -43,12 +43,6 @@ private:
     std::map<std::string, Money> booked_;
 };
 
-std::unique_ptr<PostgresStore> open_store(infrastructure::PostgresStoreOptions options) {
-    auto opened = PostgresStore::open(std::move(options));
-    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
-    return std::move(*opened);
-}
-
 WorldOptions process(PostgresStore& store, HeldProvider& a, HeldProvider& b, std::string id, std::uint64_t seed) {
     WorldOptions options;
     options.two_gateways = true;

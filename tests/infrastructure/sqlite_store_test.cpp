@@ -33,7 +33,7 @@ std::unique_ptr<SqliteStore> open_store(std::string const& path, SqliteStoreOpti
 }
 
 // Runs SQL on the file directly, as another tool would.
-void run_sql(std::string const& path, std::string const& sql) {
+void run_sql_on_file(std::string const& path, std::string const& sql) {
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
     char* message = nullptr;
@@ -42,10 +42,6 @@ void run_sql(std::string const& path, std::string const& sql) {
     sqlite3_free(message);
     sqlite3_close(db);
     REQUIRE(rc == SQLITE_OK);
-}
-
-Invoice invoice_numbered(int n) {
-    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
 }
 
 } // namespace
@@ -110,7 +106,7 @@ SCENARIO("a SQLite store refuses files it must not use, with a clear error") {
     }
     WHEN("the file's schema is newer than this release") {
         { open_store(dir.file("new.db")); }
-        run_sql(dir.file("new.db"), "PRAGMA user_version=" + std::to_string(SqliteStore::schema_version + 1));
+        run_sql_on_file(dir.file("new.db"), "PRAGMA user_version=" + std::to_string(SqliteStore::schema_version + 1));
         auto store = SqliteStore::open({.path = dir.file("new.db")});
         THEN("it says so") {
             REQUIRE_FALSE(store);
@@ -180,7 +176,7 @@ SCENARIO("a file of the previous schema version is migrated forward and keeps it
     std::string const path = dir.file("old.db");
     Invoice invoice = an_invoice();
     GIVEN("a file at schema version 1 holding an invoice") {
-        run_sql(path, std::string(infrastructure::sqlite::migrations[0]) + "PRAGMA user_version=1;");
+        run_sql_on_file(path, std::string(infrastructure::sqlite::migrations[0]) + "PRAGMA user_version=1;");
         sqlite3* db = nullptr;
         REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
         sqlite3_stmt* insert = nullptr;

@@ -55,10 +55,6 @@ struct PostgresStores {
     }
 };
 
-Invoice invoice_numbered(int n) {
-    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
-}
-
 // The invoice made PROCESSING by attempt `payment`, its payment, and the event.
 struct Requested {
     Invoice invoice;

@@ -66,6 +66,11 @@ private:
     std::deque<std::uint64_t> values_;
 };
 
+/// A new invoice numbered `n`: id inv_<n>, 100 + n cents (distinct amounts).
+inline Invoice invoice_numbered(int n) {
+    return Invoice::from(Invoice::create(iid("inv_" + std::to_string(n)), usd(100 + n), "", meta()).value());
+}
+
 inline Invoice an_invoice(Money amount = usd(1000)) {
     return Invoice::from(Invoice::create(iid(), amount, "order 42", meta()).value());
 }

@@ -30,6 +30,13 @@ inline std::optional<std::string> test_postgres_uri() {
     return std::nullopt;
 }
 
+/// A store opened with `options`; the test fails with the store's message when it cannot.
+inline std::shared_ptr<payments::infrastructure::PostgresStore> open_store(payments::infrastructure::PostgresStoreOptions options) {
+    auto opened = payments::infrastructure::PostgresStore::open(std::move(options));
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
+    return std::move(*opened);
+}
+
 /// Runs SQL on the test server (setup, teardown, faults); false on an error.
 inline bool run_sql(std::string const& uri, std::string const& sql) {
     PGconn* c = PQconnectdb(uri.c_str());
