@@ -48,7 +48,7 @@ public:
 
 // Runs what is due now, until nothing is, without waiting for held commits
 // (World::settle() waits for every commit to be answered).
-void step(World& world) {
+void run_what_is_due(World& world) {
     while (world.io.poll() + world.scheduler.run_due() != 0) world.io.restart();
     world.io.restart();
 }
@@ -62,7 +62,7 @@ SCENARIO("a charge's settlement holds its claim and its events until its commit 
         Invoice invoice = world.create();
         world.pay(invoice, "pm_card_ok");
         WHEN("the gateway has answered and the settlement's commit is not answered yet") {
-            step(world);
+            run_what_is_due(world);
             THEN("the thread went on, the attempt stays claimed, and nothing of the answer is published or stored") {
                 REQUIRE(store.held.size() == 1);
                 CHECK(world.processor->in_flight() == 1);
@@ -72,7 +72,7 @@ SCENARIO("a charge's settlement holds its claim and its events until its commit 
             }
             AND_WHEN("the commit is answered") {
                 store.answer_one();
-                step(world);
+                run_what_is_due(world);
                 THEN("the invoice is PAID, its events are published once, and the claim is released") {
                     CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
                     CHECK(world.events_of<PaymentSucceeded>().size() == 1);
@@ -94,10 +94,10 @@ SCENARIO("a settlement whose commit meets a conflict is read and decided again i
         world.pay(invoice, "pm_card_ok");
         store.conflicts = 2;
         WHEN("the gateway answers and the third commit is answered") {
-            step(world);
+            run_what_is_due(world);
             REQUIRE(store.held.size() == 1);
             store.answer_one();
-            step(world);
+            run_what_is_due(world);
             THEN("the invoice is PAID once, and the claim is released") {
                 CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
                 CHECK(world.events_of<InvoicePaid>().size() == 1);
@@ -113,7 +113,7 @@ SCENARIO("a settlement whose commit meets a conflict is read and decided again i
         world.pay(invoice, "pm_card_ok");
         store.conflicts = 1000;
         WHEN("the gateway answers") {
-            step(world);
+            run_what_is_due(world);
             THEN("it gives up after commit_attempts rounds, releases the claim, and the attempt stays REQUESTED for "
                  "the janitor") {
                 CHECK(store.conflicts == 1000 - 8);
