@@ -7,7 +7,9 @@
 #include <payments/infrastructure/store/memory_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
+#include <atomic>
 #include <future>
+#include <stdexcept>
 
 using namespace test;
 using application::Changes;
@@ -71,9 +73,11 @@ Requested request(Invoice invoice, int payment) {
 // Commits through commit_async() and waits for its one answer (a durable
 // store gives it on its writer thread).
 Result<void> commit_and_wait(application::Store& store, Changes changes) {
-    std::promise<Result<void>> answered; // a second answer would throw on the writer's thread
-    auto answer = answered.get_future();
-    store.commit_async(std::move(changes), [&answered](Result<void> result) { answered.set_value(std::move(result)); });
+    // Shared: a failed wait below must not leave the writer a destroyed promise.
+    // A second answer would throw on the writer's thread.
+    auto answered = std::make_shared<std::promise<Result<void>>>();
+    auto answer = answered->get_future();
+    store.commit_async(std::move(changes), [answered](Result<void> result) { answered->set_value(std::move(result)); });
     REQUIRE(answer.wait_for(10s) == std::future_status::ready);
     return answer.get();
 }
@@ -120,6 +124,26 @@ SCENARIO_TEMPLATE("a store's asynchronous commit answers what commit would, once
                     CHECK(std::get<InvoiceCreated>(undelivered[0]) == created);
                 }
             }
+        }
+    }
+}
+
+SCENARIO_TEMPLATE("a durable store's writer outlives a callback that throws", Stores, SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    GIVEN("an asynchronous commit whose callback throws, then another commit") {
+        auto calls = std::make_shared<std::atomic<int>>(0);
+        store.commit_async({Changes::InvoiceWrite{invoice_numbered(1), 0}, {}}, [calls](Result<void>) {
+            ++*calls;
+            throw std::runtime_error("the caller's scheduler is shut down");
+        });
+        auto const next = commit_and_wait(store, {Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+        THEN("the writer answered the callback once and goes on answering: both commits are written") {
+            CHECK(calls->load() == 1);
+            CHECK(next);
+            CHECK(store.invoice(invoice_numbered(1).id()));
+            CHECK(store.commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}}));
         }
     }
 }

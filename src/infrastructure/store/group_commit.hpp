@@ -112,12 +112,22 @@ private:
             write_(batch);
             for (auto const& e : entries) { // entries keeps each alive meanwhile
                 if (e->then)
-                    e->then();
+                    call(e->then);
                 else
                     e->answered.finish();
             }
             entries.clear();
             batch.clear();
+        }
+    }
+
+    // A callback that throws must neither end the writer (std::terminate)
+    // nor leave the rest of its batch unanswered. Its caller logs what it
+    // could not do (commit_and_publish_async); the writer goes on.
+    static void call(std::function<void()> const& then) noexcept {
+        try {
+            then();
+        } catch (...) {
         }
     }
 

@@ -905,7 +905,14 @@ void PostgresStore::commit_async(Changes changes, Committed done) {
     if (!pending) return done(pending.error());
     auto job = std::make_shared<Job>(std::move((*pending)->job)); // its check refers to `pending`, kept alive below
     auto queued = impl_->queue->submit_async(job, [this, job, pending = *pending, done] {
-        done(committed(*pending, job->result));
+        // Called whatever happens: a throw while updating memory answers as a storage error.
+        Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
+        try {
+            answer = committed(*pending, job->result);
+        } catch (std::exception const& e) {
+            answer = reject(ErrorCode::storage_unavailable, e.what());
+        }
+        done(std::move(answer));
     });
     if (!queued) done(reject(ErrorCode::unavailable, "the store is closed"));
 }

@@ -79,10 +79,16 @@ struct Job : Completion {
     std::function<void(Result<void>)> then;
     Result<void> result;
 
-    // Answers the caller, once its batch is written (or refused).
-    void answer() {
-        if (then) return std::exchange(then, {})(std::move(result));
-        finish();
+    // Answers the caller, once its batch is written (or refused). A callback
+    // that throws must neither end the writer (std::terminate) nor leave the
+    // rest of its batch unanswered; its caller logs what it could not do
+    // (commit_and_publish_async).
+    void answer() noexcept {
+        if (!then) return finish();
+        try {
+            std::exchange(then, {})(std::move(result));
+        } catch (...) {
+        }
     }
 };
 
@@ -784,7 +790,14 @@ void SqliteStore::commit_async(Changes changes, Committed done) {
     auto pending = prepare_commit(std::move(changes));
     auto statements = commit_statements(pending->encoded, pending->seqs); // `pending` outlives the job
     impl_->submit_async(std::move(statements), [this, pending, done = std::move(done)](Result<void> result) {
-        done(committed(*pending, std::move(result)));
+        // Called whatever happens: a throw while updating memory answers as a storage error.
+        Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
+        try {
+            answer = committed(*pending, std::move(result));
+        } catch (std::exception const& e) {
+            answer = reject(ErrorCode::storage_unavailable, e.what());
+        }
+        done(std::move(answer));
     });
 }
 
