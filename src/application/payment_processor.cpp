@@ -448,13 +448,13 @@ bool PaymentProcessor::deferred(PaymentId const& id) const {
 }
 
 // No thread waits for the settlement's commit: the claim is held until it is
-// durable (or refused), then released by on_settled.
+// durable (or refused), then released by on_settled. settle_async ends every
+// path in one call of its `done`, never in a throw, so nothing here releases
+// the claim a second time.
 void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
-    ClaimGuard guard{*this, requested.envelope.payment_id}; // released here only if the first round throws
     settle_async(requested, outcome, [weak = weak_from_this(), requested](Result<PaymentStatus> settled) {
         if (auto self = weak.lock()) self->on_settled(requested, settled);
     });
-    guard.armed = false;
 }
 
 void PaymentProcessor::on_settled(PaymentRequested const& requested, Result<PaymentStatus> const& settled) {
@@ -712,35 +712,46 @@ Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested
 
 void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAnswer const& outcome,
                                     std::function<void(Result<PaymentStatus>)> done, int round_number) {
-    auto round = decide_answer(requested, outcome);
-    if (!round) return done(round.error());
-    if (!round->changes) return done(settled(requested, outcome, *round));
+    // Shared by every round: a round that cannot be read or committed still ends in it.
+    auto const finish = std::make_shared<std::function<void(Result<PaymentStatus>)>>(std::move(done));
+    std::optional<Result<PaymentStatus>> decided; // what to say without a commit
+    Result<SettlementRound> round = reject(ErrorCode::not_found, "not decided");
+    try {
+        round = decide_answer(requested, outcome);
+        if (!round)
+            decided = round.error();
+        else if (!round->changes)
+            decided = settled(requested, outcome, *round);
+    } catch (std::exception const& failure) { // a read of the store failed (StorageFailure)
+        decided = reject(ErrorCode::storage_unavailable, failure.what());
+    }
+    if (decided) return (*finish)(std::move(*decided));
     Changes changes = std::move(*round->changes);
     round->changes.reset();
     {
         std::lock_guard lock(mutex_);
         ++committing_;
     }
-    commit_and_publish_async(
-        ports_, std::move(changes),
-        [weak = weak_from_this(), requested, outcome, round = std::move(*round), done = std::move(done),
-         round_number](Result<void> committed) mutable {
-            auto self = weak.lock();
-            if (!self) return;
-            if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts) {
-                // Moved under it: read again and decide again, as retry_on_conflict does.
-                try {
-                    return self->settle_async(requested, outcome, std::move(done), round_number + 1);
-                } catch (StorageFailure const& failure) {
-                    return done(reject(ErrorCode::storage_unavailable, failure.what()));
-                }
-            }
-            if (!committed) return done(committed.error());
-            done(self->settled(requested, outcome, round));
-        },
-        [weak = weak_from_this()] {
-            if (auto self = weak.lock()) self->commit_answered();
-        });
+    try {
+        commit_and_publish_async(
+            ports_, std::move(changes), weak_from_this(),
+            [weak = weak_from_this(), requested, outcome, round = std::move(*round), finish,
+             round_number](Result<void> committed) {
+                auto self = weak.lock();
+                if (!self) return;
+                if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
+                    // Moved under it: read again and decide again, as retry_on_conflict does.
+                    return self->settle_async(requested, outcome, *finish, round_number + 1);
+                if (!committed) return (*finish)(committed.error());
+                (*finish)(self->settled(requested, outcome, round));
+            },
+            [weak = weak_from_this()] {
+                if (auto self = weak.lock()) self->commit_answered();
+            });
+    } catch (std::exception const& failure) { // the store refused it by throwing: never called back
+        commit_answered();
+        (*finish)(reject(ErrorCode::storage_unavailable, failure.what()));
+    }
 }
 
 void PaymentProcessor::alert(EventEnvelope const& env, ReviewCause cause, std::string const& reason) {

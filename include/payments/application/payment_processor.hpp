@@ -177,7 +177,10 @@ private:
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     // settle() without holding the thread for the commit: `done` gets its
     // result on the scheduler's threads (Scheduler::post) once it is durable;
-    // a conflict reads and decides again, up to commit_attempts rounds.
+    // a conflict reads and decides again, up to commit_attempts rounds. Every
+    // path ends in exactly one call of `done` (a failed read or a store that
+    // throws as storage_unavailable), never in a throw, unless `done` throws;
+    // none once the processor is gone.
     void settle_async(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
                       std::function<void(Result<domain::PaymentStatus>)> done, int round_number = 1);
     void on_settled(domain::PaymentRequested const& requested, Result<domain::PaymentStatus> const& settled);

@@ -35,9 +35,11 @@ public:
     /// Runs `fn` soon, without waiting for the clock: how a thread that must
     /// not be held (a store's writer answering an asynchronous commit) hands
     /// work to the scheduler's threads. Callbacks may run in parallel and in
-    /// any order. The default runs it at once, on the caller's thread (a
-    /// simulated scheduler: the test's thread of control drives the rest).
-    virtual void post(std::function<void()> fn) { fn(); }
+    /// any order. Called from any thread; never runs `fn` on the caller's
+    /// thread (the writer would run the settlement's reads, gateway calls and
+    /// commits, and wait for itself). The default makes it due at once
+    /// through call_at(), which must then be callable from any thread.
+    virtual void post(std::function<void()> fn) { call_at(domain::Timestamp{}, std::move(fn)); }
 };
 
 } // namespace payments::application
