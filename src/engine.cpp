@@ -13,6 +13,7 @@
 #include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include <algorithm>
@@ -75,7 +76,8 @@ struct Engine::Impl {
           bus(executor, scheduler, *clock, *logger, bus_options(options, pool.has_value())),
           store(std::move(b.store_)), idempotency(std::move(b.idempotency_)), named(std::move(b.gateways_)),
           gateways(application::Gateways::make(with_default_gateway(), options.breaker).value()),
-          ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger},
+          ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger, {},
+                [ex = executor](std::function<void()> fn) { boost::asio::post(ex, std::move(fn)); }},
           service(ports) {
         register_bus_metrics(registry, bus);
         registry.counter_callback("scheduler_failed_calls_total", "Scheduled calls that threw (each logged)", {},
@@ -292,6 +294,11 @@ application::Logger& Engine::logger() { return *impl_->logger; }
 application::Clock const& Engine::clock() { return *impl_->clock; }
 application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
 Engine::Recovery const& Engine::recovery() const { return impl_->recovery; }
+
+bool Engine::store_writable() const {
+    auto const* sqlite = dynamic_cast<SqliteStore const*>(impl_->store.get());
+    return !sqlite || !sqlite->sealing();
+}
 
 bool Engine::wait_idle(std::chrono::steady_clock::duration timeout) {
     auto const deadline = std::chrono::steady_clock::now() + timeout;

@@ -31,6 +31,9 @@ json::array gateways_json(payments::Engine& engine) {
 Reply ready(Context& context, Call&) {
     switch (context.readiness.load()) {
     case Readiness::ready: {
+        // Every write would be refused (503) until the store decides an earlier commit.
+        if (!context.engine.store_writable())
+            return json_reply(http::status::service_unavailable, json::object{{"status", "store_unavailable"}});
         json::array gateways = gateways_json(context.engine);
         bool const usable = std::any_of(gateways.begin(), gateways.end(),
                                         [](json::value const& g) { return g.at("usable").as_bool(); });

@@ -128,6 +128,10 @@ public:
     application::Logger& logger();
     /// The clock in use.
     application::Clock const& clock();
+    /// False while the store refuses every write until it has decided an
+    /// earlier commit (SQLite: one whose fsync failed, until its seal is
+    /// durable); the server's `/health/ready` answers 503 meanwhile.
+    bool store_writable() const;
     /// The processor: its janitor and what it has not settled.
     application::PaymentProcessor& processor();
     /// What the build found from an earlier run (a durable store) and started

@@ -42,16 +42,20 @@ Duration PaymentProcessor::janitor_grace() const { return options_.gateway_timeo
 
 std::size_t PaymentProcessor::run_janitor() { return redrive(janitor_grace()).redriven; }
 
-// At start nothing is driving anything yet: every due attempt is stalled.
-std::size_t PaymentProcessor::recover() { return redrive(Duration::zero(), true).redriven; }
+namespace {
 
 // The invoices whose last attempt may be left undriven: PROCESSING ones, and
 // those in review (an attempt sent before the review began is owed its answer
 // all the same: money may have been taken under its key).
-PaymentProcessor::Round PaymentProcessor::redrive(Duration grace, bool at_start) {
+constexpr InvoiceStatus redriven_statuses[] = {InvoiceStatus::processing, InvoiceStatus::needs_review};
+
+} // namespace
+
+// A janitor's round: every attempt found is driven from the round itself.
+PaymentProcessor::Round PaymentProcessor::redrive(Duration grace) {
     Round round;
     if (stopped()) return round;
-    for (InvoiceStatus status : {InvoiceStatus::processing, InvoiceStatus::needs_review}) {
+    for (InvoiceStatus status : redriven_statuses) {
         InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
         for (;;) {
             InvoicePage page = ports_.store.invoices(query);
@@ -60,7 +64,10 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace, bool at_start)
                 auto payment = ports_.store.payment(invoice.attempts().back());
                 if (!payment || !owes_an_answer(invoice, *payment)) continue;
                 round.work_left = true;
-                if (redrive_attempt(invoice, *payment, grace, at_start)) ++round.redriven;
+                if (auto found = redrive_of(invoice, *payment, grace)) {
+                    drive(*found);
+                    ++round.redriven;
+                }
             }
             if (!page.next) break;
             query.after = page.next;
@@ -80,36 +87,171 @@ bool PaymentProcessor::owes_an_answer(Invoice const& invoice, Payment const& pay
     return invoice.status() == InvoiceStatus::processing || invoice.under_review() != payment.id();
 }
 
-bool PaymentProcessor::redrive_attempt(Invoice const& invoice, Payment const& payment, Duration grace, bool at_start) {
+std::optional<PaymentProcessor::Redrive> PaymentProcessor::redrive_of(Invoice const& invoice, Payment const& payment,
+                                                                      Duration grace) {
     Timestamp const now = ports_.clock.now();
-    if (claimed(payment.id()) || deferred(payment.id())) return false;
+    if (claimed(payment.id()) || deferred(payment.id())) return std::nullopt;
     bool const stalled = payment.status() == PaymentStatus::requested && payment.not_before() + grace <= now;
-    if (!stalled && !payment.unresolved()) return false;
+    if (!stalled && !payment.unresolved()) return std::nullopt;
     // Another live process drives this invoice (a shared store): not ours to touch.
-    if (!ports_.store.lease(invoice.id())) return false;
-    auto const request = request_of(payment, new_event_meta(ports_, payment.correlation_id()));
+    if (!ports_.store.lease(invoice.id())) return std::nullopt;
+    auto request = request_of(payment, new_event_meta(ports_, payment.correlation_id()));
     if (stalled) {
         ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
         ports_.logger.warn("janitor: re-driving a stalled attempt", {{"payment_id", payment.id().str()}});
-        if (!at_start) {
-            on_requested(request);
-            return true;
-        }
-        // At start, through the bus to this processor's own handler:
-        // the attempts run on the engine's threads at once (each waits
-        // for its commit, and many waiting share transactions), as a
-        // republished event would. The handler is idempotent.
-        if (!ports_.bus.publish(request)) on_requested(request);
-        return true;
+        return Redrive{std::move(request), false};
     }
     {
         std::lock_guard lock(mutex_);
-        if (verifying_.contains(payment.id())) return false;
+        if (verifying_.contains(payment.id())) return std::nullopt;
     }
     ports_.metrics.janitor_redrove(JanitorFinding::unverified);
     ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying", {{"payment_id", payment.id().str()}});
-    start_verifying(request);
-    return true;
+    return Redrive{std::move(request), true};
+}
+
+// To this processor alone: never published, so no subscriber of the
+// application sees a request that was never made.
+void PaymentProcessor::drive(Redrive const& redrive) {
+    if (redrive.verify) start_verifying(redrive.request);
+    else on_requested(redrive.request);
+}
+
+// At start nothing is driving anything yet: every due attempt is stalled.
+// The first page is read here (a store that cannot be read throws); the
+// rest once what it found has started.
+std::size_t PaymentProcessor::recover() {
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_) return 0;
+        recovery_.status = 0;
+        recovery_.after.reset();
+        recovery_.done = false;
+        recovery_.scanning = true;
+    }
+    std::size_t found = 0;
+    try {
+        found = scan_recovery_page();
+    } catch (StorageFailure const&) {
+        std::lock_guard lock(mutex_);
+        recovery_.scanning = false;
+        recovery_.done = true;
+        throw;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        recovery_.scanning = false;
+    }
+    pump_recovery();
+    return found;
+}
+
+// Reads pages until one holds an attempt to drive, or none is left.
+std::size_t PaymentProcessor::scan_recovery_page() {
+    for (;;) {
+        InvoiceQuery query{.limit = options_.recovery_page};
+        {
+            std::lock_guard lock(mutex_);
+            if (recovery_.done) return 0;
+            query.status = redriven_statuses[recovery_.status];
+            query.after = recovery_.after;
+        }
+        InvoicePage page = ports_.store.invoices(query);
+        std::vector<Redrive> found;
+        for (Invoice const& invoice : page.data) {
+            auto payment = ports_.store.payment(invoice.attempts().back());
+            if (!payment || !owes_an_answer(invoice, *payment)) continue;
+            if (auto redrive = redrive_of(invoice, *payment, Duration::zero())) found.push_back(std::move(*redrive));
+        }
+        bool done = false;
+        {
+            std::lock_guard lock(mutex_);
+            recovery_.after = page.next;
+            if (!page.next && ++recovery_.status == std::size(redriven_statuses)) recovery_.done = true;
+            done = recovery_.done;
+            for (auto& redrive : found) recovery_.found.push_back(std::move(redrive));
+        }
+        if (!found.empty()) arm_janitor();
+        if (!found.empty() || done) return found.size();
+    }
+}
+
+// The next page, read off the caller's thread (Ports::post); a store that
+// cannot be read ends recovery, and the janitor's rounds find the rest.
+void PaymentProcessor::scan_recovery() noexcept {
+    try {
+        scan_recovery_page();
+    } catch (StorageFailure const& failure) {
+        ports_.logger.warn("recovery: the store cannot be read; the janitor re-drives the rest",
+                           {{"error", failure.what()}});
+        std::lock_guard lock(mutex_);
+        recovery_.done = true;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        recovery_.scanning = false;
+    }
+    arm_janitor();
+    pump_recovery();
+}
+
+// Starts what recovery found while fewer than recovery_in_flight of its
+// attempts hold a claim, and reads the next page once all have started.
+// Every start is posted (Ports::post): this runs where a claim is released.
+// One pump at a time; it loops until nothing more can start, deciding under
+// the lock, so a release that comes meanwhile is never missed.
+void PaymentProcessor::pump_recovery() {
+    {
+        std::lock_guard lock(mutex_);
+        if (std::exchange(recovery_.pumping, true)) return;
+    }
+    std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+    for (;;) {
+        std::optional<Redrive> next;
+        {
+            std::lock_guard lock(mutex_);
+            bool const room = recovery_.running.size() < options_.recovery_in_flight;
+            if (!stopped_ && room && !recovery_.found.empty()) {
+                next = std::move(recovery_.found.front());
+                recovery_.found.pop_front();
+                recovery_.running.insert(next->request.envelope.payment_id);
+            } else if (!stopped_ && recovery_.found.empty() && !recovery_.done && !recovery_.scanning) {
+                recovery_.scanning = true;
+            } else {
+                recovery_.pumping = false;
+                return;
+            }
+        }
+        if (next) {
+            post(ports_, [weak, redrive = std::move(*next)] {
+                if (auto self = weak.lock()) self->run_recovered(redrive);
+            });
+        } else {
+            post(ports_, [weak] {
+                if (auto self = weak.lock()) self->scan_recovery();
+            });
+        }
+    }
+}
+
+// Off the bus, nothing catches what a read throws: the janitor's next round
+// finds the attempt again. An attempt that holds no claim once started (it
+// was settled, or is driven elsewhere) gives its place up at once.
+void PaymentProcessor::run_recovered(Redrive const& redrive) noexcept {
+    PaymentId const& id = redrive.request.envelope.payment_id;
+    try {
+        drive(redrive);
+    } catch (StorageFailure const& failure) {
+        ports_.logger.warn("recovery: the store cannot be read; the janitor re-drives the attempt later",
+                           {{"payment_id", id.str()}, {"error", failure.what()}});
+        arm_janitor();
+    }
+    bool freed = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (!in_flight_.contains(id)) freed = recovery_.running.erase(id) != 0;
+    }
+    if (freed) pump_recovery();
 }
 
 UnsettledWork PaymentProcessor::unsettled() const {

@@ -13,11 +13,16 @@ namespace {
 void publish(Ports const& ports, std::vector<domain::Event> events, std::vector<ScheduledEvent> scheduled) {
     for (auto& event : events) {
         domain::EventEnvelope const envelope = domain::envelope_of(event);
-        if (!ports.bus.publish(std::move(event)))
+        if (!ports.bus.publish(std::move(event))) {
             ports.logger.warn("event committed but not queued; it stays in the outbox for the next start",
                               {{"event_id", envelope.id.str()}, {"invoice_id", envelope.invoice_id.str()}});
+            ports.store.left_undelivered(envelope.id);
+        }
     }
-    for (auto& [event, at] : scheduled) ports.bus.schedule(std::move(event), at);
+    for (auto& [event, at] : scheduled) {
+        domain::EventId const id = domain::envelope_of(event).id;
+        if (!ports.bus.schedule(std::move(event), at)) ports.store.left_undelivered(id);
+    }
 }
 
 // Calls a commit's continuation at most once, from whichever thread gets there first.

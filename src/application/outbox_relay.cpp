@@ -71,10 +71,16 @@ OutboxRelay::~OutboxRelay() { stop(); }
 
 OutboxRelay::Restarted OutboxRelay::restart() {
     Restarted restarted;
-    for (auto& event : store_.undelivered())
+    for (auto& event : store_.undelivered()) {
+        domain::EventId const id = domain::envelope_of(event).id;
         if (bus_.publish(std::move(event))) ++restarted.republished;
-    for (auto& [event, at] : store_.scheduled())
+        else store_.left_undelivered(id);
+    }
+    for (auto& [event, at] : store_.scheduled()) {
+        domain::EventId const id = domain::envelope_of(event).id;
         if (bus_.schedule(std::move(event), at)) ++restarted.rearmed;
+        else store_.left_undelivered(id);
+    }
     Restarted const taken = take_over();
     restarted.republished += taken.republished;
     restarted.rearmed += taken.rearmed;
@@ -87,13 +93,23 @@ OutboxRelay::Restarted OutboxRelay::take_over() {
         TakenOver found = store_.take_over(batch);
         if (found.empty()) return taken;
         bool const more = found.events.size() == batch || found.scheduled.size() == batch;
-        for (auto& event : found.events) {
-            if (!bus_.publish(std::move(event))) return taken; // stopping: they stay this process's, delivered at its next start
-            ++taken.republished;
-        }
-        for (auto& [event, at] : found.scheduled) {
-            if (!bus_.schedule(std::move(event), at)) return taken;
-            ++taken.rearmed;
+        // The bus refuses once it is stopping: what is left stays this
+        // process's, delivered at its next start.
+        std::size_t events = 0;
+        while (events < found.events.size() && bus_.publish(found.events[events])) ++events;
+        std::size_t scheduled = 0;
+        if (events == found.events.size())
+            while (scheduled < found.scheduled.size() &&
+                   bus_.schedule(found.scheduled[scheduled].event, found.scheduled[scheduled].at))
+                ++scheduled;
+        taken.republished += events;
+        taken.rearmed += scheduled;
+        if (events < found.events.size() || scheduled < found.scheduled.size()) {
+            for (std::size_t i = events; i < found.events.size(); ++i)
+                store_.left_undelivered(domain::envelope_of(found.events[i]).id);
+            for (std::size_t i = scheduled; i < found.scheduled.size(); ++i)
+                store_.left_undelivered(domain::envelope_of(found.scheduled[i].event).id);
+            return taken;
         }
         if (!more) return taken;
     }

@@ -50,6 +50,10 @@ Result<void> ProcessorOptions::validate() const {
         return reject(ErrorCode::invalid_argument, "janitor interval must be between 0 (off) and 24 hours");
     if (over_limit_wait <= Duration::zero() || over_limit_wait > std::chrono::minutes(1))
         return reject(ErrorCode::invalid_argument, "over-limit wait must be positive and at most a minute");
+    if (recovery_page == 0 || recovery_page > InvoiceQuery::max_limit)
+        return reject(ErrorCode::invalid_argument, "recovery page must be between 1 and 1000 invoices");
+    if (recovery_in_flight == 0 || recovery_in_flight > 10'000)
+        return reject(ErrorCode::invalid_argument, "recovery in flight must be between 1 and 10000 attempts");
     return {};
 }
 
@@ -110,9 +114,14 @@ bool PaymentProcessor::claim(PaymentId const& id) {
 }
 
 void PaymentProcessor::release(PaymentId const& id) {
-    std::lock_guard lock(mutex_);
-    in_flight_.erase(id);
-    if (in_flight_.empty()) idle_.notify_all();
+    bool recovered = false;
+    {
+        std::lock_guard lock(mutex_);
+        in_flight_.erase(id);
+        recovered = recovery_.running.erase(id) != 0;
+        if (in_flight_.empty()) idle_.notify_all();
+    }
+    if (recovered) pump_recovery(); // its place goes to the next one recovery found
 }
 
 bool PaymentProcessor::claimed(PaymentId const& id) const {

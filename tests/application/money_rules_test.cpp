@@ -790,3 +790,78 @@ SCENARIO("review16 B2: an unknown answer past the verification limit on a PROCES
         }
     }
 }
+
+// Review 14, finding 12: recovery used to publish PaymentRequested events it
+// made up (fresh event ids) on the bus, so every subscriber of the
+// application saw requests that were never made. It hands them to the
+// processor alone.
+SCENARIO("review14 #12: recovery hands attempts to the processor alone, never to the bus's subscribers") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}});
+    GIVEN("two attempts an earlier run left REQUESTED, and a subscriber to PaymentRequested") {
+        std::vector<InvoiceId> invoices;
+        for (int i = 0; i < 2; ++i) {
+            Invoice invoice = world.create();
+            std::uint64_t const version = invoice.version();
+            PaymentId const id = PaymentId::generate(world.random);
+            auto requested = invoice
+                                 .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
+                                                  meta(world.clock.now()))
+                                 .value();
+            invoice.apply(requested);
+            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
+                                        {{Payment::from(requested), 0}}}));
+            invoices.push_back(invoice.id());
+        }
+        WHEN("the process starts again and recovers them") {
+            CHECK(world.processor->recover() == 2);
+            world.run();
+            THEN("both are charged once and PAID, and no subscriber saw a PaymentRequested") {
+                for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.calls() == 2);
+                CHECK(world.events_of<PaymentRequested>().empty());
+            }
+        }
+    }
+}
+
+// Review 14, finding 9: recovery read every unsettled invoice at once and
+// started every attempt it found at once (a look-up each). It reads the
+// store a page at a time and drives a bounded number of attempts at once.
+SCENARIO("review14 #9: recovery reads in pages and drives a bounded number of attempts at once") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
+                               .recovery_page = 4, .recovery_in_flight = 3}});
+    GIVEN("ten attempts an earlier run left REQUESTED, and a gateway that answers no look-up for now") {
+        std::vector<InvoiceId> invoices;
+        for (int i = 0; i < 10; ++i) {
+            Invoice invoice = world.create();
+            std::uint64_t const version = invoice.version();
+            PaymentId const id = PaymentId::generate(world.random);
+            auto requested = invoice
+                                 .request_payment({id, std::string(id.str()) + ".earlier-run", "a"}, "pm_card_ok",
+                                                  meta(world.clock.now()))
+                                 .value();
+            invoice.apply(requested);
+            REQUIRE(world.store.commit({application::Changes::InvoiceWrite{invoice, version},
+                                        {{Payment::from(requested), 0}}}));
+            invoices.push_back(invoice.id());
+        }
+        world.gateway_port.unanswered_lookups = 1000;
+        WHEN("the process starts again and recovers them") {
+            CHECK(world.processor->recover() == 4); // the first page
+            world.settle();
+            THEN("only three look-ups are out at once") {
+                CHECK(world.gateway_port.lookups == 3);
+                CHECK(world.processor->in_flight() == 3);
+            }
+            AND_WHEN("the look-ups time out one after another and the gateway answers again") {
+                world.gateway_port.unanswered_lookups = 0;
+                world.run();
+                THEN("every attempt is driven in the end: each charged once on its key, every invoice PAID") {
+                    for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
+                    CHECK(world.gateway.calls() == 10);
+                    CHECK(world.gateway_port.lookups == 10);
+                }
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 #include "support/builders.hpp"
+#include "support/temp_dir.hpp"
 
 #include <payments/infrastructure/bus/manual_scheduler.hpp>
 #include <payments/infrastructure/gateway/simulated_gateway.hpp>
 
+#include <fstream>
 #include <optional>
 
 using namespace test;
@@ -87,4 +89,62 @@ TEST_CASE("configured rates and latency are reproducible from the seed") {
         CHECK(a.find(kind) != std::string::npos);
     }
     CHECK(a_end - t0() >= 200 * 10ms * 9 / 10); // answers waited their latency
+}
+
+SCENARIO("a simulated gateway started again on its ledger file answers the keys it charged from it") {
+    TempDir dir;
+    std::string const path = dir.file("ledger");
+    GIVEN("a gateway that charged two keys into its ledger, then a line cut short by a crash") {
+        std::string first_reference;
+        {
+            infrastructure::ManualClock clock;
+            infrastructure::ManualScheduler scheduler{clock};
+            infrastructure::SimulatedGateway gateway(scheduler, clock, {}, path);
+            gateway.charge(ChargeRequest{pid(1), iid("inv_1"), "key-1", usd(100), "pm_card_ok", {}},
+                           [&](ChargeAnswer a) { first_reference = a.reference; });
+            gateway.charge(ChargeRequest{pid(2), iid("inv_2"), "key-2", usd(250), "pm_card_ok", {}}, [](ChargeAnswer) {});
+            while (scheduler.advance_to_next()) {
+            }
+        }
+        REQUIRE_FALSE(first_reference.empty());
+        {
+            std::ofstream out(path, std::ios::app);
+            out << "key-3\tinv_3\tpay_"; // no newline, fields missing: never fsynced whole
+        }
+        WHEN("a gateway starts on the same file") {
+            infrastructure::ManualClock clock;
+            infrastructure::ManualScheduler scheduler{clock};
+            infrastructure::SimulatedGateway gateway(scheduler, clock, {}, path);
+            THEN("it holds the two whole charges, as they were booked, and answers a charged key the same way") {
+                auto const ledger = gateway.ledger();
+                REQUIRE(ledger.size() == 2);
+                CHECK(ledger[0].idempotency_key == "key-1");
+                CHECK(ledger[0].invoice_id == iid("inv_1"));
+                CHECK(ledger[0].payment_id == pid(1));
+                CHECK(ledger[0].amount == usd(100));
+                CHECK(ledger[0].reference == first_reference);
+                CHECK(ledger[1].amount == usd(250));
+                std::optional<ChargeAnswer> again;
+                gateway.charge(ChargeRequest{pid(1), iid("inv_1"), "key-1", usd(100), "pm_card_ok", {}},
+                               [&](ChargeAnswer a) { again = std::move(a); });
+                while (scheduler.advance_to_next()) {
+                }
+                REQUIRE(again);
+                CHECK(again->reference == first_reference);
+                CHECK(gateway.charges_for(iid("inv_1")) == 1);
+            }
+            AND_WHEN("it charges a third key and starts again") {
+                gateway.charge(ChargeRequest{pid(3), iid("inv_3"), "key-3", usd(300), "pm_card_ok", {}}, [](ChargeAnswer) {});
+                while (scheduler.advance_to_next()) {
+                }
+                infrastructure::SimulatedGateway reopened(scheduler, clock, {}, path);
+                THEN("the third charge is on its own line, after the part cut off") {
+                    auto const ledger = reopened.ledger();
+                    REQUIRE(ledger.size() == 3);
+                    CHECK(ledger[2].idempotency_key == "key-3");
+                    CHECK(ledger[2].amount == usd(300));
+                }
+            }
+        }
+    }
 }

@@ -3,6 +3,7 @@
 #include "support/builders.hpp"
 #include "support/faulty_vfs.hpp"
 #include "support/temp_dir.hpp"
+#include "support/world.hpp"
 
 #include "infrastructure/store/record_codec.hpp"
 #include "infrastructure/store/sqlite_schema.hpp"
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 using namespace test;
@@ -561,6 +563,92 @@ SCENARIO("a fixed seed repeats ids only on the in-memory store: two runs with on
         THEN("they make the same ids: the seed's run is reproducible") {
             CHECK(a->service().create_invoice({.amount = usd(500)}).value().id() ==
                   b->service().create_invoice({.amount = usd(500)}).value().id());
+        }
+    }
+}
+
+// Review 14, finding 9: an event the bus refused (it is stopping) stayed in
+// the store's memory for ever, waiting for a delivery that never comes.
+SCENARIO("review14 #9: an event the bus refuses is left to the next start, and the store forgets it") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    std::shared_ptr<SqliteStore> store = open_store(path);
+    GIVEN("a service whose bus has stopped") {
+        World world({.store = store.get(), .idempotency = store.get()});
+        world.bus.stop();
+        WHEN("an invoice is created (its InvoiceCreated committed, and refused by the bus)") {
+            auto created = world.service.create_invoice({.amount = usd(500)});
+            REQUIRE(created);
+            THEN("the store keeps nothing for it in memory, and it is still undelivered in the file") {
+                CHECK(store->awaiting_delivery() == 0);
+                CHECK(store->undelivered().size() == 1);
+            }
+        }
+    }
+}
+
+// Review 14, finding 10: claim() held the claims' mutex across its read of
+// the idempotency table, so every other claim, completion and release (and
+// every commit that completes a record) waited for one read.
+SCENARIO("review14 #10: a claim's read of the file holds up no other claim") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    auto store = open_store(dir.file("payments.db"), {.vfs = FaultyVfs::name});
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (store->integrity() == infrastructure::IntegrityCheck::running && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+    auto const key = IdempotencyKey::make("client", "key-1").value();
+    auto const other = IdempotencyKey::make("client", "key-2").value();
+    REQUIRE(store->claim(other, "fingerprint", t0()).state == IdempotencyClaim::State::claimed);
+    REQUIRE(store->commit({Changes::InvoiceWrite{an_invoice(), 0}, {}})); // the readers' caches are stale now
+    GIVEN("a claim whose read of the file is held up by a slow disk") {
+        vfs.hold_reads();
+        struct LetGo {
+            FaultyVfs& vfs;
+            ~LetGo() { vfs.let_reads_go(); }
+        } let_go{vfs}; // whatever fails below, the store can close
+        auto slow = std::async(std::launch::async, [&] { return store->claim(key, "fingerprint", t0()).state; });
+        REQUIRE(vfs.wait_for_held_read(5s));
+        WHEN("another request gives up its claim meanwhile") {
+            auto released = std::async(std::launch::async, [&] { store->release(other); });
+            THEN("it does not wait for the read") {
+                bool const at_once = released.wait_for(2s) == std::future_status::ready;
+                vfs.let_reads_go();
+                CHECK(at_once);
+                CHECK(slow.get() == IdempotencyClaim::State::claimed);
+                CHECK(store->claim(key, "fingerprint", t0()).state == IdempotencyClaim::State::in_use);
+            }
+        }
+    }
+}
+
+// Review 16, B4: while a commit whose fsync failed waits for its seal, every
+// write is refused; readiness said nothing of it.
+SCENARIO("review16 B4: while a failed commit waits for its seal the store says it is not writable") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    std::shared_ptr<SqliteStore> store = open_store(dir.file("payments.db"), {.vfs = FaultyVfs::name});
+    auto engine = an_engine_on(store);
+    REQUIRE(engine->store_writable());
+    GIVEN("a disk whose fsyncs keep failing, and a commit") {
+        vfs.failing_syncs = 1'000'000;
+        struct Heal {
+            FaultyVfs& vfs;
+            ~Heal() { vfs.failing_syncs = 0; }
+        } heal{vfs}; // whatever fails below, the store can seal and close
+        auto refused = std::async(std::launch::async,
+                                  [&] { return store->commit({Changes::InvoiceWrite{invoice_numbered(2), 0}, {}}); });
+        auto const deadline = std::chrono::steady_clock::now() + 5s;
+        while (!store->sealing() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        THEN("the store is sealing and not writable; once the disk heals the commit is refused and writes resume") {
+            CHECK(store->sealing());
+            CHECK_FALSE(engine->store_writable());
+            vfs.failing_syncs = 0;
+            auto const answer = refused.get();
+            REQUIRE_FALSE(answer);
+            CHECK(answer.error().code == ErrorCode::storage_unavailable);
+            CHECK_FALSE(store->sealing());
+            CHECK(engine->store_writable());
         }
     }
 }

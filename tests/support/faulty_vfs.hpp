@@ -6,7 +6,10 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 
 namespace test {
 
@@ -33,6 +36,24 @@ public:
     std::atomic<int> failing_syncs{0};
     /// The code a failing write returns: SQLITE_IOERR_WRITE or SQLITE_FULL.
     std::atomic<int> error{SQLITE_IOERR_WRITE};
+
+    /// A slow disk: from hold_reads() to let_reads_go(), every read waits.
+    void hold_reads() {
+        std::lock_guard lock(hold_mutex_);
+        holding_ = true;
+    }
+    void let_reads_go() {
+        {
+            std::lock_guard lock(hold_mutex_);
+            holding_ = false;
+        }
+        hold_cv_.notify_all();
+    }
+    /// Waits until some read is held; false at the timeout.
+    bool wait_for_held_read(std::chrono::milliseconds timeout) {
+        std::unique_lock lock(hold_mutex_);
+        return hold_cv_.wait_for(lock, timeout, [this] { return held_ > 0; });
+    }
 
 private:
     struct File {
@@ -69,6 +90,7 @@ private:
             me.methods_ = *wrapped->real->pMethods;
             me.methods_.xClose = [](sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); };
             me.methods_.xRead = [](sqlite3_file* f, void* b, int n, sqlite3_int64 o) {
+                self(f).wait_while_held();
                 if (self(f).failing_reads) return SQLITE_IOERR_READ;
                 sqlite3_int64 const from = self(f).failing_reads_from;
                 if (from >= 0 && o >= from && reinterpret_cast<File*>(f)->main_db) return SQLITE_IOERR_READ;
@@ -102,6 +124,20 @@ private:
         wrapped->base.pMethods = &me.methods_;
         return SQLITE_OK;
     }
+
+    void wait_while_held() {
+        std::unique_lock lock(hold_mutex_);
+        if (!holding_) return;
+        ++held_;
+        hold_cv_.notify_all();
+        hold_cv_.wait(lock, [this] { return !holding_; });
+        --held_;
+    }
+
+    std::mutex hold_mutex_;
+    std::condition_variable hold_cv_;
+    bool holding_ = false; // Owned by: hold_mutex_
+    int held_ = 0;         // Owned by: hold_mutex_; reads waiting
 
     sqlite3_vfs* real_;
     sqlite3_vfs vfs_;

@@ -54,6 +54,14 @@ struct ProcessorOptions {
     /// store several processes share, another process's work may need taking
     /// over at any time (the server sets it for PostgreSQL).
     bool janitor_when_idle = false;
+    /// Recovery at start reads the store in pages of this many invoices
+    /// (1..InvoiceQuery::max_limit), the next once every attempt the last
+    /// one found has started: what it holds is bounded, however much an
+    /// earlier run left.
+    std::size_t recovery_page = 256;
+    /// The most attempts recovery drives at once (a look-up or a charge out
+    /// for each, 1..10,000); the next starts as one ends.
+    std::size_t recovery_in_flight = 64;
 
     /// Every duration in range; the retry policy valid.
     Result<void> validate() const;
@@ -116,13 +124,18 @@ public:
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
     /// Recovery at start, over work an earlier run left unsettled: every
-    /// attempt REQUESTED and due is published on the bus to this processor's
-    /// handler (all at once, so that their commits share transactions): its key is
+    /// attempt REQUESTED and due is handed to this processor alone (never
+    /// published to the bus's subscribers), on the engine's threads
+    /// (Ports::post) so that their commits share transactions: its key is
     /// looked up first, as for any attempt whose key an earlier run made: a
     /// definitive record settles it; no record, a pending one or no answer
     /// in time sends it again on the same key (the gateway never charges a
     /// key twice). Every UNKNOWN one is verified with look-ups of its key.
-    /// The janitor's round without its grace; returns how many.
+    /// The store is read `recovery_page` invoices at a time, and at most
+    /// `recovery_in_flight` attempts are driven at once; the next page is
+    /// read once all that the last one found have started. Reads the first
+    /// page before it returns (throws StorageFailure if it cannot), and
+    /// returns how many attempts it found there.
     std::size_t recover();
 
     /// What a provider said unasked (a signed webhook) about the charge under
@@ -155,10 +168,22 @@ private:
         std::size_t redriven = 0;
         bool work_left = false; ///< some attempt may need a later round
     };
-    Round redrive(domain::Duration grace, bool at_start = false);
+    Round redrive(domain::Duration grace);
     bool owes_an_answer(domain::Invoice const& invoice, domain::Payment const& payment) const;
-    bool redrive_attempt(domain::Invoice const& invoice, domain::Payment const& payment, domain::Duration grace,
-                         bool at_start);
+    // An attempt the janitor or recovery found undriven: sent again (the
+    // handler of PaymentRequested), or verified.
+    struct Redrive {
+        domain::PaymentRequested request;
+        bool verify = false;
+    };
+    std::optional<Redrive> redrive_of(domain::Invoice const& invoice, domain::Payment const& payment,
+                                      domain::Duration grace);
+    void drive(Redrive const& redrive);
+    // Recovery: pages of the store, a bounded number of attempts driven at once.
+    std::size_t scan_recovery_page();
+    void scan_recovery() noexcept;
+    void pump_recovery();
+    void run_recovered(Redrive const& redrive) noexcept;
     // One load-and-decide of a settlement: its commit (none if nothing
     // changed) and what to report once it is committed.
     struct SettlementRound {
@@ -254,6 +279,18 @@ private:
     std::unordered_set<domain::PaymentId> looked_up_;        // Owned by: mutex_; an earlier run's key, looked up, to send now
     std::size_t committing_ = 0;                             // Owned by: mutex_; settlements awaiting their commit
     bool janitor_armed_ = false;                             // Owned by: mutex_
+    // Recovery's cursor over the store, the attempts it found and has not
+    // started, and those it started whose claim is held.
+    struct Recovery {
+        std::size_t status = 0; // index into the statuses it reads
+        std::optional<domain::InvoiceId> after;
+        bool done = true;
+        bool scanning = false; // a page is being read
+        bool pumping = false;  // pump_recovery() runs
+        std::deque<Redrive> found;
+        std::unordered_set<domain::PaymentId> running;
+    };
+    Recovery recovery_;                                      // Owned by: mutex_
     bool stopped_ = false;                                   // Owned by: mutex_
 };
 

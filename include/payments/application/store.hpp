@@ -139,6 +139,10 @@ public:
     /// too: it is then no longer re-armed). Unknown ids are ignored; a
     /// durable store may write it with a later commit.
     virtual void mark_delivered(domain::EventId const& id) = 0;
+    /// The bus refused the committed event or scheduled event (it is
+    /// stopping): it stays undelivered in the store, for the next start, and
+    /// the store forgets what it kept in memory to mark it delivered.
+    virtual void left_undelivered(domain::EventId const& /*id*/) {}
     /// Scheduled events not yet delivered, in order of their time (a
     /// shared store: this process's own, as undelivered()).
     virtual std::vector<ScheduledEvent> scheduled() const = 0;

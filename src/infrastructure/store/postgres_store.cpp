@@ -963,6 +963,12 @@ std::vector<Event> PostgresStore::undelivered() const {
     return events;
 }
 
+void PostgresStore::left_undelivered(EventId const& id) {
+    std::lock_guard guard(impl_->outbox_mutex);
+    impl_->outbox_seq.erase(id);
+    impl_->scheduled_ids.erase(id);
+}
+
 void PostgresStore::mark_delivered(EventId const& id) {
     std::optional<std::int64_t> seq;
     bool scheduled = false;

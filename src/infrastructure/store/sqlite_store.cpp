@@ -8,6 +8,7 @@
 #include "sqlite_schema.hpp"
 
 #include <algorithm>
+#include <exception>
 #include <array>
 #include <chrono>
 #include <atomic>
@@ -121,6 +122,20 @@ struct SqliteStore::Impl {
     // Idempotency keys whose request is running: key → (fingerprint, completed by its commit).
     std::mutex claims_mutex;
     std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
+    // Keys a claim is reading from the file (outside the mutex): how many
+    // claims read each, and how many of its running requests ended (their
+    // record written) since; a claim that sees the count move reads again.
+    struct Reading {
+        int readers = 0;
+        std::uint64_t ended = 0;
+    };
+    std::unordered_map<IdempotencyKey, Reading> reading; // Owned by: claims_mutex
+
+    // A running request's claim ends (claims_mutex held).
+    void end_claim(std::unordered_map<IdempotencyKey, std::pair<std::string, bool>>::iterator it) {
+        if (auto r = reading.find(it->first); r != reading.end()) ++r->second.ended;
+        running.erase(it);
+    }
 
     // Recently committed aggregates, read back without a read transaction.
     AggregateCache<InvoiceId, Invoice> invoice_cache;
@@ -846,6 +861,12 @@ std::vector<Event> SqliteStore::undelivered() const {
     return events;
 }
 
+void SqliteStore::left_undelivered(EventId const& id) {
+    std::lock_guard guard(impl_->outbox_mutex);
+    impl_->outbox_seq.erase(id);
+    impl_->scheduled_ids.erase(id);
+}
+
 void SqliteStore::mark_delivered(EventId const& id) {
     std::optional<std::int64_t> seq;
     bool scheduled = false;
@@ -894,20 +915,46 @@ std::vector<Event> SqliteStore::history(InvoiceId const& id) const {
 application::IdempotencyClaim SqliteStore::claim(IdempotencyKey const& key, std::string_view fingerprint,
                                                  Timestamp now) {
     using State = application::IdempotencyClaim::State;
-    std::lock_guard guard(impl_->claims_mutex);
-    if (auto it = impl_->running.find(key); it != impl_->running.end())
-        return {it->second.first == fingerprint ? State::in_use : State::mismatch, std::nullopt};
-    auto stored = impl_->read([&](Connection& c) -> std::optional<application::IdempotencyClaim> {
-        Statement& s = c.prepare("SELECT fingerprint, since, outcome FROM idempotency WHERE scope = ? AND key = ?");
-        if (!s.bind(1, key.scope()).bind(2, key.key()).step()) return std::nullopt;
-        // Strictly after the time to live: a key used exactly ttl ago still replays.
-        if (Timestamp(Duration(s.integer(1))) + impl_->options.idempotency_ttl < now) return std::nullopt;
-        if (s.text(0) != fingerprint) return application::IdempotencyClaim{State::mismatch, std::nullopt};
-        return application::IdempotencyClaim{State::replay, codec::decode_outcome(s.bytes(2))};
-    });
-    if (stored) return std::move(*stored);
-    impl_->running.emplace(key, std::pair{std::string(fingerprint), false});
-    return {State::claimed, std::nullopt};
+    // The file is read outside the mutex, so that other claims, completions
+    // and commits do not wait for the read; what the read found counts only
+    // if no running request with this key ended (its record written) meanwhile.
+    for (;;) {
+        std::uint64_t ended = 0;
+        {
+            std::lock_guard guard(impl_->claims_mutex);
+            if (auto it = impl_->running.find(key); it != impl_->running.end())
+                return {it->second.first == fingerprint ? State::in_use : State::mismatch, std::nullopt};
+            auto& reading = impl_->reading[key];
+            ++reading.readers;
+            ended = reading.ended;
+        }
+        std::optional<application::IdempotencyClaim> stored;
+        std::exception_ptr failed;
+        try {
+            stored = impl_->read([&](Connection& c) -> std::optional<application::IdempotencyClaim> {
+                Statement& s = c.prepare("SELECT fingerprint, since, outcome FROM idempotency WHERE scope = ? AND key = ?");
+                if (!s.bind(1, key.scope()).bind(2, key.key()).step()) return std::nullopt;
+                // Strictly after the time to live: a key used exactly ttl ago still replays.
+                if (Timestamp(Duration(s.integer(1))) + impl_->options.idempotency_ttl < now) return std::nullopt;
+                if (s.text(0) != fingerprint) return application::IdempotencyClaim{State::mismatch, std::nullopt};
+                return application::IdempotencyClaim{State::replay, codec::decode_outcome(s.bytes(2))};
+            });
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        std::lock_guard guard(impl_->claims_mutex);
+        auto reading = impl_->reading.find(key);
+        bool const moved = reading->second.ended != ended;
+        if (--reading->second.readers == 0) impl_->reading.erase(reading);
+        if (failed) std::rethrow_exception(failed);
+        if (stored) return std::move(*stored);
+        if (moved) continue; // a request with this key ended while we read: its record is in the file now
+        // Another claim of the key may have been taken while we read.
+        if (auto it = impl_->running.find(key); it != impl_->running.end())
+            return {it->second.first == fingerprint ? State::in_use : State::mismatch, std::nullopt};
+        impl_->running.emplace(key, std::pair{std::string(fingerprint), false});
+        return {State::claimed, std::nullopt};
+    }
 }
 
 void SqliteStore::complete(IdempotencyKey const& key, application::PaymentResult outcome, Timestamp now) {
@@ -917,7 +964,7 @@ void SqliteStore::complete(IdempotencyKey const& key, application::PaymentResult
         auto it = impl_->running.find(key);
         if (it == impl_->running.end()) return;
         if (it->second.second) { // completed by the commit that made the payment
-            impl_->running.erase(it);
+            impl_->end_claim(it);
             return;
         }
         fingerprint = it->second.first;
@@ -935,7 +982,7 @@ void SqliteStore::complete(IdempotencyKey const& key, application::PaymentResult
     });
     // Written or not (a storage failure), the claim ends: a repeat runs again.
     std::lock_guard guard(impl_->claims_mutex);
-    impl_->running.erase(key);
+    if (auto it = impl_->running.find(key); it != impl_->running.end()) impl_->end_claim(it);
 }
 
 void SqliteStore::release(IdempotencyKey const& key) {
@@ -955,6 +1002,16 @@ std::size_t SqliteStore::purge_expired(Timestamp now) {
 }
 
 std::size_t SqliteStore::invoice_count() const { return impl_->invoices; }
+
+bool SqliteStore::sealing() const {
+    std::lock_guard guard(impl_->queue_mutex);
+    return impl_->in_doubt;
+}
+
+std::size_t SqliteStore::awaiting_delivery() const {
+    std::lock_guard guard(impl_->outbox_mutex);
+    return impl_->outbox_seq.size() + impl_->scheduled_ids.size();
+}
 std::size_t SqliteStore::payment_count() const { return impl_->payments; }
 std::uint64_t SqliteStore::transactions() const { return impl_->transactions; }
 std::uint64_t SqliteStore::commands() const { return impl_->commands; }

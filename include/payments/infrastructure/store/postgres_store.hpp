@@ -94,6 +94,7 @@ public:
     void commit_async(application::Changes changes, Committed done) override;
     std::vector<domain::Event> undelivered() const override;
     void mark_delivered(domain::EventId const& id) override;
+    void left_undelivered(domain::EventId const& id) override;
     std::vector<application::ScheduledEvent> scheduled() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
     /// Claims rows of processes whose liveness lapsed or that stopped.

@@ -81,6 +81,7 @@ public:
     void commit_async(application::Changes changes, Committed done) override;
     std::vector<domain::Event> undelivered() const override;
     void mark_delivered(domain::EventId const& id) override;
+    void left_undelivered(domain::EventId const& id) override;
     std::vector<application::ScheduledEvent> scheduled() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
 
@@ -91,8 +92,15 @@ public:
     void release(application::IdempotencyKey const& key) override;
     std::size_t purge_expired(domain::Timestamp now) override;
 
+    /// True while a commit whose fsync failed waits for its seal (its
+    /// outcome not decided yet): every write is refused meanwhile, and
+    /// Engine::store_writable() says no.
+    bool sealing() const;
     /// Invoices in the file.
     std::size_t invoice_count() const;
+    /// Committed events and scheduled events whose delivery it waits to
+    /// record (what it keeps in memory for the outbox).
+    std::size_t awaiting_delivery() const;
     /// Payment attempts in the file.
     std::size_t payment_count() const;
     /// Transactions committed, and commands they held: their ratio is the
