@@ -2,6 +2,7 @@
 // commit baseline, then the whole payment flow on the SQLite store
 // (synchronous=FULL, every step durable) with group commit on and off.
 #include "figures.hpp"
+#include "instant_gateway.hpp"
 #include "report.hpp"
 
 #include <payments/engine.hpp>
@@ -22,17 +23,6 @@ using namespace payments;
 using namespace payments::domain;
 
 namespace {
-
-// Charges at once, on the caller's thread: the flow's cost is the library's and the disk's.
-class InstantGateway final : public application::PaymentGateway {
-public:
-    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
-        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
-    }
-    void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
-        on_answer(application::ChargeStatus::not_found());
-    }
-};
 
 // Never answers: the attempts it is given stay REQUESTED, as a crash leaves them.
 class SilentGateway final : public application::PaymentGateway {

@@ -1,6 +1,7 @@
 // Figure 4: the whole payment flow in process: create an invoice, request a
 // payment with an idempotency key, the gateway charges at once, the invoice is PAID.
 #include "figures.hpp"
+#include "instant_gateway.hpp"
 #include "report.hpp"
 
 #include <payments/application/payment_processor.hpp>
@@ -29,18 +30,6 @@ using namespace payments::domain;
 namespace asio = boost::asio;
 
 namespace {
-
-// A payment service provider that charges at once, on the caller's thread:
-// the flow's cost is then the library's alone.
-class InstantGateway final : public application::PaymentGateway {
-public:
-    void charge(application::ChargeRequest request, std::function<void(application::ChargeAnswer)> on_answer) override {
-        on_answer(application::ChargeAnswer::success("ch_" + request.idempotency_key, request.amount));
-    }
-    void lookup(std::string, std::function<void(application::ChargeStatus)> on_answer) override {
-        on_answer(application::ChargeStatus::not_found());
-    }
-};
 
 // The library wired as an application would wire it, with the instant gateway.
 struct System {

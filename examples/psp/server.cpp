@@ -1,6 +1,7 @@
 #include "server.hpp"
 
-#include <boost/asio/as_tuple.hpp>
+#include "awaitable.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -23,7 +24,6 @@ namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 struct PspServer::Impl {
     ServerOptions options;

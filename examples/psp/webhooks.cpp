@@ -1,8 +1,8 @@
 #include "webhooks.hpp"
 
+#include "awaitable.hpp"
 #include "routes.hpp"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -24,7 +24,6 @@ namespace psp {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 std::string stripe_signature(std::string const& secret, std::int64_t t, std::string const& payload) {
     std::string const signed_payload = std::to_string(t) + "." + payload;
