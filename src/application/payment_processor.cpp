@@ -824,6 +824,19 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
                 if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
                     // Moved under it: read again and decide again, as retry_on_conflict does.
                     return self->settle_async(requested, outcome, *finish, round_number + 1);
+                if (!committed && committed.error().code == ErrorCode::storage_unavailable &&
+                    round_number < commit_attempts) {
+                    // The writer was full or did not take it in time (review19 F5): a definitive answer is not
+                    // dropped. Read and decide again a little later, the claim kept meanwhile.
+                    Duration const wait = std::max(self->options_.retry.delay(round_number, self->ports_.random),
+                                                   Duration(std::chrono::milliseconds(1)));
+                    auto const again = self->ports_.scheduler.call_at(
+                        self->ports_.clock.now() + wait, [weak, requested, outcome, finish, round_number] {
+                            if (auto processor = weak.lock())
+                                processor->settle_async(requested, outcome, *finish, round_number + 1);
+                        });
+                    if (again.seq != 0) return; // else the scheduler is shut down: answered below
+                }
                 if (!committed) return (*finish)(committed.error());
                 (*finish)(self->settled(requested, outcome, round));
             },

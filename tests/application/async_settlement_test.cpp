@@ -43,6 +43,10 @@ public:
             --odd_refusals;
             throw 42; // not a std::exception
         }
+        if (unavailable > 0) {
+            --unavailable;
+            return done(reject(ErrorCode::storage_unavailable, "the writer did not take it in time"));
+        }
         if (conflicts > 0) {
             --conflicts;
             failing_reads = reads_failing_after_conflict;
@@ -69,6 +73,7 @@ public:
     bool hold = true;     ///< false: commit_async answers at once, on the caller's thread
     bool writer_order = false; ///< a synchronous commit answers every held one first, as one writer would
     int conflicts = 0;    ///< the next this many asynchronous commits answer conflict
+    int unavailable = 0;  ///< the next this many asynchronous commits answer storage_unavailable (writer full)
     int refusals = 0;     ///< the next this many asynchronous commits throw StorageFailure
     int odd_refusals = 0; ///< the next this many asynchronous commits throw an int
     bool odd_reads = false; ///< a failing payment() read throws an int, not StorageFailure
@@ -612,6 +617,52 @@ SCENARIO("review19 F3: a commit answered inline whose continuation is refused en
                 CHECK(world.invoice(second).status() == InvoiceStatus::paid);
                 CHECK(world.gateway.charges_for(first) == 1);
                 CHECK(world.gateway.charges_for(second) == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("a settlement whose commit the writer refused as full or expired is tried again later, keeping its claim") {
+    GIVEN("a store whose writer refuses the settlement's first commit as unavailable") {
+        HeldCommits store;
+        store.hold = false;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        store.unavailable = 1;
+        WHEN("the gateway answers") {
+            run_what_is_due(world);
+            THEN("the answer is not dropped: the attempt stays claimed, not settled yet") {
+                CHECK(store.unavailable == 0);
+                CHECK(world.processor->in_flight() == 1);
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+            }
+            AND_WHEN("the clock reaches the retry") {
+                world.run();
+                THEN("the invoice is PAID once, charged once, and the claim is released") {
+                    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                    CHECK(world.events_of<InvoicePaid>().size() == 1);
+                    CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                    CHECK(world.processor->in_flight() == 0);
+                }
+            }
+        }
+    }
+    GIVEN("a store whose writer refuses every commit as unavailable") {
+        HeldCommits store;
+        store.hold = false;
+        World world({.processor = {.retry = {}, .janitor_interval = 1h}, .store = &store});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        store.unavailable = 1000;
+        WHEN("the gateway answers and the retries come due") {
+            run_what_is_due(world);
+            for (int i = 0; i < 20 && world.processor->in_flight() != 0 && world.scheduler.advance_to_next(); ++i)
+                run_what_is_due(world);
+            THEN("it gives up after commit_attempts rounds and releases the claim, the attempt REQUESTED for the janitor") {
+                CHECK(store.unavailable == 1000 - 8);
+                CHECK(world.processor->in_flight() == 0);
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::requested);
             }
         }
     }
