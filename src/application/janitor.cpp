@@ -61,7 +61,9 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace) {
     if (stopped()) return round;
     if (recovery_pending()) {
         // Driven now, what recovery has yet to start would all go out at
-        // once: its bound would hold for one janitor interval only.
+        // once: its bound would hold for one janitor interval only. A pump
+        // that a refused post stopped starts again here.
+        pump_recovery();
         round.work_left = true;
         return round;
     }
@@ -258,14 +260,37 @@ void PaymentProcessor::pump_recovery() {
                 return;
             }
         }
-        if (next) {
-            ports_.scheduler.post([weak, redrive = std::move(*next)] {
-                if (auto self = weak.lock()) self->run_recovered(redrive);
-            });
-        } else {
-            ports_.scheduler.post([weak] {
-                if (auto self = weak.lock()) self->scan_recovery();
-            });
+        try {
+            if (next) {
+                ports_.scheduler.post([weak, redrive = *next] {
+                    if (auto self = weak.lock()) self->run_recovered(redrive);
+                });
+            } else {
+                ports_.scheduler.post([weak] {
+                    if (auto self = weak.lock()) self->scan_recovery();
+                });
+            }
+        } catch (...) {
+            // Refused (a scheduler shutting down): nothing started, so the attempt goes back to the front
+            // and the pump stops; the janitor's next round pumps again.
+            PaymentId const id = next ? next->request.envelope.payment_id : PaymentId{};
+            {
+                std::lock_guard lock(mutex_);
+                if (next) {
+                    recovery_.running.erase(id);
+                    recovery_.found.push_front(std::move(*next));
+                } else {
+                    recovery_.scanning = false;
+                }
+                recovery_.pumping = false;
+            }
+            port_threw("recovery's pump", id, "the scheduler refused a post");
+            try {
+                arm_janitor();
+            } catch (...) {
+                port_threw("recovery's pump", id, "the janitor could not be armed either");
+            }
+            return;
         }
     }
 }

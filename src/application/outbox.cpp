@@ -4,6 +4,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace payments::application {
 
@@ -37,6 +38,23 @@ private:
     std::function<void(Result<void>)> fn_;
     std::atomic_flag called_;
 };
+
+// The scheduler (or the bus) refused a commit's continuation. Nothing of the
+// rest may run here (it reads, calls gateways, commits): it is refused, and
+// what was not published stays in the outbox. The store's callback must not
+// throw, so nothing that `done` throws leaves this.
+void refused(Ports const& ports, Once& once, std::string_view what) noexcept {
+    try {
+        ports.logger.error("the scheduler refused a commit's continuation; its events wait in the outbox",
+                           {{"error", what}});
+    } catch (...) {
+    }
+    try {
+        once.call(reject(ErrorCode::unavailable,
+                         std::string("the scheduler refused the commit's continuation: ") + std::string(what)));
+    } catch (...) {
+    }
+}
 
 } // namespace
 
@@ -79,12 +97,9 @@ void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr
                 if (auto const still = owner.lock()) once->call(committed);
             });
         } catch (std::exception const& e) {
-            // Nothing of the rest may run here (it reads, calls gateways, commits): it is refused;
-            // what was not published stays in the outbox.
-            ports.logger.error("the scheduler refused a commit's continuation; its events wait in the outbox",
-                               {{"error", e.what()}});
-            once->call(reject(ErrorCode::unavailable,
-                              std::string("the scheduler refused the commit's continuation: ") + e.what()));
+            refused(ports, *once, e.what());
+        } catch (...) {
+            refused(ports, *once, "an exception of unknown type");
         }
     });
 }

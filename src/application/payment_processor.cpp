@@ -502,20 +502,40 @@ void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeAnswer
     });
 }
 
-void PaymentProcessor::on_settled(PaymentRequested const& requested, Result<PaymentStatus> const& settled) {
+void PaymentProcessor::on_settled(PaymentRequested const& requested, Result<PaymentStatus> const& settled) noexcept {
     PaymentId const& id = requested.envelope.payment_id;
     if (settled && *settled != PaymentStatus::requested) {
         std::lock_guard lock(mutex_);
         sent_.erase(id);
     }
     release(id);
-    if (!settled)
-        ports_.logger.error("could not record a gateway outcome",
-                            {{"payment_id", id.str()},
-                             {"invoice_id", requested.envelope.invoice_id.str()},
-                             {"error", to_string(settled.error().code)},
-                             {"detail", settled.error().detail}});
-    if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
+    contain("a settlement's end", id, [&] {
+        if (!settled)
+            ports_.logger.error("could not record a gateway outcome",
+                                {{"payment_id", id.str()},
+                                 {"invoice_id", requested.envelope.invoice_id.str()},
+                                 {"error", to_string(settled.error().code)},
+                                 {"detail", settled.error().detail}});
+    });
+    if (settled && *settled == PaymentStatus::unknown) verify_contained(requested);
+}
+
+// An unknown answer is looked up whatever a port throws on the way: a
+// look-up that could not start gives its place back, and the janitor finds
+// the attempt unverified on its next round.
+void PaymentProcessor::verify_contained(PaymentRequested const& requested) noexcept {
+    PaymentId const& id = requested.envelope.payment_id;
+    bool threw = true;
+    contain("a verification's start", id, [&] {
+        start_verifying(requested);
+        threw = false;
+    });
+    if (!threw) return;
+    {
+        std::lock_guard lock(mutex_);
+        verifying_.erase(id);
+    }
+    contain("a verification's start", id, [&] { arm_janitor(); });
 }
 
 void PaymentProcessor::on_late_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
@@ -734,16 +754,20 @@ Result<PaymentProcessor::SettlementRound> PaymentProcessor::decide_answer(Paymen
     return round;
 }
 
-// After the round's commit (or its decision, when nothing changed).
+// After the round's commit (or its decision, when nothing changed). The
+// commit is durable by now: what the metrics or the logger throw is contained,
+// so that the round's status always reaches its caller and the claim is released.
 PaymentStatus PaymentProcessor::settled(PaymentRequested const& requested, ChargeAnswer const& outcome,
-                                        SettlementRound const& round) {
+                                        SettlementRound const& round) noexcept {
     EventEnvelope const& env = requested.envelope;
-    if (round.payment_changed) report(requested, outcome, round.invoice_after);
-    if (round.invoice_after != round.invoice_before)
-        ports_.metrics.invoice_status_changed(round.invoice_before, round.invoice_after);
-    // Said again with nothing to change: still an alert.
-    if (round.review) alert(env, *round.review, round.review_reason);
-    if (round.retry) ports_.metrics.retry_scheduled();
+    contain("a settlement's report", env.payment_id, [&] {
+        if (round.payment_changed) report(requested, outcome, round.invoice_after);
+        if (round.invoice_after != round.invoice_before)
+            ports_.metrics.invoice_status_changed(round.invoice_before, round.invoice_after);
+        // Said again with nothing to change: still an alert.
+        if (round.review) alert(env, *round.review, round.review_reason);
+        if (round.retry) ports_.metrics.retry_scheduled();
+    });
     return round.status;
 }
 
@@ -771,6 +795,8 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
             decided = settled(requested, outcome, *round);
     } catch (std::exception const& failure) { // a read of the store failed (StorageFailure)
         decided = reject(ErrorCode::storage_unavailable, failure.what());
+    } catch (...) {
+        decided = reject(ErrorCode::storage_unavailable, "a read of the store threw an exception of unknown type");
     }
     if (decided) return (*finish)(std::move(*decided));
     Changes changes = std::move(*round->changes);
@@ -779,6 +805,15 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
         std::lock_guard lock(mutex_);
         ++committing_;
     }
+    // Set once the store has called back (commit_and_publish_async counts the commit as answered then):
+    // an exception that comes out of commit_async after that is not a refusal, and must not end the
+    // settlement a second time.
+    auto const answered = std::make_shared<std::atomic<bool>>(false);
+    auto const refused = [&](std::string_view what) {
+        if (answered->load()) return port_threw("a settlement's commit", requested.envelope.payment_id, what);
+        commit_answered();
+        (*finish)(reject(ErrorCode::storage_unavailable, std::string(what)));
+    };
     try {
         commit_and_publish_async(
             ports_, std::move(changes), weak_from_this(),
@@ -789,15 +824,30 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
                 if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
                     // Moved under it: read again and decide again, as retry_on_conflict does.
                     return self->settle_async(requested, outcome, *finish, round_number + 1);
+                if (!committed && committed.error().code == ErrorCode::storage_unavailable &&
+                    round_number < commit_attempts) {
+                    // The writer was full or did not take it in time (review19 F5): a definitive answer is not
+                    // dropped. Read and decide again a little later, the claim kept meanwhile.
+                    Duration const wait = std::max(self->options_.retry.delay(round_number, self->ports_.random),
+                                                   Duration(std::chrono::milliseconds(1)));
+                    auto const again = self->ports_.scheduler.call_at(
+                        self->ports_.clock.now() + wait, [weak, requested, outcome, finish, round_number] {
+                            if (auto processor = weak.lock())
+                                processor->settle_async(requested, outcome, *finish, round_number + 1);
+                        });
+                    if (again.seq != 0) return; // else the scheduler is shut down: answered below
+                }
                 if (!committed) return (*finish)(committed.error());
                 (*finish)(self->settled(requested, outcome, round));
             },
-            [weak = weak_from_this()] {
+            [weak = weak_from_this(), answered] {
+                answered->store(true);
                 if (auto self = weak.lock()) self->commit_answered();
             });
     } catch (std::exception const& failure) { // the store refused it by throwing: never called back
-        commit_answered();
-        (*finish)(reject(ErrorCode::storage_unavailable, failure.what()));
+        refused(failure.what());
+    } catch (...) {
+        refused("the store refused the commit with an exception of unknown type");
     }
 }
 

@@ -23,6 +23,7 @@ public:
     std::optional<Payment> payment(PaymentId const& id) const override {
         if (failing_reads > 0) {
             --failing_reads;
+            if (odd_reads) throw 42; // not a std::exception
             throw application::StorageFailure("disk gone");
         }
         return inner.payment(id);
@@ -37,6 +38,14 @@ public:
         if (refusals > 0) {
             --refusals;
             throw application::StorageFailure("the commit queue refused it");
+        }
+        if (odd_refusals > 0) {
+            --odd_refusals;
+            throw 42; // not a std::exception
+        }
+        if (unavailable > 0) {
+            --unavailable;
+            return done(reject(ErrorCode::storage_unavailable, "the writer did not take it in time"));
         }
         if (conflicts > 0) {
             --conflicts;
@@ -64,7 +73,10 @@ public:
     bool hold = true;     ///< false: commit_async answers at once, on the caller's thread
     bool writer_order = false; ///< a synchronous commit answers every held one first, as one writer would
     int conflicts = 0;    ///< the next this many asynchronous commits answer conflict
+    int unavailable = 0;  ///< the next this many asynchronous commits answer storage_unavailable (writer full)
     int refusals = 0;     ///< the next this many asynchronous commits throw StorageFailure
+    int odd_refusals = 0; ///< the next this many asynchronous commits throw an int
+    bool odd_reads = false; ///< a failing payment() read throws an int, not StorageFailure
     int reads_failing_after_conflict = 0; ///< after each conflict, the next this many payment() reads throw
     mutable int failing_reads = 0;
 };
@@ -137,6 +149,33 @@ Invoice paid_with_commit_held(World& world, HeldCommits const& store) {
     run_what_is_due(world);
     REQUIRE(store.held.size() == 1);
     return invoice;
+}
+
+// Metrics whose report of a charge's outcome throws, as an adapter with a bug may; the rest count nothing.
+class ThrowingReports final : public application::Metrics {
+public:
+    void payment_requested() override {}
+    void payment_succeeded() override { throw std::runtime_error("the metrics adapter failed"); }
+    void payment_failed(FailureKind) override { throw std::runtime_error("the metrics adapter failed"); }
+    void retry_scheduled() override {}
+    void duplicate_delivery() override {}
+    void invoice_status_changed(std::optional<InvoiceStatus>, InvoiceStatus) override {}
+    void gateway_latency(Duration) override {}
+    void outcome_verification() override {}
+    void late_answer() override {}
+    void review_required(application::ReviewCause) override {}
+    void janitor_redrove(application::JanitorFinding) override {}
+};
+
+// An attempt an earlier run committed REQUESTED and never published: only recovery finds it.
+InvoiceId left_requested_by_a_crash(World& world) {
+    Invoice invoice = world.create();
+    std::uint64_t const version = invoice.version();
+    auto requested = invoice.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
+    invoice.apply(requested);
+    REQUIRE(world.ports.store.commit(
+        {application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
+    return invoice.id();
 }
 
 } // namespace
@@ -358,6 +397,16 @@ TEST_CASE("a scheduler's default post() runs nothing on the caller's thread") {
     CHECK(ran);
 }
 
+// Review 19, F9: a scheduler that refuses call_at() after its shutdown (as AsioScheduler does, seq 0).
+TEST_CASE("review19 F9: a scheduler's default post() throws rather than drop a call its call_at() refuses") {
+    class ShutDown final : public application::Scheduler {
+    public:
+        application::TimerId call_at(Timestamp at, std::function<void()>) override { return {at, 0}; }
+        bool cancel(application::TimerId) override { return false; }
+    } scheduler;
+    CHECK_THROWS_AS(scheduler.post([] {}), std::runtime_error);
+}
+
 SCENARIO("a payment's events are published in the order of their commits") {
     GIVEN("a charge answered only after the timeout, on one writer that holds the timeout's commit") {
         HeldCommits store;
@@ -385,6 +434,235 @@ SCENARIO("a payment's events are published in the order of their commits") {
                 REQUIRE(failed);
                 REQUIRE(paid);
                 CHECK(*failed < *paid);
+            }
+        }
+    }
+}
+
+// Review 19, F1: the continuation reported outside any exception boundary, so
+// a throwing metrics or logger adapter left the attempt claimed for ever.
+SCENARIO("review19 F1: a settlement whose report throws still releases its claim") {
+    GIVEN("a settlement whose commit is held, on metrics whose payment_succeeded() throws") {
+        HeldCommits store;
+        ThrowingReports metrics;
+        World world({.store = &store, .metrics = &metrics});
+        Invoice invoice = paid_with_commit_held(world, store);
+        WHEN("the store answers the commit") {
+            store.answer_one();
+            CHECK_NOTHROW(run_what_is_due(world));
+            THEN("the invoice is PAID, its events are published, and the claim is released") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.events_of<InvoicePaid>().size() == 1);
+                CHECK(world.processor->in_flight() == 0);
+                CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
+            }
+        }
+    }
+}
+
+SCENARIO("review19 F1: an unknown answer whose report throws is still looked up") {
+    GIVEN("a gateway that never answers, and metrics whose payment_failed() throws") {
+        HeldCommits store;
+        store.hold = false;
+        ThrowingReports metrics;
+        World world({.processor = {.retry = {}, .gateway_timeout = 1s}, .store = &store, .metrics = &metrics});
+        world.gateway_port.mode = TestGateway::Mode::silent;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        run_what_is_due(world);
+        REQUIRE(world.gateway_port.charges == 1);
+        WHEN("the charge times out and its UNKNOWN is committed") {
+            world.clock.advance(1s);
+            CHECK_NOTHROW(run_what_is_due(world));
+            THEN("the attempt is UNKNOWN and the gateway is asked what became of it") {
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::unknown);
+                CHECK(world.gateway_port.lookups >= 1);
+            }
+        }
+    }
+}
+
+SCENARIO("review19 F1: a verification whose first read throws is taken up by the janitor") {
+    GIVEN("a gateway that never answers, and the commit of the charge's timeout held") {
+        HeldCommits store;
+        World world({.processor = {.retry = {}, .gateway_timeout = 1s, .janitor_interval = 1min}, .store = &store});
+        world.gateway_port.mode = TestGateway::Mode::silent;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        run_what_is_due(world);
+        world.clock.advance(1s);
+        run_what_is_due(world);
+        REQUIRE(store.held.size() == 1);
+        WHEN("the UNKNOWN is committed and the verification's first read of the attempt throws") {
+            store.answer_one();
+            store.failing_reads = 1;
+            CHECK_NOTHROW(run_what_is_due(world));
+            REQUIRE(store.failing_reads == 0);
+            THEN("the claim is released, and the janitor's next round looks the attempt up") {
+                CHECK(world.processor->in_flight() == 0);
+                CHECK(world.gateway_port.lookups == 0);
+                world.clock.advance(2min);
+                run_what_is_due(world);
+                CHECK(world.gateway_port.lookups >= 1);
+            }
+        }
+    }
+}
+
+// Review 19, F2: settle_async caught std::exception only.
+SCENARIO("review19 F2: a settlement whose store throws something that is not a std::exception releases its claim") {
+    GIVEN("a store whose first asynchronous commit throws an int") {
+        HeldCommits store;
+        store.hold = false;
+        store.odd_refusals = 1;
+        World world({.processor = {.retry = {}, .janitor_interval = 1min}, .store = &store});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        WHEN("the gateway answers") {
+            CHECK_NOTHROW(run_what_is_due(world));
+            THEN("nothing is left claimed or counted as committing, and the janitor settles it later, charged once") {
+                CHECK(store.odd_refusals == 0);
+                CHECK(world.processor->in_flight() == 0);
+                CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
+                world.clock.advance(2min);
+                world.run();
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+            }
+        }
+    }
+    GIVEN("a store whose settlement meets a conflict, after which a read throws an int") {
+        HeldCommits store;
+        store.hold = false;
+        store.odd_reads = true;
+        World world({.processor = {.retry = {}, .janitor_interval = 1min}, .store = &store});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        store.conflicts = 1;
+        store.reads_failing_after_conflict = 1;
+        WHEN("the gateway answers") {
+            CHECK_NOTHROW(run_what_is_due(world));
+            THEN("the claim is released, and the janitor settles it later, charged once") {
+                CHECK(store.failing_reads == 0);
+                CHECK(world.processor->in_flight() == 0);
+                CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
+                world.clock.advance(2min);
+                world.run();
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.charges_for(invoice.id()) == 1);
+            }
+        }
+    }
+}
+
+// Review 19, F3: a post refused while recovery pumps left the pump stopped for good.
+SCENARIO("review19 F3: recovery whose post is refused starts again from the janitor") {
+    GIVEN("an attempt a crash left REQUESTED, and a scheduler whose next post throws") {
+        HeldCommits store;
+        store.hold = false;
+        WatchedPosts* scheduler = nullptr;
+        World world({.processor = {.retry = {}, .janitor_interval = 1min}, .store = &store,
+                     .wrap_scheduler = wrapped(scheduler)});
+        InvoiceId const invoice = left_requested_by_a_crash(world);
+        scheduler->failing_posts = 1;
+        WHEN("the process recovers") {
+            CHECK_NOTHROW(world.processor->recover());
+            REQUIRE(scheduler->failing_posts == 0);
+            run_what_is_due(world);
+            THEN("the attempt is not lost: a later round of the janitor drives it, charged once") {
+                for (int round = 0; round < 10 && world.invoice(invoice).status() != InvoiceStatus::paid; ++round) {
+                    world.clock.advance(1min);
+                    run_what_is_due(world);
+                }
+                CHECK(world.invoice(invoice).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.charges_for(invoice) == 1);
+                CHECK(world.processor->in_flight() == 0);
+            }
+        }
+    }
+}
+
+// Review 19, F3: a store that answers on the caller's thread, whose callback threw
+// (a refused post, then recovery's next start refused too), made settle_async
+// end the settlement twice, count its commit answered twice, and stop recovery.
+SCENARIO("review19 F3: a commit answered inline whose continuation is refused ends the settlement once") {
+    GIVEN("two attempts a crash left REQUESTED, recovered one at a time, on a store answering at once") {
+        HeldCommits store;
+        store.hold = false;
+        WatchedPosts* scheduler = nullptr;
+        World world({.processor = {.retry = {}, .janitor_interval = 1min, .recovery_in_flight = 1},
+                     .gateway = {.latency_min = 1s, .latency_max = 1s},
+                     .store = &store,
+                     .wrap_scheduler = wrapped(scheduler)});
+        InvoiceId const first = left_requested_by_a_crash(world);
+        InvoiceId const second = left_requested_by_a_crash(world);
+        world.processor->recover();
+        world.scheduler.run_due(); // the first is looked up, and charged again on the same key
+        run_what_is_due(world);
+        REQUIRE(world.gateway_port.charges == 1);
+        WHEN("its settlement commits and both its continuation and recovery's next start are refused") {
+            scheduler->failing_posts = 2;
+            world.clock.advance(1s);
+            CHECK_NOTHROW(run_what_is_due(world));
+            REQUIRE(scheduler->failing_posts == 0);
+            THEN("nothing counts as committing, nothing is claimed, and the janitor drives the rest: both PAID, "
+                 "each charged once") {
+                CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
+                CHECK(world.processor->in_flight() == 0);
+                for (int round = 0; round < 10 && world.invoice(second).status() != InvoiceStatus::paid; ++round) {
+                    world.clock.advance(1min);
+                    run_what_is_due(world);
+                }
+                CHECK(world.invoice(first).status() == InvoiceStatus::paid);
+                CHECK(world.invoice(second).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.charges_for(first) == 1);
+                CHECK(world.gateway.charges_for(second) == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("a settlement whose commit the writer refused as full or expired is tried again later, keeping its claim") {
+    GIVEN("a store whose writer refuses the settlement's first commit as unavailable") {
+        HeldCommits store;
+        store.hold = false;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        store.unavailable = 1;
+        WHEN("the gateway answers") {
+            run_what_is_due(world);
+            THEN("the answer is not dropped: the attempt stays claimed, not settled yet") {
+                CHECK(store.unavailable == 0);
+                CHECK(world.processor->in_flight() == 1);
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+            }
+            AND_WHEN("the clock reaches the retry") {
+                world.run();
+                THEN("the invoice is PAID once, charged once, and the claim is released") {
+                    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                    CHECK(world.events_of<InvoicePaid>().size() == 1);
+                    CHECK(world.gateway.charges_for(invoice.id()) == 1);
+                    CHECK(world.processor->in_flight() == 0);
+                }
+            }
+        }
+    }
+    GIVEN("a store whose writer refuses every commit as unavailable") {
+        HeldCommits store;
+        store.hold = false;
+        World world({.processor = {.retry = {}, .janitor_interval = 1h}, .store = &store});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        store.unavailable = 1000;
+        WHEN("the gateway answers and the retries come due") {
+            run_what_is_due(world);
+            for (int i = 0; i < 20 && world.processor->in_flight() != 0 && world.scheduler.advance_to_next(); ++i)
+                run_what_is_due(world);
+            THEN("it gives up after commit_attempts rounds and releases the claim, the attempt REQUESTED for the janitor") {
+                CHECK(store.unavailable == 1000 - 8);
+                CHECK(world.processor->in_flight() == 0);
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::requested);
             }
         }
     }

@@ -197,3 +197,69 @@ SCENARIO("a group commit's job not taken by its writer within the queue's patien
         }
     }
 }
+
+SCENARIO("a group commit's writer answers a job queued longer than the patience as expired, never sent, "
+         "whether its caller waits or not") {
+    GIVEN("a writer held in its first batch, a patience of 10 s and a clock the test moves") {
+        std::promise<void> entered, open;
+        std::shared_future<void> gate = open.get_future().share();
+        std::atomic<int> written{0};
+        bool first_batch = true; // Owned by: the writer thread
+        std::atomic<std::chrono::steady_clock::duration> elapsed{std::chrono::steady_clock::duration::zero()};
+        auto const epoch = std::chrono::steady_clock::now();
+        Commit commit(
+            1,
+            [&](Commit::Batch& batch) {
+                if (batch.empty()) return;
+                if (std::exchange(first_batch, false)) {
+                    entered.set_value();
+                    gate.wait();
+                }
+                for (auto const& job : batch) job->written = true;
+                written += static_cast<int>(batch.size());
+            },
+            0, 10s, [&] { return epoch + elapsed.load(); });
+        Caller writing, waiting;
+        writing.submit(commit);
+        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+
+        WHEN("an asynchronous job and a waiting caller queue, the clock passes the patience, and a fresh "
+             "asynchronous job queues before the writer moves") {
+            auto old_job = std::make_shared<Job>(), fresh_job = std::make_shared<Job>();
+            std::promise<Commit::Submitted> old_answer, fresh_answer;
+            auto old_heard = old_answer.get_future(), fresh_heard = fresh_answer.get_future();
+            auto const queued_old = commit.submit_async(
+                old_job, [&](Commit::Submitted s) { old_answer.set_value(s); });
+            waiting.submit(commit);
+            auto const deadline = std::chrono::steady_clock::now() + 5s;
+            while (commit.queued() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+            REQUIRE(commit.queued() == 2);
+            elapsed = 10s + 1ms;
+            auto const queued_fresh = commit.submit_async(
+                fresh_job, [&](Commit::Submitted s) { fresh_answer.set_value(s); });
+            open.set_value();
+            bool const old_called = old_heard.wait_for(5s) == std::future_status::ready;
+            bool const fresh_called = fresh_heard.wait_for(5s) == std::future_status::ready;
+            writing.thread.join();
+            waiting.thread.join();
+
+            THEN("the old ones are answered expired and never written, the fresh one is written") {
+                CHECK(queued_old == Commit::Submitted::written);
+                CHECK(queued_fresh == Commit::Submitted::written);
+                REQUIRE(old_called);
+                CHECK(old_heard.get() == Commit::Submitted::expired);
+                CHECK_FALSE(old_job->written.load());
+                CHECK_FALSE(waiting.accepted);
+                CHECK_FALSE(waiting.saw_written);
+                REQUIRE(fresh_called);
+                CHECK(fresh_heard.get() == Commit::Submitted::written);
+                CHECK(fresh_job->written.load());
+                CHECK(written.load() == 2);
+            }
+        }
+        if (writing.thread.joinable()) {
+            open.set_value();
+            writing.thread.join();
+        }
+    }
+}

@@ -96,3 +96,47 @@ SCENARIO("a PostgreSQL server that stops answering makes reads and commits fail 
         }
     }
 }
+
+SCENARIO("a PostgreSQL asynchronous commit the writer reaches past the statement timeout is answered expired, not sent") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.pool_size = 2; // one writer, one reader
+    options.statement_timeout = 150ms;
+    options.lease_timeout = 1h;
+    options.max_batch = 1; // the second commit waits for the first one's batch
+    auto opened = PostgresStore::open(options);
+    REQUIRE_MESSAGE(opened, (opened ? "" : opened.error().detail));
+    std::shared_ptr<PostgresStore> store(std::move(*opened));
+    REQUIRE_FALSE(store->invoice(iid("inv_1")).has_value()); // the reader's session is open
+
+    GIVEN("every session of the store stopped on the server's side") {
+        auto const pids = server_processes_of(*uri, schema.name());
+        REQUIRE(pids.size() >= 3); // writer, reader, liveness
+        StoppedBackends stopped(pids);
+
+        WHEN("two asynchronous commits queue, the first one's batch held by the hung writer's session") {
+            std::promise<Result<void>> first, second;
+            auto first_heard = first.get_future(), second_heard = second.get_future();
+            auto changes = [](char const* id) {
+                Invoice invoice = Invoice::from(Invoice::create(iid(id), usd(500), "", meta()).value());
+                return application::Changes{application::Changes::InvoiceWrite{invoice, 0}, {}};
+            };
+            store->commit_async(changes("inv_2"), [&](Result<void> r) { first.set_value(std::move(r)); });
+            store->commit_async(changes("inv_3"), [&](Result<void> r) { second.set_value(std::move(r)); });
+            auto const deadline = std::chrono::steady_clock::now() + 2s;
+            bool const answered = first_heard.wait_until(deadline) == std::future_status::ready &&
+                                  second_heard.wait_until(deadline) == std::future_status::ready;
+            stopped.resume();
+            THEN("the second is told it was not sent (its writer did not take it in time), and never written") {
+                REQUIRE(answered);
+                auto const late = second_heard.get();
+                REQUIRE_FALSE(late);
+                CHECK(late.error().code == ErrorCode::storage_unavailable);
+                CHECK(late.error().detail.find("was not sent") != std::string::npos);
+                CHECK_FALSE(store->invoice(iid("inv_3")).has_value());
+            }
+        }
+    }
+}

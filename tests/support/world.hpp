@@ -36,6 +36,8 @@ struct WorldOptions {
     /// Another store (a PostgresStore shared with a second World: two processes).
     application::Store* store = nullptr;
     application::IdempotencyStore* idempotency = nullptr;
+    /// Other metrics than the World's PrometheusMetrics (`counter()` then reads nothing of them).
+    application::Metrics* metrics = nullptr;
     /// Other providers behind "a" and "b" (shared by two Worlds: one provider).
     application::PaymentGateway* provider_a = nullptr;
     application::PaymentGateway* provider_b = nullptr;
@@ -99,7 +101,7 @@ struct World {
           ports{clock, random, options.store ? *options.store : store,
                 options.idempotency ? *options.idempotency : idempotency, bus,
                 wrapped_scheduler ? *wrapped_scheduler : static_cast<application::Scheduler&>(scheduler), gateways,
-                metrics, logger, instance_id},
+                options.metrics ? *options.metrics : static_cast<application::Metrics&>(metrics), logger, instance_id},
           service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)

@@ -166,6 +166,7 @@ private:
                    domain::Timestamp asked_at);
     void verify_later(domain::PaymentRequested const& requested, std::optional<domain::Timestamp> no_later_than = {});
     void start_verifying(domain::PaymentRequested const& requested);
+    void verify_contained(domain::PaymentRequested const& requested) noexcept;
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
     domain::Duration janitor_grace() const;
@@ -216,7 +217,7 @@ private:
     };
     Result<SettlementRound> decide_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     domain::PaymentStatus settled(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
-                                  SettlementRound const& round);
+                                  SettlementRound const& round) noexcept;
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     // settle() without holding the thread for the commit: `done` gets its
     // result on the scheduler's threads (Scheduler::post) once it is durable;
@@ -226,7 +227,7 @@ private:
     // none once the processor is gone.
     void settle_async(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
                       std::function<void(Result<domain::PaymentStatus>)> done, int round_number = 1);
-    void on_settled(domain::PaymentRequested const& requested, Result<domain::PaymentStatus> const& settled);
+    void on_settled(domain::PaymentRequested const& requested, Result<domain::PaymentStatus> const& settled) noexcept;
     void commit_answered();
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);

@@ -5,6 +5,7 @@
 #include <compare>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 
 namespace payments::application {
 
@@ -26,7 +27,8 @@ public:
     /// the scheduler's own thread of control, in (at, order of scheduling) order.
     /// A callback that throws is the caller's bug or a failed dependency (a
     /// store that cannot be read): production schedulers log it and run the
-    /// other calls; it never ends the process.
+    /// other calls; it never ends the process. A scheduler that refuses the
+    /// call (it is shut down) returns an id whose `seq` is 0.
     virtual TimerId call_at(domain::Timestamp at, std::function<void()> fn) = 0;
 
     /// True if the call was pending and now never happens.
@@ -37,9 +39,15 @@ public:
     /// work to the scheduler's threads. Callbacks may run in parallel and in
     /// any order. Called from any thread; never runs `fn` on the caller's
     /// thread (the writer would run the settlement's reads, gateway calls and
-    /// commits, and wait for itself). The default makes it due at once
-    /// through call_at(), which must then be callable from any thread.
-    virtual void post(std::function<void()> fn) { call_at(domain::Timestamp{}, std::move(fn)); }
+    /// commits, and wait for itself). It either runs `fn` or throws: a call
+    /// dropped without a word would leave a settlement's claim held for ever.
+    /// The default makes it due at once through call_at(), which must then be
+    /// callable from any thread, and throws std::runtime_error if call_at()
+    /// refuses it (`seq` 0).
+    virtual void post(std::function<void()> fn) {
+        if (call_at(domain::Timestamp{}, std::move(fn)).seq == 0)
+            throw std::runtime_error("the scheduler refused the call: it is shut down");
+    }
 };
 
 } // namespace payments::application

@@ -108,10 +108,13 @@ public:
     /// commit(), without holding the caller's thread until it is durable:
     /// `done` is called exactly once with what commit() would return, after
     /// the transaction that holds the changes is durable (or refused). A
-    /// store with a writer thread calls it there: it must be quick and never
-    /// block (post the rest to an executor) and may call commit_async() again,
-    /// never commit(). The default commits synchronously, then calls `done`
-    /// on the caller's thread.
+    /// store with a writer thread calls it there: it must be quick, never
+    /// block and never throw; it may publish to the bus and post the rest to
+    /// a Scheduler, and nothing more: never commit() nor commit_async() (on
+    /// PostgreSQL a nested commit_async() waits at the token gate, which a
+    /// re-registration may hold until this very batch is answered). If
+    /// commit_async() throws, `done` is never called. The default commits
+    /// synchronously, then calls `done` on the caller's thread.
     virtual void commit_async(Changes changes, Committed done);
 
     /// What a step decides on an invoice as it is: the rest of its commit

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace payments::infrastructure {
@@ -27,6 +28,8 @@ public:
     using Batch = std::vector<std::shared_ptr<Job>>;
     /// Writes a batch (an empty one too, when flush() asks). Runs on the writer thread.
     using Write = std::function<void(Batch&)>;
+    /// The time a job's wait is measured with (steady_clock::now unless a test injects its own).
+    using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
     /// What submit() did with a job.
     enum class Submitted {
@@ -38,11 +41,14 @@ public:
 
     /// `max_queued`: jobs waiting for the writer at most (0: no limit);
     /// `patience`: how long a job may wait for the writer to take it (zero:
-    /// for ever). Past it the job is taken out of the queue, never sent.
+    /// for ever). Past it the job is taken out of the queue, never sent, whether
+    /// its caller waits (submit) or not (submit_async): one rule for both.
+    /// `now`: the clock a job's wait is measured with.
     GroupCommit(std::size_t max_batch, Write write, std::size_t max_queued = 0,
-                std::chrono::milliseconds patience = std::chrono::milliseconds::zero())
+                std::chrono::milliseconds patience = std::chrono::milliseconds::zero(),
+                Clock now = [] { return std::chrono::steady_clock::now(); })
         : max_batch_(max_batch == 0 ? 1 : max_batch), max_queued_(max_queued), patience_(patience),
-          write_(std::move(write)), thread_([this] { run(); }) {}
+          now_(std::move(now)), write_(std::move(write)), thread_([this] { run(); }) {}
     GroupCommit(GroupCommit const&) = delete;
     GroupCommit& operator=(GroupCommit const&) = delete;
     ~GroupCommit() { close(); }
@@ -54,7 +60,7 @@ public:
     /// ahead of it (review 18, A-4). Once taken, its batch's write is bounded
     /// by the store's own timeouts.
     Submitted submit(std::shared_ptr<Job> job) {
-        auto entry = std::make_shared<Entry>(std::move(job));
+        auto entry = std::make_shared<Entry>(std::move(job), now_());
         {
             std::lock_guard guard(mutex_);
             if (closing_) return Submitted::closed;
@@ -71,16 +77,19 @@ public:
                 return Submitted::expired;
             }
         }
-        entry->answered.wait(); // taken into a batch: answered once it is written
-        return Submitted::written;
+        entry->answered.wait(); // taken into a batch (or given up by the writer): answered
+        return entry->outcome;
     }
 
-    /// Queues the job and returns: `then` runs on the writer thread once its
-    /// batch is written (`written`: queued, it will be). Refused at once,
-    /// neither written nor called, when the queue is closed or holds
+    /// Queues the job and returns (`written`: queued). `then` runs on the
+    /// writer thread with `written` once its batch is written, or with
+    /// `expired` (never sent) when the writer finds it waited longer than the
+    /// patience: a caller that does not wait holds what it holds (a store's
+    /// gate share) no longer than one that does (review 19, F4). Refused at
+    /// once, neither written nor called, when the queue is closed or holds
     /// `max_queued` jobs already: a caller that does not wait is bounded too.
-    Submitted submit_async(std::shared_ptr<Job> job, std::function<void()> then) {
-        auto entry = std::make_shared<Entry>(std::move(job));
+    Submitted submit_async(std::shared_ptr<Job> job, std::function<void(Submitted)> then) {
+        auto entry = std::make_shared<Entry>(std::move(job), now_());
         entry->then = std::move(then);
         {
             std::lock_guard guard(mutex_);
@@ -119,46 +128,67 @@ public:
 
 private:
     struct Entry {
-        explicit Entry(std::shared_ptr<Job> j) : job(std::move(j)) {}
+        Entry(std::shared_ptr<Job> j, std::chrono::steady_clock::time_point at) : job(std::move(j)), queued_at(at) {}
         std::shared_ptr<Job> job;
+        std::chrono::steady_clock::time_point const queued_at;
+        Submitted outcome = Submitted::written; // set by the writer before it answers
         Completion answered; // its caller's wait, finished once its batch is written
-        std::function<void()> then; // or its caller's callback (submit_async)
+        std::function<void(Submitted)> then; // or its caller's callback (submit_async)
     };
 
+    // Whether the entry waited for the writer longer than the patience.
+    bool overdue(Entry const& e, std::chrono::steady_clock::time_point now) const {
+        return patience_.count() > 0 && now - e.queued_at > patience_;
+    }
+
     void run() {
-        std::vector<std::shared_ptr<Entry>> entries;
+        std::vector<std::shared_ptr<Entry>> entries, expired;
         Batch batch;
         for (;;) {
+            bool flushing = false;
             {
                 std::unique_lock guard(mutex_);
                 work_.wait(guard, [&] { return !queue_.empty() || flush_ || closing_; });
                 if (queue_.empty() && !flush_ && closing_) return;
-                flush_ = false;
+                flushing = std::exchange(flush_, false);
+                auto const now = now_();
                 while (!queue_.empty() && entries.size() < max_batch_) {
-                    entries.push_back(std::move(queue_.front()));
+                    // One rule for both kinds of caller: a job the writer reaches
+                    // past the patience is answered expired, never sent.
+                    auto& into = overdue(*queue_.front(), now) ? expired : entries;
+                    into.push_back(std::move(queue_.front()));
                     queue_.pop_front();
                 }
                 if (!queue_.empty()) flush_ = true; // more than one batch was waiting
             }
-            for (auto const& e : entries) batch.push_back(e->job);
-            write_(batch);
-            for (auto const& e : entries) { // entries keeps each alive meanwhile
-                if (e->then)
-                    call(e->then);
-                else
-                    e->answered.finish();
+            answer(expired, Submitted::expired);
+            if (!entries.empty() || flushing) {
+                for (auto const& e : entries) batch.push_back(e->job);
+                write_(batch);
             }
-            entries.clear();
+            answer(entries, Submitted::written);
             batch.clear();
         }
+    }
+
+    // Answers each entry's caller (its wait or its callback), then forgets them.
+    static void answer(std::vector<std::shared_ptr<Entry>>& entries, Submitted outcome) {
+        for (auto const& e : entries) { // entries keeps each alive meanwhile
+            e->outcome = outcome;
+            if (e->then)
+                call(e->then, outcome);
+            else
+                e->answered.finish();
+        }
+        entries.clear();
     }
 
     // A callback that throws must neither end the writer (std::terminate)
     // nor leave the rest of its batch unanswered. Its caller logs what it
     // could not do (commit_and_publish_async); the writer goes on.
-    static void call(std::function<void()> const& then) noexcept {
+    static void call(std::function<void(Submitted)> const& then, Submitted outcome) noexcept {
         try {
-            then();
+            then(outcome);
         } catch (...) {
         }
     }
@@ -166,6 +196,7 @@ private:
     std::size_t const max_batch_;
     std::size_t const max_queued_;
     std::chrono::milliseconds const patience_;
+    Clock const now_;
     Write const write_;
     std::mutex mutex_;
     std::condition_variable work_;

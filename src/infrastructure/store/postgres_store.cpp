@@ -1103,11 +1103,13 @@ void PostgresStore::commit_async(Changes changes, Committed done) {
     auto pending = prepare_commit(std::move(changes));
     if (!pending) return done(pending.error());
     auto job = std::make_shared<Job>(std::move((*pending)->job)); // its check refers to `pending`, kept alive below
-    auto queued = impl_->queue->submit_async(job, [this, job, pending = *pending, done] {
+    using Submitted = GroupCommit<Job>::Submitted;
+    auto queued = impl_->queue->submit_async(job, [this, job, pending = *pending, done](Submitted submitted) {
         // Called whatever happens: a throw while updating memory answers as a storage error.
+        // Expired (never sent) still goes through committed(): it gives the gate's share back.
         Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
         try {
-            answer = committed(*pending, job->result);
+            answer = committed(*pending, submitted == Submitted::written ? job->result : impl_->refused(submitted));
         } catch (std::exception const& e) {
             answer = reject(ErrorCode::storage_unavailable, e.what());
         }
