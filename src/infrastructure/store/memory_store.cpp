@@ -35,8 +35,8 @@ struct InMemoryStore::Outbox {
     std::uint64_t next = 0;                                     // Owned by: mutex
     std::map<std::uint64_t, Event> pending;                     // Owned by: mutex
     std::unordered_map<EventId, std::uint64_t> pending_by_id;   // Owned by: mutex
-    std::map<std::pair<Timestamp, std::uint64_t>, Event> later; // Owned by: mutex; scheduled
-    std::unordered_map<EventId, std::pair<Timestamp, std::uint64_t>> later_by_id; // Owned by: mutex
+    std::map<std::pair<Timestamp, EventId>, Event> later;       // Owned by: mutex; scheduled
+    std::unordered_map<EventId, std::pair<Timestamp, EventId>> later_by_id; // Owned by: mutex
 };
 
 namespace {
@@ -227,7 +227,7 @@ void InMemoryStore::enqueue(Changes& changes, bool keep_events) {
         else outbox_->pending.emplace(seq, std::move(event));
     }
     for (auto& [event, at] : changes.scheduled) {
-        std::pair<Timestamp, std::uint64_t> const key{at, outbox_->next++};
+        std::pair<Timestamp, EventId> const key{at, envelope_of(event).id};
         outbox_->later_by_id.emplace(envelope_of(event).id, key);
         if (keep_events) outbox_->later.emplace(key, event);
         else outbox_->later.emplace(key, std::move(event));
@@ -285,12 +285,19 @@ Result<Changes> InMemoryStore::update(InvoiceId const& id, Decide const& decide,
     return published;
 }
 
-std::vector<Event> InMemoryStore::undelivered() const {
+application::OutboxPage InMemoryStore::undelivered_page(application::OutboxCursor const& from,
+                                                        std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
     std::lock_guard lock(outbox_->mutex);
-    std::vector<Event> events;
-    events.reserve(outbox_->pending.size());
-    for (auto const& [seq, event] : outbox_->pending) events.push_back(event);
-    return events;
+    application::OutboxPage page;
+    if (outbox_->next == 0) return page;
+    // Numbered from 1 outside: 0 would be a row.
+    std::uint64_t const through = from.through.value_or(outbox_->next);
+    auto it = from.after ? outbox_->pending.upper_bound(*from.after - 1) : outbox_->pending.begin();
+    for (; it != outbox_->pending.end() && it->first + 1 <= through && page.events.size() < limit; ++it)
+        page.events.push_back(it->second);
+    if (page.events.size() == limit) page.next = application::OutboxCursor{std::prev(it)->first + 1, through};
+    return page;
 }
 
 void InMemoryStore::mark_delivered(EventId const& id) {
@@ -305,12 +312,17 @@ void InMemoryStore::mark_delivered(EventId const& id) {
     }
 }
 
-std::vector<application::ScheduledEvent> InMemoryStore::scheduled() const {
+application::ScheduledPage InMemoryStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                                         std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
     std::lock_guard lock(outbox_->mutex);
-    std::vector<application::ScheduledEvent> events;
-    events.reserve(outbox_->later.size());
-    for (auto const& [key, event] : outbox_->later) events.push_back({event, key.first});
-    return events;
+    application::ScheduledPage page;
+    auto it = after ? outbox_->later.upper_bound({after->at, after->id}) : outbox_->later.begin();
+    for (; it != outbox_->later.end() && page.events.size() < limit; ++it)
+        page.events.push_back({it->second, it->first.first});
+    if (page.events.size() == limit)
+        page.next = application::ScheduledCursor{std::prev(it)->first.first, std::prev(it)->first.second};
+    return page;
 }
 
 std::vector<Event> InMemoryStore::history(InvoiceId const& id) const {

@@ -6,10 +6,13 @@
 #include "postgres_schema.hpp"
 #include "record_codec.hpp"
 
+#include <boost/assert.hpp>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <shared_mutex>
@@ -142,10 +145,15 @@ constexpr pg::Prepared select_payments_of{"select_payments_of",
                                           "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
 constexpr pg::Prepared payment_owner{
     "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
-constexpr pg::Prepared select_undelivered{
-    "select_undelivered", "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 ORDER BY seq"};
+// Keyset pages: the outbox on its commit order up to where the pass began,
+// the scheduled events on (due, event_id) (`due >= $2` lets the index on (owner, due) bound the scan).
+constexpr pg::Prepared select_undelivered{"select_undelivered",
+                                          "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 "
+                                          "AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"};
+constexpr pg::Prepared last_outbox_seq{"last_outbox_seq", "SELECT coalesce(max(seq), 0) FROM outbox"};
 constexpr pg::Prepared select_scheduled{"select_scheduled",
-                                        "SELECT due, body FROM scheduled WHERE owner = $1 ORDER BY due"};
+                                        "SELECT due, body, event_id FROM scheduled WHERE owner = $1 AND due >= $2 "
+                                        "AND (due, event_id) > ($2, $3) ORDER BY due, event_id LIMIT $4"};
 // The processes gone (no live row in owners) that still own undelivered
 // outbox rows or retries, other than this one; none while this one's own row
 // is not live (it may itself be taken for gone: what it claimed, others
@@ -172,7 +180,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  schedule_event, complete_key, claim_key, look_key, release_key, purge_keys,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
                                  page_status, select_payment, select_payments_of, payment_owner,
-                                 select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
+                                 select_undelivered, last_outbox_seq, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
                                  keep_scheduled, keep_leases, forget_owner};
@@ -1094,20 +1102,33 @@ Result<void> PostgresStore::commit(Changes changes) {
     return {};
 }
 
-std::vector<Event> PostgresStore::undelivered() const {
-    auto rows = impl_->read([&](pg::Connection& c) {
-        std::vector<std::pair<std::int64_t, Event>> found;
-        Rows r = c.query(select_undelivered.name, Params().text(impl_->current_owner()));
-        for (int row = 0; row < r.size(); ++row) found.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
-        return found;
+application::OutboxPage PostgresStore::undelivered_page(application::OutboxCursor const& from,
+                                                       std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OutboxPage page;
+    std::vector<std::pair<std::int64_t, Event>> rows;
+    std::int64_t through = 0;
+    impl_->read([&](pg::Connection& c) {
+        rows.clear();
+        through = from.through ? static_cast<std::int64_t>(*from.through)
+                               : c.query(last_outbox_seq.name, Params()).integer(0, 0);
+        Rows r = c.query(select_undelivered.name, Params()
+                                                      .text(impl_->current_owner())
+                                                      .integer(static_cast<std::int64_t>(from.after.value_or(0)))
+                                                      .integer(through)
+                                                      .integer(static_cast<std::int64_t>(limit)));
+        for (int row = 0; row < r.size(); ++row) rows.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        return 0;
     });
-    std::vector<Event> events;
+    if (rows.size() == limit)
+        page.next = application::OutboxCursor{static_cast<std::uint64_t>(rows.back().first),
+                                              static_cast<std::uint64_t>(through)};
     std::lock_guard guard(impl_->outbox_mutex);
     for (auto& [seq, event] : rows) {
         impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        events.push_back(std::move(event));
+        page.events.push_back(std::move(event));
     }
-    return events;
+    return page;
 }
 
 void PostgresStore::left_undelivered(EventId const& id) {
@@ -1140,17 +1161,28 @@ void PostgresStore::mark_delivered(EventId const& id) {
     if (waiting >= 256) impl_->queue->flush();
 }
 
-std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
-    auto events = impl_->read([&](pg::Connection& c) {
+application::ScheduledPage PostgresStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                                        std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::ScheduledPage page;
+    page.events = impl_->read([&](pg::Connection& c) {
         std::vector<application::ScheduledEvent> found;
-        Rows r = c.query(select_scheduled.name, Params().text(impl_->current_owner()));
+        Rows r = c.query(select_scheduled.name,
+                         Params()
+                             .text(impl_->current_owner())
+                             .integer(after ? static_cast<std::int64_t>(after->at.time_since_epoch().count())
+                                            : std::numeric_limits<std::int64_t>::min())
+                             .text(after ? after->id.str() : std::string_view())
+                             .integer(static_cast<std::int64_t>(limit)));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
         return found;
     });
+    if (page.events.size() == limit)
+        page.next = application::ScheduledCursor{page.events.back().at, envelope_of(page.events.back().event).id};
     std::lock_guard guard(impl_->outbox_mutex);
-    for (auto const& [event, at] : events) impl_->scheduled_ids.insert(envelope_of(event).id);
-    return events;
+    for (auto const& [event, at] : page.events) impl_->scheduled_ids.insert(envelope_of(event).id);
+    return page;
 }
 
 bool PostgresStore::renew() {

@@ -6,7 +6,7 @@
 
 namespace payments::infrastructure::sqlite {
 
-inline constexpr std::array<char const*, 3> migrations = {
+inline constexpr std::array<char const*, 4> migrations = {
     // 0 → 1: the aggregates and the idempotency records.
     R"sql(
 CREATE TABLE invoices (
@@ -60,6 +60,10 @@ CREATE TABLE scheduled (
 CREATE TABLE seal (n INTEGER NOT NULL);
 INSERT INTO seal VALUES (0);
 CREATE INDEX outbox_delivered_by_time ON outbox (occurred_at) WHERE delivered = 1;
+)sql",
+    // 3 → 4: the scheduled events in the order the relay pages them at start.
+    R"sql(
+CREATE INDEX scheduled_by_due ON scheduled (due, event_id);
 )sql",
 };
 

@@ -7,6 +7,8 @@
 #include "sqlite_db.hpp"
 #include "sqlite_schema.hpp"
 
+#include <boost/assert.hpp>
+
 #include <algorithm>
 #include <exception>
 #include <array>
@@ -771,20 +773,36 @@ Result<void> SqliteStore::commit(Changes changes) {
     return {};
 }
 
-std::vector<Event> SqliteStore::undelivered() const {
-    auto rows = impl_->read([&](Connection& c) {
-        std::vector<std::pair<std::int64_t, Event>> found;
-        Statement& s = c.prepare("SELECT seq, body FROM outbox WHERE delivered = 0 ORDER BY seq");
-        while (s.step()) found.emplace_back(s.integer(0), codec::decode_event(s.bytes(1)));
-        return found;
+application::OutboxPage SqliteStore::undelivered_page(application::OutboxCursor const& from, std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OutboxPage page;
+    std::vector<std::pair<std::int64_t, Event>> rows;
+    std::int64_t through = 0;
+    impl_->read([&](Connection& c) {
+        if (from.through) {
+            through = static_cast<std::int64_t>(*from.through);
+        } else {
+            Statement& last = c.prepare("SELECT coalesce(max(seq), 0) FROM outbox");
+            last.step();
+            through = last.integer(0);
+        }
+        Statement& s = c.prepare("SELECT seq, body FROM outbox WHERE delivered = 0 AND seq > ? AND seq <= ? "
+                                 "ORDER BY seq LIMIT ?");
+        s.bind(1, static_cast<std::int64_t>(from.after.value_or(0)));
+        s.bind(2, through);
+        s.bind(3, static_cast<std::int64_t>(limit));
+        while (s.step()) rows.emplace_back(s.integer(0), codec::decode_event(s.bytes(1)));
+        return 0;
     });
-    std::vector<Event> events;
+    if (rows.size() == limit)
+        page.next = application::OutboxCursor{static_cast<std::uint64_t>(rows.back().first),
+                                              static_cast<std::uint64_t>(through)};
     std::lock_guard guard(impl_->outbox_mutex);
     for (auto& [seq, event] : rows) {
         impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        events.push_back(std::move(event));
+        page.events.push_back(std::move(event));
     }
-    return events;
+    return page;
 }
 
 void SqliteStore::left_undelivered(EventId const& id) {
@@ -816,16 +834,29 @@ void SqliteStore::mark_delivered(EventId const& id) {
     }
 }
 
-std::vector<application::ScheduledEvent> SqliteStore::scheduled() const {
-    auto events = impl_->read([&](Connection& c) {
+application::ScheduledPage SqliteStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                                      std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::ScheduledPage page;
+    page.events = impl_->read([&](Connection& c) {
         std::vector<application::ScheduledEvent> found;
-        Statement& s = c.prepare("SELECT due, body FROM scheduled ORDER BY due");
+        Statement& s = c.prepare(after ? "SELECT due, body FROM scheduled WHERE (due, event_id) > (?, ?) "
+                                         "ORDER BY due, event_id LIMIT ?"
+                                       : "SELECT due, body FROM scheduled ORDER BY due, event_id LIMIT ?");
+        int n = 1;
+        if (after) {
+            s.bind(n++, static_cast<std::int64_t>(after->at.time_since_epoch().count()));
+            s.bind(n++, after->id.str());
+        }
+        s.bind(n, static_cast<std::int64_t>(limit));
         while (s.step()) found.push_back({codec::decode_event(s.bytes(1)), Timestamp(Duration(s.integer(0)))});
         return found;
     });
+    if (page.events.size() == limit)
+        page.next = application::ScheduledCursor{page.events.back().at, envelope_of(page.events.back().event).id};
     std::lock_guard guard(impl_->outbox_mutex);
-    for (auto const& [event, at] : events) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
-    return events;
+    for (auto const& [event, at] : page.events) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
+    return page;
 }
 
 std::vector<Event> SqliteStore::history(InvoiceId const& id) const {

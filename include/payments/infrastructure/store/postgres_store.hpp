@@ -96,10 +96,11 @@ public:
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     Result<void> commit(application::Changes changes) override;
-    std::vector<domain::Event> undelivered() const override;
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
     void left_undelivered(domain::EventId const& id) override;
-    std::vector<application::ScheduledEvent> scheduled() const override;
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
     /// Claims rows of processes whose liveness lapsed or that stopped;
     /// nothing while this process's own liveness is not sure (renewing()
