@@ -944,7 +944,9 @@ void SqliteStore::complete(IdempotencyKey const& key, application::PaymentResult
 
 void SqliteStore::release(IdempotencyKey const& key) {
     std::lock_guard guard(impl_->claims_mutex);
-    impl_->running.erase(key);
+    // Ended like a completion: a claim reading meanwhile reads again, since
+    // the request's commit may have written the record (review18 B-5).
+    if (auto it = impl_->running.find(key); it != impl_->running.end()) impl_->end_claim(it);
 }
 
 std::size_t SqliteStore::purge_expired(Timestamp now) {
