@@ -293,7 +293,7 @@ application::OutboxPage InMemoryStore::undelivered_page(application::OutboxCurso
     if (outbox_->next == 0) return page;
     // Numbered from 1 outside: 0 would be a row.
     std::uint64_t const through = from.through.value_or(outbox_->next);
-    auto it = from.after ? outbox_->pending.upper_bound(*from.after - 1) : outbox_->pending.begin();
+    auto it = from.after.value_or(0) > 0 ? outbox_->pending.upper_bound(*from.after - 1) : outbox_->pending.begin();
     for (; it != outbox_->pending.end() && it->first + 1 <= through && page.events.size() < limit; ++it)
         page.events.push_back(it->second);
     if (page.events.size() == limit) page.next = application::OutboxCursor{std::prev(it)->first + 1, through};
