@@ -69,6 +69,9 @@ struct StoreWithOrphans final : application::Store {
     application::InvoicePage invoices(application::InvoiceQuery const& q) const override { return inner.invoices(q); }
     std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
     std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    application::OpenAttemptPage open_attempts(std::optional<PaymentId> const& after, std::size_t limit) const override {
+        return inner.open_attempts(after, limit);
+    }
     Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
         return inner.undelivered_page(from, limit);

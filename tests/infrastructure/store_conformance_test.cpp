@@ -410,3 +410,59 @@ SCENARIO_TEMPLATE("a store pages its outbox on the commit order and its schedule
         }
     }
 }
+
+// Review 16, B3: a janitor's round paged every NEEDS_REVIEW invoice and read
+// its attempt; open_attempts() answers only what a round can act on.
+SCENARIO_TEMPLATE("a store finds the open attempts a janitor can act on, and none an operator has",
+                  Stores, MemoryStores, SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    // Commits invoice `name` with attempt `n` REQUESTED; `then` changes both before the commit.
+    auto commit = [&](std::string const& name, int n, auto then) {
+        auto created = Invoice::create(iid(name), usd(700), "", meta()).value();
+        Invoice invoice = Invoice::from(created);
+        REQUIRE(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        auto [processing, payment, event] = request(invoice, n);
+        then(processing, payment);
+        REQUIRE(store.commit({Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}}));
+    };
+    auto unknown = [](Payment& payment) {
+        payment.apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()).value());
+    };
+    auto review = [](Invoice& invoice) {
+        invoice.apply(invoice.require_review(invoice.attempts().back(), "checks", meta()).value());
+    };
+    GIVEN("attempts REQUESTED and UNKNOWN of PROCESSING invoices, in review and not, and settled ones") {
+        commit("inv_requested", 1, [](Invoice&, Payment&) {});
+        commit("inv_unknown", 2, [&](Invoice&, Payment& p) { unknown(p); });
+        commit("inv_review_requested", 3, [&](Invoice& i, Payment&) { review(i); });
+        commit("inv_review_unknown", 4, [&](Invoice& i, Payment& p) { unknown(p); review(i); });
+        commit("inv_review_settled", 5, [&](Invoice& i, Payment& p) {
+            p.apply(p.succeed("ch_1", usd(500), meta()).value());
+            review(i);
+        });
+        commit("inv_paid", 6, [&](Invoice& i, Payment& p) {
+            auto succeeded = p.succeed("ch_2", usd(700), meta()).value();
+            p.apply(succeeded);
+            i.apply(std::get<InvoicePaid>(i.settle_success(succeeded, meta()).value()));
+        });
+        WHEN("they are read two at a time") {
+            std::vector<PaymentId> found;
+            std::optional<PaymentId> after;
+            int pages = 0;
+            do {
+                auto page = store.open_attempts(after, 2);
+                for (auto const& [invoice, payment] : page.data) {
+                    CHECK(invoice.attempts().back() == payment.id());
+                    found.push_back(payment.id());
+                }
+                after = page.next;
+                ++pages;
+            } while (after && pages < 10);
+            THEN("the REQUESTED and UNKNOWN ones come in id order, with their invoices, but not the one under review") {
+                CHECK(found == std::vector<PaymentId>{pid(1), pid(2), pid(3)});
+            }
+        }
+    }
+}

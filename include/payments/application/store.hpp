@@ -30,6 +30,18 @@ struct InvoicePage {
     std::optional<domain::InvoiceId> next; ///< pass as `after` for the next page
 };
 
+/// An attempt a janitor's round may act on, with its invoice (Store::open_attempts()).
+struct OpenAttempt {
+    domain::Invoice invoice;
+    domain::Payment payment;
+};
+
+/// One page of Store::open_attempts(), in payment id order.
+struct OpenAttemptPage {
+    std::vector<OpenAttempt> data;
+    std::optional<domain::PaymentId> next; ///< pass as `after` for the next page; none after the last page
+};
+
 /// An event to deliver at a later time (a retry), kept until it is delivered.
 struct ScheduledEvent {
     domain::Event event;
@@ -124,6 +136,14 @@ public:
     virtual std::optional<domain::Payment> payment(domain::PaymentId const& id) const = 0;
     /// The invoice's attempts in order; empty for an unknown invoice.
     virtual std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const = 0;
+    /// What a janitor's round can act on, without reading anything else
+    /// (review16 B3): at most `limit` (1..) attempts REQUESTED or UNKNOWN
+    /// whose invoice is PROCESSING or NEEDS_REVIEW, except an UNKNOWN one an
+    /// operator has (the invoice's attempt under review), each with its
+    /// invoice, in payment id order after `after` (keyset paging). An attempt
+    /// may come that is not its invoice's latest; the caller checks. Throws
+    /// StorageFailure.
+    virtual OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after, std::size_t limit) const = 0;
 
     /// All or nothing: `conflict` if a version moved, `already_exists` if a
     /// new aggregate's id is taken, `storage_unavailable` if it could not be

@@ -17,6 +17,7 @@ struct InMemoryStore::Shard {
     mutable std::mutex mutex;
     std::unordered_map<InvoiceId, std::pair<Invoice, std::uint64_t>> invoices; // Owned by: mutex; with creation sequence
     std::unordered_map<PaymentId, Payment> payments;                           // Owned by: mutex
+    std::set<PaymentId> open; // Owned by: mutex; the payments REQUESTED or UNKNOWN, for the janitor
     std::unordered_map<InvoiceId, std::vector<Event>> history;                 // Owned by: mutex
     // Padding: neighbouring shards' locks do not share a cache line.
     char pad[64];
@@ -141,6 +142,33 @@ std::vector<Payment> InMemoryStore::payments_of(InvoiceId const& id) const {
     return result;
 }
 
+application::OpenAttemptPage InMemoryStore::open_attempts(std::optional<PaymentId> const& after,
+                                                          std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    // The first `limit` open payments after `after` of each shard, merged: the first `limit` of all.
+    std::vector<Payment> candidates;
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+        std::lock_guard lock(shards_[i].mutex);
+        auto it = after ? shards_[i].open.upper_bound(*after) : shards_[i].open.begin();
+        for (std::size_t n = 0; it != shards_[i].open.end() && n < limit; ++it, ++n)
+            candidates.push_back(shards_[i].payments.at(*it));
+    }
+    std::sort(candidates.begin(), candidates.end(), [](Payment const& a, Payment const& b) { return a.id() < b.id(); });
+    if (candidates.size() > limit) candidates.erase(candidates.begin() + static_cast<std::ptrdiff_t>(limit), candidates.end());
+    application::OpenAttemptPage page;
+    if (candidates.size() == limit) page.next = candidates.back().id();
+    for (Payment& payment : candidates) {
+        auto invoice = this->invoice(payment.invoice_id());
+        if (!invoice) continue;
+        bool const settling = invoice->status() == InvoiceStatus::processing ||
+                              invoice->status() == InvoiceStatus::needs_review;
+        bool const an_operators = invoice->status() == InvoiceStatus::needs_review && payment.unresolved() &&
+                                  invoice->under_review() == payment.id();
+        if (settling && !an_operators) page.data.push_back({std::move(*invoice), std::move(payment)});
+    }
+    return page;
+}
+
 Result<void> InMemoryStore::check_locked(Changes const& changes) const {
     if (changes.invoice) {
         auto const& [invoice, expected] = *changes.invoice;
@@ -209,6 +237,8 @@ void InMemoryStore::write_locked(Changes& changes) {
     for (auto& [payment, expected] : changes.payments) {
         Shard& shard = shard_of(payment.id());
         PaymentId id = payment.id();
+        if (payment.status() == PaymentStatus::requested || payment.unresolved()) shard.open.insert(id);
+        else shard.open.erase(id);
         shard.payments.insert_or_assign(std::move(id), std::move(payment));
     }
     for (Event const& event : changes.events) {

@@ -40,10 +40,12 @@ Error storage_error(std::string detail) { return reject(ErrorCode::storage_unava
 std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
 // The statements every connection prepares once.
-constexpr pg::Prepared insert_invoice{
-    "insert_invoice", "INSERT INTO invoices (id, status, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING"};
+constexpr pg::Prepared insert_invoice{"insert_invoice",
+                                      "INSERT INTO invoices (id, status, version, body, review_of) VALUES ($1, $2, $3, $4, $5) "
+                                      "ON CONFLICT (id) DO NOTHING"};
 constexpr pg::Prepared update_invoice{
-    "update_invoice", "UPDATE invoices SET status = $1, version = $2, body = $3 WHERE id = $4 AND version = $5"};
+    "update_invoice",
+    "UPDATE invoices SET status = $1, version = $2, body = $3, review_of = $6 WHERE id = $4 AND version = $5"};
 constexpr pg::Prepared insert_payment{
     "insert_payment", "INSERT INTO payments (id, invoice_id, attempt, status, version, body) "
                       "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"};
@@ -141,6 +143,12 @@ constexpr pg::Prepared page_all{"page_all", "SELECT body FROM invoices WHERE seq
 constexpr pg::Prepared page_status{
     "page_status", "SELECT body FROM invoices WHERE status = $1 AND seq > $2 ORDER BY seq LIMIT $3"};
 constexpr pg::Prepared select_payment{"select_payment", "SELECT body FROM payments WHERE id = $1"};
+// payments_open holds the REQUESTED (0) and UNKNOWN (3) attempts; invoices PROCESSING (1) or NEEDS_REVIEW (4).
+constexpr pg::Prepared select_open_attempts{
+    "select_open_attempts",
+    "SELECT i.body, p.body FROM payments p JOIN invoices i ON i.id = p.invoice_id "
+    "WHERE p.status IN (0, 3) AND p.id > $1 AND i.status IN (1, 4) "
+    "AND NOT (p.status = 3 AND i.status = 4 AND i.review_of = p.id) ORDER BY p.id LIMIT $2"};
 constexpr pg::Prepared select_payments_of{"select_payments_of",
                                           "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
 constexpr pg::Prepared payment_owner{
@@ -179,7 +187,7 @@ constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox
 constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
                                  schedule_event, complete_key, claim_key, look_key, release_key, purge_keys,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
-                                 page_status, select_payment, select_payments_of, payment_owner,
+                                 page_status, select_payment, select_payments_of, select_open_attempts, payment_owner,
                                  select_undelivered, last_outbox_seq, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
@@ -947,6 +955,23 @@ std::vector<Payment> PostgresStore::payments_of(InvoiceId const& id) const {
     });
 }
 
+application::OpenAttemptPage PostgresStore::open_attempts(std::optional<PaymentId> const& after,
+                                                          std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OpenAttemptPage page;
+    page.data = impl_->read([&](pg::Connection& c) {
+        std::vector<application::OpenAttempt> found;
+        Rows r = c.query(select_open_attempts.name, Params()
+                                                        .text(after ? after->str() : std::string_view(""))
+                                                        .integer(static_cast<std::int64_t>(limit)));
+        for (int row = 0; row < r.size(); ++row)
+            found.push_back({codec::decode_invoice(r.bytes(row, 0)), codec::decode_payment(r.bytes(row, 1))});
+        return found;
+    });
+    if (page.data.size() == limit) page.next = page.data.back().payment.id();
+    return page;
+}
+
 namespace {
 
 // The writes of one commit, and how to read their results.
@@ -965,10 +990,12 @@ Job commit_job(Encoded const& e, std::string const& owner, std::string const& id
                                                                  .text(row.id)
                                                                  .integer(row.status)
                                                                  .integer(static_cast<std::int64_t>(row.version))
-                                                                 .bytes(row.body));
+                                                                 .bytes(row.body)
+                                                                 .text(row.review_of));
         else
-            job.statements.emplace_back(update_invoice.name,
-                                        row_params(row).integer(static_cast<std::int64_t>(row.expected)));
+            job.statements.emplace_back(
+                update_invoice.name,
+                row_params(row).integer(static_cast<std::int64_t>(row.expected)).text(row.review_of));
     }
     for (auto const& row : e.payments) {
         if (row.expected == 0)
@@ -1172,7 +1199,7 @@ application::ScheduledPage PostgresStore::scheduled_page(std::optional<applicati
                              .text(impl_->current_owner())
                              .integer(after ? static_cast<std::int64_t>(after->at.time_since_epoch().count())
                                             : std::numeric_limits<std::int64_t>::min())
-                             .text(after ? after->id.str() : std::string_view())
+                             .text(after ? after->id.str() : std::string_view(""))
                              .integer(static_cast<std::int64_t>(limit)));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});

@@ -642,27 +642,48 @@ std::vector<Payment> SqliteStore::payments_of(InvoiceId const& id) const {
     });
 }
 
+application::OpenAttemptPage SqliteStore::open_attempts(std::optional<PaymentId> const& after,
+                                                        std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OpenAttemptPage page;
+    page.data = impl_->read([&](Connection& c) {
+        std::vector<application::OpenAttempt> found;
+        // payments_open holds the REQUESTED (0) and UNKNOWN (3) attempts; invoices PROCESSING (1) or NEEDS_REVIEW (4).
+        Statement& s = c.prepare("SELECT i.body, p.body FROM payments p JOIN invoices i ON i.id = p.invoice_id "
+                                 "WHERE p.status IN (0, 3) AND p.id > ? AND i.status IN (1, 4) "
+                                 "AND NOT (p.status = 3 AND i.status = 4 AND i.review_of = p.id) "
+                                 "ORDER BY p.id LIMIT ?");
+        s.bind(1, after ? after->str() : std::string_view("")).bind(2, static_cast<std::int64_t>(limit));
+        while (s.step()) found.push_back({codec::decode_invoice(s.bytes(0)), codec::decode_payment(s.bytes(1))});
+        return found;
+    });
+    if (page.data.size() == limit) page.next = page.data.back().payment.id();
+    return page;
+}
+
 namespace {
 
 // The invoice row of a commit: inserted new, or updated at its version.
 Result<void> write_invoice(Connection& c, Encoded::Row const& row) {
     if (row.expected == 0) {
         bool violated = false;
-        c.prepare("INSERT INTO invoices (id, status, version, body) VALUES (?, ?, ?, ?)")
+        c.prepare("INSERT INTO invoices (id, status, version, body, review_of) VALUES (?, ?, ?, ?, ?)")
             .bind(1, row.id)
             .bind(2, row.status)
             .bind(3, static_cast<std::int64_t>(row.version))
             .bind_blob(4, row.body)
+            .bind(5, row.review_of)
             .step_unless_constraint(violated);
         if (violated) return reject(ErrorCode::already_exists, "invoice " + row.id + " already exists");
         return {};
     }
-    c.prepare("UPDATE invoices SET status = ?, version = ?, body = ? WHERE id = ? AND version = ?")
+    c.prepare("UPDATE invoices SET status = ?, version = ?, body = ?, review_of = ? WHERE id = ? AND version = ?")
         .bind(1, row.status)
         .bind(2, static_cast<std::int64_t>(row.version))
         .bind_blob(3, row.body)
-        .bind(4, row.id)
-        .bind(5, static_cast<std::int64_t>(row.expected))
+        .bind(4, row.review_of)
+        .bind(5, row.id)
+        .bind(6, static_cast<std::int64_t>(row.expected))
         .step();
     if (c.changes() == 0) return reject(ErrorCode::conflict, "invoice " + row.id + " changed since it was read");
     return {};

@@ -25,6 +25,8 @@ public:
     application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
+    application::OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after,
+                                               std::size_t limit) const override;
     Result<void> commit(application::Changes changes) override;
     /// Decides and applies on the stored invoice under its shard's lock: no copy out and back.
     Result<application::Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) override;

@@ -74,6 +74,8 @@ public:
     application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
+    application::OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after,
+                                               std::size_t limit) const override;
     Result<void> commit(application::Changes changes) override;
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
