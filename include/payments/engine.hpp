@@ -145,7 +145,7 @@ public:
     /// True while the outbox relay still has an earlier run's events or
     /// scheduled events to hand the bus (it pages them in while the bus has
     /// room; recovery() counts only what the build handed over); the
-    /// server's `/health/ready` answers 503 meanwhile.
+    /// server's `/health/ready` answers 503 meanwhile. False once shutdown() began.
     bool recovering() const;
 
     /// Waits until nothing is queued on the bus, no handler is running and no
