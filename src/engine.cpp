@@ -293,6 +293,9 @@ application::Clock const& Engine::clock() { return *impl_->clock; }
 application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
 Engine::Recovery const& Engine::recovery() const { return impl_->recovery; }
 
+// After shutdown() began the relay may be going: nothing is recovered any more.
+bool Engine::recovering() const { return !impl_->stopped.load() && impl_->relay && impl_->relay->restarting(); }
+
 bool Engine::store_writable() const {
     auto const* sqlite = dynamic_cast<SqliteStore const*>(impl_->store.get());
     return !sqlite || !sqlite->sealing();

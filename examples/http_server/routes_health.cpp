@@ -34,6 +34,9 @@ Reply ready(Context& context, Call&) {
         // Every write would be refused (503) until the store decides an earlier commit.
         if (!context.engine.store_writable())
             return json_reply(http::status::service_unavailable, json::object{{"status", "store_unavailable"}});
+        // Ready once recovery has started everything an earlier run left.
+        if (context.engine.recovering())
+            return json_reply(http::status::service_unavailable, json::object{{"status", "recovering"}});
         json::array gateways = gateways_json(context.engine);
         bool const usable = std::any_of(gateways.begin(), gateways.end(),
                                         [](json::value const& g) { return g.at("usable").as_bool(); });

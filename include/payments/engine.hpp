@@ -142,6 +142,11 @@ public:
         std::size_t redriven = 0;
     };
     Recovery const& recovery() const;
+    /// True while the outbox relay still has an earlier run's events or
+    /// scheduled events to hand the bus (it pages them in while the bus has
+    /// room; recovery() counts only what the build handed over); the
+    /// server's `/health/ready` answers 503 meanwhile. False once shutdown() began.
+    bool recovering() const;
 
     /// Waits until nothing is queued on the bus, no handler is running and no
     /// gateway call is out: "nothing is happening now". A retry scheduled for

@@ -67,23 +67,23 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace) {
         round.work_left = true;
         return round;
     }
-    for (InvoiceStatus status : redriven_statuses) {
-        InvoiceQuery query{.status = status, .limit = InvoiceQuery::max_limit};
-        for (;;) {
-            InvoicePage page = ports_.store.invoices(query);
-            for (Invoice const& invoice : page.data) {
-                if (status == InvoiceStatus::processing) round.work_left = true;
-                auto payment = ports_.store.payment(invoice.attempts().back());
-                if (!payment || !owes_an_answer(invoice, *payment)) continue;
-                round.work_left = true;
-                if (auto found = redrive_of(invoice, *payment, grace)) {
-                    drive(*found);
-                    ++round.redriven;
-                }
+    // Only what a round can act on: the attempts still open, not an
+    // operator's (review16 B3: it paged every NEEDS_REVIEW invoice, reading
+    // each one's attempt, every round). A PROCESSING invoice always has one.
+    std::optional<PaymentId> after;
+    for (;;) {
+        OpenAttemptPage page = ports_.store.open_attempts(after, InvoiceQuery::max_limit);
+        for (auto const& [invoice, payment] : page.data) {
+            if (invoice.attempts().empty() || invoice.attempts().back() != payment.id()) continue;
+            if (!owes_an_answer(invoice, payment)) continue;
+            round.work_left = true;
+            if (auto found = redrive_of(invoice, payment, grace)) {
+                drive(*found);
+                ++round.redriven;
             }
-            if (!page.next) break;
-            query.after = page.next;
         }
+        if (!page.next) break;
+        after = page.next;
     }
     return round;
 }

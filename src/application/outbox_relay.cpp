@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <mutex>
 #include <optional>
 
@@ -11,18 +12,21 @@ namespace {
 
 // How soon a round that found the bus full looks again (at most the fallback interval).
 constexpr domain::Duration busy_retry = std::chrono::seconds(1);
+// The same at start, where readiness waits for it: a full bus drains in milliseconds.
+constexpr domain::Duration start_retry = std::chrono::milliseconds(50);
 
 } // namespace
 
 // The rounds watch() runs: one at a time; a wake-up during a round makes it go again.
 struct OutboxRelay::Watch {
-    Watch(OutboxRelay& r, Scheduler& s, Clock const& c, domain::Duration every)
-        : relay(r), scheduler(s), clock(c), interval(every) {}
+    Watch(OutboxRelay& r, Scheduler& s, Clock const& c, domain::Duration every, bool many)
+        : relay(r), scheduler(s), clock(c), interval(every), shared(many) {}
 
     OutboxRelay& relay;
     Scheduler& scheduler;
     Clock const& clock;
     domain::Duration interval;
+    std::atomic<bool> shared; // the store is shared by several processes: take-over rounds too
     std::mutex mutex;
     bool stopped = false; // Owned by: mutex
     bool queued = false;  // Owned by: mutex; a round is posted and has not started
@@ -56,12 +60,14 @@ struct OutboxRelay::Watch {
         });
     }
 
-    // One bounded round; what is left is claimed by the next, posted behind
-    // the scheduler's other work (its timers run in between). A full bus
-    // claims nothing (the rows stay for other processes) and looks again a
-    // little later.
+    // One bounded round: the start's next pages while it has some, then
+    // take-over. What is left goes to the next round, posted behind the
+    // scheduler's other work (its timers run in between). A full bus takes
+    // nothing (rows stay in the store, for other processes too) and looks
+    // again a little later.
     static void run(std::shared_ptr<Watch> const& self) {
         OutboxRelay::Restarted round;
+        bool const starting = self->relay.restarting();
         {
             std::lock_guard running(self->round);
             {
@@ -69,15 +75,18 @@ struct OutboxRelay::Watch {
                 self->queued = false;
                 if (self->stopped) return;
             }
-            // A store that cannot be read now: the next wake-up or the fallback round tries again.
             try {
-                round = self->relay.take_over();
+                if (starting) round = self->relay.resume_start(1);
+                else if (self->shared) round = self->relay.take_over();
             } catch (StorageFailure const&) {
+                // The start looks again; a take-over waits for the next wake-up or the fallback round.
+                if (starting) post(self, self->clock.now() + std::min(self->interval, start_retry));
                 return;
             }
         }
-        if (round.bus_full) post(self, self->clock.now() + std::min(self->interval, busy_retry));
-        else if (round.more) post(self);
+        if (round.bus_full)
+            post(self, self->clock.now() + std::min(self->interval, starting ? start_retry : busy_retry));
+        else if (round.more || (starting && self->shared) || self->relay.restarting()) post(self);
     }
 };
 
@@ -96,27 +105,79 @@ OutboxRelay::~OutboxRelay() {
 }
 
 OutboxRelay::Restarted OutboxRelay::restart() {
-    Restarted restarted;
-    for (auto& event : store_.undelivered()) {
-        domain::EventId const id = domain::envelope_of(event).id;
-        if (bus_.publish(std::move(event))) ++restarted.republished;
-        else store_.left_undelivered(id);
+    {
+        std::lock_guard guard(start_mutex_);
+        phase_ = Phase::events;
+        events_from_ = {};
+        scheduled_after_.reset();
+        restarting_ = true;
     }
-    for (auto& [event, at] : store_.scheduled()) {
-        domain::EventId const id = domain::envelope_of(event).id;
-        if (bus_.schedule(std::move(event), at)) ++restarted.rearmed;
-        else store_.left_undelivered(id);
-    }
+    Restarted restarted = resume_start(std::numeric_limits<std::size_t>::max());
+    if (restarting()) return restarted; // watch() goes on, then takes over
     Restarted const taken = take_over();
     restarted.republished += taken.republished;
     restarted.rearmed += taken.rearmed;
     return restarted;
 }
 
+bool OutboxRelay::restarting() const { return restarting_.load(); }
+
+OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
+    Restarted done;
+    std::lock_guard guard(start_mutex_);
+    // The bus refuses once it is stopping: what is left stays in the store for the next start.
+    auto refused = [&](auto first, auto last, auto id_of) {
+        for (; first != last; ++first) store_.left_undelivered(id_of(*first));
+        phase_ = Phase::done;
+    };
+    while (phase_ == Phase::events) {
+        if (pages-- == 0) return done;
+        if (bus_.backlog() >= max_backlog) {
+            done.bus_full = true;
+            return done;
+        }
+        OutboxPage page = store_.undelivered_page(events_from_, batch);
+        for (auto it = page.events.begin(); it != page.events.end(); ++it) {
+            domain::EventId const id = domain::envelope_of(*it).id;
+            if (!bus_.publish(std::move(*it))) {
+                store_.left_undelivered(id);
+                refused(std::next(it), page.events.end(), [](domain::Event const& e) { return domain::envelope_of(e).id; });
+                break;
+            }
+            ++done.republished;
+        }
+        if (phase_ == Phase::done) break;
+        if (page.next) events_from_ = *page.next;
+        else phase_ = Phase::scheduled;
+    }
+    while (phase_ == Phase::scheduled) {
+        if (pages-- == 0) return done;
+        if (bus_.scheduled_backlog() >= max_scheduled) {
+            done.bus_full = true;
+            return done;
+        }
+        ScheduledPage page = store_.scheduled_page(scheduled_after_, batch);
+        for (auto it = page.events.begin(); it != page.events.end(); ++it) {
+            if (!bus_.schedule(it->event, it->at)) {
+                refused(it, page.events.end(), [](ScheduledEvent const& e) { return domain::envelope_of(e.event).id; });
+                break;
+            }
+            ++done.rearmed;
+        }
+        if (phase_ == Phase::done) break;
+        if (page.next) scheduled_after_ = std::move(page.next);
+        else phase_ = Phase::done;
+    }
+    restarting_ = false;
+    return done;
+}
+
 OutboxRelay::Restarted OutboxRelay::take_over() {
     Restarted taken;
-    // The bus already holds enough: claim nothing now (others may take them meanwhile).
-    if (bus_.backlog() >= max_backlog) {
+    // The bus already holds enough: claim nothing now (others may take them
+    // meanwhile). Scheduled events count too: a gone process's retries due
+    // in an hour wait in the store, not in this one's memory (review18 A-3).
+    if (bus_.backlog() >= max_backlog || bus_.scheduled_backlog() >= max_scheduled) {
         taken.bus_full = true;
         return taken;
     }
@@ -144,15 +205,15 @@ OutboxRelay::Restarted OutboxRelay::take_over() {
 }
 
 void OutboxRelay::watch(Scheduler& scheduler, Clock const& clock, domain::Duration interval) {
-    auto watch = std::make_shared<Watch>(*this, scheduler, clock, interval);
+    auto watch = std::make_shared<Watch>(*this, scheduler, clock, interval, false);
     std::weak_ptr<Watch> weak = watch;
-    if (!store_.watch_work_left([weak] {
-            if (auto w = weak.lock()) Watch::post(w);
-        }))
-        return;
+    watch->shared = store_.watch_work_left([weak] {
+        if (auto w = weak.lock()) Watch::post(w);
+    });
+    if (!watch->shared && !restarting()) return;
     watch_ = watch;
-    Watch::arm(watch_);
-    Watch::post(watch_); // what restart()'s one round left
+    if (watch_->shared) Watch::arm(watch_);
+    Watch::post(watch_); // what restart() left
 }
 
 void OutboxRelay::stop() {

@@ -2,6 +2,9 @@
 
 #include <boost/assert.hpp>
 
+#include <algorithm>
+#include <iterator>
+
 namespace payments::application {
 
 void Store::commit_async(Changes changes, Committed done) { done(commit(std::move(changes))); }
@@ -21,6 +24,28 @@ Result<Changes> Store::update(domain::InvoiceId const& id, Decide const& decide,
     decided->invoice = Changes::InvoiceWrite{std::move(*invoice), version};
     if (auto committed = commit(std::move(*decided)); !committed) return committed.error();
     return published;
+}
+
+std::vector<domain::Event> Store::undelivered() const {
+    std::vector<domain::Event> events;
+    OutboxCursor from;
+    for (;;) {
+        OutboxPage page = undelivered_page(from, 256);
+        std::move(page.events.begin(), page.events.end(), std::back_inserter(events));
+        if (!page.next) return events;
+        from = *page.next;
+    }
+}
+
+std::vector<ScheduledEvent> Store::scheduled() const {
+    std::vector<ScheduledEvent> events;
+    std::optional<ScheduledCursor> after;
+    for (;;) {
+        ScheduledPage page = scheduled_page(after, 256);
+        std::move(page.events.begin(), page.events.end(), std::back_inserter(events));
+        if (!page.next) return events;
+        after = std::move(page.next);
+    }
 }
 
 } // namespace payments::application

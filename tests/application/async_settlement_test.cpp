@@ -29,6 +29,9 @@ public:
         return inner.payment(id);
     }
     std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    application::OpenAttemptPage open_attempts(std::optional<PaymentId> const& after, std::size_t limit) const override {
+        return inner.open_attempts(after, limit);
+    }
     Result<void> commit(application::Changes changes) override {
         // One writer, first in first out: what was queued before is answered first.
         while (writer_order && !held.empty()) answer_one();
@@ -55,9 +58,14 @@ public:
         if (!hold) return done(inner.commit(std::move(changes)));
         held.push_back({std::move(changes), std::move(done)});
     }
-    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
+        return inner.undelivered_page(from, limit);
+    }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override {
+        return inner.scheduled_page(after, limit);
+    }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
 
     // Commits the oldest held commit and answers it.

@@ -549,21 +549,37 @@ namespace {
 
 // A store whose page reads fail while `failing` is set (a disk or a database
 // that cannot be read for a while); everything else goes to an in-memory one.
+// It counts the pages and payments read.
 struct UnreadablePages final : application::Store {
     infrastructure::InMemoryStore inner;
     bool failing = false;
+    mutable std::size_t reads = 0;
 
     std::optional<Invoice> invoice(InvoiceId const& id) const override { return inner.invoice(id); }
     application::InvoicePage invoices(application::InvoiceQuery const& query) const override {
         if (failing) throw application::StorageFailure("disk I/O error");
+        ++reads;
         return inner.invoices(query);
     }
-    std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
+    std::optional<Payment> payment(PaymentId const& id) const override {
+        ++reads;
+        return inner.payment(id);
+    }
     std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    application::OpenAttemptPage open_attempts(std::optional<PaymentId> const& after, std::size_t limit) const override {
+        if (failing) throw application::StorageFailure("disk I/O error");
+        ++reads;
+        return inner.open_attempts(after, limit);
+    }
     Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
-    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
+        return inner.undelivered_page(from, limit);
+    }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override {
+        return inner.scheduled_page(after, limit);
+    }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
 };
 
@@ -591,6 +607,44 @@ SCENARIO("a janitor round the store cannot read is tried again at the next inter
                     CHECK(world.gateway.calls() == 1);
                     CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
                 }
+            }
+        }
+    }
+}
+
+// Review 16, B3: every janitor round paged every NEEDS_REVIEW invoice and
+// read its attempt, though an operator has them all.
+SCENARIO("review16 B3: a janitor's round reads what it can act on, not every invoice an operator has") {
+    UnreadablePages store;
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min}, .store = &store});
+    GIVEN("a hundred invoices in review over their unknown attempts, and one attempt whose request was lost") {
+        for (int i = 0; i < 100; ++i) {
+            Invoice invoice = world.create();
+            std::uint64_t const version = invoice.version();
+            auto requested = invoice.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
+            invoice.apply(requested);
+            Payment payment = Payment::from(requested);
+            payment.apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()).value());
+            invoice.apply(invoice.require_review(payment.id(), "unknown past the verification limit", meta()).value());
+            REQUIRE(store.commit({application::Changes::InvoiceWrite{invoice, version}, {{payment, 0}}}));
+        }
+        Invoice stalled = world.create();
+        std::uint64_t const version = stalled.version();
+        auto requested = stalled.request_payment(application::new_attempt(world.ports), "pm_card_ok", meta()).value();
+        stalled.apply(requested);
+        REQUIRE(store.commit({application::Changes::InvoiceWrite{stalled, version}, {{Payment::from(requested), 0}}}));
+        WHEN("a janitor round runs") {
+            world.clock.advance(6min);
+            store.reads = 0;
+            std::size_t const redriven = world.processor->run_janitor();
+            THEN("it re-drives the stalled attempt after a read or two, none of the hundred") {
+                CHECK(redriven == 1);
+                CHECK(store.reads <= 3);
+            }
+            world.run();
+            THEN("the stalled attempt is charged, and the invoices in review stay the operator's") {
+                CHECK(world.invoice(stalled.id()).status() == InvoiceStatus::paid);
+                CHECK(world.gateway.calls() == 1);
             }
         }
     }

@@ -8,6 +8,9 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <algorithm>
+#include <map>
+#include <optional>
 #include <stdexcept>
 
 using namespace test;
@@ -27,13 +30,30 @@ struct RelayFixture {
         io.restart();
     }
 
-    // Commits a new invoice with its InvoiceCreated event, as a use case does.
-    InvoiceCreated commit_created() {
-        auto created = Invoice::create(iid(), usd(700), "", meta()).value();
+    // Commits a new invoice with its InvoiceCreated event, as a use case does
+    // (and a retry of it at `retry_at`, if given).
+    InvoiceCreated commit_created(std::string const& id = "inv_1", std::optional<Timestamp> retry_at = {}) {
+        auto created = Invoice::create(iid(id), usd(700), "", meta()).value();
         application::Changes changes{application::Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
         changes.events.emplace_back(created);
+        if (retry_at) {
+            InvoiceCreated retry = created;
+            retry.envelope.id = meta().id;
+            changes.scheduled.push_back({retry, *retry_at});
+        }
         REQUIRE(store.commit(changes));
         return created;
+    }
+
+    // Drives the bus and the relay's rounds until the relay has handed over
+    // everything the start found, advancing time past each "bus full" wait.
+    void finish_start(application::OutboxRelay const& relay) {
+        for (int i = 0; i < 1000 && relay.restarting(); ++i) {
+            settle();
+            clock.advance(100ms);
+        }
+        settle();
+        REQUIRE_FALSE(relay.restarting());
     }
 };
 
@@ -42,16 +62,25 @@ struct RelayFixture {
 struct StoreWithOrphans final : application::Store {
     infrastructure::InMemoryStore inner;
     std::vector<Event> orphans;
+    std::vector<application::ScheduledEvent> scheduled_orphans;
     std::size_t calls = 0;
 
     std::optional<Invoice> invoice(InvoiceId const& id) const override { return inner.invoice(id); }
     application::InvoicePage invoices(application::InvoiceQuery const& q) const override { return inner.invoices(q); }
     std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
     std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    application::OpenAttemptPage open_attempts(std::optional<PaymentId> const& after, std::size_t limit) const override {
+        return inner.open_attempts(after, limit);
+    }
     Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
-    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
+        return inner.undelivered_page(from, limit);
+    }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override {
+        return inner.scheduled_page(after, limit);
+    }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
     application::TakenOver take_over(std::size_t limit) override {
         ++calls;
@@ -59,6 +88,10 @@ struct StoreWithOrphans final : application::Store {
         while (!orphans.empty() && taken.events.size() < limit) {
             taken.events.push_back(std::move(orphans.back()));
             orphans.pop_back();
+        }
+        while (!scheduled_orphans.empty() && taken.scheduled.size() < limit) {
+            taken.scheduled.push_back(std::move(scheduled_orphans.back()));
+            scheduled_orphans.pop_back();
         }
         return taken;
     }
@@ -82,6 +115,102 @@ SCENARIO("a relay takes over in bounded rounds, each its own task on the schedul
                 CHECK(store.calls == 3);
                 CHECK(store.orphans.empty());
                 CHECK(f.bus.backlog() == 250);
+            }
+            relay.stop();
+        }
+    }
+}
+
+// Review 18, B-4: restart() loaded the whole outbox and every scheduled
+// event into the bus at once: memory set by what an earlier run left.
+SCENARIO("a relay's start hands the bus the outbox a page at a time while it has room, the rest as it drains") {
+    RelayFixture f;
+    std::map<EventId, int> seen;
+    auto counter = f.bus.subscribe<InvoiceCreated>("counter", [&](InvoiceCreated const& e) { ++seen[e.envelope.id]; });
+    application::OutboxRelay relay(f.store, f.bus);
+    GIVEN("an earlier run left 2,500 events undelivered") {
+        for (int i = 0; i < 2500; ++i) f.commit_created("inv_" + std::to_string(i));
+        WHEN("the process starts again, the bus not yet delivering") {
+            auto const restarted = relay.restart();
+            THEN("the bus holds max_backlog of them, the rest waits in the store, and the relay is not done") {
+                CHECK(restarted.republished == application::OutboxRelay::max_backlog);
+                CHECK(f.bus.backlog() == application::OutboxRelay::max_backlog);
+                CHECK(relay.restarting());
+            }
+            AND_WHEN("an event is committed meanwhile (its use case about to publish it), and the relay's rounds go on as "
+                     "the bus drains") {
+                auto const late = f.commit_created("inv_late");
+                relay.watch(f.scheduler, f.clock, 1h);
+                f.finish_start(relay);
+                THEN("each event of the earlier run reached its subscriber once, and the new one is left to its use case") {
+                    CHECK(seen.size() == 2500);
+                    CHECK(std::all_of(seen.begin(), seen.end(), [](auto const& s) { return s.second == 1; }));
+                    CHECK(seen.count(late.envelope.id) == 0);
+                    auto const left = f.store.undelivered();
+                    REQUIRE(left.size() == 1);
+                    CHECK(envelope_of(left[0]).id == late.envelope.id);
+                }
+                relay.stop();
+            }
+        }
+    }
+}
+
+SCENARIO("a relay's start re-arms at most max_scheduled scheduled events, the rest as they fall due") {
+    RelayFixture f;
+    int retries = 0;
+    auto counter = f.bus.subscribe<InvoiceCreated>("counter", [&](InvoiceCreated const&) { ++retries; });
+    application::OutboxRelay relay(f.store, f.bus);
+    GIVEN("an earlier run left 1,500 retries due in an hour, their events delivered") {
+        for (int i = 0; i < 1500; ++i) {
+            auto const created = f.commit_created("inv_" + std::to_string(i), t0() + 1h);
+            f.store.mark_delivered(created.envelope.id);
+        }
+        WHEN("the process starts again") {
+            auto const restarted = relay.restart();
+            relay.watch(f.scheduler, f.clock, 1h);
+            f.settle();
+            THEN("the bus holds max_scheduled of them, the rest wait in the store") {
+                CHECK(restarted.rearmed == application::OutboxRelay::max_scheduled);
+                CHECK(f.bus.stats().scheduled_pending == application::OutboxRelay::max_scheduled);
+                CHECK(relay.restarting());
+            }
+            AND_WHEN("the hour passes") {
+                f.clock.advance(1h);
+                f.finish_start(relay);
+                THEN("every retry was delivered, once") {
+                    CHECK(retries == 1500);
+                    CHECK(f.store.scheduled().empty());
+                }
+            }
+            relay.stop();
+        }
+    }
+}
+
+// Review 18, A-3: the take-over rounds checked only the lanes' backlog, so a
+// gone process's retries due in an hour all went into this one's memory.
+SCENARIO("take-over rounds leave a gone process's retries in the store while the bus holds max_scheduled") {
+    RelayFixture f;
+    StoreWithOrphans store;
+    GIVEN("a store holding 5,000 retries due in an hour that a process gone left") {
+        auto const created = Invoice::create(iid(), usd(700), "", meta()).value();
+        for (int i = 0; i < 5000; ++i) {
+            InvoiceCreated retry = created;
+            retry.envelope.id = meta().id;
+            store.scheduled_orphans.push_back({retry, t0() + 1h});
+        }
+        application::OutboxRelay relay(store, f.bus);
+        WHEN("the relay watches and the scheduler runs what is due") {
+            relay.watch(f.scheduler, f.clock, 1h);
+            f.settle();
+            f.clock.advance(30min);
+            f.settle();
+            THEN("the bus holds at most max_scheduled and one batch of them, the rest still in the store") {
+                CHECK(f.bus.stats().scheduled_pending <=
+                      application::OutboxRelay::max_scheduled + application::OutboxRelay::batch);
+                CHECK(store.scheduled_orphans.size() >= 5000 - application::OutboxRelay::max_scheduled -
+                                                             application::OutboxRelay::batch);
             }
             relay.stop();
         }

@@ -285,6 +285,9 @@ public:
     }
     std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
     std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    application::OpenAttemptPage open_attempts(std::optional<PaymentId> const& after, std::size_t limit) const override {
+        return inner.open_attempts(after, limit);
+    }
     Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
     void commit_async(application::Changes changes, Committed done) override {
         {
@@ -293,9 +296,14 @@ public:
         }
         arrived_.notify_all();
     }
-    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
+        return inner.undelivered_page(from, limit);
+    }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override {
+        return inner.scheduled_page(after, limit);
+    }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
 
     bool wait_held(std::chrono::steady_clock::duration timeout) {

@@ -622,6 +622,52 @@ SCENARIO("review14 #10: a claim's read of the file holds up no other claim") {
     }
 }
 
+// Review 18, B-5: release() ended a claim without end_claim(), so a claim
+// whose read began before the request's commit saw no record, no request
+// ended, and claimed the key: the repeat ran again instead of replaying.
+SCENARIO("review18 B-5: a claim read before a released request's commit replays it") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    auto store = open_store(dir.file("payments.db"), {.vfs = FaultyVfs::name});
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (store->integrity() == infrastructure::IntegrityCheck::running && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+    auto const key = IdempotencyKey::make("client", "key-1").value();
+    // A reader that has its statement prepared (its schema read): the repeat's
+    // claim takes it, and holds only once its read transaction has begun.
+    REQUIRE(store->claim(IdempotencyKey::make("client", "warm").value(), "fingerprint", t0()).state ==
+            IdempotencyClaim::State::claimed);
+    Invoice invoice = an_invoice();
+    REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}})); // the readers' caches are stale now
+    GIVEN("a repeat's claim whose read of the file is held up by a slow disk") {
+        struct LetGo {
+            FaultyVfs& vfs;
+            ~LetGo() { vfs.let_reads_go(); }
+        } let_go{vfs}; // whatever fails below, the store can close
+        auto repeat = std::async(std::launch::async, [&] {
+            vfs.hold_my_reads();
+            return store->claim(key, "fingerprint", t0()).state;
+        });
+        REQUIRE(vfs.wait_for_held_read(5s));
+        WHEN("the first request claims the key, commits its payment with the record, and then gives up its claim "
+             "(something threw after the commit)") {
+            REQUIRE(store->claim(key, "fingerprint", t0()).state == IdempotencyClaim::State::claimed);
+            auto requested = invoice.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            Invoice processing = invoice;
+            processing.apply(requested);
+            Payment const payment = Payment::from(requested);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+            changes.idempotency = application::IdempotencyCompletion{key, payment, t0()};
+            REQUIRE(store->commit(changes));
+            store->release(key);
+            vfs.let_reads_go();
+            THEN("the repeat reads again and replays the payment") {
+                CHECK(repeat.get() == IdempotencyClaim::State::replay);
+            }
+        }
+    }
+}
+
 // Review 16, B4: while a commit whose fsync failed waits for its seal, every
 // write is refused; readiness said nothing of it.
 SCENARIO("review16 B4: while a failed commit waits for its seal the store says it is not writable") {

@@ -7,6 +7,7 @@
 #include <payments/infrastructure/store/memory_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <stdexcept>
@@ -419,6 +420,128 @@ SCENARIO_TEMPLATE("a store's idempotency records: claim, in use, mismatch, repla
         WHEN("it is released") {
             s.keys.release(key);
             THEN("it can be claimed again") { CHECK(s.keys.claim(key, "req-b", t0()).state == State::claimed); }
+        }
+    }
+}
+
+// Review 18, B-4: the relay reads the outbox and the scheduled events a page
+// at a time at start, so every store pages them on a keyset.
+SCENARIO_TEMPLATE("a store pages its outbox on the commit order and its scheduled events on their time",
+                  Stores, MemoryStores, SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    GIVEN("five events committed and five retries scheduled, two of them at the same time") {
+        std::vector<EventId> events;
+        std::vector<std::pair<Timestamp, EventId>> retries;
+        Timestamp const dues[] = {t0() + 3min, t0() + 1min, t0() + 2min, t0() + 1min, t0() + 5min};
+        for (int i = 0; i < 5; ++i) {
+            auto created = Invoice::create(iid("inv_page" + std::to_string(i)), usd(700), "", meta()).value();
+            Changes changes{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+            changes.events.emplace_back(created);
+            InvoiceCreated retry = created;
+            retry.envelope.id = meta().id;
+            changes.scheduled.push_back({retry, dues[i]});
+            REQUIRE(store.commit(changes));
+            events.push_back(created.envelope.id);
+            retries.emplace_back(dues[i], retry.envelope.id);
+        }
+        std::sort(retries.begin(), retries.end());
+        auto id = [](Event const& event) { return envelope_of(event).id; };
+
+        WHEN("the outbox is read two at a time, with one more event committed after the first page") {
+            auto const first = store.undelivered_page({}, 2);
+            auto created = Invoice::create(iid("inv_page_late"), usd(700), "", meta()).value();
+            Changes late{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+            late.events.emplace_back(created);
+            REQUIRE(store.commit(late));
+            REQUIRE(first.next);
+            auto const second = store.undelivered_page(*first.next, 2);
+            REQUIRE(second.next);
+            auto const third = store.undelivered_page(*second.next, 2);
+            THEN("the pages hold the five in commit order, and the pass leaves out the one committed during it") {
+                REQUIRE(first.events.size() == 2);
+                REQUIRE(second.events.size() == 2);
+                REQUIRE(third.events.size() == 1);
+                CHECK_FALSE(third.next);
+                std::vector<EventId> const paged = {id(first.events[0]), id(first.events[1]), id(second.events[0]),
+                                                    id(second.events[1]), id(third.events[0])};
+                CHECK(paged == events);
+                CHECK(store.undelivered().size() == 6); // a new pass sees it
+            }
+        }
+        WHEN("the scheduled events are read two at a time, one delivered between the pages") {
+            auto const first = store.scheduled_page(std::nullopt, 2);
+            store.mark_delivered(retries[2].second);
+            REQUIRE(store.commit({Changes::InvoiceWrite{invoice_numbered(9), 0}, {}})); // writes the mark
+            REQUIRE(first.next);
+            auto const second = store.scheduled_page(first.next, 2);
+            REQUIRE(second.next);
+            auto const third = store.scheduled_page(second.next, 2);
+            THEN("they come in order of their time, then id, each once, the delivered one left out") {
+                std::vector<std::pair<Timestamp, EventId>> paged;
+                for (auto const* page : {&first, &second, &third})
+                    for (auto const& [event, at] : page->events) paged.emplace_back(at, id(event));
+                retries.erase(retries.begin() + 2);
+                CHECK(paged == retries);
+                CHECK_FALSE(third.next);
+            }
+        }
+    }
+}
+
+// Review 16, B3: a janitor's round paged every NEEDS_REVIEW invoice and read
+// its attempt; open_attempts() answers only what a round can act on.
+SCENARIO_TEMPLATE("a store finds the open attempts a janitor can act on, and none an operator has",
+                  Stores, MemoryStores, SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    // Commits invoice `name` with attempt `n` REQUESTED; `then` changes both before the commit.
+    auto commit = [&](std::string const& name, int n, auto then) {
+        auto created = Invoice::create(iid(name), usd(700), "", meta()).value();
+        Invoice invoice = Invoice::from(created);
+        REQUIRE(store.commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        auto [processing, payment, event] = request(invoice, n);
+        then(processing, payment);
+        REQUIRE(store.commit({Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}}));
+    };
+    auto unknown = [](Payment& payment) {
+        payment.apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()).value());
+    };
+    auto review = [](Invoice& invoice) {
+        invoice.apply(invoice.require_review(invoice.attempts().back(), "checks", meta()).value());
+    };
+    GIVEN("attempts REQUESTED and UNKNOWN of PROCESSING invoices, in review and not, and settled ones") {
+        commit("inv_requested", 1, [](Invoice&, Payment&) {});
+        commit("inv_unknown", 2, [&](Invoice&, Payment& p) { unknown(p); });
+        commit("inv_review_requested", 3, [&](Invoice& i, Payment&) { review(i); });
+        commit("inv_review_unknown", 4, [&](Invoice& i, Payment& p) { unknown(p); review(i); });
+        commit("inv_review_settled", 5, [&](Invoice& i, Payment& p) {
+            p.apply(p.succeed("ch_1", usd(500), meta()).value());
+            review(i);
+        });
+        commit("inv_paid", 6, [&](Invoice& i, Payment& p) {
+            auto succeeded = p.succeed("ch_2", usd(700), meta()).value();
+            p.apply(succeeded);
+            i.apply(std::get<InvoicePaid>(i.settle_success(succeeded, meta()).value()));
+        });
+        WHEN("they are read two at a time") {
+            std::vector<PaymentId> found;
+            std::optional<PaymentId> after;
+            int pages = 0;
+            do {
+                auto page = store.open_attempts(after, 2);
+                for (auto const& [invoice, payment] : page.data) {
+                    CHECK(invoice.attempts().back() == payment.id());
+                    found.push_back(payment.id());
+                }
+                after = page.next;
+                ++pages;
+            } while (after && pages < 10);
+            THEN("the REQUESTED and UNKNOWN ones come in id order, with their invoices, but not the one under review") {
+                CHECK(found == std::vector<PaymentId>{pid(1), pid(2), pid(3)});
+            }
         }
     }
 }

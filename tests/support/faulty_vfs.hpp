@@ -42,10 +42,20 @@ public:
         std::lock_guard lock(hold_mutex_);
         holding_ = true;
     }
+    /// A slow disk for one reader: from hold_my_reads(), called on the thread
+    /// whose reads are to wait (a store reads on its caller's thread), to
+    /// let_reads_go(), that thread's reads of pages wait (after its read
+    /// transaction took its snapshot) and every other read goes on.
+    void hold_my_reads() {
+        std::lock_guard lock(hold_mutex_);
+        my_reads_held() = true;
+        holding_one_ = true;
+    }
     void let_reads_go() {
         {
             std::lock_guard lock(hold_mutex_);
             holding_ = false;
+            holding_one_ = false;
         }
         hold_cv_.notify_all();
     }
@@ -90,7 +100,7 @@ private:
             me.methods_ = *wrapped->real->pMethods;
             me.methods_.xClose = [](sqlite3_file* f) { return real(f)->pMethods->xClose(real(f)); };
             me.methods_.xRead = [](sqlite3_file* f, void* b, int n, sqlite3_int64 o) {
-                self(f).wait_while_held();
+                self(f).wait_while_held(o);
                 if (self(f).failing_reads) return SQLITE_IOERR_READ;
                 sqlite3_int64 const from = self(f).failing_reads_from;
                 if (from >= 0 && o >= from && reinterpret_cast<File*>(f)->main_db) return SQLITE_IOERR_READ;
@@ -125,18 +135,26 @@ private:
         return SQLITE_OK;
     }
 
-    void wait_while_held() {
+    static bool& my_reads_held() {
+        thread_local bool held = false;
+        return held;
+    }
+
+    // A held thread's reads wait from past the files' headers (offset 32):
+    // once its read transaction has begun, so its snapshot is taken.
+    void wait_while_held(sqlite3_int64 offset) {
         std::unique_lock lock(hold_mutex_);
-        if (!holding_) return;
+        if (!holding_ && !(holding_one_ && my_reads_held() && offset >= 32)) return;
         ++held_;
         hold_cv_.notify_all();
-        hold_cv_.wait(lock, [this] { return !holding_; });
+        hold_cv_.wait(lock, [this] { return !holding_ && !holding_one_; });
         --held_;
     }
 
     std::mutex hold_mutex_;
     std::condition_variable hold_cv_;
-    bool holding_ = false; // Owned by: hold_mutex_
+    bool holding_ = false;     // Owned by: hold_mutex_
+    bool holding_one_ = false; // Owned by: hold_mutex_; the reads of the threads that asked
     int held_ = 0;         // Owned by: hold_mutex_; reads waiting
 
     sqlite3_vfs* real_;

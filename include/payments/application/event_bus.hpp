@@ -69,6 +69,10 @@ public:
     /// such as a take-over, holds back while it is high); 0 when unknown.
     virtual std::size_t backlog() const { return 0; }
 
+    /// Scheduled events not yet due (a producer that can wait, such as the
+    /// outbox relay, leaves the rest in the store while it is high); 0 when unknown.
+    virtual std::size_t scheduled_backlog() const { return 0; }
+
     /// Asks `keep(event)` just before each event (published, or scheduled and
     /// now due) reaches its subscribers; one it refuses reaches none of them.
     /// One filter per bus; an empty function removes it. The default

@@ -30,10 +30,50 @@ struct InvoicePage {
     std::optional<domain::InvoiceId> next; ///< pass as `after` for the next page
 };
 
+/// An attempt a janitor's round may act on, with its invoice (Store::open_attempts()).
+struct OpenAttempt {
+    domain::Invoice invoice;
+    domain::Payment payment;
+};
+
+/// One page of Store::open_attempts(), in payment id order.
+struct OpenAttemptPage {
+    std::vector<OpenAttempt> data;
+    std::optional<domain::PaymentId> next; ///< pass as `after` for the next page; none after the last page
+};
+
 /// An event to deliver at a later time (a retry), kept until it is delivered.
 struct ScheduledEvent {
     domain::Event event;
     domain::Timestamp at;
+};
+
+/// Where a page of the outbox starts: after the row `after` (none: the first
+/// row), up to the row `through` (none: the last). The store sets `through`
+/// on the first page to the last row it then held, so that the pages of one
+/// pass leave out the events committed meanwhile (their use case publishes them).
+struct OutboxCursor {
+    std::optional<std::uint64_t> after;
+    std::optional<std::uint64_t> through;
+};
+
+/// One page of Store::undelivered_page(), oldest first.
+struct OutboxPage {
+    std::vector<domain::Event> events;
+    std::optional<OutboxCursor> next; ///< the next page's cursor; none after the last page
+};
+
+/// Where a page of the scheduled events starts: after this (time, id), in
+/// that order (none: the first).
+struct ScheduledCursor {
+    domain::Timestamp at;
+    domain::EventId id;
+};
+
+/// One page of Store::scheduled_page(), in order of their time.
+struct ScheduledPage {
+    std::vector<ScheduledEvent> events;
+    std::optional<ScheduledCursor> next; ///< the next page's cursor; none after the last page
 };
 
 /// Outbox work that a process which is gone left undelivered, taken over by
@@ -96,6 +136,14 @@ public:
     virtual std::optional<domain::Payment> payment(domain::PaymentId const& id) const = 0;
     /// The invoice's attempts in order; empty for an unknown invoice.
     virtual std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const = 0;
+    /// What a janitor's round can act on, without reading anything else
+    /// (review16 B3): at most `limit` (1..) attempts REQUESTED or UNKNOWN
+    /// whose invoice is PROCESSING or NEEDS_REVIEW, except an UNKNOWN one an
+    /// operator has (the invoice's attempt under review), each with its
+    /// invoice, in payment id order after `after` (keyset paging). An attempt
+    /// may come that is not its invoice's latest; the caller checks. Throws
+    /// StorageFailure.
+    virtual OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after, std::size_t limit) const = 0;
 
     /// All or nothing: `conflict` if a version moved, `already_exists` if a
     /// new aggregate's id is taken, `storage_unavailable` if it could not be
@@ -133,11 +181,15 @@ public:
     /// Neither function may call the store (it may hold its own lock).
     virtual Result<Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply);
 
-    /// The outbox: committed events whose delivery was not yet recorded,
-    /// oldest first. After a crash they are published again. A store shared
-    /// by several processes answers only this process's own (those it
-    /// committed or took over); take_over() hands out those of the others.
-    virtual std::vector<domain::Event> undelivered() const = 0;
+    /// The outbox, a page at a time: at most `limit` (1..) committed events
+    /// whose delivery was not yet recorded, oldest first, from `from` (keyset
+    /// paging on the commit order: a page costs the same wherever it is).
+    /// After a crash they are published again. A store shared by several
+    /// processes answers only this process's own (those it committed or took
+    /// over); take_over() hands out those of the others. Throws StorageFailure.
+    virtual OutboxPage undelivered_page(OutboxCursor const& from, std::size_t limit) const = 0;
+    /// Every page of undelivered_page() at once (tests and tools; the relay pages).
+    std::vector<domain::Event> undelivered() const;
     /// Records that the event reached its subscribers (a scheduled event
     /// too: it is then no longer re-armed). Unknown ids are ignored; a
     /// durable store may write it with a later commit.
@@ -146,9 +198,13 @@ public:
     /// stopping): it stays undelivered in the store, for the next start, and
     /// the store forgets what it kept in memory to mark it delivered.
     virtual void left_undelivered(domain::EventId const& /*id*/) {}
-    /// Scheduled events not yet delivered, in order of their time (a
-    /// shared store: this process's own, as undelivered()).
-    virtual std::vector<ScheduledEvent> scheduled() const = 0;
+    /// Scheduled events not yet delivered, a page at a time: at most `limit`
+    /// (1..), in order of their time then id, after `after` (none: from the
+    /// first; keyset paging). A shared store: this process's own, as
+    /// undelivered_page(). Throws StorageFailure.
+    virtual ScheduledPage scheduled_page(std::optional<ScheduledCursor> const& after, std::size_t limit) const = 0;
+    /// Every page of scheduled_page() at once (tests and tools; the relay pages).
+    std::vector<ScheduledEvent> scheduled() const;
     /// A store shared by several processes: claims for this process at most
     /// `limit` undelivered events and at most `limit` scheduled events whose
     /// process is gone (killed, cut off past its liveness, or stopped), each

@@ -396,6 +396,11 @@ std::size_t AsioEventBus::backlog() const {
     return pending;
 }
 
+std::size_t AsioEventBus::scheduled_backlog() const {
+    std::lock_guard lock(impl_->schedule_mutex);
+    return impl_->scheduled.size();
+}
+
 BusStats AsioEventBus::stats() const {
     BusStats s;
     s.delivered = impl_->delivered.load();

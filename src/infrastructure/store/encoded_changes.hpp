@@ -27,6 +27,7 @@ struct Encoded {
         std::uint64_t version = 0;
         std::uint64_t expected = 0;
         std::string body;
+        std::string review_of; ///< an invoice: its attempt under review ("" if none)
     };
     /// An event of the outbox, or a scheduled one (`at` is then its due time).
     struct EventRow {

@@ -17,6 +17,7 @@ struct InMemoryStore::Shard {
     mutable std::mutex mutex;
     std::unordered_map<InvoiceId, std::pair<Invoice, std::uint64_t>> invoices; // Owned by: mutex; with creation sequence
     std::unordered_map<PaymentId, Payment> payments;                           // Owned by: mutex
+    std::set<PaymentId> open; // Owned by: mutex; the payments REQUESTED or UNKNOWN, for the janitor
     std::unordered_map<InvoiceId, std::vector<Event>> history;                 // Owned by: mutex
     // Padding: neighbouring shards' locks do not share a cache line.
     char pad[64];
@@ -35,8 +36,8 @@ struct InMemoryStore::Outbox {
     std::uint64_t next = 0;                                     // Owned by: mutex
     std::map<std::uint64_t, Event> pending;                     // Owned by: mutex
     std::unordered_map<EventId, std::uint64_t> pending_by_id;   // Owned by: mutex
-    std::map<std::pair<Timestamp, std::uint64_t>, Event> later; // Owned by: mutex; scheduled
-    std::unordered_map<EventId, std::pair<Timestamp, std::uint64_t>> later_by_id; // Owned by: mutex
+    std::map<std::pair<Timestamp, EventId>, Event> later;       // Owned by: mutex; scheduled
+    std::unordered_map<EventId, std::pair<Timestamp, EventId>> later_by_id; // Owned by: mutex
 };
 
 namespace {
@@ -141,6 +142,33 @@ std::vector<Payment> InMemoryStore::payments_of(InvoiceId const& id) const {
     return result;
 }
 
+application::OpenAttemptPage InMemoryStore::open_attempts(std::optional<PaymentId> const& after,
+                                                          std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    // The first `limit` open payments after `after` of each shard, merged: the first `limit` of all.
+    std::vector<Payment> candidates;
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+        std::lock_guard lock(shards_[i].mutex);
+        auto it = after ? shards_[i].open.upper_bound(*after) : shards_[i].open.begin();
+        for (std::size_t n = 0; it != shards_[i].open.end() && n < limit; ++it, ++n)
+            candidates.push_back(shards_[i].payments.at(*it));
+    }
+    std::sort(candidates.begin(), candidates.end(), [](Payment const& a, Payment const& b) { return a.id() < b.id(); });
+    if (candidates.size() > limit) candidates.erase(candidates.begin() + static_cast<std::ptrdiff_t>(limit), candidates.end());
+    application::OpenAttemptPage page;
+    if (candidates.size() == limit) page.next = candidates.back().id();
+    for (Payment& payment : candidates) {
+        auto invoice = this->invoice(payment.invoice_id());
+        if (!invoice) continue;
+        bool const settling = invoice->status() == InvoiceStatus::processing ||
+                              invoice->status() == InvoiceStatus::needs_review;
+        bool const an_operators = invoice->status() == InvoiceStatus::needs_review && payment.unresolved() &&
+                                  invoice->under_review() == payment.id();
+        if (settling && !an_operators) page.data.push_back({std::move(*invoice), std::move(payment)});
+    }
+    return page;
+}
+
 Result<void> InMemoryStore::check_locked(Changes const& changes) const {
     if (changes.invoice) {
         auto const& [invoice, expected] = *changes.invoice;
@@ -209,6 +237,8 @@ void InMemoryStore::write_locked(Changes& changes) {
     for (auto& [payment, expected] : changes.payments) {
         Shard& shard = shard_of(payment.id());
         PaymentId id = payment.id();
+        if (payment.status() == PaymentStatus::requested || payment.unresolved()) shard.open.insert(id);
+        else shard.open.erase(id);
         shard.payments.insert_or_assign(std::move(id), std::move(payment));
     }
     for (Event const& event : changes.events) {
@@ -227,7 +257,7 @@ void InMemoryStore::enqueue(Changes& changes, bool keep_events) {
         else outbox_->pending.emplace(seq, std::move(event));
     }
     for (auto& [event, at] : changes.scheduled) {
-        std::pair<Timestamp, std::uint64_t> const key{at, outbox_->next++};
+        std::pair<Timestamp, EventId> const key{at, envelope_of(event).id};
         outbox_->later_by_id.emplace(envelope_of(event).id, key);
         if (keep_events) outbox_->later.emplace(key, event);
         else outbox_->later.emplace(key, std::move(event));
@@ -285,12 +315,19 @@ Result<Changes> InMemoryStore::update(InvoiceId const& id, Decide const& decide,
     return published;
 }
 
-std::vector<Event> InMemoryStore::undelivered() const {
+application::OutboxPage InMemoryStore::undelivered_page(application::OutboxCursor const& from,
+                                                        std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
     std::lock_guard lock(outbox_->mutex);
-    std::vector<Event> events;
-    events.reserve(outbox_->pending.size());
-    for (auto const& [seq, event] : outbox_->pending) events.push_back(event);
-    return events;
+    application::OutboxPage page;
+    if (outbox_->next == 0) return page;
+    // Numbered from 1 outside: 0 would be a row.
+    std::uint64_t const through = from.through.value_or(outbox_->next);
+    auto it = from.after.value_or(0) > 0 ? outbox_->pending.upper_bound(*from.after - 1) : outbox_->pending.begin();
+    for (; it != outbox_->pending.end() && it->first + 1 <= through && page.events.size() < limit; ++it)
+        page.events.push_back(it->second);
+    if (page.events.size() == limit) page.next = application::OutboxCursor{std::prev(it)->first + 1, through};
+    return page;
 }
 
 void InMemoryStore::mark_delivered(EventId const& id) {
@@ -305,12 +342,17 @@ void InMemoryStore::mark_delivered(EventId const& id) {
     }
 }
 
-std::vector<application::ScheduledEvent> InMemoryStore::scheduled() const {
+application::ScheduledPage InMemoryStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                                         std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
     std::lock_guard lock(outbox_->mutex);
-    std::vector<application::ScheduledEvent> events;
-    events.reserve(outbox_->later.size());
-    for (auto const& [key, event] : outbox_->later) events.push_back({event, key.first});
-    return events;
+    application::ScheduledPage page;
+    auto it = after ? outbox_->later.upper_bound({after->at, after->id}) : outbox_->later.begin();
+    for (; it != outbox_->later.end() && page.events.size() < limit; ++it)
+        page.events.push_back({it->second, it->first.first});
+    if (page.events.size() == limit)
+        page.next = application::ScheduledCursor{std::prev(it)->first.first, std::prev(it)->first.second};
+    return page;
 }
 
 std::vector<Event> InMemoryStore::history(InvoiceId const& id) const {

@@ -11,7 +11,7 @@ namespace payments::infrastructure::postgres {
 /// The advisory lock that serialises migrations (any constant of our own).
 inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
 
-inline constexpr std::array<char const*, 4> migrations = {
+inline constexpr std::array<char const*, 5> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
     R"sql(
 CREATE TABLE invoices (
@@ -93,6 +93,14 @@ ALTER TABLE scheduled ADD COLUMN owner text NOT NULL DEFAULT '';
 DROP INDEX outbox_undelivered;
 CREATE INDEX outbox_undelivered ON outbox (owner, seq) WHERE NOT delivered;
 CREATE INDEX scheduled_by_owner ON scheduled (owner, due);
+)sql",
+    // 4 → 5: the attempts a janitor's round can act on (REQUESTED 0, UNKNOWN
+    // 3) and each invoice's attempt under review, so that a round reads only
+    // those (review 16, B3). Rows written before have no attempt under
+    // review: they are read until their next write.
+    R"sql(
+ALTER TABLE invoices ADD COLUMN review_of text NOT NULL DEFAULT '';
+CREATE INDEX payments_open ON payments (id) WHERE status IN (0, 3);
 )sql",
 };
 

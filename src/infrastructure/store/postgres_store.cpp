@@ -6,10 +6,13 @@
 #include "postgres_schema.hpp"
 #include "record_codec.hpp"
 
+#include <boost/assert.hpp>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <condition_variable>
+#include <limits>
 #include <mutex>
 #include <random>
 #include <shared_mutex>
@@ -37,10 +40,12 @@ Error storage_error(std::string detail) { return reject(ErrorCode::storage_unava
 std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
 // The statements every connection prepares once.
-constexpr pg::Prepared insert_invoice{
-    "insert_invoice", "INSERT INTO invoices (id, status, version, body) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING"};
+constexpr pg::Prepared insert_invoice{"insert_invoice",
+                                      "INSERT INTO invoices (id, status, version, body, review_of) VALUES ($1, $2, $3, $4, $5) "
+                                      "ON CONFLICT (id) DO NOTHING"};
 constexpr pg::Prepared update_invoice{
-    "update_invoice", "UPDATE invoices SET status = $1, version = $2, body = $3 WHERE id = $4 AND version = $5"};
+    "update_invoice",
+    "UPDATE invoices SET status = $1, version = $2, body = $3, review_of = $6 WHERE id = $4 AND version = $5"};
 constexpr pg::Prepared insert_payment{
     "insert_payment", "INSERT INTO payments (id, invoice_id, attempt, status, version, body) "
                       "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"};
@@ -138,14 +143,25 @@ constexpr pg::Prepared page_all{"page_all", "SELECT body FROM invoices WHERE seq
 constexpr pg::Prepared page_status{
     "page_status", "SELECT body FROM invoices WHERE status = $1 AND seq > $2 ORDER BY seq LIMIT $3"};
 constexpr pg::Prepared select_payment{"select_payment", "SELECT body FROM payments WHERE id = $1"};
+// payments_open holds the REQUESTED (0) and UNKNOWN (3) attempts; invoices PROCESSING (1) or NEEDS_REVIEW (4).
+constexpr pg::Prepared select_open_attempts{
+    "select_open_attempts",
+    "SELECT i.body, p.body FROM payments p JOIN invoices i ON i.id = p.invoice_id "
+    "WHERE p.status IN (0, 3) AND p.id > $1 AND i.status IN (1, 4) "
+    "AND NOT (p.status = 3 AND i.status = 4 AND i.review_of = p.id) ORDER BY p.id LIMIT $2"};
 constexpr pg::Prepared select_payments_of{"select_payments_of",
                                           "SELECT body FROM payments WHERE invoice_id = $1 ORDER BY attempt"};
 constexpr pg::Prepared payment_owner{
     "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
-constexpr pg::Prepared select_undelivered{
-    "select_undelivered", "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 ORDER BY seq"};
+// Keyset pages: the outbox on its commit order up to where the pass began,
+// the scheduled events on (due, event_id) (`due >= $2` lets the index on (owner, due) bound the scan).
+constexpr pg::Prepared select_undelivered{"select_undelivered",
+                                          "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 "
+                                          "AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"};
+constexpr pg::Prepared last_outbox_seq{"last_outbox_seq", "SELECT coalesce(max(seq), 0) FROM outbox"};
 constexpr pg::Prepared select_scheduled{"select_scheduled",
-                                        "SELECT due, body FROM scheduled WHERE owner = $1 ORDER BY due"};
+                                        "SELECT due, body, event_id FROM scheduled WHERE owner = $1 AND due >= $2 "
+                                        "AND (due, event_id) > ($2, $3) ORDER BY due, event_id LIMIT $4"};
 // The processes gone (no live row in owners) that still own undelivered
 // outbox rows or retries, other than this one; none while this one's own row
 // is not live (it may itself be taken for gone: what it claimed, others
@@ -171,8 +187,8 @@ constexpr pg::Prepared select_history{"select_history", "SELECT body FROM outbox
 constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment, update_payment, insert_event,
                                  schedule_event, complete_key, claim_key, look_key, release_key, purge_keys,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
-                                 page_status, select_payment, select_payments_of, payment_owner,
-                                 select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
+                                 page_status, select_payment, select_payments_of, select_open_attempts, payment_owner,
+                                 select_undelivered, last_outbox_seq, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
                                  keep_scheduled, keep_leases, forget_owner};
@@ -946,6 +962,23 @@ std::vector<Payment> PostgresStore::payments_of(InvoiceId const& id) const {
     });
 }
 
+application::OpenAttemptPage PostgresStore::open_attempts(std::optional<PaymentId> const& after,
+                                                          std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OpenAttemptPage page;
+    page.data = impl_->read([&](pg::Connection& c) {
+        std::vector<application::OpenAttempt> found;
+        Rows r = c.query(select_open_attempts.name, Params()
+                                                        .text(after ? after->str() : std::string_view(""))
+                                                        .integer(static_cast<std::int64_t>(limit)));
+        for (int row = 0; row < r.size(); ++row)
+            found.push_back({codec::decode_invoice(r.bytes(row, 0)), codec::decode_payment(r.bytes(row, 1))});
+        return found;
+    });
+    if (page.data.size() == limit) page.next = page.data.back().payment.id();
+    return page;
+}
+
 namespace {
 
 // The writes of one commit, and how to read their results.
@@ -964,10 +997,12 @@ Job commit_job(Encoded const& e, std::string const& owner, std::string const& id
                                                                  .text(row.id)
                                                                  .integer(row.status)
                                                                  .integer(static_cast<std::int64_t>(row.version))
-                                                                 .bytes(row.body));
+                                                                 .bytes(row.body)
+                                                                 .text(row.review_of));
         else
-            job.statements.emplace_back(update_invoice.name,
-                                        row_params(row).integer(static_cast<std::int64_t>(row.expected)));
+            job.statements.emplace_back(
+                update_invoice.name,
+                row_params(row).integer(static_cast<std::int64_t>(row.expected)).text(row.review_of));
     }
     for (auto const& row : e.payments) {
         if (row.expected == 0)
@@ -1157,20 +1192,33 @@ Result<void> PostgresStore::committed(PendingCommit& pending, Result<void> resul
     return {};
 }
 
-std::vector<Event> PostgresStore::undelivered() const {
-    auto rows = impl_->read([&](pg::Connection& c) {
-        std::vector<std::pair<std::int64_t, Event>> found;
-        Rows r = c.query(select_undelivered.name, Params().text(impl_->current_owner()));
-        for (int row = 0; row < r.size(); ++row) found.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
-        return found;
+application::OutboxPage PostgresStore::undelivered_page(application::OutboxCursor const& from,
+                                                       std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OutboxPage page;
+    std::vector<std::pair<std::int64_t, Event>> rows;
+    std::int64_t through = 0;
+    impl_->read([&](pg::Connection& c) {
+        rows.clear();
+        through = from.through ? static_cast<std::int64_t>(*from.through)
+                               : c.query(last_outbox_seq.name, Params()).integer(0, 0);
+        Rows r = c.query(select_undelivered.name, Params()
+                                                      .text(impl_->current_owner())
+                                                      .integer(static_cast<std::int64_t>(from.after.value_or(0)))
+                                                      .integer(through)
+                                                      .integer(static_cast<std::int64_t>(limit)));
+        for (int row = 0; row < r.size(); ++row) rows.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        return 0;
     });
-    std::vector<Event> events;
+    if (rows.size() == limit)
+        page.next = application::OutboxCursor{static_cast<std::uint64_t>(rows.back().first),
+                                              static_cast<std::uint64_t>(through)};
     std::lock_guard guard(impl_->outbox_mutex);
     for (auto& [seq, event] : rows) {
         impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        events.push_back(std::move(event));
+        page.events.push_back(std::move(event));
     }
-    return events;
+    return page;
 }
 
 void PostgresStore::left_undelivered(EventId const& id) {
@@ -1203,17 +1251,28 @@ void PostgresStore::mark_delivered(EventId const& id) {
     if (waiting >= 256) impl_->queue->flush();
 }
 
-std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
-    auto events = impl_->read([&](pg::Connection& c) {
+application::ScheduledPage PostgresStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                                        std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::ScheduledPage page;
+    page.events = impl_->read([&](pg::Connection& c) {
         std::vector<application::ScheduledEvent> found;
-        Rows r = c.query(select_scheduled.name, Params().text(impl_->current_owner()));
+        Rows r = c.query(select_scheduled.name,
+                         Params()
+                             .text(impl_->current_owner())
+                             .integer(after ? static_cast<std::int64_t>(after->at.time_since_epoch().count())
+                                            : std::numeric_limits<std::int64_t>::min())
+                             .text(after ? after->id.str() : std::string_view(""))
+                             .integer(static_cast<std::int64_t>(limit)));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
         return found;
     });
+    if (page.events.size() == limit)
+        page.next = application::ScheduledCursor{page.events.back().at, envelope_of(page.events.back().event).id};
     std::lock_guard guard(impl_->outbox_mutex);
-    for (auto const& [event, at] : events) impl_->scheduled_ids.insert(envelope_of(event).id);
-    return events;
+    for (auto const& [event, at] : page.events) impl_->scheduled_ids.insert(envelope_of(event).id);
+    return page;
 }
 
 bool PostgresStore::renew() {

@@ -6,7 +6,7 @@
 
 namespace payments::infrastructure::sqlite {
 
-inline constexpr std::array<char const*, 3> migrations = {
+inline constexpr std::array<char const*, 4> migrations = {
     // 0 → 1: the aggregates and the idempotency records.
     R"sql(
 CREATE TABLE invoices (
@@ -60,6 +60,16 @@ CREATE TABLE scheduled (
 CREATE TABLE seal (n INTEGER NOT NULL);
 INSERT INTO seal VALUES (0);
 CREATE INDEX outbox_delivered_by_time ON outbox (occurred_at) WHERE delivered = 1;
+)sql",
+    // 3 → 4: the scheduled events in the order the relay pages them at start;
+    // the attempts a janitor's round can act on (REQUESTED 0, UNKNOWN 3) and
+    // each invoice's attempt under review, so that a round reads only those.
+    // Rows written before have no attempt under review: they are read until
+    // their next write.
+    R"sql(
+CREATE INDEX scheduled_by_due ON scheduled (due, event_id);
+ALTER TABLE invoices ADD COLUMN review_of TEXT NOT NULL DEFAULT '';
+CREATE INDEX payments_open ON payments (id) WHERE status IN (0, 3);
 )sql",
 };
 

@@ -7,6 +7,8 @@
 #include "sqlite_db.hpp"
 #include "sqlite_schema.hpp"
 
+#include <boost/assert.hpp>
+
 #include <algorithm>
 #include <exception>
 #include <array>
@@ -669,27 +671,48 @@ std::vector<Payment> SqliteStore::payments_of(InvoiceId const& id) const {
     });
 }
 
+application::OpenAttemptPage SqliteStore::open_attempts(std::optional<PaymentId> const& after,
+                                                        std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OpenAttemptPage page;
+    page.data = impl_->read([&](Connection& c) {
+        std::vector<application::OpenAttempt> found;
+        // payments_open holds the REQUESTED (0) and UNKNOWN (3) attempts; invoices PROCESSING (1) or NEEDS_REVIEW (4).
+        Statement& s = c.prepare("SELECT i.body, p.body FROM payments p JOIN invoices i ON i.id = p.invoice_id "
+                                 "WHERE p.status IN (0, 3) AND p.id > ? AND i.status IN (1, 4) "
+                                 "AND NOT (p.status = 3 AND i.status = 4 AND i.review_of = p.id) "
+                                 "ORDER BY p.id LIMIT ?");
+        s.bind(1, after ? after->str() : std::string_view("")).bind(2, static_cast<std::int64_t>(limit));
+        while (s.step()) found.push_back({codec::decode_invoice(s.bytes(0)), codec::decode_payment(s.bytes(1))});
+        return found;
+    });
+    if (page.data.size() == limit) page.next = page.data.back().payment.id();
+    return page;
+}
+
 namespace {
 
 // The invoice row of a commit: inserted new, or updated at its version.
 Result<void> write_invoice(Connection& c, Encoded::Row const& row) {
     if (row.expected == 0) {
         bool violated = false;
-        c.prepare("INSERT INTO invoices (id, status, version, body) VALUES (?, ?, ?, ?)")
+        c.prepare("INSERT INTO invoices (id, status, version, body, review_of) VALUES (?, ?, ?, ?, ?)")
             .bind(1, row.id)
             .bind(2, row.status)
             .bind(3, static_cast<std::int64_t>(row.version))
             .bind_blob(4, row.body)
+            .bind(5, row.review_of)
             .step_unless_constraint(violated);
         if (violated) return reject(ErrorCode::already_exists, "invoice " + row.id + " already exists");
         return {};
     }
-    c.prepare("UPDATE invoices SET status = ?, version = ?, body = ? WHERE id = ? AND version = ?")
+    c.prepare("UPDATE invoices SET status = ?, version = ?, body = ?, review_of = ? WHERE id = ? AND version = ?")
         .bind(1, row.status)
         .bind(2, static_cast<std::int64_t>(row.version))
         .bind_blob(3, row.body)
-        .bind(4, row.id)
-        .bind(5, static_cast<std::int64_t>(row.expected))
+        .bind(4, row.review_of)
+        .bind(5, row.id)
+        .bind(6, static_cast<std::int64_t>(row.expected))
         .step();
     if (c.changes() == 0) return reject(ErrorCode::conflict, "invoice " + row.id + " changed since it was read");
     return {};
@@ -845,20 +868,36 @@ Result<void> SqliteStore::committed(PendingCommit& pending, Result<void> result)
     return {};
 }
 
-std::vector<Event> SqliteStore::undelivered() const {
-    auto rows = impl_->read([&](Connection& c) {
-        std::vector<std::pair<std::int64_t, Event>> found;
-        Statement& s = c.prepare("SELECT seq, body FROM outbox WHERE delivered = 0 ORDER BY seq");
-        while (s.step()) found.emplace_back(s.integer(0), codec::decode_event(s.bytes(1)));
-        return found;
+application::OutboxPage SqliteStore::undelivered_page(application::OutboxCursor const& from, std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::OutboxPage page;
+    std::vector<std::pair<std::int64_t, Event>> rows;
+    std::int64_t through = 0;
+    impl_->read([&](Connection& c) {
+        if (from.through) {
+            through = static_cast<std::int64_t>(*from.through);
+        } else {
+            Statement& last = c.prepare("SELECT coalesce(max(seq), 0) FROM outbox");
+            last.step();
+            through = last.integer(0);
+        }
+        Statement& s = c.prepare("SELECT seq, body FROM outbox WHERE delivered = 0 AND seq > ? AND seq <= ? "
+                                 "ORDER BY seq LIMIT ?");
+        s.bind(1, static_cast<std::int64_t>(from.after.value_or(0)));
+        s.bind(2, through);
+        s.bind(3, static_cast<std::int64_t>(limit));
+        while (s.step()) rows.emplace_back(s.integer(0), codec::decode_event(s.bytes(1)));
+        return 0;
     });
-    std::vector<Event> events;
+    if (rows.size() == limit)
+        page.next = application::OutboxCursor{static_cast<std::uint64_t>(rows.back().first),
+                                              static_cast<std::uint64_t>(through)};
     std::lock_guard guard(impl_->outbox_mutex);
     for (auto& [seq, event] : rows) {
         impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        events.push_back(std::move(event));
+        page.events.push_back(std::move(event));
     }
-    return events;
+    return page;
 }
 
 void SqliteStore::left_undelivered(EventId const& id) {
@@ -890,16 +929,29 @@ void SqliteStore::mark_delivered(EventId const& id) {
     }
 }
 
-std::vector<application::ScheduledEvent> SqliteStore::scheduled() const {
-    auto events = impl_->read([&](Connection& c) {
+application::ScheduledPage SqliteStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                                      std::size_t limit) const {
+    BOOST_ASSERT(limit > 0);
+    application::ScheduledPage page;
+    page.events = impl_->read([&](Connection& c) {
         std::vector<application::ScheduledEvent> found;
-        Statement& s = c.prepare("SELECT due, body FROM scheduled ORDER BY due");
+        Statement& s = c.prepare(after ? "SELECT due, body FROM scheduled WHERE (due, event_id) > (?, ?) "
+                                         "ORDER BY due, event_id LIMIT ?"
+                                       : "SELECT due, body FROM scheduled ORDER BY due, event_id LIMIT ?");
+        int n = 1;
+        if (after) {
+            s.bind(n++, static_cast<std::int64_t>(after->at.time_since_epoch().count()));
+            s.bind(n++, after->id.str());
+        }
+        s.bind(n, static_cast<std::int64_t>(limit));
         while (s.step()) found.push_back({codec::decode_event(s.bytes(1)), Timestamp(Duration(s.integer(0)))});
         return found;
     });
+    if (page.events.size() == limit)
+        page.next = application::ScheduledCursor{page.events.back().at, envelope_of(page.events.back().event).id};
     std::lock_guard guard(impl_->outbox_mutex);
-    for (auto const& [event, at] : events) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
-    return events;
+    for (auto const& [event, at] : page.events) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
+    return page;
 }
 
 std::vector<Event> SqliteStore::history(InvoiceId const& id) const {
@@ -987,7 +1039,9 @@ void SqliteStore::complete(IdempotencyKey const& key, application::PaymentResult
 
 void SqliteStore::release(IdempotencyKey const& key) {
     std::lock_guard guard(impl_->claims_mutex);
-    impl_->running.erase(key);
+    // Ended like a completion: a claim reading meanwhile reads again, since
+    // the request's commit may have written the record (review18 B-5).
+    if (auto it = impl_->running.find(key); it != impl_->running.end()) impl_->end_claim(it);
 }
 
 std::size_t SqliteStore::purge_expired(Timestamp now) {

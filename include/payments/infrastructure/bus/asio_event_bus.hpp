@@ -73,6 +73,8 @@ public:
                                                   std::function<void(domain::Event const&)> handler) override;
     /// Events queued on the lanes or being delivered (BusStats::queue_depth).
     std::size_t backlog() const override;
+    /// Scheduled events not yet released to the lanes (BusStats::scheduled_pending).
+    std::size_t scheduled_backlog() const override;
     /// Asked once per event, on the delivery task, before any subscriber.
     void set_delivery_filter(std::function<bool(domain::Event const&)> keep) override;
 

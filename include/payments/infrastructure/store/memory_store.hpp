@@ -25,12 +25,15 @@ public:
     application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
+    application::OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after,
+                                               std::size_t limit) const override;
     Result<void> commit(application::Changes changes) override;
     /// Decides and applies on the stored invoice under its shard's lock: no copy out and back.
     Result<application::Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) override;
-    std::vector<domain::Event> undelivered() const override;
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
-    std::vector<application::ScheduledEvent> scheduled() const override;
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
 
     /// Invoices stored; in memory they are never dropped (a durable store keeps them on disk).

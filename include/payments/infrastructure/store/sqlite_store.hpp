@@ -61,7 +61,7 @@ class SqliteStore final : public application::Store, public application::Idempot
 public:
     /// The schema this release writes; older files are migrated forward at
     /// open, newer ones refused.
-    static constexpr int schema_version = 3;
+    static constexpr int schema_version = 4;
 
     /// Opens (or creates) the file, checks its integrity, migrates its schema
     /// and takes the lock. `storage_unavailable` with a clear detail when the
@@ -74,15 +74,18 @@ public:
     application::InvoicePage invoices(application::InvoiceQuery const& query) const override;
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
+    application::OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after,
+                                               std::size_t limit) const override;
     Result<void> commit(application::Changes changes) override;
     /// Queued for the writer; `done` runs on the writer thread once the
     /// batch that holds it is durable (or at once, on the caller's, when the
     /// store refuses it before queueing).
     void commit_async(application::Changes changes, Committed done) override;
-    std::vector<domain::Event> undelivered() const override;
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
     void left_undelivered(domain::EventId const& id) override;
-    std::vector<application::ScheduledEvent> scheduled() const override;
+    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+                                              std::size_t limit) const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
