@@ -30,6 +30,13 @@ private:
     std::unique_ptr<Handle> handle_;
 };
 
+/// What a delivery filter (EventBus::add_delivery_filter()) says of an event.
+enum class Delivery {
+    deliver, ///< to its subscribers now
+    drop,    ///< to none of them, ever (another process delivers it)
+    later,   ///< not yet: kept, in order, and asked about again a little later
+};
+
 /// Publishes domain events to subscribers, asynchronously. Events of one
 /// invoice are handled in publication order, one at a time.
 class EventBus {
@@ -69,11 +76,17 @@ public:
     /// such as a take-over, holds back while it is high); 0 when unknown.
     virtual std::size_t backlog() const { return 0; }
 
-    /// Asks `keep(event)` just before each event (published, or scheduled and
-    /// now due) reaches its subscribers; one it refuses reaches none of them.
-    /// One filter per bus; an empty function removes it. The default
-    /// implementation ignores it.
-    virtual void set_delivery_filter(std::function<bool(domain::Event const&)> /*keep*/) {}
+    /// Asks `filter(event)` just before each event (published, or scheduled
+    /// and now due) reaches its subscribers: delivered when every filter says
+    /// Delivery::deliver, dropped (reaches none of them) when one says
+    /// Delivery::drop, otherwise kept back with the events queued behind it on
+    /// its lane and asked again a little later (Delivery::later). Several
+    /// filters may be added; the Subscription removes its own, and once it is
+    /// destroyed that filter is neither running nor called again. The default
+    /// implementation ignores filters.
+    [[nodiscard]] virtual Subscription add_delivery_filter(std::function<Delivery(domain::Event const&)> /*filter*/) {
+        return {};
+    }
 
     /// The untyped form of subscribe(): `kind` is the index in domain::Event.
     [[nodiscard]] virtual Subscription subscribe_kind(std::size_t kind, std::string name,

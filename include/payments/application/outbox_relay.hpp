@@ -29,7 +29,8 @@ public:
     /// not yet delivered (EventBus::backlog()).
     static constexpr std::size_t max_backlog = 1'000;
 
-    /// Subscribes to every kind of event on `bus`.
+    /// Subscribes to every kind of event on `bus`, and adds a delivery
+    /// filter that asks Store::still_owns() (lost: dropped; doubtful: later).
     OutboxRelay(Store& store, EventBus& bus);
     /// Stops watching the store; a round that is running finishes first.
     ~OutboxRelay();
@@ -70,6 +71,7 @@ private:
     Store& store_;
     EventBus& bus_;
     Subscription subscription_;
+    Subscription filter_; // Store::still_owns() as the bus's delivery filter
     std::shared_ptr<Watch> watch_;
 };
 

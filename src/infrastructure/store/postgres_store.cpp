@@ -303,6 +303,14 @@ struct PostgresStore::Impl {
         std::shared_lock guard(token);
         return owner;
     }
+    // The token held shared, by a read whose bookkeeping must land under the
+    // token it read with; bounded as a commit's wait (pg::Failure: read()
+    // answers it as StorageFailure).
+    std::shared_lock<TokenGate> hold_token() const {
+        std::shared_lock held(token, options.statement_timeout);
+        if (!held) throw pg::Failure("", "this process's re-registration held the read off for the statement timeout");
+        return held;
+    }
     std::unique_ptr<pg::Connection> writer; // Owned by: the writer thread, once it runs
 
     mutable std::mutex readers_mutex;
@@ -323,6 +331,11 @@ struct PostgresStore::Impl {
     // while it stalled: its bus drops them instead of delivering them twice.
     std::unordered_set<EventId> lost; // Owned by: outbox_mutex
     std::atomic<bool> any_lost{false};
+    // The event was delivered, or left to the next start: no copy of it is
+    // on the bus any more to drop. Called under outbox_mutex.
+    void forget_lost(EventId const& id) {
+        if (any_lost.load() && lost.erase(id) != 0) any_lost = !lost.empty();
+    }
 
     // Keys this process's requests hold: key → (fingerprint, completed by its commit).
     std::mutex claims_mutex;
@@ -1095,25 +1108,28 @@ Result<void> PostgresStore::commit(Changes changes) {
 }
 
 std::vector<Event> PostgresStore::undelivered() const {
-    auto rows = impl_->read([&](pg::Connection& c) {
+    return impl_->read([&](pg::Connection& c) {
+        // The token held until the rows are in outbox_seq: a re-registration
+        // in between would not count them among what it lost (review 18, A-2).
+        auto const token = impl_->hold_token();
+        Rows r = c.query(select_undelivered.name, Params().text(impl_->owner));
         std::vector<std::pair<std::int64_t, Event>> found;
-        Rows r = c.query(select_undelivered.name, Params().text(impl_->current_owner()));
         for (int row = 0; row < r.size(); ++row) found.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
-        return found;
+        std::vector<Event> events;
+        std::lock_guard guard(impl_->outbox_mutex);
+        for (auto& [seq, event] : found) {
+            impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+            events.push_back(std::move(event));
+        }
+        return events;
     });
-    std::vector<Event> events;
-    std::lock_guard guard(impl_->outbox_mutex);
-    for (auto& [seq, event] : rows) {
-        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        events.push_back(std::move(event));
-    }
-    return events;
 }
 
 void PostgresStore::left_undelivered(EventId const& id) {
     std::lock_guard guard(impl_->outbox_mutex);
     impl_->outbox_seq.erase(id);
     impl_->scheduled_ids.erase(id);
+    impl_->forget_lost(id);
 }
 
 void PostgresStore::mark_delivered(EventId const& id) {
@@ -1126,6 +1142,9 @@ void PostgresStore::mark_delivered(EventId const& id) {
             impl_->outbox_seq.erase(it);
         }
         scheduled = impl_->scheduled_ids.erase(id) != 0;
+        // Lost after it passed the filter (a re-registration while its
+        // subscribers ran): nothing is left to drop (review 18, A-7).
+        impl_->forget_lost(id);
     }
     if (!seq && !scheduled) return;
     std::size_t waiting = 0;
@@ -1141,16 +1160,16 @@ void PostgresStore::mark_delivered(EventId const& id) {
 }
 
 std::vector<application::ScheduledEvent> PostgresStore::scheduled() const {
-    auto events = impl_->read([&](pg::Connection& c) {
+    return impl_->read([&](pg::Connection& c) {
+        auto const token = impl_->hold_token(); // as undelivered()
+        Rows r = c.query(select_scheduled.name, Params().text(impl_->owner));
         std::vector<application::ScheduledEvent> found;
-        Rows r = c.query(select_scheduled.name, Params().text(impl_->current_owner()));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
+        std::lock_guard guard(impl_->outbox_mutex);
+        for (auto const& [event, at] : found) impl_->scheduled_ids.insert(envelope_of(event).id);
         return found;
     });
-    std::lock_guard guard(impl_->outbox_mutex);
-    for (auto const& [event, at] : events) impl_->scheduled_ids.insert(envelope_of(event).id);
-    return events;
 }
 
 bool PostgresStore::renew() {
@@ -1167,12 +1186,18 @@ bool PostgresStore::renew() {
 
 bool PostgresStore::renewing() const { return impl_->alive(); }
 
-bool PostgresStore::still_owns(EventId const& id) {
-    if (!impl_->any_lost.load()) return true;
-    std::lock_guard guard(impl_->outbox_mutex);
-    bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
-    impl_->any_lost = !impl_->lost.empty();
-    return !lost;
+application::Ownership PostgresStore::still_owns(EventId const& id) {
+    if (impl_->any_lost.load()) {
+        std::lock_guard guard(impl_->outbox_mutex);
+        bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
+        impl_->any_lost = !impl_->lost.empty();
+        if (lost) return application::Ownership::lost;
+    }
+    // Renewals late or failing: a survivor may be taking this process's work
+    // over now, and the renewal that finds it out (re-registering, and
+    // listing what was lost) has not run yet (review 18, A-2).
+    if (!impl_->alive()) return application::Ownership::doubtful;
+    return application::Ownership::owned;
 }
 
 std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrations; }
