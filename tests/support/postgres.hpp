@@ -9,7 +9,12 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <thread>
+#include <utility>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +55,53 @@ inline bool run_sql(std::string const& uri, std::string const& sql) {
     PQfinish(c);
     return ok;
 }
+
+/// The server processes of the sessions named `application_name`; with
+/// `waiting_in`, only those waiting for a row or transaction lock in a
+/// statement whose text matches that LIKE pattern.
+inline std::vector<int> server_processes_of(std::string const& uri, std::string const& application_name,
+                                            std::string const& waiting_in = "") {
+    std::vector<int> pids;
+    PGconn* c = PQconnectdb(uri.c_str());
+    if (PQstatus(c) == CONNECTION_OK) {
+        char const* values[] = {application_name.c_str(), waiting_in.c_str()};
+        PGresult* r = PQexecParams(c,
+                                   "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND ($2 = '' OR "
+                                   "(wait_event_type = 'Lock' AND query LIKE $2))",
+                                   2, nullptr, values, nullptr, nullptr, 0);
+        for (int row = 0; row < PQntuples(r); ++row) pids.push_back(std::stoi(PQgetvalue(r, row, 0)));
+        PQclear(r);
+    }
+    PQfinish(c);
+    return pids;
+}
+
+/// Waits (at most 5 s) until a session named `application_name` waits for a
+/// lock in a statement matching `statement` (a LIKE pattern); the server
+/// processes of those sessions, none at the deadline.
+inline std::vector<int> wait_for_lock_waiter(std::string const& uri, std::string const& application_name,
+                                             std::string const& statement) {
+    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+        auto pids = server_processes_of(uri, application_name, statement);
+        if (!pids.empty() || std::chrono::steady_clock::now() >= deadline) return pids;
+        std::this_thread::yield(); // each look is a round trip to the server: no busy spin
+    }
+}
+
+/// Stops server processes (SIGSTOP), and lets them go on whatever happens.
+struct StoppedBackends {
+    std::vector<int> pids;
+    explicit StoppedBackends(std::vector<int> p) : pids(std::move(p)) {
+        for (int pid : pids) ::kill(pid, SIGSTOP);
+    }
+    StoppedBackends(StoppedBackends const&) = delete;
+    StoppedBackends& operator=(StoppedBackends const&) = delete;
+    ~StoppedBackends() { resume(); }
+    void resume() {
+        for (int pid : std::exchange(pids, {})) ::kill(pid, SIGCONT);
+    }
+};
 
 /// A session of its own on the test server, standing for another process (its
 /// open transaction's locks); ended whatever happens, so that its locks never

@@ -60,10 +60,16 @@ constexpr pg::Prepared schedule_event{
 // The process that commits an invoice's new attempt drives it (the commit is
 // fenced when this process held the lease before: see lease_fence).
 constexpr pg::Prepared hold_lease{"hold_lease", PAYMENTS_LEASE_TAKEN "RETURNING epoch"};
-// Free, ours, or its owner's liveness lapsed (or gone): taken.
+// Free, ours, or its owner's liveness lapsed (or gone): taken. The owner
+// found gone is read on the statement's snapshot (`gone`), and the lease row,
+// re-read once locked, must still name it: a re-registration that moved the
+// lease to its new token meanwhile (keep_leases, committed after this
+// statement's snapshot, whose new owners row that snapshot cannot see) keeps
+// it (review 18, A-6).
 constexpr pg::Prepared take_lease{
-    "take_lease", PAYMENTS_LEASE_TAKEN "WHERE l.owner = excluded.owner OR NOT EXISTS "
-                  "(SELECT 1 FROM owners w WHERE w.owner = l.owner AND w.alive_until >= clock_timestamp()) RETURNING epoch"};
+    "take_lease", "WITH gone AS (SELECT x.owner FROM leases x WHERE x.invoice_id = $1 AND NOT EXISTS (SELECT 1 FROM "
+                  "owners w WHERE w.owner = x.owner AND w.alive_until >= clock_timestamp())) " PAYMENTS_LEASE_TAKEN
+                  "WHERE l.owner = excluded.owner OR l.owner IN (SELECT owner FROM gone) RETURNING epoch"};
 #undef PAYMENTS_LEASE_TAKEN
 // A write that drives an invoice this process held commits only while it
 // still holds the lease at that epoch; the row lock holds a takeover off
