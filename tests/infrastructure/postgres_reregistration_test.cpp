@@ -37,15 +37,18 @@ struct HeldReregistration {
     OtherSession other;
     std::future<bool> renewal;
 
-    HeldReregistration(TestSchema const& schema, PostgresStore& a) : other(schema.uri()) {
+    // `stores`: how many are open on the schema (their hearts' first sweeps,
+    // which would remove the lapsed row, are waited for).
+    HeldReregistration(TestSchema const& schema, PostgresStore& a, std::size_t stores) : other(schema.uri()) {
         std::string const& s = schema.name();
+        REQUIRE(wait_for_session(schema.uri(), schema.name(), sweeping, false, stores).size() == stores);
         std::string const a_row = "(SELECT owner FROM " + s + ".leases LIMIT 1)";
         REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second' "
                                       "WHERE owner = " + a_row));
         REQUIRE(other.exec("BEGIN"));
         REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners WHERE owner = " + a_row + " FOR UPDATE"));
         renewal = std::async(std::launch::async, [&a] { return a.renew(); });
-        REQUIRE(wait_for_lock_waiter(schema.uri(), schema.name(), forgetting).size() == 1);
+        REQUIRE(wait_for_session(schema.uri(), schema.name(), forgetting, true).size() == 1);
     }
     ~HeldReregistration() {
         release();
@@ -71,11 +74,11 @@ SCENARIO("a survivor whose lease take-over read before a re-registration committ
 
     GIVEN("A holds an invoice's lease, its registration lapsed, and its re-registration waits holding the lease row") {
         REQUIRE(a->commit(attempt_holding_lease(1)));
-        HeldReregistration held(schema, *a);
+        HeldReregistration held(schema, *a, 2);
 
         WHEN("B asks for the lease (A looks gone to it), then A's re-registration commits") {
             auto taken = std::async(std::launch::async, [&] { return b->lease(iid("inv_1")); });
-            REQUIRE(wait_for_lock_waiter(schema.uri(), schema.name(), "%INSERT INTO leases%").size() == 1);
+            REQUIRE(wait_for_session(schema.uri(), schema.name(), "%INSERT INTO leases%", true).size() == 1);
             REQUIRE(held.release());
             REQUIRE(held.renewal.get());
 
@@ -99,8 +102,8 @@ SCENARIO("a write held off by a re-registration that hangs answers storage_unava
 
     GIVEN("A's re-registration waits on a row lock, and its server process stops (it never times out by itself)") {
         REQUIRE(a->commit(attempt_holding_lease(1)));
-        HeldReregistration held(schema, *a);
-        StoppedBackends stopped(server_processes_of(schema.uri(), schema.name(), forgetting));
+        HeldReregistration held(schema, *a, 1);
+        StoppedBackends stopped(server_processes_of(schema.uri(), schema.name(), forgetting, true));
         REQUIRE(stopped.pids.size() == 1);
 
         WHEN("A commits an invoice meanwhile") {

@@ -57,18 +57,19 @@ inline bool run_sql(std::string const& uri, std::string const& sql) {
 }
 
 /// The server processes of the sessions named `application_name`; with
-/// `waiting_in`, only those waiting for a row or transaction lock in a
-/// statement whose text matches that LIKE pattern.
+/// `statement` (a LIKE pattern), only those whose current or last statement
+/// matches it, and with `waiting_on_a_lock`, only those waiting for a row or
+/// transaction lock in it.
 inline std::vector<int> server_processes_of(std::string const& uri, std::string const& application_name,
-                                            std::string const& waiting_in = "") {
+                                            std::string const& statement = "", bool waiting_on_a_lock = false) {
     std::vector<int> pids;
     PGconn* c = PQconnectdb(uri.c_str());
     if (PQstatus(c) == CONNECTION_OK) {
-        char const* values[] = {application_name.c_str(), waiting_in.c_str()};
+        char const* values[] = {application_name.c_str(), statement.c_str(), waiting_on_a_lock ? "t" : "f"};
         PGresult* r = PQexecParams(c,
                                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND ($2 = '' OR "
-                                   "(wait_event_type = 'Lock' AND query LIKE $2))",
-                                   2, nullptr, values, nullptr, nullptr, 0);
+                                   "query LIKE $2) AND (NOT $3::bool OR wait_event_type = 'Lock')",
+                                   3, nullptr, values, nullptr, nullptr, 0);
         for (int row = 0; row < PQntuples(r); ++row) pids.push_back(std::stoi(PQgetvalue(r, row, 0)));
         PQclear(r);
     }
@@ -76,18 +77,24 @@ inline std::vector<int> server_processes_of(std::string const& uri, std::string 
     return pids;
 }
 
-/// Waits (at most 5 s) until a session named `application_name` waits for a
-/// lock in a statement matching `statement` (a LIKE pattern); the server
-/// processes of those sessions, none at the deadline.
-inline std::vector<int> wait_for_lock_waiter(std::string const& uri, std::string const& application_name,
-                                             std::string const& statement) {
+/// Waits (at most 5 s) until `count` sessions named `application_name` are
+/// in (or have run) a statement matching `statement` (a LIKE pattern), with
+/// `waiting_on_a_lock` waiting for a lock in it; the server processes of
+/// those sessions, fewer at the deadline.
+inline std::vector<int> wait_for_session(std::string const& uri, std::string const& application_name,
+                                         std::string const& statement, bool waiting_on_a_lock, std::size_t count = 1) {
     auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     for (;;) {
-        auto pids = server_processes_of(uri, application_name, statement);
-        if (!pids.empty() || std::chrono::steady_clock::now() >= deadline) return pids;
+        auto pids = server_processes_of(uri, application_name, statement, waiting_on_a_lock);
+        if (pids.size() >= count || std::chrono::steady_clock::now() >= deadline) return pids;
         std::this_thread::yield(); // each look is a round trip to the server: no busy spin
     }
 }
+
+/// The liveness sessions' statement that sweeps lapsed registrations (a LIKE
+/// pattern): a store's heart runs it first thing, then every third of its
+/// lease timeout.
+inline std::string const sweeping = "WITH gone AS (DELETE FROM owners%";
 
 /// Stops server processes (SIGSTOP), and lets them go on whatever happens.
 struct StoppedBackends {
