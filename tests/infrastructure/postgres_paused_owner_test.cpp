@@ -297,3 +297,38 @@ SCENARIO("a process whose liveness may have lapsed unseen holds its deliveries b
         bus.stop();
     }
 }
+
+SCENARIO("an event lost by a re-registration after it passed the delivery filter is forgotten once delivered or left") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed two invoices' events and retries; its subscribers are running on the events (past the filter)") {
+        std::vector<EventId> first, second;
+        REQUIRE(a->commit(paid_with_retry_due(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry_due(2, 2s, second)));
+        REQUIRE(a->undelivered().size() == 2);
+        REQUIRE(a->scheduled().size() == 2);
+
+        WHEN("A stalls, B takes both invoices' events and retries, and A registers anew: all four are lost to it") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            REQUIRE(b->take_over(10).events.size() == 2);
+            REQUIRE(a->renew());
+            REQUIRE(a->reregistrations() == 1);
+
+            THEN("those its bus then delivers or leaves are no longer listed as lost; the others still are, once") {
+                a->mark_delivered(first[0]);
+                a->left_undelivered(first[1]);
+                CHECK(a->still_owns(first[0]) == application::Ownership::owned);
+                CHECK(a->still_owns(first[1]) == application::Ownership::owned);
+                CHECK(a->still_owns(second[0]) == application::Ownership::lost);
+                CHECK(a->still_owns(second[0]) == application::Ownership::owned);
+            }
+        }
+    }
+}
