@@ -128,7 +128,8 @@ OutboxRelay::Restarted OutboxRelay::take_over() {
         return taken;
     }
     TakenOver found = store_.take_over(batch);
-    taken.more = found.events.size() == batch || found.scheduled.size() == batch;
+    // Events: those of `batch` invoices at most, so a whole batch may hold more.
+    taken.more = found.events.size() >= batch || found.scheduled.size() >= batch;
     // The bus refuses once it is stopping: what is left stays this
     // process's, delivered at its next start.
     std::size_t events = 0;

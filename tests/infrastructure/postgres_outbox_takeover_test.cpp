@@ -14,7 +14,9 @@
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -351,15 +353,14 @@ SCENARIO("a take-over round claims one batch, and nothing while the bus is full"
     auto options = schema.options();
     options.lease_timeout = 1h;
     auto a = open_store(options);
-    GIVEN("process A committed 150 events and stopped, and B's relay is on a bus nobody runs yet") {
-        auto [invoice, paid] = paid_by_a(1);
-        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
-        for (int n = 0; n < 150; ++n) {
-            InvoicePaid e = paid;
-            e.envelope.id = EventId::parse("evt_orphan_" + std::to_string(n)).value();
+    GIVEN("process A committed 120 invoices' events and stopped, and B's relay is on a bus nobody runs yet") {
+        for (int n = 1; n <= 120; ++n) {
+            auto [invoice, e] = paid_by_a(n);
+            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
             changes.events.emplace_back(e);
+            REQUIRE(a->commit(changes));
         }
-        REQUIRE(a->commit(changes));
+        InvoicePaid const paid = paid_by_a(121).second; // only ever published, to fill the bus
         a->close();
         auto b = open_store(options);
         boost::asio::io_context io;
@@ -383,9 +384,64 @@ SCENARIO("a take-over round claims one batch, and nothing while the bus is full"
                 CHECK(round.bus_full);
                 CHECK(round.republished == 0);
                 auto c = open_store(options);
-                CHECK(c->take_over(200).events.size() == 150);
+                CHECK(c->take_over(200).events.size() == 120);
             }
         }
         bus.stop();
+    }
+}
+
+SCENARIO("survivors take an orphan invoice's events whole: one survivor delivers all of them, in order") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    GIVEN("process A committed 6 invoices with 3 events each and stopped") {
+        std::map<EventId, InvoiceId> invoice_of;
+        for (int n = 1; n <= 6; ++n) {
+            auto [invoice, paid] = paid_by_a(n);
+            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+            for (int k = 0; k < 3; ++k) {
+                InvoicePaid e = paid;
+                e.envelope.id = EventId::parse("evt_" + std::to_string(n) + "_" + std::to_string(k)).value();
+                invoice_of[e.envelope.id] = invoice.id();
+                changes.events.emplace_back(e);
+            }
+            REQUIRE(a->commit(changes));
+        }
+        a->close();
+        auto b = open_store(options);
+        auto c = open_store(options);
+
+        WHEN("B and C take over one at a time, in turn, until nothing is left") {
+            std::array<std::vector<EventId>, 2> taken;
+            for (bool more = true; more;) {
+                more = false;
+                for (std::size_t t = 0; t < 2; ++t) {
+                    auto got = (t == 0 ? *b : *c).take_over(1);
+                    for (auto const& e : got.events) taken[t].push_back(envelope_of(e).id);
+                    more = more || !got.empty();
+                }
+            }
+            THEN("each invoice's three events went to one of them, in commit order") {
+                std::map<InvoiceId, std::set<std::size_t>> takers;
+                for (std::size_t t = 0; t < 2; ++t) {
+                    std::map<InvoiceId, std::vector<EventId>> seen;
+                    for (auto const& id : taken[t]) {
+                        takers[invoice_of.at(id)].insert(t);
+                        seen[invoice_of.at(id)].push_back(id);
+                    }
+                    for (auto const& [invoice, ids] : seen) CHECK(std::is_sorted(ids.begin(), ids.end()));
+                }
+                CHECK(takers.size() == 6);
+                for (auto const& [invoice, who] : takers) {
+                    CAPTURE(invoice);
+                    CHECK(who.size() == 1);
+                }
+                CHECK(taken[0].size() + taken[1].size() == 18);
+            }
+        }
     }
 }

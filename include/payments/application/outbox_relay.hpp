@@ -50,8 +50,8 @@ public:
     /// take-over round (a shared store; watch() claims the rest).
     Restarted restart();
 
-    /// One take-over round: claims at most `batch` events and `batch`
-    /// scheduled events that processes that are gone left, publishes the
+    /// One take-over round: claims the events of at most `batch` invoices
+    /// and at most `batch` scheduled events that processes that are gone left, publishes the
     /// events and arms the scheduled events (a bus that refuses is stopping:
     /// what was claimed stays this process's in the store). Claims nothing
     /// while the bus holds `max_backlog` events. Throws StorageFailure.

@@ -142,9 +142,10 @@ public:
     /// Scheduled events not yet delivered, in order of their time (a
     /// shared store: this process's own, as undelivered()).
     virtual std::vector<ScheduledEvent> scheduled() const = 0;
-    /// A store shared by several processes: claims for this process at most
-    /// `limit` undelivered events and at most `limit` scheduled events whose
-    /// process is gone (killed, cut off past its liveness, or stopped), each
+    /// A store shared by several processes: claims for this process the
+    /// undelivered events of at most `limit` invoices (all of an invoice's,
+    /// so that one process delivers them in order) and at most `limit`
+    /// scheduled events whose process is gone (killed, cut off past its liveness, or stopped), each
     /// for exactly one of the processes that ask; they are then this
     /// process's to deliver, as if it had committed them, and are marked
     /// delivered through mark_delivered(). Nothing while every owner lives. A

@@ -166,9 +166,20 @@ constexpr pg::Prepared dead_owners{
 // is re-checked once locked, and its owner is a plain column of that row (a
 // join with owners would not be re-checked): its new owner is not among the
 // dead, so each row goes to one process.
+// Events are claimed by invoice, so that one survivor delivers all of an
+// invoice's orphans, in order (review 16, A8: SKIP LOCKED by row split them):
+// first the oldest invoices ($2: at most) among the dead's ($1) whose lock (a
+// transaction-level advisory lock on the schema and the invoice) this process
+// gets, other survivors' skipped without a wait; then their rows ($3).
+constexpr pg::Prepared orphan_invoices{
+    "orphan_invoices",
+    "SELECT invoice_id FROM (SELECT invoice_id, min(seq) AS first FROM outbox WHERE NOT delivered AND "
+    "owner = ANY($1::text[]) GROUP BY invoice_id ORDER BY first LIMIT $2) c WHERE "
+    "pg_try_advisory_xact_lock(hashtextextended('payments.outbox:' || current_schema() || ':' || invoice_id, 0))"};
 constexpr pg::Prepared take_events{
     "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
-                   "o.owner = ANY($2::text[]) ORDER BY o.seq LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING seq, body"};
+                   "o.owner = ANY($2::text[]) AND o.invoice_id = ANY($3::text[]) FOR UPDATE SKIP LOCKED) "
+                   "RETURNING seq, body"};
 constexpr pg::Prepared take_scheduled{
     "take_scheduled", "UPDATE scheduled SET owner = $1 WHERE event_id IN (SELECT s.event_id FROM scheduled s WHERE "
                       "s.owner = ANY($2::text[]) ORDER BY s.due LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING due, body"};
@@ -181,7 +192,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  select_undelivered, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
-                                 keep_scheduled, keep_leases, forget_owner};
+                                 keep_scheduled, keep_leases, forget_owner, orphan_invoices};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -1233,7 +1244,10 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
         for (int row = 0; row < dead.size(); ++row) gone.emplace_back(dead.bytes(row, 0));
         std::string const list = array_literal(gone, quoted_element);
         c.exec("BEGIN");
-        Rows r = c.query(take_events.name, Params().text(me).text(list).integer(most));
+        Rows invoices = c.query(orphan_invoices.name, Params().text(list).integer(most));
+        std::vector<std::string> mine;
+        for (int row = 0; row < invoices.size(); ++row) mine.emplace_back(invoices.bytes(row, 0));
+        Rows r = c.query(take_events.name, Params().text(me).text(list).text(array_literal(mine, quoted_element)));
         for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
         Rows s = c.query(take_scheduled.name, Params().text(me).text(list).integer(most));
         for (int row = 0; row < s.size(); ++row)
