@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <condition_variable>
 #include <map>
@@ -354,12 +355,20 @@ SCENARIO("a take-over round claims one batch, and nothing while the bus is full"
     options.lease_timeout = 1h;
     auto a = open_store(options);
     GIVEN("process A committed 120 invoices' events and stopped, and B's relay is on a bus nobody runs yet") {
-        for (int n = 1; n <= 120; ++n) {
-            auto [invoice, e] = paid_by_a(n);
-            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
-            changes.events.emplace_back(e);
-            REQUIRE(a->commit(changes));
-        }
+        // From ten threads: the group commit writes them in a few transactions.
+        std::vector<std::thread> committers;
+        std::atomic<int> committed{0};
+        for (int t = 0; t < 10; ++t)
+            committers.emplace_back([&, t] {
+                for (int n = 1 + t; n <= 120; n += 10) {
+                    auto [invoice, e] = paid_by_a(n);
+                    Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+                    changes.events.emplace_back(e);
+                    if (a->commit(changes)) ++committed;
+                }
+            });
+        for (auto& t : committers) t.join();
+        REQUIRE(committed == 120);
         InvoicePaid const paid = paid_by_a(121).second; // only ever published, to fill the bus
         a->close();
         auto b = open_store(options);
