@@ -13,7 +13,6 @@
 #include <payments/infrastructure/system/seeded_random.hpp>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include <algorithm>
@@ -76,8 +75,7 @@ struct Engine::Impl {
           bus(executor, scheduler, *clock, *logger, bus_options(options, pool.has_value())),
           store(std::move(b.store_)), idempotency(std::move(b.idempotency_)), named(std::move(b.gateways_)),
           gateways(application::Gateways::make(with_default_gateway(), options.breaker).value()),
-          ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger, {},
-                [ex = executor](std::function<void()> fn) { boost::asio::post(ex, std::move(fn)); }},
+          ports{*clock, random, default_store(), default_idempotency(), bus, scheduler, gateways, *metrics, *logger},
           service(ports) {
         register_bus_metrics(registry, bus);
         registry.counter_callback("scheduler_failed_calls_total", "Scheduled calls that threw (each logged)", {},

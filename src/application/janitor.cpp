@@ -186,7 +186,7 @@ std::size_t PaymentProcessor::scan_recovery_page() {
     }
 }
 
-// The next page, read off the caller's thread (Ports::post); a store that
+// The next page, read off the caller's thread (Scheduler::post); a store that
 // cannot be read ends recovery, and the janitor's rounds find the rest.
 void PaymentProcessor::scan_recovery() noexcept {
     bool failed = false;
@@ -233,7 +233,7 @@ bool PaymentProcessor::queue_for_recovery(PaymentRequested const& requested) {
 
 // Starts what recovery found while fewer than recovery_in_flight of its
 // attempts hold a claim, and reads the next page once all have started.
-// Every start is posted (Ports::post): this runs where a claim is released.
+// Every start is posted (Scheduler::post): this runs where a claim is released.
 // One pump at a time; it loops until nothing more can start, deciding under
 // the lock, so a release that comes meanwhile is never missed.
 void PaymentProcessor::pump_recovery() {
@@ -259,11 +259,11 @@ void PaymentProcessor::pump_recovery() {
             }
         }
         if (next) {
-            post(ports_, [weak, redrive = std::move(*next)] {
+            ports_.scheduler.post([weak, redrive = std::move(*next)] {
                 if (auto self = weak.lock()) self->run_recovered(redrive);
             });
         } else {
-            post(ports_, [weak] {
+            ports_.scheduler.post([weak] {
                 if (auto self = weak.lock()) self->scan_recovery();
             });
         }

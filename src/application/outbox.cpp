@@ -1,5 +1,10 @@
 #include "outbox.hpp"
 
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <string>
+
 namespace payments::application {
 
 namespace {
@@ -20,6 +25,19 @@ void publish(Ports const& ports, std::vector<domain::Event> events, std::vector<
     }
 }
 
+// Calls a commit's continuation at most once, from whichever thread gets there first.
+class Once {
+public:
+    explicit Once(std::function<void(Result<void>)> fn) : fn_(std::move(fn)) {}
+    void call(Result<void> result) {
+        if (!called_.test_and_set()) fn_(std::move(result));
+    }
+
+private:
+    std::function<void(Result<void>)> fn_;
+    std::atomic_flag called_;
+};
+
 } // namespace
 
 Result<void> commit_and_publish(Ports const& ports, Changes changes) {
@@ -29,6 +47,46 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes) {
     if (auto committed = ports.store.commit(std::move(changes)); !committed) return committed;
     publish(ports, std::move(events), std::move(scheduled));
     return {};
+}
+
+void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr<void const> owner,
+                              std::function<void(Result<void>)> done, std::function<void()> answered) {
+    std::vector<domain::Event> events = changes.events;
+    std::vector<ScheduledEvent> scheduled = changes.scheduled;
+    // Shared with the posted call: if the scheduler refuses it, `done` is still called, once.
+    auto once = std::make_shared<Once>(std::move(done));
+    // On the store's writer thread: the rest is handed to the scheduler's threads.
+    ports.store.commit_async(std::move(changes), [ports, owner = std::move(owner), events = std::move(events),
+                                                  scheduled = std::move(scheduled), once,
+                                                  answered = std::move(answered)](Result<void> committed) mutable {
+        // `ports` holds references into the owner's wiring (scheduler, bus, logger): held across the post,
+        // so that its owner cannot finish going meanwhile; once it is gone, none of them is touched.
+        auto const alive = owner.lock();
+        if (!alive) return; // the events stay in the outbox for the next start
+        // Counted as answered only once the rest is posted: whoever waits for it finds it queued.
+        struct Answered {
+            std::function<void()>& fn;
+            ~Answered() {
+                if (fn) fn();
+            }
+        } const counted{answered};
+        try {
+            // Published here, in the order the writer answers its commits: the events of one payment
+            // never overtake each other (a synchronous settlement that committed after this one
+            // publishes after it too). Queueing on the bus does not block.
+            if (committed) publish(ports, std::move(events), std::move(scheduled));
+            ports.scheduler.post([owner, committed, once] {
+                if (auto const still = owner.lock()) once->call(committed);
+            });
+        } catch (std::exception const& e) {
+            // Nothing of the rest may run here (it reads, calls gateways, commits): it is refused;
+            // what was not published stays in the outbox.
+            ports.logger.error("the scheduler refused a commit's continuation; its events wait in the outbox",
+                               {{"error", e.what()}});
+            once->call(reject(ErrorCode::unavailable,
+                              std::string("the scheduler refused the commit's continuation: ") + e.what()));
+        }
+    });
 }
 
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,

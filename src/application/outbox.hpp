@@ -4,6 +4,9 @@
 
 #include <payments/application/ports.hpp>
 
+#include <functional>
+#include <memory>
+
 namespace payments::application {
 
 /// Commits `changes` (aggregates, events, scheduled events, idempotency
@@ -11,6 +14,21 @@ namespace payments::application {
 /// and schedules the scheduled ones on the bus. An event the bus refuses (it
 /// is stopping) stays in the outbox and is published again at the next start.
 Result<void> commit_and_publish(Ports const& ports, Changes changes);
+
+/// commit_and_publish() without holding the caller's thread: Store::commit_async(),
+/// then, on the store's thread as soon as it answers, the events are published
+/// if it committed (in the order the store answers its commits, so that the
+/// events of one payment never overtake each other), and `done` gets the
+/// commit's result on the scheduler's threads (Scheduler::post).
+/// `ports` refers to `owner`'s wiring: once `owner` has expired, the store's
+/// answer touches nothing of it, and `done` is never called (the events stay
+/// in the outbox). Whoever destroys the owner waits until it has expired
+/// before destroying the wiring (as ~Engine does). `answered`, if given, runs
+/// on the store's thread once the rest is posted (or refused). If the
+/// scheduler refuses the post (it throws), `done` gets `unavailable` there,
+/// on the store's thread, and must then only release and log.
+void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr<void const> owner,
+                              std::function<void(Result<void>)> done, std::function<void()> answered = {});
 
 /// Store::update() on the invoice, then publishes as commit_and_publish does.
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,

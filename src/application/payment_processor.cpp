@@ -109,6 +109,16 @@ bool PaymentProcessor::wait_idle(std::chrono::steady_clock::time_point deadline)
     return idle_.wait_until(lock, deadline, [this] { return in_flight_.empty(); });
 }
 
+bool PaymentProcessor::wait_commits(std::chrono::steady_clock::time_point deadline) const {
+    std::unique_lock lock(mutex_);
+    return idle_.wait_until(lock, deadline, [this] { return committing_ == 0; });
+}
+
+void PaymentProcessor::commit_answered() {
+    std::lock_guard lock(mutex_);
+    if (--committing_ == 0) idle_.notify_all();
+}
+
 bool PaymentProcessor::claim(PaymentId const& id) {
     std::lock_guard lock(mutex_);
     return in_flight_.insert(id).second;
@@ -482,16 +492,29 @@ bool PaymentProcessor::deferred(PaymentId const& id) const {
     return deferred_.contains(id);
 }
 
+// No thread waits for the settlement's commit: the claim is held until it is
+// durable (or refused), then released by on_settled. settle_async ends every
+// path in one call of its `done`, never in a throw, so nothing here releases
+// the claim a second time.
 void PaymentProcessor::on_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
-    Result<PaymentStatus> settled = reject(ErrorCode::unavailable, "not settled");
-    {
-        ClaimGuard guard{*this, requested.envelope.payment_id};
-        settled = settle(requested, outcome);
-        if (settled && *settled != PaymentStatus::requested) {
-            std::lock_guard lock(mutex_);
-            sent_.erase(requested.envelope.payment_id);
-        }
+    settle_async(requested, outcome, [weak = weak_from_this(), requested](Result<PaymentStatus> settled) {
+        if (auto self = weak.lock()) self->on_settled(requested, settled);
+    });
+}
+
+void PaymentProcessor::on_settled(PaymentRequested const& requested, Result<PaymentStatus> const& settled) {
+    PaymentId const& id = requested.envelope.payment_id;
+    if (settled && *settled != PaymentStatus::requested) {
+        std::lock_guard lock(mutex_);
+        sent_.erase(id);
     }
+    release(id);
+    if (!settled)
+        ports_.logger.error("could not record a gateway outcome",
+                            {{"payment_id", id.str()},
+                             {"invoice_id", requested.envelope.invoice_id.str()},
+                             {"error", to_string(settled.error().code)},
+                             {"detail", settled.error().detail}});
     if (settled && *settled == PaymentStatus::unknown) start_verifying(requested);
 }
 
@@ -676,42 +699,106 @@ void PaymentProcessor::settle_logged(PaymentRequested const& requested, ChargeAn
                              {"detail", settled.error().detail}});
 }
 
-Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested, ChargeAnswer const& outcome) {
+// Loads the attempt and its invoice and decides on the answer: the commit it
+// needs, if anything changed, and what to say once it is committed.
+Result<PaymentProcessor::SettlementRound> PaymentProcessor::decide_answer(PaymentRequested const& requested,
+                                                                          ChargeAnswer const& outcome) {
     EventEnvelope const& env = requested.envelope;
+    auto payment = ports_.store.payment(env.payment_id);
+    auto invoice = ports_.store.invoice(env.invoice_id);
+    if (!payment || !invoice) return reject(ErrorCode::not_found, "attempt vanished from the store");
+    std::uint64_t const payment_version = payment->version();
+    std::uint64_t const invoice_version = invoice->version();
+
+    SettlementRound round;
+    round.invoice_before = invoice->status();
+    Settlement settlement = decide_settlement(ports_, options_.retry, *payment, *invoice, outcome, env.correlation_id);
+    round.payment_changed = payment->version() != payment_version;
+    bool const invoice_changed = invoice->version() != invoice_version;
+    round.invoice_after = invoice->status();
+    round.status = payment->status();
+    round.review = settlement.review;
+    round.review_reason = std::move(settlement.review_reason);
+    round.retry = settlement.retry.has_value();
+    if (!round.payment_changed && !invoice_changed) return round;
+
+    Changes changes;
+    if (invoice_changed) changes.invoice = Changes::InvoiceWrite{std::move(*invoice), invoice_version};
+    if (round.payment_changed) changes.payments.push_back({std::move(*payment), payment_version});
+    if (settlement.retry) {
+        changes.payments.push_back({Payment::from(*settlement.retry), 0});
+        changes.scheduled.push_back({*settlement.retry, settlement.retry->not_before});
+    }
+    changes.events = std::move(settlement.published);
+    round.changes = std::move(changes);
+    return round;
+}
+
+// After the round's commit (or its decision, when nothing changed).
+PaymentStatus PaymentProcessor::settled(PaymentRequested const& requested, ChargeAnswer const& outcome,
+                                        SettlementRound const& round) {
+    EventEnvelope const& env = requested.envelope;
+    if (round.payment_changed) report(requested, outcome, round.invoice_after);
+    if (round.invoice_after != round.invoice_before)
+        ports_.metrics.invoice_status_changed(round.invoice_before, round.invoice_after);
+    // Said again with nothing to change: still an alert.
+    if (round.review) alert(env, *round.review, round.review_reason);
+    if (round.retry) ports_.metrics.retry_scheduled();
+    return round.status;
+}
+
+Result<PaymentStatus> PaymentProcessor::settle(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     return retry_on_conflict([&]() -> Result<PaymentStatus> {
-        auto payment = ports_.store.payment(env.payment_id);
-        auto invoice = ports_.store.invoice(env.invoice_id);
-        if (!payment || !invoice) return reject(ErrorCode::not_found, "attempt vanished from the store");
-        std::uint64_t const payment_version = payment->version();
-        std::uint64_t const invoice_version = invoice->version();
-        InvoiceStatus const invoice_before = invoice->status();
-
-        Settlement settlement =
-            decide_settlement(ports_, options_.retry, *payment, *invoice, outcome, env.correlation_id);
-        bool const payment_changed = payment->version() != payment_version;
-        bool const invoice_changed = invoice->version() != invoice_version;
-        if (!payment_changed && !invoice_changed) {
-            if (settlement.review) alert(env, *settlement.review, settlement.review_reason); // said again: still an alert
-            return payment->status();
-        }
-
-        Changes changes;
-        if (invoice_changed) changes.invoice = Changes::InvoiceWrite{*invoice, invoice_version};
-        if (payment_changed) changes.payments.push_back({*payment, payment_version});
-        if (settlement.retry) {
-            changes.payments.push_back({Payment::from(*settlement.retry), 0});
-            changes.scheduled.push_back({*settlement.retry, settlement.retry->not_before});
-        }
-        changes.events = std::move(settlement.published);
-        if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) return committed.error();
-
-        if (payment_changed) report(requested, outcome, *invoice);
-        if (invoice->status() != invoice_before)
-            ports_.metrics.invoice_status_changed(invoice_before, invoice->status());
-        if (settlement.review) alert(env, *settlement.review, settlement.review_reason);
-        if (settlement.retry) ports_.metrics.retry_scheduled();
-        return payment->status();
+        auto round = decide_answer(requested, outcome);
+        if (!round) return round.error();
+        if (round->changes)
+            if (auto committed = commit_and_publish(ports_, std::move(*round->changes)); !committed) return committed.error();
+        return settled(requested, outcome, *round);
     });
+}
+
+void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAnswer const& outcome,
+                                    std::function<void(Result<PaymentStatus>)> done, int round_number) {
+    // Shared by every round: a round that cannot be read or committed still ends in it.
+    auto const finish = std::make_shared<std::function<void(Result<PaymentStatus>)>>(std::move(done));
+    std::optional<Result<PaymentStatus>> decided; // what to say without a commit
+    Result<SettlementRound> round = reject(ErrorCode::not_found, "not decided");
+    try {
+        round = decide_answer(requested, outcome);
+        if (!round)
+            decided = round.error();
+        else if (!round->changes)
+            decided = settled(requested, outcome, *round);
+    } catch (std::exception const& failure) { // a read of the store failed (StorageFailure)
+        decided = reject(ErrorCode::storage_unavailable, failure.what());
+    }
+    if (decided) return (*finish)(std::move(*decided));
+    Changes changes = std::move(*round->changes);
+    round->changes.reset();
+    {
+        std::lock_guard lock(mutex_);
+        ++committing_;
+    }
+    try {
+        commit_and_publish_async(
+            ports_, std::move(changes), weak_from_this(),
+            [weak = weak_from_this(), requested, outcome, round = std::move(*round), finish,
+             round_number](Result<void> committed) {
+                auto self = weak.lock();
+                if (!self) return;
+                if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
+                    // Moved under it: read again and decide again, as retry_on_conflict does.
+                    return self->settle_async(requested, outcome, *finish, round_number + 1);
+                if (!committed) return (*finish)(committed.error());
+                (*finish)(self->settled(requested, outcome, round));
+            },
+            [weak = weak_from_this()] {
+                if (auto self = weak.lock()) self->commit_answered();
+            });
+    } catch (std::exception const& failure) { // the store refused it by throwing: never called back
+        commit_answered();
+        (*finish)(reject(ErrorCode::storage_unavailable, failure.what()));
+    }
 }
 
 void PaymentProcessor::alert(EventEnvelope const& env, ReviewCause cause, std::string const& reason) {
@@ -725,7 +812,7 @@ void PaymentProcessor::alert(EventEnvelope const& env, ReviewCause cause, std::s
                          {"reason", reason}});
 }
 
-void PaymentProcessor::report(PaymentRequested const& requested, ChargeAnswer const& outcome, Invoice const& invoice) {
+void PaymentProcessor::report(PaymentRequested const& requested, ChargeAnswer const& outcome, InvoiceStatus invoice_status) {
     if (outcome.succeeded()) {
         ports_.metrics.payment_succeeded();
     } else {
@@ -738,7 +825,7 @@ void PaymentProcessor::report(PaymentRequested const& requested, ChargeAnswer co
                         {"correlation_id", env.correlation_id.str()},
                         {"attempt", env.attempt},
                         {"failure", outcome.succeeded() ? std::string_view("none") : to_string(outcome.failure->kind)},
-                        {"invoice_status", to_string(invoice.status())}});
+                        {"invoice_status", to_string(invoice_status)}});
 }
 
 } // namespace payments::application

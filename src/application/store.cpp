@@ -4,6 +4,8 @@
 
 namespace payments::application {
 
+void Store::commit_async(Changes changes, Committed done) { done(commit(std::move(changes))); }
+
 Result<Changes> Store::update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) {
     auto invoice = this->invoice(id);
     if (!invoice) return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -268,6 +269,80 @@ SCENARIO("wait_idle says nothing is happening now, and wait_settled waits for th
         THEN("wait_settled returns with the invoice in NEEDS_REVIEW") {
             REQUIRE(engine->wait_settled(10s));
             CHECK(engine->service().invoice(invoice.id()).value().status() == InvoiceStatus::needs_review);
+        }
+    }
+}
+
+namespace {
+
+// The in-memory store, whose asynchronous commits wait in a queue until the
+// test answers them (a durable store's writer, behind an fsync).
+class HeldStore final : public application::Store {
+public:
+    std::optional<Invoice> invoice(InvoiceId const& id) const override { return inner.invoice(id); }
+    application::InvoicePage invoices(application::InvoiceQuery const& query) const override {
+        return inner.invoices(query);
+    }
+    std::optional<Payment> payment(PaymentId const& id) const override { return inner.payment(id); }
+    std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner.payments_of(id); }
+    Result<void> commit(application::Changes changes) override { return inner.commit(std::move(changes)); }
+    void commit_async(application::Changes changes, Committed done) override {
+        {
+            std::lock_guard lock(mutex_);
+            held_.push_back({std::move(changes), std::move(done)});
+        }
+        arrived_.notify_all();
+    }
+    std::vector<Event> undelivered() const override { return inner.undelivered(); }
+    void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
+    std::vector<application::ScheduledEvent> scheduled() const override { return inner.scheduled(); }
+    std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
+
+    bool wait_held(std::chrono::steady_clock::duration timeout) {
+        std::unique_lock lock(mutex_);
+        return arrived_.wait_for(lock, timeout, [this] { return !held_.empty(); });
+    }
+    // Commits every held commit and answers it, on the caller's thread; how many.
+    std::size_t answer_all() {
+        std::vector<std::pair<application::Changes, Committed>> taken;
+        {
+            std::lock_guard lock(mutex_);
+            taken.swap(held_);
+        }
+        for (auto& [changes, done] : taken) done(inner.commit(std::move(changes)));
+        return taken.size();
+    }
+
+    infrastructure::InMemoryStore inner;
+
+private:
+    std::mutex mutex_;
+    std::condition_variable arrived_;
+    std::vector<std::pair<application::Changes, Committed>> held_; // Owned by: mutex_
+};
+
+} // namespace
+
+SCENARIO("an engine destroyed while a settlement's commit waits in the store's queue") {
+    GIVEN("a store that outlives the engine and holds the settlement's commit") {
+        auto store = std::make_shared<HeldStore>();
+        auto gateway = std::make_shared<InstantGateway>();
+        InvoiceId id = iid();
+        {
+            auto engine = Engine::builder(quiet_options()).store(store).gateway("instant", gateway).build().value();
+            id = engine->service().create_invoice({.amount = usd(900)}).value().id();
+            REQUIRE(engine->service().request_payment({.invoice_id = id, .payment_method = "pm_card_ok"}).result);
+            REQUIRE(store->wait_held(std::chrono::seconds(10)));
+            engine->shutdown(std::chrono::milliseconds(0));
+        }
+        WHEN("the store answers the commit after the engine is destroyed") {
+            CHECK(store->answer_all() == 1); // the engine's scheduler, bus and logger are gone: none is touched
+            THEN("the settlement is durable and its events wait in the outbox for the next start") {
+                CHECK(store->invoice(id)->status() == InvoiceStatus::paid);
+                bool paid_in_outbox = false;
+                for (auto const& e : store->undelivered()) paid_in_outbox |= std::holds_alternative<InvoicePaid>(e);
+                CHECK(paid_in_outbox);
+            }
         }
     }
 }

@@ -7,6 +7,10 @@
 #include <payments/infrastructure/store/memory_store.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 
+#include <atomic>
+#include <future>
+#include <stdexcept>
+
 using namespace test;
 using application::Changes;
 using application::IdempotencyClaim;
@@ -66,7 +70,83 @@ Requested request(Invoice invoice, int payment) {
     return {std::move(invoice), Payment::from(event), event};
 }
 
+// Commits through commit_async() and waits for its one answer (a durable
+// store gives it on its writer thread).
+Result<void> commit_and_wait(application::Store& store, Changes changes) {
+    // Shared: a failed wait below must not leave the writer a destroyed promise.
+    // A second answer would throw on the writer's thread.
+    auto answered = std::make_shared<std::promise<Result<void>>>();
+    auto answer = answered->get_future();
+    store.commit_async(std::move(changes), [answered](Result<void> result) { answered->set_value(std::move(result)); });
+    REQUIRE(answer.wait_for(10s) == std::future_status::ready);
+    return answer.get();
+}
+
 } // namespace
+
+SCENARIO_TEMPLATE("a store's asynchronous commit answers what commit would, once it can be read back", Stores,
+                  MemoryStores, SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    GIVEN("an invoice and its event committed asynchronously") {
+        auto created = Invoice::create(iid(), usd(700), "", meta()).value();
+        Invoice invoice = Invoice::from(created);
+        Changes creation{Changes::InvoiceWrite{invoice, 0}, {}};
+        creation.events.emplace_back(created);
+        REQUIRE(commit_and_wait(store, creation));
+        THEN("once answered, the invoice reads back and its event is in the outbox") {
+            CHECK(store.invoice(invoice.id()) == invoice);
+            auto undelivered = store.undelivered();
+            REQUIRE(undelivered.size() == 1);
+            CHECK(std::get<InvoiceCreated>(undelivered[0]) == created);
+        }
+        WHEN("two asynchronous commits are made from the same read") {
+            auto [processing, payment, requested] = request(invoice, 1);
+            Changes first{Changes::InvoiceWrite{processing, invoice.version()}, {{payment, 0}}};
+            first.events.emplace_back(requested);
+            auto const one = commit_and_wait(store, first);
+            auto const two = commit_and_wait(store, {Changes::InvoiceWrite{processing, invoice.version()}, {}});
+            THEN("the first is written whole, the second answers conflict and writes nothing") {
+                REQUIRE(one);
+                CHECK(two.error().code == ErrorCode::conflict);
+                CHECK(store.invoice(invoice.id()) == processing);
+                CHECK(store.payment(payment.id()) == payment);
+                CHECK(store.undelivered().size() == 2);
+            }
+            AND_WHEN("its event is delivered") {
+                store.mark_delivered(requested.envelope.id);
+                // A durable store writes the mark with its next commit.
+                REQUIRE(commit_and_wait(store, {Changes::InvoiceWrite{invoice_numbered(9), 0}, {}}));
+                THEN("the asynchronous commit recorded where its event is: it leaves the outbox") {
+                    auto undelivered = store.undelivered();
+                    REQUIRE(undelivered.size() == 1);
+                    CHECK(std::get<InvoiceCreated>(undelivered[0]) == created);
+                }
+            }
+        }
+    }
+}
+
+SCENARIO_TEMPLATE("a durable store's writer outlives a callback that throws", Stores, SqliteStores, PostgresStores) {
+    Stores s;
+    if (!s.ready()) return;
+    application::Store& store = s.store;
+    GIVEN("an asynchronous commit whose callback throws, then another commit") {
+        auto calls = std::make_shared<std::atomic<int>>(0);
+        store.commit_async({Changes::InvoiceWrite{invoice_numbered(1), 0}, {}}, [calls](Result<void>) {
+            ++*calls;
+            throw std::runtime_error("the caller's scheduler is shut down");
+        });
+        auto const next = commit_and_wait(store, {Changes::InvoiceWrite{invoice_numbered(2), 0}, {}});
+        THEN("the writer answered the callback once and goes on answering: both commits are written") {
+            CHECK(calls->load() == 1);
+            CHECK(next);
+            CHECK(store.invoice(invoice_numbered(1).id()));
+            CHECK(store.commit({Changes::InvoiceWrite{invoice_numbered(3), 0}, {}}));
+        }
+    }
+}
 
 SCENARIO_TEMPLATE("a store's commits are versioned and all or nothing", Stores, MemoryStores, SqliteStores, PostgresStores) {
     Stores s;

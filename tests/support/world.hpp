@@ -17,8 +17,11 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace test {
@@ -36,6 +39,9 @@ struct WorldOptions {
     /// Other providers behind "a" and "b" (shared by two Worlds: one provider).
     application::PaymentGateway* provider_a = nullptr;
     application::PaymentGateway* provider_b = nullptr;
+    /// The scheduler the processor and the service see, made around the
+    /// World's ManualScheduler (the bus and the simulated gateways keep it).
+    std::function<std::unique_ptr<application::Scheduler>(infrastructure::ManualScheduler&)> wrap_scheduler = {};
 };
 
 // The simulated gateway, with look-ups that can be made to go unanswered and
@@ -89,13 +95,26 @@ struct World {
                                                                 options.breaker, "a")),
           metrics(registry),
           instance_id(options.instance_id),
+          wrapped_scheduler(options.wrap_scheduler ? options.wrap_scheduler(scheduler) : nullptr),
           ports{clock, random, options.store ? *options.store : store,
-                options.idempotency ? *options.idempotency : idempotency, bus, scheduler, gateways, metrics, logger,
-                instance_id},
+                options.idempotency ? *options.idempotency : idempotency, bus,
+                wrapped_scheduler ? *wrapped_scheduler : static_cast<application::Scheduler&>(scheduler), gateways,
+                metrics, logger, instance_id},
           service(ports),
           processor(application::PaymentProcessor::start(ports, options.processor).value()) {
         for (std::size_t kind = 0; kind < event_kinds; ++kind)
             recordings.push_back(bus.subscribe_kind(kind, "recorder", [this](Event const& e) { events.push_back(e); }));
+    }
+
+    World(World const&) = delete;
+    World& operator=(World const&) = delete;
+
+    // A store's writer may still hold the processor for a moment (answering a
+    // commit): the rest of the World goes only once it has let go, as in ~Engine.
+    ~World() {
+        std::weak_ptr<application::PaymentProcessor> const gone = processor;
+        processor.reset();
+        while (!gone.expired()) std::this_thread::yield();
     }
 
     // "a" then "b", neither owned.
@@ -116,7 +135,17 @@ struct World {
         for (;;) {
             std::size_t const n = io.poll() + scheduler.run_due();
             io.restart();
-            if (n == 0) return total;
+            if (n == 0) {
+                // A durable store answers a settlement's commit on its writer
+                // thread, which posts the rest to the scheduler: part of this step.
+                if (!processor->wait_commits(std::chrono::steady_clock::now() + std::chrono::seconds(30)))
+                    throw std::runtime_error("a settlement's commit was not answered within 30 s");
+                std::size_t const late = io.poll() + scheduler.run_due();
+                io.restart();
+                if (late == 0) return total;
+                total += late;
+                continue;
+            }
             total += n;
         }
     }
@@ -168,6 +197,7 @@ struct World {
     infrastructure::MetricsRegistry registry;
     infrastructure::PrometheusMetrics metrics;
     std::string instance_id;
+    std::unique_ptr<application::Scheduler> wrapped_scheduler;
     application::Ports ports;
     application::PaymentService service;
     std::shared_ptr<application::PaymentProcessor> processor;

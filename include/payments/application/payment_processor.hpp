@@ -7,9 +7,11 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -116,12 +118,17 @@ public:
     /// Accepted work not yet settled, read from the store.
     UnsettledWork unsettled() const;
 
+    /// Waits until the store has answered every settlement's commit (a
+    /// durable store answers on its writer thread, and the rest of the
+    /// settlement is posted to the scheduler); false if the deadline came first.
+    bool wait_commits(std::chrono::steady_clock::time_point deadline) const;
+
     /// One janitor round now: re-drives what nothing drives; returns how many.
     std::size_t run_janitor();
     /// Recovery at start, over work an earlier run left unsettled: every
     /// attempt REQUESTED and due is handed to this processor alone (never
     /// published to the bus's subscribers), on the engine's threads
-    /// (Ports::post) so that their commits share transactions: its key is
+    /// (Scheduler::post) so that their commits share transactions: its key is
     /// looked up first, as for any attempt whose key an earlier run made: a
     /// definitive record settles it; no record, a pending one or no answer
     /// in time sends it again on the same key (the gateway never charges a
@@ -195,11 +202,36 @@ private:
     /// it waits in recovery's queue, within `recovery_in_flight` (review18 B-4).
     /// False if it is one recovery runs already (or the processor stopped).
     bool queue_for_recovery(domain::PaymentRequested const& requested);
+    // One load-and-decide of a settlement: its commit (none if nothing
+    // changed) and what to report once it is committed.
+    struct SettlementRound {
+        std::optional<Changes> changes;
+        bool payment_changed = false;
+        domain::InvoiceStatus invoice_before = domain::InvoiceStatus::pending;
+        domain::InvoiceStatus invoice_after = domain::InvoiceStatus::pending;
+        domain::PaymentStatus status = domain::PaymentStatus::requested;
+        std::optional<ReviewCause> review;
+        std::string review_reason;
+        bool retry = false;
+    };
+    Result<SettlementRound> decide_answer(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
+    domain::PaymentStatus settled(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
+                                  SettlementRound const& round);
     Result<domain::PaymentStatus> settle(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
+    // settle() without holding the thread for the commit: `done` gets its
+    // result on the scheduler's threads (Scheduler::post) once it is durable;
+    // a conflict reads and decides again, up to commit_attempts rounds. Every
+    // path ends in exactly one call of `done` (a failed read or a store that
+    // throws as storage_unavailable), never in a throw, unless `done` throws;
+    // none once the processor is gone.
+    void settle_async(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
+                      std::function<void(Result<domain::PaymentStatus>)> done, int round_number = 1);
+    void on_settled(domain::PaymentRequested const& requested, Result<domain::PaymentStatus> const& settled);
+    void commit_answered();
     void settle_logged(domain::PaymentRequested const& requested, ChargeAnswer const& outcome);
     void alert(domain::EventEnvelope const& env, ReviewCause cause, std::string const& reason);
     void report(domain::PaymentRequested const& requested, ChargeAnswer const& outcome,
-                domain::Invoice const& invoice);
+                domain::InvoiceStatus invoice_status);
     bool claim(domain::PaymentId const& id);
     void release(domain::PaymentId const& id);
     bool claimed(domain::PaymentId const& id) const;
@@ -263,6 +295,7 @@ private:
     std::unordered_map<Gateways::Entry const*, WaitingForRoom> waiting_for_room_; // Owned by: mutex_
     std::unordered_set<domain::PaymentId> sent_;             // Owned by: mutex_; charges sent, outcome not yet recorded
     std::unordered_set<domain::PaymentId> looked_up_;        // Owned by: mutex_; an earlier run's key, looked up, to send now
+    std::size_t committing_ = 0;                             // Owned by: mutex_; settlements awaiting their commit
     bool janitor_armed_ = false;                             // Owned by: mutex_
     // Recovery's cursor over the store, the attempts it found and has not
     // started, and those it started whose claim is held.

@@ -35,18 +35,7 @@ struct Ports {
     /// alone would send the same keys again). Empty: 80 bits drawn from
     /// std::random_device once per process, and a process-wide count.
     std::string_view instance_id = {};
-    /// Runs `fn` soon on the engine's threads, in parallel with other work
-    /// (not on the Scheduler's one thread of control); it must not throw.
-    /// Recovery hands the attempts it finds to the processor through it.
-    /// Empty: `fn` runs at once, on the caller's thread.
-    std::function<void(std::function<void()>)> post = {};
 };
-
-/// Runs `fn` through `ports.post`, or at once when it is empty.
-inline void post(Ports const& ports, std::function<void()> fn) {
-    if (ports.post) ports.post(std::move(fn));
-    else fn();
-}
 
 /// A new attempt's payment id (from `ports.random`), its gateway key
 /// ("<payment id>.<instance id>", or "<payment id>.<process id>-<n>") and the

@@ -31,6 +31,15 @@ public:
 
     /// True if the call was pending and now never happens.
     virtual bool cancel(TimerId id) = 0;
+
+    /// Runs `fn` soon, without waiting for the clock: how a thread that must
+    /// not be held (a store's writer answering an asynchronous commit) hands
+    /// work to the scheduler's threads. Callbacks may run in parallel and in
+    /// any order. Called from any thread; never runs `fn` on the caller's
+    /// thread (the writer would run the settlement's reads, gateway calls and
+    /// commits, and wait for itself). The default makes it due at once
+    /// through call_at(), which must then be callable from any thread.
+    virtual void post(std::function<void()> fn) { call_at(domain::Timestamp{}, std::move(fn)); }
 };
 
 } // namespace payments::application

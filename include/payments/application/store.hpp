@@ -110,6 +110,18 @@ public:
     /// made durable (then nothing of it is kept).
     virtual Result<void> commit(Changes changes) = 0;
 
+    /// What commit_async() calls with the commit's result.
+    using Committed = std::function<void(Result<void>)>;
+
+    /// commit(), without holding the caller's thread until it is durable:
+    /// `done` is called exactly once with what commit() would return, after
+    /// the transaction that holds the changes is durable (or refused). A
+    /// store with a writer thread calls it there: it must be quick and never
+    /// block (post the rest to an executor) and may call commit_async() again,
+    /// never commit(). The default commits synchronously, then calls `done`
+    /// on the caller's thread.
+    virtual void commit_async(Changes changes, Committed done);
+
     /// What a step decides on an invoice as it is: the rest of its commit
     /// (new payments, events, the idempotency completion; not the invoice).
     using Decide = std::function<Result<Changes>(domain::Invoice const& invoice)>;

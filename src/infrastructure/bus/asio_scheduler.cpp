@@ -24,7 +24,7 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
     // in (time, order of scheduling) order, as the Scheduler port promises,
     // however many threads run the executor.
     Impl(boost::asio::any_io_executor executor, application::Clock const& c, application::Logger* l)
-        : clock(c), logger(l), timer(boost::asio::make_strand(std::move(executor))) {}
+        : clock(c), logger(l), pool(executor), timer(boost::asio::make_strand(pool)) {}
 
     // Arms the timer for the earliest call unless it is armed early enough already.
     void arm_locked() {
@@ -76,6 +76,7 @@ struct AsioScheduler::Impl : std::enable_shared_from_this<Impl> {
     application::Clock const& clock;
     application::Logger* logger;          // null: failures are only counted
     std::atomic<std::uint64_t> failed{0};
+    boost::asio::any_io_executor pool; // post()'s: the pool itself, not the timer's strand
     std::mutex mutex;
     TimerQueue queue;                     // Owned by: mutex
     boost::asio::steady_timer timer;      // Owned by: mutex
@@ -99,6 +100,10 @@ application::TimerId AsioScheduler::call_at(Timestamp at, std::function<void()> 
     auto id = impl_->queue.add(at, std::move(fn));
     impl_->arm_locked();
     return id;
+}
+
+void AsioScheduler::post(std::function<void()> fn) {
+    boost::asio::post(impl_->pool, [impl = impl_, fn = std::move(fn)]() mutable { impl->run(fn); });
 }
 
 bool AsioScheduler::cancel(application::TimerId id) {

@@ -13,6 +13,8 @@ application::TimerId ManualScheduler::call_at(domain::Timestamp at, std::functio
     return queue_->add(at, std::move(fn));
 }
 
+void ManualScheduler::post(std::function<void()> fn) { call_at(clock_.now(), std::move(fn)); }
+
 bool ManualScheduler::cancel(application::TimerId id) {
     std::lock_guard lock(mutex_);
     return queue_->cancel(id);

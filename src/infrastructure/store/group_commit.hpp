@@ -75,6 +75,23 @@ public:
         return Submitted::written;
     }
 
+    /// Queues the job and returns: `then` runs on the writer thread once its
+    /// batch is written (`written`: queued, it will be). Refused at once,
+    /// neither written nor called, when the queue is closed or holds
+    /// `max_queued` jobs already: a caller that does not wait is bounded too.
+    Submitted submit_async(std::shared_ptr<Job> job, std::function<void()> then) {
+        auto entry = std::make_shared<Entry>(std::move(job));
+        entry->then = std::move(then);
+        {
+            std::lock_guard guard(mutex_);
+            if (closing_) return Submitted::closed;
+            if (max_queued_ != 0 && queue_.size() >= max_queued_) return Submitted::full;
+            queue_.push_back(std::move(entry));
+        }
+        work_.notify_one();
+        return Submitted::written;
+    }
+
     /// Jobs queued and not yet taken into a batch.
     std::size_t queued() {
         std::lock_guard guard(mutex_);
@@ -105,6 +122,7 @@ private:
         explicit Entry(std::shared_ptr<Job> j) : job(std::move(j)) {}
         std::shared_ptr<Job> job;
         Completion answered; // its caller's wait, finished once its batch is written
+        std::function<void()> then; // or its caller's callback (submit_async)
     };
 
     void run() {
@@ -124,9 +142,24 @@ private:
             }
             for (auto const& e : entries) batch.push_back(e->job);
             write_(batch);
-            for (auto const& e : entries) e->answered.finish(); // entries keeps each alive meanwhile
+            for (auto const& e : entries) { // entries keeps each alive meanwhile
+                if (e->then)
+                    call(e->then);
+                else
+                    e->answered.finish();
+            }
             entries.clear();
             batch.clear();
+        }
+    }
+
+    // A callback that throws must neither end the writer (std::terminate)
+    // nor leave the rest of its batch unanswered. Its caller logs what it
+    // could not do (commit_and_publish_async); the writer goes on.
+    static void call(std::function<void()> const& then) noexcept {
+        try {
+            then();
+        } catch (...) {
         }
     }
 

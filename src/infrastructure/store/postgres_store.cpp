@@ -515,8 +515,15 @@ struct PostgresStore::Impl {
 
     Result<void> submit(Job job) {
         auto shared = std::make_shared<Job>(std::move(job));
-        switch (queue->submit(shared)) {
-        case GroupCommit<Job>::Submitted::written: return shared->result;
+        auto const submitted = queue->submit(shared);
+        if (submitted == GroupCommit<Job>::Submitted::written) return shared->result;
+        return refused(submitted);
+    }
+
+    // Why the writer's queue did not take (or gave up) a command.
+    Result<void> refused(GroupCommit<Job>::Submitted submitted) {
+        switch (submitted) {
+        case GroupCommit<Job>::Submitted::written: return {};
         case GroupCommit<Job>::Submitted::full:
             ++storage_errors;
             return storage_error("PostgreSQL's writer is behind: " + std::to_string(options.max_queued) +
@@ -1054,8 +1061,22 @@ Job commit_job(Encoded const& e, std::string const& owner, std::string const& id
 
 } // namespace
 
-Result<void> PostgresStore::commit(Changes changes) {
-    Encoded encoded = encode(changes);
+// A commit between its encoding and its answer: kept alive by the caller, or
+// by the writer's callback when the caller does not wait.
+struct PostgresStore::PendingCommit {
+    Changes changes;
+    Encoded encoded;
+    std::string invoice_id;
+    std::vector<std::int64_t> seqs; // the outbox rows of its events, once written
+    std::int64_t epoch = 0;         // the lease's, when it commits a new attempt
+    std::shared_lock<TokenGate> token; // held from reading the owner until the writer answers
+    Job job;
+};
+
+Result<std::shared_ptr<PostgresStore::PendingCommit>> PostgresStore::prepare_commit(Changes changes) {
+    auto pending = std::make_shared<PendingCommit>();
+    Encoded& encoded = pending->encoded;
+    encoded = encode(changes);
     // A new attempt is committed with its invoice, which lists it: say why one is not.
     for (auto const& row : encoded.payments) {
         if (row.expected != 0 || (encoded.invoice && encoded.invoice->id == row.invoice_id)) continue;
@@ -1077,8 +1098,8 @@ Result<void> PostgresStore::commit(Changes changes) {
         }
     }
     std::optional<std::int64_t> fence;
-    std::string const invoice_id = encoded.invoice ? encoded.invoice->id
-                                   : encoded.payments.empty() ? std::string() : encoded.payments.front().invoice_id;
+    pending->invoice_id = encoded.invoice ? encoded.invoice->id
+                          : encoded.payments.empty() ? std::string() : encoded.payments.front().invoice_id;
     // What drives an attempt (a payment settled, failed, rerouted) is fenced;
     // a new attempt from a settled invoice (a client's request, a retry) is
     // kept to one by the invoice's version, and takes the lease.
@@ -1086,38 +1107,78 @@ Result<void> PostgresStore::commit(Changes changes) {
         std::any_of(encoded.payments.begin(), encoded.payments.end(), [](Encoded::Row const& row) { return row.expected != 0; });
     if (drives) {
         std::lock_guard guard(impl_->leases_mutex);
-        if (auto it = impl_->fences.find(invoice_id); it != impl_->fences.end()) fence = it->second;
+        if (auto it = impl_->fences.find(pending->invoice_id); it != impl_->fences.end()) fence = it->second;
     }
-    std::vector<std::int64_t> seqs;
-    std::int64_t epoch = 0;
-    // Until its rows are written under the token it names; a re-registration
-    // that holds the token past the statement timeout: unavailable, not a hang.
-    std::shared_lock token(impl_->token, impl_->options.statement_timeout);
-    if (!token) {
+    // Until its rows are written under the token it names (and the writer
+    // has answered, for an asynchronous commit); a re-registration that holds
+    // the token past the statement timeout: unavailable, not a hang.
+    pending->token = std::shared_lock(impl_->token, impl_->options.statement_timeout);
+    if (!pending->token) {
         ++impl_->storage_errors;
         return storage_error("PostgreSQL: this process's re-registration held its writes off for the statement timeout (" +
                              ms(impl_->options.statement_timeout) + "); nothing was sent");
     }
-    if (auto committed = impl_->submit(commit_job(encoded, impl_->owner, impl_->identity, fence, seqs, epoch)); !committed)
-        return committed;
+    pending->job = commit_job(encoded, impl_->owner, impl_->identity, fence, pending->seqs, pending->epoch);
+    pending->changes = std::move(changes);
+    return pending;
+}
+
+Result<void> PostgresStore::commit(Changes changes) {
+    auto pending = prepare_commit(std::move(changes));
+    if (!pending) return pending.error();
+    return committed(**pending, impl_->submit(std::move((*pending)->job)));
+}
+
+void PostgresStore::commit_async(Changes changes, Committed done) {
+    auto pending = prepare_commit(std::move(changes));
+    if (!pending) return done(pending.error());
+    auto job = std::make_shared<Job>(std::move((*pending)->job)); // its check refers to `pending`, kept alive below
+    auto queued = impl_->queue->submit_async(job, [this, job, pending = *pending, done] {
+        // Called whatever happens: a throw while updating memory answers as a storage error.
+        Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
+        try {
+            answer = committed(*pending, job->result);
+        } catch (std::exception const& e) {
+            answer = reject(ErrorCode::storage_unavailable, e.what());
+        }
+        done(std::move(answer));
+    });
+    if (queued == GroupCommit<Job>::Submitted::written) return;
+    (*pending)->token.unlock();
+    done(impl_->refused(queued));
+}
+
+// What a commit's answer updates in memory (the leases' fences, the outbox's
+// rows, the idempotency claim) before its caller hears it; the token is given
+// back once it has.
+Result<void> PostgresStore::committed(PendingCommit& pending, Result<void> result) {
+    struct Release {
+        std::shared_lock<TokenGate>& token;
+        ~Release() {
+            if (token) token.unlock();
+        }
+    } release{pending.token};
+    if (!result) return result;
+    Changes const& changes = pending.changes;
+    std::string const& invoice_id = pending.invoice_id;
     if (!invoice_id.empty()) {
         // Nothing is driven once the invoice leaves PROCESSING: forgotten, memory stays bounded.
         std::lock_guard guard(impl_->leases_mutex);
         if (changes.invoice && changes.invoice->invoice.status() != InvoiceStatus::processing) {
             impl_->fences.erase(invoice_id);
             impl_->origins.erase(invoice_id);
-        } else if (epoch != 0) {
-            impl_->fences[invoice_id] = epoch;
-            impl_->origins[invoice_id] = epoch;
+        } else if (pending.epoch != 0) {
+            impl_->fences[invoice_id] = pending.epoch;
+            impl_->origins[invoice_id] = pending.epoch;
         }
     }
     {
         std::lock_guard guard(impl_->outbox_mutex);
         for (std::size_t i = 0; i < changes.events.size(); ++i)
-            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, seqs[i]);
+            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, pending.seqs[i]);
         for (auto const& [event, at] : changes.scheduled) impl_->scheduled_ids.insert(envelope_of(event).id);
     }
-    if (encoded.idempotency) {
+    if (pending.encoded.idempotency) {
         std::lock_guard guard(impl_->claims_mutex);
         if (auto it = impl_->running.find(changes.idempotency->key); it != impl_->running.end()) it->second.second = true;
     }

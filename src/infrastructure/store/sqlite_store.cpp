@@ -19,6 +19,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <fcntl.h>
@@ -70,11 +71,26 @@ private:
 };
 
 // One unit of work for the writer, applied inside the batch's transaction;
-// its caller waits on it alone (completion.hpp).
+// its caller waits on it alone (completion.hpp), or is called back (`then`)
+// on the writer thread.
 struct Job : Completion {
-    explicit Job(std::function<Result<void>(Connection&)> f) : apply(std::move(f)) {}
+    explicit Job(std::function<Result<void>(Connection&)> f, std::function<void(Result<void>)> t = {})
+        : apply(std::move(f)), then(std::move(t)) {}
     std::function<Result<void>(Connection&)> apply;
+    std::function<void(Result<void>)> then;
     Result<void> result;
+
+    // Answers the caller, once its batch is written (or refused). A callback
+    // that throws must neither end the writer (std::terminate) nor leave the
+    // rest of its batch unanswered; its caller logs what it could not do
+    // (commit_and_publish_async).
+    void answer() noexcept {
+        if (!then) return finish();
+        try {
+            std::exchange(then, {})(std::move(result));
+        } catch (...) {
+        }
+    }
 };
 
 } // namespace
@@ -321,17 +337,30 @@ struct SqliteStore::Impl {
     }
 
     Result<void> submit(std::function<Result<void>(Connection&)> apply) {
-        if (auto verdict = damaged()) return storage_error(*verdict);
         auto job = std::make_shared<Job>(std::move(apply));
-        {
-            std::lock_guard guard(queue_mutex);
-            if (closing) return reject(ErrorCode::unavailable, "the store is closed");
-            if (in_doubt) return storage_error(deciding);
-            queue.push_back(job);
-            if (writer_waiting) work.notify_one();
-        }
+        if (auto queued = enqueue(job); !queued) return queued;
         job->wait();
         return job->result;
+    }
+
+    // Queues `apply`; `then` runs on the writer thread once it is written,
+    // or at once on this thread if it is refused before it is queued.
+    void submit_async(std::function<Result<void>(Connection&)> apply, std::function<void(Result<void>)> then) {
+        auto job = std::make_shared<Job>(std::move(apply));
+        auto queued = enqueue(job, &then);
+        if (!queued) then(std::move(queued));
+    }
+
+    // Queues the job (`then`, if given, moves into it once it is queued).
+    Result<void> enqueue(std::shared_ptr<Job> const& job, std::function<void(Result<void>)>* then = nullptr) {
+        if (auto verdict = damaged()) return storage_error(*verdict);
+        std::lock_guard guard(queue_mutex);
+        if (closing) return reject(ErrorCode::unavailable, "the store is closed");
+        if (in_doubt) return storage_error(deciding);
+        if (then) job->then = std::move(*then);
+        queue.push_back(job);
+        if (writer_waiting) work.notify_one();
+        return {};
     }
 
     static constexpr auto in_doubt_wait = std::chrono::seconds(2);
@@ -375,7 +404,7 @@ void SqliteStore::Impl::run_writer() {
             scheduled.swap(delivered_scheduled);
         }
         if (write_batch(batch, seqs, scheduled)) decide(batch);
-        for (auto& job : batch) job->finish();
+        for (auto& job : batch) job->answer();
         batch.clear();
         seqs.clear();
         scheduled.clear();
@@ -437,7 +466,7 @@ void SqliteStore::Impl::decide(std::vector<std::shared_ptr<Job>>& batch) {
     auto const answer = [](std::vector<std::shared_ptr<Job>>& jobs, std::string const& detail) {
         for (auto& job : jobs) {
             job->result = storage_error(detail);
-            job->finish();
+            job->answer();
         }
         jobs.clear();
     };
@@ -703,18 +732,34 @@ Result<void> write_payment(Connection& c, Encoded::Row const& row, std::optional
 
 } // namespace
 
-Result<void> SqliteStore::commit(Changes changes) {
-    Encoded encoded = encode(changes);
+// A commit between its encoding and its answer: kept alive by the caller, or
+// by the writer's callback when the caller does not wait.
+struct SqliteStore::PendingCommit {
+    Changes changes;
+    Encoded encoded;
+    std::vector<std::int64_t> seqs; // the outbox rows of its events, once written
+};
+
+std::shared_ptr<SqliteStore::PendingCommit> SqliteStore::prepare_commit(Changes changes) {
+    auto pending = std::make_shared<PendingCommit>();
+    pending->encoded = encode(changes);
     if (changes.idempotency) {
         auto const& [key, outcome, now] = *changes.idempotency;
         std::lock_guard guard(impl_->claims_mutex);
         if (auto it = impl_->running.find(key); it != impl_->running.end()) {
-            encoded.idempotency = {key.scope(), key.key(), it->second.first, codec::encode(outcome)};
-            encoded.idempotency_since = ticks(now);
+            pending->encoded.idempotency = {key.scope(), key.key(), it->second.first, codec::encode(outcome)};
+            pending->encoded.idempotency_since = ticks(now);
         }
     }
-    std::vector<std::int64_t> seqs;
-    auto committed = impl_->submit([&](Connection& c) -> Result<void> {
+    pending->changes = std::move(changes);
+    return pending;
+}
+
+namespace {
+
+// The statements of one commit, run in its savepoint by the writer.
+std::function<Result<void>(Connection&)> commit_statements(Encoded const& encoded, std::vector<std::int64_t>& seqs) {
+    return [&encoded, &seqs](Connection& c) -> Result<void> {
         seqs.clear();
         if (encoded.invoice)
             if (auto ok = write_invoice(c, *encoded.invoice); !ok) return ok;
@@ -746,12 +791,41 @@ Result<void> SqliteStore::commit(Changes changes) {
                 .step();
         }
         return {};
+    };
+}
+
+} // namespace
+
+Result<void> SqliteStore::commit(Changes changes) {
+    auto pending = prepare_commit(std::move(changes));
+    return committed(*pending, impl_->submit(commit_statements(pending->encoded, pending->seqs)));
+}
+
+void SqliteStore::commit_async(Changes changes, Committed done) {
+    auto pending = prepare_commit(std::move(changes));
+    auto statements = commit_statements(pending->encoded, pending->seqs); // `pending` outlives the job
+    impl_->submit_async(std::move(statements), [this, pending, done = std::move(done)](Result<void> result) {
+        // Called whatever happens: a throw while updating memory answers as a storage error.
+        Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
+        try {
+            answer = committed(*pending, std::move(result));
+        } catch (std::exception const& e) {
+            answer = reject(ErrorCode::storage_unavailable, e.what());
+        }
+        done(std::move(answer));
     });
-    if (!committed) {
+}
+
+// What a commit's answer updates in memory (the caches, the outbox's rows,
+// the idempotency claim) before its caller hears it.
+Result<void> SqliteStore::committed(PendingCommit& pending, Result<void> result) {
+    Changes const& changes = pending.changes;
+    Encoded const& encoded = pending.encoded;
+    if (!result) {
         // Refused (a conflict most often): the next read of these goes to the file.
         if (changes.invoice) impl_->invoice_cache.drop(changes.invoice->invoice.id());
         for (auto const& write : changes.payments) impl_->payment_cache.drop(write.payment.id());
-        return committed;
+        return result;
     }
     if (changes.invoice) impl_->invoice_cache.write_through(changes.invoice->invoice.id(), changes.invoice->invoice);
     for (auto const& write : changes.payments) impl_->payment_cache.write_through(write.payment.id(), write.payment);
@@ -761,7 +835,7 @@ Result<void> SqliteStore::commit(Changes changes) {
     {
         std::lock_guard guard(impl_->outbox_mutex);
         for (std::size_t i = 0; i < changes.events.size(); ++i)
-            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, seqs[i]);
+            impl_->outbox_seq.emplace(envelope_of(changes.events[i]).id, pending.seqs[i]);
         for (auto const& [event, at] : changes.scheduled) impl_->scheduled_ids.emplace(envelope_of(event).id, true);
     }
     if (encoded.idempotency) {

@@ -28,8 +28,17 @@ public:
 
     application::TimerId call_at(domain::Timestamp at, std::function<void()> fn) override;
     bool cancel(application::TimerId id) override;
+    /// Posts `fn` to the executor (not its strand): posted calls run in
+    /// parallel on its threads, logged and counted if they throw as due calls are.
+    /// Not refused after shutdown(), and not counted by pending(): a
+    /// settlement's continuation still runs while the engine's pool finishes
+    /// (its claim is released); one posted after the pool is joined is
+    /// dropped with the pool's queue (its commit and events stand: the events
+    /// are published again at the next start).
+    void post(std::function<void()> fn) override;
 
-    /// Drops every pending call and refuses new ones; returns how many were dropped.
+    /// Drops every pending call and refuses new ones (post() excepted);
+    /// returns how many were dropped.
     std::size_t shutdown();
     std::size_t pending() const;
     /// Calls that threw.

@@ -25,6 +25,9 @@ public:
 
     application::TimerId call_at(domain::Timestamp at, std::function<void()> fn) override;
     bool cancel(application::TimerId id) override;
+    /// Due at the clock's time: run by the next run_due(), on the test's
+    /// thread, whichever thread posts it (a durable store's writer).
+    void post(std::function<void()> fn) override;
 
     /// Runs every call due at the clock's time, including calls they schedule
     /// for then; returns how many ran.

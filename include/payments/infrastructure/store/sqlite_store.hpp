@@ -75,6 +75,10 @@ public:
     std::optional<domain::Payment> payment(domain::PaymentId const& id) const override;
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     Result<void> commit(application::Changes changes) override;
+    /// Queued for the writer; `done` runs on the writer thread once the
+    /// batch that holds it is durable (or at once, on the caller's, when the
+    /// store refuses it before queueing).
+    void commit_async(application::Changes changes, Committed done) override;
     std::vector<domain::Event> undelivered() const override;
     void mark_delivered(domain::EventId const& id) override;
     void left_undelivered(domain::EventId const& id) override;
@@ -113,6 +117,9 @@ public:
 
 private:
     struct Impl;
+    struct PendingCommit;
+    std::shared_ptr<PendingCommit> prepare_commit(application::Changes changes);
+    Result<void> committed(PendingCommit& pending, Result<void> result);
     explicit SqliteStore(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };
