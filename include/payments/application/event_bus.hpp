@@ -82,8 +82,15 @@ public:
     /// Delivery::drop, otherwise kept back with the events queued behind it on
     /// its lane and asked again a little later (Delivery::later). Several
     /// filters may be added; the Subscription removes its own, and once it is
-    /// destroyed that filter is neither running nor called again. The default
-    /// implementation ignores filters.
+    /// destroyed that filter is neither running nor called again. Every
+    /// active filter is asked about every event (drop still wins), so a filter
+    /// may keep bookkeeping per event. Filters are called concurrently from
+    /// several delivery threads: they must be quick, must not block, and must
+    /// not remove a filter from inside a call (removal waits for running
+    /// calls). A filter that throws counts as Delivery::later: the event is
+    /// kept and asked about again. The default implementation ignores filters,
+    /// so a bus that does not override this gives the outbox relay no
+    /// ownership check.
     [[nodiscard]] virtual Subscription add_delivery_filter(std::function<Delivery(domain::Event const&)> /*filter*/) {
         return {};
     }

@@ -262,21 +262,39 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     }
 
     // Every active filter's answer for the event: drop beats later beats deliver.
-    static Delivery ask(Lane& lane, std::vector<FilterPtr> const& asked, Event const& event) {
+    // Every active filter is asked, even after a drop, so that each sees every
+    // event it may keep bookkeeping for. A filter that throws answers later:
+    // the event is kept and asked about again, and the lane goes on.
+    Delivery ask(Lane& lane, std::vector<FilterPtr> const& asked, Event const& event) {
         Delivery verdict = Delivery::deliver;
-        // Set before a filter is found active, cleared after its call: a filter
-        // removed meanwhile is either skipped or waited for (remove_filter()).
+        // Set before a filter is found active, cleared after its call (also when
+        // it throws): a filter removed meanwhile is either skipped or waited for
+        // (remove_filter()).
         lane.filtering.store(true);
+        struct Cleared {
+            std::atomic<bool>& flag;
+            ~Cleared() { flag.store(false, std::memory_order_release); }
+        } const cleared{lane.filtering};
         for (FilterPtr const& entry : asked) {
             if (!entry->active.load()) continue;
-            Delivery const answer = entry->filter(event);
-            if (answer == Delivery::drop) {
-                verdict = Delivery::drop;
-                break;
+            Delivery answer = Delivery::later;
+            std::string error;
+            try {
+                answer = entry->filter(event);
+            } catch (std::exception const& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
             }
-            if (answer == Delivery::later) verdict = Delivery::later;
+            if (!error.empty()) {
+                logger.warn("delivery filter threw; the event is held back",
+                            {{"event", domain::event_name(event)},
+                             {"event_id", domain::envelope_of(event).id.str()},
+                             {"error", error}});
+            }
+            if (answer == Delivery::drop) verdict = Delivery::drop;
+            else if (answer == Delivery::later && verdict != Delivery::drop) verdict = Delivery::later;
         }
-        lane.filtering.store(false, std::memory_order_release);
         return verdict;
     }
 
@@ -420,12 +438,22 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     std::vector<DeadLetter> dead; // Owned by: dead_mutex
 };
 
+namespace {
+// The caller's options, every field kept, each brought into its usable range
+// (a later_retry of 0 would spin the scheduler while a store is doubtful).
+BusOptions clamped(BusOptions options) {
+    options.lanes = std::max<std::size_t>(options.lanes, 1);
+    options.delivery_attempts = std::max(options.delivery_attempts, 1);
+    options.delivery_tasks = std::max<std::size_t>(options.delivery_tasks, 1);
+    options.later_retry = std::max(options.later_retry, decltype(options.later_retry){std::chrono::milliseconds(1)});
+    return options;
+}
+} // namespace
+
 AsioEventBus::AsioEventBus(boost::asio::any_io_executor executor, application::Scheduler& scheduler,
                            application::Clock const& clock, application::Logger& logger, BusOptions options)
     : impl_(std::make_shared<Impl>(std::move(executor), scheduler, clock, logger,
-                                   BusOptions{std::max<std::size_t>(options.lanes, 1),
-                                              std::max(options.delivery_attempts, 1),
-                                              std::max<std::size_t>(options.delivery_tasks, 1)})) {}
+                                   clamped(options))) {}
 
 AsioEventBus::~AsioEventBus() { stop(); }
 
