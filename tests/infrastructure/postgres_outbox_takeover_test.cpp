@@ -17,6 +17,7 @@
 #include <atomic>
 #include <array>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -168,12 +169,15 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
                 }
             }
         }
-        WHEN("another survivor is claiming half of the events in a transaction still open") {
+        WHEN("another survivor is claiming half of the invoices (their claim locks held) in a transaction still open") {
             OtherSession claimer(schema.uri());
             auto exec = [&](std::string const& sql) { return claimer.exec(sql); };
             std::string const& s = schema.name();
             REQUIRE(exec("INSERT INTO " + s + ".owners VALUES ('claimer', clock_timestamp() + interval '1 hour')"));
             REQUIRE(exec("BEGIN"));
+            REQUIRE(exec("SELECT pg_advisory_xact_lock(hashtextextended('payments.outbox:' || '" + s +
+                         "' || ':' || invoice_id, 0)) FROM " + s + ".outbox WHERE seq IN (SELECT seq FROM " + s +
+                         ".outbox ORDER BY seq LIMIT 4)"));
             REQUIRE(exec("UPDATE " + s + ".outbox SET owner = 'claimer' WHERE seq IN (SELECT seq FROM " + s +
                          ".outbox ORDER BY seq LIMIT 4 FOR UPDATE SKIP LOCKED)"));
             THEN("B takes the other events at once, without waiting for it, and never those it claimed") {
@@ -450,6 +454,81 @@ SCENARIO("survivors take an orphan invoice's events whole: one survivor delivers
                     CHECK(who.size() == 1);
                 }
                 CHECK(taken[0].size() + taken[1].size() == 18);
+            }
+        }
+    }
+}
+
+SCENARIO("a survivor takes none of an invoice whose first row a re-registering process is keeping") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    std::string const& s = schema.name();
+    auto a = open_store(options);
+    GIVEN("A committed inv_1 with three events and stopped") {
+        auto [invoice, paid] = paid_by_a(1);
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        for (int k = 0; k < 3; ++k) {
+            InvoicePaid e = paid;
+            e.envelope.id = EventId::parse("evt_1_" + std::to_string(k)).value();
+            changes.events.emplace_back(e);
+        }
+        REQUIRE(a->commit(changes));
+        a->close();
+        auto b = open_store(options);
+        WHEN("another session (standing for A re-registering as 'next', its keep_events half-way) holds inv_1's first "
+             "row while B takes over, then moves all of inv_1's rows to 'next' and commits") {
+            REQUIRE(run_sql(schema.uri(), "INSERT INTO " + s + ".owners VALUES ('next', clock_timestamp() + interval '1 hour')"));
+            OtherSession keeper(schema.uri());
+            REQUIRE(keeper.exec("BEGIN"));
+            REQUIRE(keeper.exec("SELECT seq FROM " + s + ".outbox WHERE seq = (SELECT min(seq) FROM " + s +
+                                ".outbox WHERE invoice_id = 'inv_1') FOR UPDATE"));
+            auto taking = std::async(std::launch::async, [&] { return b->take_over(1); });
+            // B waits on the first row (locks in seq order); a B that skipped it has finished instead.
+            wait_for_session(schema.uri(), schema.name(), "%UPDATE outbox SET owner%", true);
+            REQUIRE(keeper.exec("UPDATE " + s + ".outbox SET owner = 'next' WHERE invoice_id = 'inv_1'"));
+            REQUIRE(keeper.exec("COMMIT"));
+            auto const taken = taking.get();
+            THEN("B took none of inv_1's events: they are all the keeper's") {
+                CHECK(taken.events.empty()); // SKIP LOCKED by row: evt_1_1 and evt_1_2
+            }
+        }
+    }
+}
+
+SCENARIO("an orphan invoice another survivor is claiming (its advisory lock held) is skipped, the next one taken") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    GIVEN("A committed inv_1 and inv_2 with three events each and stopped") {
+        for (int n = 1; n <= 2; ++n) {
+            auto [invoice, paid] = paid_by_a(n);
+            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+            for (int k = 0; k < 3; ++k) {
+                InvoicePaid e = paid;
+                e.envelope.id = EventId::parse("evt_" + std::to_string(n) + "_" + std::to_string(k)).value();
+                changes.events.emplace_back(e);
+            }
+            REQUIRE(a->commit(changes));
+        }
+        a->close();
+        auto b = open_store(options);
+        WHEN("another session holds inv_1's claim lock while B takes over two invoices") {
+            OtherSession other(schema.uri());
+            REQUIRE(other.exec("BEGIN"));
+            REQUIRE(other.exec("SELECT pg_advisory_xact_lock(hashtextextended('payments.outbox:' || '" + schema.name() +
+                               "' || ':inv_1', 0))"));
+            auto const taken = b->take_over(2);
+            REQUIRE(other.exec("COMMIT"));
+            THEN("B took inv_2's three events and none of inv_1's") {
+                std::vector<std::string> ids;
+                for (auto const& e : taken.events) ids.emplace_back(envelope_of(e).id.str());
+                CHECK(ids == std::vector<std::string>{"evt_2_0", "evt_2_1", "evt_2_2"});
             }
         }
     }

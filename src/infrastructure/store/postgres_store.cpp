@@ -98,9 +98,13 @@ constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE ow
 // claiming is waited for and re-checked (a plain column): each goes to one.
 // What the new token owns already is kept too: a re-registration whose
 // COMMIT reply was lost is tried again under the same new token (review 18,
-// A-5), and finds its rows there.
+// A-5), and finds its rows there. Rows are locked in seq order, as take_events
+// locks them, so that a survivor claiming an invoice meanwhile gets all of its
+// rows or none (review 20, 1): whoever locks its first row first, the other
+// waits for and then re-checks every row.
 constexpr pg::Prepared keep_events{
-    "keep_events", "UPDATE outbox SET owner = $2 WHERE owner IN ($1, $2) AND NOT delivered RETURNING seq"};
+    "keep_events", "UPDATE outbox SET owner = $2 WHERE seq IN (SELECT seq FROM outbox WHERE owner IN ($1, $2) AND "
+                   "NOT delivered ORDER BY seq FOR UPDATE) RETURNING seq"};
 constexpr pg::Prepared keep_scheduled{
     "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner IN ($1, $2) RETURNING event_id"};
 // Leases keep their epoch: nobody held them meanwhile ($3: those this process holds).
@@ -178,7 +182,7 @@ constexpr pg::Prepared orphan_invoices{
     "pg_try_advisory_xact_lock(hashtextextended('payments.outbox:' || current_schema() || ':' || invoice_id, 0))"};
 constexpr pg::Prepared take_events{
     "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
-                   "o.owner = ANY($2::text[]) AND o.invoice_id = ANY($3::text[]) FOR UPDATE SKIP LOCKED) "
+                   "o.owner = ANY($2::text[]) AND o.invoice_id = ANY($3::text[]) ORDER BY o.seq FOR UPDATE) "
                    "RETURNING seq, body"};
 constexpr pg::Prepared take_scheduled{
     "take_scheduled", "UPDATE scheduled SET owner = $1 WHERE event_id IN (SELECT s.event_id FROM scheduled s WHERE "
@@ -542,6 +546,10 @@ struct PostgresStore::Impl {
     // Throws pg::Failure (recorded as failing).
     void renew(pg::Connection& c, bool fresh = false) {
         auto const lasting = static_cast<std::int64_t>(options.lease_timeout.count()) * 2;
+        // Dated from the send, not the reply: the server dates alive_until from
+        // its UPDATE, which is after the send, so a stall while the reply was on
+        // its way cannot stretch this process's idea of its liveness (review 20, 2).
+        auto const sent = std::chrono::steady_clock::now();
         try {
             std::string const me = current_owner();
             if (fresh) c.query(register_owner.name, Params().text(me).integer(lasting));
@@ -550,7 +558,7 @@ struct PostgresStore::Impl {
             renewal_failing = true;
             throw;
         }
-        renewed_at = std::chrono::steady_clock::now().time_since_epoch().count();
+        renewed_at = sent.time_since_epoch().count();
         renewal_failing = false;
     }
 
@@ -1265,6 +1273,11 @@ bool PostgresStore::renew() {
 bool PostgresStore::renewing() const { return impl_->alive(); }
 
 application::Ownership PostgresStore::still_owns(EventId const& id) {
+    // The liveness first, then the lost list: reregister() fills the list
+    // before renew() dates the renewal, so an answer that sees the new date
+    // also sees the list, and one that sees the old date says doubtful
+    // (review 20, 3).
+    bool const alive = impl_->alive();
     if (impl_->any_lost.load()) {
         std::lock_guard guard(impl_->outbox_mutex);
         bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
@@ -1274,7 +1287,7 @@ application::Ownership PostgresStore::still_owns(EventId const& id) {
     // Renewals late or failing: a survivor may be taking this process's work
     // over now, and the renewal that finds it out (re-registering, and
     // listing what was lost) has not run yet (review 18, A-2).
-    if (!impl_->alive()) return application::Ownership::doubtful;
+    if (!alive) return application::Ownership::doubtful;
     return application::Ownership::owned;
 }
 
@@ -1294,6 +1307,7 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
     application::TakenOver taken;
     impl_->read([&](pg::Connection& c) {
         events.clear();
+        taken.events.clear();
         taken.scheduled.clear();
         // Taken (a pooled session held) as commits take it, and as bounded.
         std::shared_lock token(impl_->token, impl_->options.statement_timeout);
@@ -1314,23 +1328,26 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
         for (int row = 0; row < s.size(); ++row)
             taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
         c.exec("COMMIT");
+        // Recorded while the token is still held, as undelivered() does: a
+        // re-registration cannot run between the claim and this bookkeeping,
+        // so what it lists as lost includes these rows (review 20, 6).
+        // RETURNING keeps no order.
+        std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
+        std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
+        std::lock_guard guard(impl_->outbox_mutex);
+        // Taken back (once lost to a process that is gone now): this process's to deliver again.
+        for (auto& [seq, event] : events) {
+            impl_->lost.erase(envelope_of(event).id);
+            impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+            taken.events.push_back(std::move(event));
+        }
+        for (auto const& [event, at] : taken.scheduled) {
+            impl_->lost.erase(envelope_of(event).id);
+            impl_->scheduled_ids.insert(envelope_of(event).id);
+        }
+        impl_->any_lost = !impl_->lost.empty();
         return 0;
     });
-    // RETURNING keeps no order.
-    std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
-    std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
-    std::lock_guard guard(impl_->outbox_mutex);
-    // Taken back (once lost to a process that is gone now): this process's to deliver again.
-    for (auto& [seq, event] : events) {
-        impl_->lost.erase(envelope_of(event).id);
-        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        taken.events.push_back(std::move(event));
-    }
-    for (auto const& [event, at] : taken.scheduled) {
-        impl_->lost.erase(envelope_of(event).id);
-        impl_->scheduled_ids.insert(envelope_of(event).id);
-    }
-    impl_->any_lost = !impl_->lost.empty();
     return taken;
 }
 
