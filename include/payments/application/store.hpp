@@ -155,8 +155,10 @@ public:
     /// shared store: this process's own, as undelivered()).
     virtual std::vector<ScheduledEvent> scheduled() const = 0;
     /// A store shared by several processes: claims for this process the
-    /// undelivered events of at most `limit` invoices (all of an invoice's,
-    /// so that one process delivers them in order) and at most `limit`
+    /// undelivered events of at most `limit` invoices (all of an invoice's
+    /// that are there when claimed, never split with a process claiming at
+    /// the same time; a row committed later by the gone process's writer may
+    /// go to another process) and at most `limit` (by row, not by invoice)
     /// scheduled events whose process is gone (killed, cut off past its liveness, or stopped), each
     /// for exactly one of the processes that ask; they are then this
     /// process's to deliver, as if it had committed them, and are marked
