@@ -94,14 +94,21 @@ OutboxRelay::OutboxRelay(Store& store, EventBus& bus) : store_(store), bus_(bus)
     subscription_ = bus_.subscribe_delivered("outbox-relay", [&store](domain::Event const& event) {
         store.mark_delivered(domain::envelope_of(event).id);
     });
-    // What another process took over while this one stalled is its to deliver, not this one's.
-    bus_.set_delivery_filter(
-        [&store](domain::Event const& event) { return store.still_owns(domain::envelope_of(event).id); });
+    // What another process took over while this one stalled is its to
+    // deliver, not this one's; while this one may have stalled unseen, not known yet.
+    filter_ = bus_.add_delivery_filter([&store](domain::Event const& event) {
+        switch (store.still_owns(domain::envelope_of(event).id)) {
+        case Ownership::lost: return Delivery::drop;
+        case Ownership::doubtful: return Delivery::later;
+        case Ownership::owned: break;
+        }
+        return Delivery::deliver;
+    });
 }
 
 OutboxRelay::~OutboxRelay() {
     stop();
-    bus_.set_delivery_filter({});
+    filter_.reset(); // no call of it is running once it returns: the store may go next
 }
 
 OutboxRelay::Restarted OutboxRelay::restart() {
@@ -182,7 +189,8 @@ OutboxRelay::Restarted OutboxRelay::take_over() {
         return taken;
     }
     TakenOver found = store_.take_over(batch);
-    taken.more = found.events.size() == batch || found.scheduled.size() == batch;
+    // Events: those of `batch` invoices at most, so a whole batch may hold more.
+    taken.more = found.events.size() >= batch || found.scheduled.size() >= batch;
     // The bus refuses once it is stopping: what is left stays this
     // process's, delivered at its next start.
     std::size_t events = 0;

@@ -262,3 +262,180 @@ SCENARIO("subscribe_delivered runs after every subscriber handled an event, and 
         }
     }
 }
+
+SCENARIO("a delivery filter that answers later parks the event and those behind it, in order, and is asked again") {
+    GIVEN("a filter that answers later while the test says so, and three events of one invoice and one of another") {
+        BusFixture f;
+        bool doubtful = true;
+        int asked = 0;
+        auto filter = f.bus.add_delivery_filter([&](Event const&) {
+            ++asked;
+            return doubtful ? application::Delivery::later : application::Delivery::deliver;
+        });
+        std::vector<std::pair<std::string, int>> seen;
+        auto all = f.bus.subscribe<PaymentFailed>("seen", [&](PaymentFailed const& e) {
+            seen.emplace_back(e.envelope.invoice_id.str(), e.envelope.attempt);
+        });
+        for (int attempt = 1; attempt <= 3; ++attempt) f.bus.publish(failed_event("inv_1", attempt));
+        f.bus.publish(failed_event("inv_2", 4));
+        f.settle();
+        WHEN("the filter keeps answering later") {
+            int const before = asked;
+            f.clock.advance(infrastructure::BusOptions{}.later_retry);
+            f.settle();
+            THEN("nothing is delivered or dropped, every event is kept, and the filter was asked again") {
+                CHECK(seen.empty());
+                CHECK(asked > before);
+                CHECK(f.bus.stats().queue_depth == 4);
+                CHECK(f.bus.stats().held_back >= 2);
+                CHECK(f.bus.stats().filtered == 0);
+                CHECK_FALSE(f.bus.wait_idle(std::chrono::steady_clock::now()));
+            }
+        }
+        WHEN("it answers deliver, one more event of the first invoice came meanwhile, and the bus looks again") {
+            f.bus.publish(failed_event("inv_1", 5));
+            f.settle();
+            doubtful = false;
+            f.clock.advance(infrastructure::BusOptions{}.later_retry);
+            f.settle();
+            THEN("every event is delivered, each invoice's in publication order") {
+                std::vector<int> first;
+                for (auto const& [invoice, attempt] : seen)
+                    if (invoice == "inv_1") first.push_back(attempt);
+                CHECK(first == std::vector<int>{1, 2, 3, 5});
+                CHECK(seen.size() == 5);
+                CHECK(f.bus.stats().delivered == 5);
+                CHECK(f.bus.stats().queue_depth == 0);
+                CHECK(f.bus.wait_idle(std::chrono::steady_clock::now()));
+            }
+        }
+    }
+}
+
+SCENARIO("several delivery filters: a drop wins over later, and a removed filter is not called again") {
+    BusFixture f;
+    int first_calls = 0;
+    auto dropping = f.bus.add_delivery_filter([&](Event const& e) {
+        ++first_calls;
+        return std::get<PaymentFailed>(e).envelope.attempt == 2 ? application::Delivery::drop
+                                                                : application::Delivery::deliver;
+    });
+    auto hesitant = f.bus.add_delivery_filter([&](Event const& e) {
+        return std::get<PaymentFailed>(e).envelope.attempt == 2 ? application::Delivery::later
+                                                                : application::Delivery::deliver;
+    });
+    std::vector<int> seen;
+    auto all = f.bus.subscribe<PaymentFailed>("seen", [&](PaymentFailed const& e) { seen.push_back(e.envelope.attempt); });
+    for (int attempt = 1; attempt <= 3; ++attempt) f.bus.publish(failed_event("inv_1", attempt));
+    f.settle();
+    THEN("the event one filter drops and the other defers is dropped, and the others delivered in order") {
+        CHECK(seen == std::vector<int>{1, 3});
+        CHECK(f.bus.stats().filtered == 1);
+    }
+    WHEN("both filters' subscriptions go and the dropped event is published again") {
+        int const calls = first_calls;
+        dropping.reset();
+        hesitant.reset();
+        f.bus.publish(failed_event("inv_1", 2));
+        f.settle();
+        THEN("it is delivered, and neither filter was asked") {
+            CHECK(seen == std::vector<int>{1, 3, 2});
+            CHECK(first_calls == calls);
+        }
+    }
+}
+
+SCENARIO("several delivery filters: a drop wins over an earlier later, and every filter is asked about every event") {
+    GIVEN("a filter that defers the second event, added before one that drops it") {
+        BusFixture f;
+        std::vector<int> asked_second;
+        auto hesitant = f.bus.add_delivery_filter([&](Event const& e) {
+            return std::get<PaymentFailed>(e).envelope.attempt == 2 ? application::Delivery::later
+                                                                    : application::Delivery::deliver;
+        });
+        auto dropping = f.bus.add_delivery_filter([&](Event const& e) {
+            asked_second.push_back(std::get<PaymentFailed>(e).envelope.attempt);
+            return std::get<PaymentFailed>(e).envelope.attempt == 2 ? application::Delivery::drop
+                                                                    : application::Delivery::deliver;
+        });
+        auto last = f.bus.add_delivery_filter([&](Event const&) { return application::Delivery::deliver; });
+        int third_asked = 0;
+        auto counting = f.bus.add_delivery_filter([&](Event const&) {
+            ++third_asked;
+            return application::Delivery::deliver;
+        });
+        std::vector<int> seen;
+        auto all = f.bus.subscribe<PaymentFailed>("seen", [&](PaymentFailed const& e) { seen.push_back(e.envelope.attempt); });
+        WHEN("three events of one invoice are published") {
+            for (int attempt = 1; attempt <= 3; ++attempt) f.bus.publish(failed_event("inv_1", attempt));
+            f.settle();
+            THEN("the second is dropped, not parked, and every filter saw all three once") {
+                CHECK(seen == std::vector<int>{1, 3});
+                CHECK(f.bus.stats().filtered == 1);
+                CHECK(f.bus.stats().held_back == 0);
+                CHECK(asked_second == std::vector<int>{1, 2, 3});
+                CHECK(third_asked == 3);
+            }
+        }
+    }
+}
+
+SCENARIO("later_retry is how long a parked lane waits before its filter is asked again") {
+    GIVEN("a bus whose later_retry is one second, and a filter that always answers later") {
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler{clock};
+        infrastructure::NullLogger logger;
+        AsioEventBus bus{io.get_executor(), scheduler, clock, logger, {.lanes = 1, .later_retry = 1s}};
+        int asked = 0;
+        auto filter = bus.add_delivery_filter([&](Event const&) {
+            ++asked;
+            return application::Delivery::later;
+        });
+        auto settle = [&] {
+            while (io.poll() + scheduler.run_due() > 0) io.restart();
+            io.restart();
+        };
+        bus.publish(failed_event("inv_1", 1));
+        settle();
+        REQUIRE(asked == 1);
+        WHEN("less than later_retry passes") {
+            clock.advance(900ms);
+            settle();
+            THEN("the filter is not asked again") { CHECK(asked == 1); }
+        }
+        WHEN("later_retry passes") {
+            clock.advance(1s);
+            settle();
+            THEN("it is asked again") { CHECK(asked == 2); }
+        }
+    }
+}
+
+SCENARIO("a delivery filter that throws holds its event back: the lane goes on and the filter can be removed") {
+    GIVEN("a filter that throws while the test says so") {
+        BusFixture f;
+        bool throwing = true;
+        auto filter = f.bus.add_delivery_filter([&](Event const&) -> application::Delivery {
+            if (throwing) throw std::runtime_error("filter");
+            return application::Delivery::deliver;
+        });
+        std::vector<int> seen;
+        auto all = f.bus.subscribe<PaymentFailed>("seen", [&](PaymentFailed const& e) { seen.push_back(e.envelope.attempt); });
+        WHEN("an event is published while it throws, then another once it stopped") {
+            f.bus.publish(failed_event("inv_1", 1));
+            CHECK_NOTHROW(f.settle());
+            CHECK(seen.empty());
+            throwing = false;
+            f.bus.publish(failed_event("inv_1", 2));
+            f.clock.advance(infrastructure::BusOptions{}.later_retry);
+            CHECK_NOTHROW(f.settle());
+            THEN("both are delivered in order, the bus is idle, and removing the filter returns") {
+                CHECK(seen == std::vector<int>{1, 2});
+                CHECK(f.bus.wait_idle(std::chrono::steady_clock::now()));
+                filter.reset(); // would wait for ever on a lane left marked as filtering
+                CHECK(f.bus.stats().filtered == 0);
+            }
+        }
+    }
+}

@@ -26,10 +26,12 @@ namespace {
 
 // Forwards 127.0.0.1:port() to the test server; once armed, the first session
 // that sends a COMMIT is cut before it is forwarded, or after the server
-// answered it (the answer dropped).
+// answered it (the answer dropped); or the first that prepares the store's
+// statements is held: nothing more it sends is forwarded, and nothing closes
+// (a server that stopped answering).
 class CuttingProxy {
 public:
-    enum class Cut { none, before_commit, after_commit };
+    enum class Cut { none, before_commit, after_commit, hold_prepare };
 
     explicit CuttingProxy(int upstream) : upstream_(upstream) {
         listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -86,6 +88,7 @@ private:
 
     void pump(int client, int server) {
         char buffer[65536];
+        bool held = false; // hold_prepare fired on this session
         for (;;) {
             pollfd fds[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
             if (::poll(fds, 2, -1) < 0) break;
@@ -93,8 +96,15 @@ private:
                 ssize_t const n = ::read(client, buffer, sizeof buffer);
                 if (n <= 0) break;
                 std::string const chunk(buffer, static_cast<std::size_t>(n));
+                if (held) continue;
                 Cut cut = cut_;
-                if (cut != Cut::none && has(chunk, "COMMIT") && cut_.compare_exchange_strong(cut, Cut::none)) {
+                if (cut == Cut::hold_prepare && has(chunk, "insert_invoice") && cut_.compare_exchange_strong(cut, Cut::none)) {
+                    fired_ = true;
+                    held = true;
+                    continue;
+                }
+                if ((cut == Cut::before_commit || cut == Cut::after_commit) && has(chunk, "COMMIT") &&
+                    cut_.compare_exchange_strong(cut, Cut::none)) {
                     if (cut == Cut::after_commit) {
                         if (::send(server, buffer, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) break;
                         // Wait for the server's "COMMIT" command tag, and drop it.
@@ -206,6 +216,44 @@ SCENARIO("a PostgreSQL re-registration whose COMMIT reply is lost keeps its rows
                 CHECK(store->held_since_attempt(invoice.id()));
                 CHECK(store->reregistrations() == 1);
                 CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".owners) = 1)::int"));
+            }
+        }
+    }
+    store->close();
+}
+
+SCENARIO("a PostgreSQL server that stops answering while a new session prepares its statements fails the read within a bound") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& u = *uri;
+    auto const colon = u.find(':', u.find('@'));
+    auto const slash = u.find('/', colon);
+    CuttingProxy proxy(std::stoi(u.substr(colon + 1, slash - colon - 1)));
+    auto options = schema.options();
+    options.uri = u.substr(0, colon + 1) + std::to_string(proxy.port()) + u.substr(slash);
+    options.statement_timeout = 200ms;
+    auto store = open_store(options);
+
+    // The liveness thread's session prepared its statements already (it has swept once).
+    REQUIRE(wait_for_session(schema.uri(), schema.name(), sweeping, false).size() == 1);
+
+    GIVEN("the next session's statements are prepared into a connection that never answers") {
+        proxy.arm(CuttingProxy::Cut::hold_prepare);
+        WHEN("the first read opens that session") {
+            auto const started = std::chrono::steady_clock::now();
+            bool unavailable = false;
+            try {
+                (void)store->invoice(iid("inv_1"));
+            } catch (application::StorageFailure const&) {
+                unavailable = true;
+            }
+            auto const waited = std::chrono::steady_clock::now() - started;
+            THEN("it fails as unavailable within the session's patience (twice the statement timeout), not hang") {
+                REQUIRE(proxy.fired());
+                CHECK(unavailable);
+                CHECK(waited < 2s);
+                AND_THEN("the next read opens a session that answers") { CHECK_FALSE(store->invoice(iid("inv_1"))); }
             }
         }
     }

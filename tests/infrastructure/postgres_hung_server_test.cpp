@@ -7,43 +7,11 @@
 #include <payments/infrastructure/store/postgres_store.hpp>
 
 #include <chrono>
-#include <csignal>
 #include <future>
 #include <vector>
 
 using namespace test;
 using infrastructure::PostgresStore;
-
-namespace {
-
-// The server processes of the sessions named `application_name`.
-std::vector<int> server_processes_of(std::string const& uri, std::string const& application_name) {
-    std::vector<int> pids;
-    PGconn* c = PQconnectdb(uri.c_str());
-    if (PQstatus(c) == CONNECTION_OK) {
-        char const* values[] = {application_name.c_str()};
-        PGresult* r = PQexecParams(c, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", 1, nullptr,
-                                   values, nullptr, nullptr, 0);
-        for (int row = 0; row < PQntuples(r); ++row) pids.push_back(std::stoi(PQgetvalue(r, row, 0)));
-        PQclear(r);
-    }
-    PQfinish(c);
-    return pids;
-}
-
-// Stops the processes, and lets them go on whatever happens.
-struct StoppedBackends {
-    std::vector<int> pids;
-    explicit StoppedBackends(std::vector<int> p) : pids(std::move(p)) {
-        for (int pid : pids) ::kill(pid, SIGSTOP);
-    }
-    ~StoppedBackends() { resume(); }
-    void resume() {
-        for (int pid : std::exchange(pids, {})) ::kill(pid, SIGCONT);
-    }
-};
-
-} // namespace
 
 SCENARIO("a PostgreSQL server that stops answering makes reads and commits fail within a bound, never hang") {
     auto uri = test_postgres_uri();

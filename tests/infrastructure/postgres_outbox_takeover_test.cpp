@@ -14,7 +14,11 @@
 #include <boost/asio/io_context.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <array>
 #include <condition_variable>
+#include <future>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -165,12 +169,15 @@ SCENARIO("the outbox and the retries of a dead process are taken over by exactly
                 }
             }
         }
-        WHEN("another survivor is claiming half of the events in a transaction still open") {
+        WHEN("another survivor is claiming half of the invoices (their claim locks held) in a transaction still open") {
             OtherSession claimer(schema.uri());
             auto exec = [&](std::string const& sql) { return claimer.exec(sql); };
             std::string const& s = schema.name();
             REQUIRE(exec("INSERT INTO " + s + ".owners VALUES ('claimer', clock_timestamp() + interval '1 hour')"));
             REQUIRE(exec("BEGIN"));
+            REQUIRE(exec("SELECT pg_advisory_xact_lock(hashtextextended('payments.outbox:' || '" + s +
+                         "' || ':' || invoice_id, 0)) FROM " + s + ".outbox WHERE seq IN (SELECT seq FROM " + s +
+                         ".outbox ORDER BY seq LIMIT 4)"));
             REQUIRE(exec("UPDATE " + s + ".outbox SET owner = 'claimer' WHERE seq IN (SELECT seq FROM " + s +
                          ".outbox ORDER BY seq LIMIT 4 FOR UPDATE SKIP LOCKED)"));
             THEN("B takes the other events at once, without waiting for it, and never those it claimed") {
@@ -352,15 +359,22 @@ SCENARIO("a take-over round claims one batch, and nothing while the bus is full"
     auto options = schema.options();
     options.lease_timeout = 1h;
     auto a = open_store(options);
-    GIVEN("process A committed 150 events and stopped, and B's relay is on a bus nobody runs yet") {
-        auto [invoice, paid] = paid_by_a(1);
-        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
-        for (int n = 0; n < 150; ++n) {
-            InvoicePaid e = paid;
-            e.envelope.id = EventId::parse("evt_orphan_" + std::to_string(n)).value();
-            changes.events.emplace_back(e);
-        }
-        REQUIRE(a->commit(changes));
+    GIVEN("process A committed 120 invoices' events and stopped, and B's relay is on a bus nobody runs yet") {
+        // From ten threads: the group commit writes them in a few transactions.
+        std::vector<std::thread> committers;
+        std::atomic<int> committed{0};
+        for (int t = 0; t < 10; ++t)
+            committers.emplace_back([&, t] {
+                for (int n = 1 + t; n <= 120; n += 10) {
+                    auto [invoice, e] = paid_by_a(n);
+                    Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+                    changes.events.emplace_back(e);
+                    if (a->commit(changes)) ++committed;
+                }
+            });
+        for (auto& t : committers) t.join();
+        REQUIRE(committed == 120);
+        InvoicePaid const paid = paid_by_a(121).second; // only ever published, to fill the bus
         a->close();
         auto b = open_store(options);
         boost::asio::io_context io;
@@ -384,9 +398,139 @@ SCENARIO("a take-over round claims one batch, and nothing while the bus is full"
                 CHECK(round.bus_full);
                 CHECK(round.republished == 0);
                 auto c = open_store(options);
-                CHECK(c->take_over(200).events.size() == 150);
+                CHECK(c->take_over(200).events.size() == 120);
             }
         }
         bus.stop();
+    }
+}
+
+SCENARIO("survivors take an orphan invoice's events whole: one survivor delivers all of them, in order") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    GIVEN("process A committed 6 invoices with 3 events each and stopped") {
+        std::map<EventId, InvoiceId> invoice_of;
+        for (int n = 1; n <= 6; ++n) {
+            auto [invoice, paid] = paid_by_a(n);
+            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+            for (int k = 0; k < 3; ++k) {
+                InvoicePaid e = paid;
+                e.envelope.id = EventId::parse("evt_" + std::to_string(n) + "_" + std::to_string(k)).value();
+                invoice_of[e.envelope.id] = invoice.id();
+                changes.events.emplace_back(e);
+            }
+            REQUIRE(a->commit(changes));
+        }
+        a->close();
+        auto b = open_store(options);
+        auto c = open_store(options);
+
+        WHEN("B and C take over one at a time, in turn, until nothing is left") {
+            std::array<std::vector<EventId>, 2> taken;
+            for (bool more = true; more;) {
+                more = false;
+                for (std::size_t t = 0; t < 2; ++t) {
+                    auto got = (t == 0 ? *b : *c).take_over(1);
+                    for (auto const& e : got.events) taken[t].push_back(envelope_of(e).id);
+                    more = more || !got.empty();
+                }
+            }
+            THEN("each invoice's three events went to one of them, in commit order") {
+                std::map<InvoiceId, std::set<std::size_t>> takers;
+                for (std::size_t t = 0; t < 2; ++t) {
+                    std::map<InvoiceId, std::vector<EventId>> seen;
+                    for (auto const& id : taken[t]) {
+                        takers[invoice_of.at(id)].insert(t);
+                        seen[invoice_of.at(id)].push_back(id);
+                    }
+                    for (auto const& [invoice, ids] : seen) CHECK(std::is_sorted(ids.begin(), ids.end()));
+                }
+                CHECK(takers.size() == 6);
+                for (auto const& [invoice, who] : takers) {
+                    CAPTURE(invoice);
+                    CHECK(who.size() == 1);
+                }
+                CHECK(taken[0].size() + taken[1].size() == 18);
+            }
+        }
+    }
+}
+
+SCENARIO("a survivor takes none of an invoice whose first row a re-registering process is keeping") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    std::string const& s = schema.name();
+    auto a = open_store(options);
+    GIVEN("A committed inv_1 with three events and stopped") {
+        auto [invoice, paid] = paid_by_a(1);
+        Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+        for (int k = 0; k < 3; ++k) {
+            InvoicePaid e = paid;
+            e.envelope.id = EventId::parse("evt_1_" + std::to_string(k)).value();
+            changes.events.emplace_back(e);
+        }
+        REQUIRE(a->commit(changes));
+        a->close();
+        auto b = open_store(options);
+        WHEN("another session (standing for A re-registering as 'next', its keep_events half-way) holds inv_1's first "
+             "row while B takes over, then moves all of inv_1's rows to 'next' and commits") {
+            REQUIRE(run_sql(schema.uri(), "INSERT INTO " + s + ".owners VALUES ('next', clock_timestamp() + interval '1 hour')"));
+            OtherSession keeper(schema.uri());
+            REQUIRE(keeper.exec("BEGIN"));
+            REQUIRE(keeper.exec("SELECT seq FROM " + s + ".outbox WHERE seq = (SELECT min(seq) FROM " + s +
+                                ".outbox WHERE invoice_id = 'inv_1') FOR UPDATE"));
+            auto taking = std::async(std::launch::async, [&] { return b->take_over(1); });
+            // B waits on the first row (locks in seq order); a B that skipped it has finished instead.
+            wait_for_session(schema.uri(), schema.name(), "%UPDATE outbox SET owner%", true);
+            REQUIRE(keeper.exec("UPDATE " + s + ".outbox SET owner = 'next' WHERE invoice_id = 'inv_1'"));
+            REQUIRE(keeper.exec("COMMIT"));
+            auto const taken = taking.get();
+            THEN("B took none of inv_1's events: they are all the keeper's") {
+                CHECK(taken.events.empty()); // SKIP LOCKED by row: evt_1_1 and evt_1_2
+            }
+        }
+    }
+}
+
+SCENARIO("an orphan invoice another survivor is claiming (its advisory lock held) is skipped, the next one taken") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    GIVEN("A committed inv_1 and inv_2 with three events each and stopped") {
+        for (int n = 1; n <= 2; ++n) {
+            auto [invoice, paid] = paid_by_a(n);
+            Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
+            for (int k = 0; k < 3; ++k) {
+                InvoicePaid e = paid;
+                e.envelope.id = EventId::parse("evt_" + std::to_string(n) + "_" + std::to_string(k)).value();
+                changes.events.emplace_back(e);
+            }
+            REQUIRE(a->commit(changes));
+        }
+        a->close();
+        auto b = open_store(options);
+        WHEN("another session holds inv_1's claim lock while B takes over two invoices") {
+            OtherSession other(schema.uri());
+            REQUIRE(other.exec("BEGIN"));
+            REQUIRE(other.exec("SELECT pg_advisory_xact_lock(hashtextextended('payments.outbox:' || '" + schema.name() +
+                               "' || ':inv_1', 0))"));
+            auto const taken = b->take_over(2);
+            REQUIRE(other.exec("COMMIT"));
+            THEN("B took inv_2's three events and none of inv_1's") {
+                std::vector<std::string> ids;
+                for (auto const& e : taken.events) ids.emplace_back(envelope_of(e).id.str());
+                CHECK(ids == std::vector<std::string>{"evt_2_0", "evt_2_1", "evt_2_2"});
+            }
+        }
     }
 }

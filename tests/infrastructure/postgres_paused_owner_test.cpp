@@ -228,3 +228,107 @@ SCENARIO("a process's registration lasts twice its lease timeout: a stall shorte
         }
     }
 }
+
+SCENARIO("a process whose liveness may have lapsed unseen holds its deliveries back until a renewal tells what it lost") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;           // the test decides when A looks gone
+    options.statement_timeout = 200ms;    // A's renewal gives up this soon on a locked row
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed two invoices, each with an event and a retry, published and armed on its bus, not yet delivered") {
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler(clock);
+        infrastructure::NullLogger logger;
+        infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+        std::vector<EventId> first, second;
+        REQUIRE(a->commit(paid_with_retry_due(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry_due(2, 2s, second)));
+        std::vector<EventId> seen; // Owned by: io's one thread
+        auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+        application::OutboxRelay relay(*a, bus);
+        REQUIRE(relay.restart().republished == 2);
+
+        WHEN("A's renewal fails (its row locked by another session), then its registration is swept and B takes the "
+             "first invoice's event and retry, before A's bus runs") {
+            OtherSession other(schema.uri());
+            REQUIRE(other.exec("BEGIN"));
+            REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners WHERE owner = (SELECT owner FROM " + s +
+                               ".outbox LIMIT 1) FOR UPDATE"));
+            REQUIRE_FALSE(a->renew());
+            REQUIRE_FALSE(a->renewing());
+            REQUIRE(other.exec(registration_swept(s, "outbox")));
+            REQUIRE(other.exec("COMMIT"));
+            auto const taken = b->take_over(1);
+            REQUIRE(taken.events.size() == 1);
+            REQUIRE(envelope_of(taken.events[0]).id == first[0]);
+            io.run();
+            clock.advance(5s); // both retries due, and the bus's look again
+            scheduler.run_due();
+            io.restart();
+            io.run();
+
+            THEN("A's bus delivers nothing while A cannot tell what it still owns, and keeps every event") {
+                CHECK(seen.empty());
+                CHECK(bus.stats().held_back >= 2);
+                CHECK(bus.stats().queue_depth == 4);
+
+                AND_WHEN("A's next renewal registers it anew") {
+                    REQUIRE(a->renew());
+                    clock.advance(1s);
+                    scheduler.run_due();
+                    io.restart();
+                    io.run();
+                    THEN("A delivers only the second invoice's event and retry: B delivers the others") {
+                        CHECK(a->reregistrations() == 1);
+                        CHECK(std::multiset<EventId>(seen.begin(), seen.end()) ==
+                              std::multiset<EventId>(second.begin(), second.end()));
+                        CHECK(bus.stats().filtered == 2);
+                        CHECK(bus.stats().queue_depth == 0);
+                    }
+                }
+            }
+        }
+        bus.stop();
+    }
+}
+
+SCENARIO("an event lost by a re-registration after it passed the delivery filter is forgotten once delivered or left") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed two invoices' events and retries; its subscribers are running on the events (past the filter)") {
+        std::vector<EventId> first, second;
+        REQUIRE(a->commit(paid_with_retry_due(1, 1s, first)));
+        REQUIRE(a->commit(paid_with_retry_due(2, 2s, second)));
+        REQUIRE(a->undelivered().size() == 2);
+        REQUIRE(a->scheduled().size() == 2);
+
+        WHEN("A stalls, B takes both invoices' events and retries, and A registers anew: all four are lost to it") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            REQUIRE(b->take_over(10).events.size() == 2);
+            REQUIRE(a->renew());
+            REQUIRE(a->reregistrations() == 1);
+
+            THEN("those its bus then delivers or leaves are no longer listed as lost; the others still are, once") {
+                a->mark_delivered(first[0]);
+                a->left_undelivered(first[1]);
+                CHECK(a->still_owns(first[0]) == application::Ownership::owned);
+                CHECK(a->still_owns(first[1]) == application::Ownership::owned);
+                CHECK(a->still_owns(second[0]) == application::Ownership::lost);
+                CHECK(a->still_owns(second[0]) == application::Ownership::owned);
+            }
+        }
+    }
+}

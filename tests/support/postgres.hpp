@@ -9,7 +9,12 @@
 #include <libpq-fe.h>
 
 #include <atomic>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
+#include <thread>
+#include <utility>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,6 +55,60 @@ inline bool run_sql(std::string const& uri, std::string const& sql) {
     PQfinish(c);
     return ok;
 }
+
+/// The server processes of the sessions named `application_name`; with
+/// `statement` (a LIKE pattern), only those whose current or last statement
+/// matches it, and with `waiting_on_a_lock`, only those waiting for a row or
+/// transaction lock in it.
+inline std::vector<int> server_processes_of(std::string const& uri, std::string const& application_name,
+                                            std::string const& statement = "", bool waiting_on_a_lock = false) {
+    std::vector<int> pids;
+    PGconn* c = PQconnectdb(uri.c_str());
+    if (PQstatus(c) == CONNECTION_OK) {
+        char const* values[] = {application_name.c_str(), statement.c_str(), waiting_on_a_lock ? "t" : "f"};
+        PGresult* r = PQexecParams(c,
+                                   "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND ($2 = '' OR "
+                                   "query LIKE $2) AND (NOT $3::bool OR wait_event_type = 'Lock')",
+                                   3, nullptr, values, nullptr, nullptr, 0);
+        for (int row = 0; row < PQntuples(r); ++row) pids.push_back(std::stoi(PQgetvalue(r, row, 0)));
+        PQclear(r);
+    }
+    PQfinish(c);
+    return pids;
+}
+
+/// Waits (at most 5 s) until `count` sessions named `application_name` are
+/// in (or have run) a statement matching `statement` (a LIKE pattern), with
+/// `waiting_on_a_lock` waiting for a lock in it; the server processes of
+/// those sessions, fewer at the deadline.
+inline std::vector<int> wait_for_session(std::string const& uri, std::string const& application_name,
+                                         std::string const& statement, bool waiting_on_a_lock, std::size_t count = 1) {
+    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (;;) {
+        auto pids = server_processes_of(uri, application_name, statement, waiting_on_a_lock);
+        if (pids.size() >= count || std::chrono::steady_clock::now() >= deadline) return pids;
+        std::this_thread::yield(); // each look is a round trip to the server: no busy spin
+    }
+}
+
+/// The liveness sessions' statement that sweeps lapsed registrations (a LIKE
+/// pattern): a store's heart runs it first thing, then every third of its
+/// lease timeout.
+inline std::string const sweeping = "WITH gone AS (DELETE FROM owners%";
+
+/// Stops server processes (SIGSTOP), and lets them go on whatever happens.
+struct StoppedBackends {
+    std::vector<int> pids;
+    explicit StoppedBackends(std::vector<int> p) : pids(std::move(p)) {
+        for (int pid : pids) ::kill(pid, SIGSTOP);
+    }
+    StoppedBackends(StoppedBackends const&) = delete;
+    StoppedBackends& operator=(StoppedBackends const&) = delete;
+    ~StoppedBackends() { resume(); }
+    void resume() {
+        for (int pid : std::exchange(pids, {})) ::kill(pid, SIGCONT);
+    }
+};
 
 /// A session of its own on the test server, standing for another process (its
 /// open transaction's locks); ended whatever happens, so that its locks never

@@ -30,6 +30,13 @@ private:
     std::unique_ptr<Handle> handle_;
 };
 
+/// What a delivery filter (EventBus::add_delivery_filter()) says of an event.
+enum class Delivery {
+    deliver, ///< to its subscribers now
+    drop,    ///< to none of them, ever (another process delivers it)
+    later,   ///< not yet: kept, in order, and asked about again a little later
+};
+
 /// Publishes domain events to subscribers, asynchronously. Events of one
 /// invoice are handled in publication order, one at a time.
 class EventBus {
@@ -73,11 +80,24 @@ public:
     /// outbox relay, leaves the rest in the store while it is high); 0 when unknown.
     virtual std::size_t scheduled_backlog() const { return 0; }
 
-    /// Asks `keep(event)` just before each event (published, or scheduled and
-    /// now due) reaches its subscribers; one it refuses reaches none of them.
-    /// One filter per bus; an empty function removes it. The default
-    /// implementation ignores it.
-    virtual void set_delivery_filter(std::function<bool(domain::Event const&)> /*keep*/) {}
+    /// Asks `filter(event)` just before each event (published, or scheduled
+    /// and now due) reaches its subscribers: delivered when every filter says
+    /// Delivery::deliver, dropped (reaches none of them) when one says
+    /// Delivery::drop, otherwise kept back with the events queued behind it on
+    /// its lane and asked again a little later (Delivery::later). Several
+    /// filters may be added; the Subscription removes its own, and once it is
+    /// destroyed that filter is neither running nor called again. Every
+    /// active filter is asked about every event (drop still wins), so a filter
+    /// may keep bookkeeping per event. Filters are called concurrently from
+    /// several delivery threads: they must be quick, must not block, and must
+    /// not remove a filter from inside a call (removal waits for running
+    /// calls). A filter that throws counts as Delivery::later: the event is
+    /// kept and asked about again. The default implementation ignores filters,
+    /// so a bus that does not override this gives the outbox relay no
+    /// ownership check.
+    [[nodiscard]] virtual Subscription add_delivery_filter(std::function<Delivery(domain::Event const&)> /*filter*/) {
+        return {};
+    }
 
     /// The untyped form of subscribe(): `kind` is the index in domain::Event.
     [[nodiscard]] virtual Subscription subscribe_kind(std::size_t kind, std::string name,

@@ -36,7 +36,8 @@ public:
     /// (EventBus::scheduled_backlog()): the rest stay in the store.
     static constexpr std::size_t max_scheduled = 1'000;
 
-    /// Subscribes to every kind of event on `bus`.
+    /// Subscribes to every kind of event on `bus`, and adds a delivery
+    /// filter that asks Store::still_owns() (lost: dropped; doubtful: later).
     OutboxRelay(Store& store, EventBus& bus);
     /// Stops watching the store; a round that is running finishes first.
     ~OutboxRelay();
@@ -64,8 +65,8 @@ public:
     /// held (or the bus refused: it is stopping).
     bool restarting() const;
 
-    /// One take-over round: claims at most `batch` events and `batch`
-    /// scheduled events that processes that are gone left, publishes the
+    /// One take-over round: claims the events of at most `batch` invoices
+    /// and at most `batch` scheduled events that processes that are gone left, publishes the
     /// events and arms the scheduled events (a bus that refuses is stopping:
     /// what was claimed stays this process's in the store). Claims nothing
     /// while the bus holds `max_backlog` events or `max_scheduled` scheduled
@@ -99,6 +100,7 @@ private:
     std::optional<ScheduledCursor> scheduled_after_;  // Owned by: start_mutex_
     std::atomic<bool> restarting_{false};
     Subscription subscription_;
+    Subscription filter_; // Store::still_owns() as the bus's delivery filter
     std::shared_ptr<Watch> watch_;
 };
 

@@ -123,6 +123,14 @@ struct StorageFailure : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+/// Whether an event this process published is still its own to deliver
+/// (Store::still_owns()), on a store several processes share.
+enum class Ownership {
+    owned,    ///< this process's to deliver
+    lost,     ///< another process took it over: it delivers it
+    doubtful, ///< this process's liveness may have lapsed unseen: not known until its next renewal
+};
+
 /// Where invoices and payments live, with the outbox of their events.
 /// Thread-safe. A durable implementation commits Changes in one transaction
 /// and answers only once it is durable.
@@ -205,9 +213,12 @@ public:
     virtual ScheduledPage scheduled_page(std::optional<ScheduledCursor> const& after, std::size_t limit) const = 0;
     /// Every page of scheduled_page() at once (tests and tools; the relay pages).
     std::vector<ScheduledEvent> scheduled() const;
-    /// A store shared by several processes: claims for this process at most
-    /// `limit` undelivered events and at most `limit` scheduled events whose
-    /// process is gone (killed, cut off past its liveness, or stopped), each
+    /// A store shared by several processes: claims for this process the
+    /// undelivered events of at most `limit` invoices (all of an invoice's
+    /// that are there when claimed, never split with a process claiming at
+    /// the same time; a row committed later by the gone process's writer may
+    /// go to another process) and at most `limit` (by row, not by invoice)
+    /// scheduled events whose process is gone (killed, cut off past its liveness, or stopped), each
     /// for exactly one of the processes that ask; they are then this
     /// process's to deliver, as if it had committed them, and are marked
     /// delivered through mark_delivered(). Nothing while every owner lives. A
@@ -221,12 +232,14 @@ public:
     /// calls; once it returns no call is running. False (and `wake` is never
     /// called) for a store used by one process.
     virtual bool watch_work_left(std::function<void()> /*wake*/) { return false; }
-    /// False for an event this process published or armed and then lost to
-    /// another process (it stalled past its liveness, and a survivor took the
-    /// event over to deliver it): the bus drops it rather than deliver it
-    /// twice. Asked once per such event. A store used by one process always
-    /// says yes.
-    virtual bool still_owns(domain::EventId const&) { return true; }
+    /// Whether an event this process published or armed is still its own to
+    /// deliver, asked just before delivery (the relay's delivery filter):
+    /// Ownership::lost once another process took it over while this one
+    /// stalled past its liveness (the bus drops it rather than deliver it
+    /// twice; answered once per such event), Ownership::doubtful while this
+    /// process's liveness may have lapsed unseen (the bus holds it back until
+    /// a renewal settles it). A store used by one process always says owned.
+    virtual Ownership still_owns(domain::EventId const&) { return Ownership::owned; }
     /// The invoice's events in commit order, as far back as the store keeps
     /// them: its audit history.
     virtual std::vector<domain::Event> history(domain::InvoiceId const& id) const = 0;

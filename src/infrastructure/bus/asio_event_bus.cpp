@@ -11,9 +11,11 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 namespace payments::infrastructure {
 
+using application::Delivery;
 using application::Subscription;
 using domain::Event;
 using domain::Timestamp;
@@ -64,7 +66,20 @@ struct alignas(64) Lane {
     bool active = false;         // Owned by: mutex; a delivery task is posted or running
     std::size_t pending = 0;     // Owned by: mutex; events queued or being delivered
     std::uint64_t published = 0; // Owned by: mutex
+    // The delivery task holding the lane is asking the delivery filters
+    // (remove_filter() waits for it to end); on the lane's own cache line.
+    std::atomic<bool> filtering{false};
 };
+
+// One delivery filter; cleared when its Subscription goes, and not called after.
+struct FilterEntry {
+    explicit FilterEntry(std::function<Delivery(Event const&)> f) : filter(std::move(f)) {}
+    std::function<Delivery(Event const&)> filter;
+    std::atomic<bool> active{true};
+};
+
+using FilterPtr = std::shared_ptr<FilterEntry>;
+using Filters = std::shared_ptr<std::vector<FilterPtr> const>; // copied on write, read once per batch
 
 struct ConnectionHandle final : Subscription::Handle {
     ConnectionHandle(SubscriberPtr s, boost::signals2::connection c)
@@ -165,7 +180,8 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     }
 
     // Delivers what the lane holds now; the lane goes back on the ready list
-    // if more came meanwhile. Returns how many events it delivered.
+    // if more came meanwhile, or is parked when a filter said "later". Returns
+    // how many events it delivered or dropped.
     std::size_t deliver_lane(Lane& lane) {
         std::vector<Segment> batch;
         {
@@ -176,11 +192,19 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
         std::array<bool, domain::event_kinds> listed{};
         Roster delivered_hooks;
         delivered_signal(delivered_hooks);
-        Filter const keep = delivery_filter();
+        Filters const asked = delivery_filters();
         std::size_t count = 0, dropped = 0;
-        for (Segment& segment : batch) {
-            for (Item const& item : segment) {
-                if (keep && !(*keep)(item.event)) {
+        std::optional<std::pair<std::size_t, std::size_t>> parked; // (segment, item) held back, with what follows
+        for (std::size_t s = 0; s < batch.size() && !parked; ++s) {
+            for (std::size_t i = 0; i < batch[s].size(); ++i) {
+                Item const& item = batch[s][i];
+                Delivery const verdict = asked ? ask(lane, *asked, item.event) : Delivery::deliver;
+                if (verdict == Delivery::later) {
+                    parked.emplace(s, i);
+                    break;
+                }
+                ++count;
+                if (verdict == Delivery::drop) {
                     ++dropped;
                     continue;
                 }
@@ -193,15 +217,31 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
                 if (handled)
                     for (SubscriberPtr const& hook : delivered_hooks) deliver(*hook, item.event);
             }
-            count += segment.size();
-            segment.clear();
         }
         delivered.fetch_add(count - dropped, std::memory_order_relaxed);
         filtered.fetch_add(dropped, std::memory_order_relaxed);
+        // Destroyed outside the lane's lock: the delivered segments' events,
+        // and the head of the segment held back.
+        std::size_t const done = parked ? parked->first : batch.size();
+        for (std::size_t s = 0; s < done; ++s) batch[s].clear();
+        if (parked) {
+            held_back.fetch_add(1, std::memory_order_relaxed);
+            Segment& first = batch[parked->first];
+            first.erase(first.begin(), first.begin() + static_cast<std::ptrdiff_t>(parked->second));
+        }
         bool more = false;
         {
             std::lock_guard lock(lane.mutex);
             lane.pending -= count;
+            if (parked) {
+                // What was held back goes in front of what came meanwhile: the lane's order holds.
+                std::vector<Segment> rest;
+                rest.reserve(batch.size() - done + lane.queue.size());
+                for (std::size_t s = done; s < batch.size(); ++s) rest.push_back(std::move(batch[s]));
+                for (Segment& segment : lane.queue) rest.push_back(std::move(segment));
+                lane.queue = std::move(rest);
+                batch.resize(done);
+            }
             more = !lane.queue.empty();
             lane.active = more;
             while (!batch.empty() && lane.spare.size() < spare_segments) {
@@ -209,7 +249,9 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
                 batch.pop_back();
             }
         }
-        if (more) {
+        if (parked) {
+            park(lane); // still active: counted in active_lanes until it empties
+        } else if (more) {
             std::lock_guard lock(ready_mutex);
             ready.push_back(&lane);
         } else if (active_lanes.fetch_sub(1, std::memory_order_acq_rel) == 1) {
@@ -217,6 +259,81 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
             idle.notify_all();
         }
         return count;
+    }
+
+    // Every active filter's answer for the event: drop beats later beats deliver.
+    // Every active filter is asked, even after a drop, so that each sees every
+    // event it may keep bookkeeping for. A filter that throws answers later:
+    // the event is kept and asked about again, and the lane goes on.
+    Delivery ask(Lane& lane, std::vector<FilterPtr> const& asked, Event const& event) {
+        Delivery verdict = Delivery::deliver;
+        // Set before a filter is found active, cleared after its call (also when
+        // it throws): a filter removed meanwhile is either skipped or waited for
+        // (remove_filter()).
+        lane.filtering.store(true);
+        struct Cleared {
+            std::atomic<bool>& flag;
+            ~Cleared() { flag.store(false, std::memory_order_release); }
+        } const cleared{lane.filtering};
+        for (FilterPtr const& entry : asked) {
+            if (!entry->active.load()) continue;
+            Delivery answer = Delivery::later;
+            std::string error;
+            try {
+                answer = entry->filter(event);
+            } catch (std::exception const& e) {
+                error = e.what();
+            } catch (...) {
+                error = "unknown exception";
+            }
+            if (!error.empty()) {
+                logger.warn("delivery filter threw; the event is held back",
+                            {{"event", domain::event_name(event)},
+                             {"event_id", domain::envelope_of(event).id.str()},
+                             {"error", error}});
+            }
+            if (answer == Delivery::drop) verdict = Delivery::drop;
+            else if (answer == Delivery::later && verdict != Delivery::drop) verdict = Delivery::later;
+        }
+        return verdict;
+    }
+
+    // A lane held back by a filter is made ready again after later_retry;
+    // one wake-up serves every lane parked meanwhile.
+    void park(Lane& lane) {
+        {
+            std::lock_guard lock(parked_mutex);
+            parked_lanes.push_back(&lane);
+            if (std::exchange(unpark_armed, true)) return;
+        }
+        scheduler.call_at(clock.now() + options.later_retry, [weak = weak_from_this()] {
+            if (auto self = weak.lock()) self->unpark();
+        });
+    }
+
+    void unpark() {
+        std::vector<Lane*> lanes_back;
+        {
+            std::lock_guard lock(parked_mutex);
+            lanes_back.swap(parked_lanes);
+            unpark_armed = false;
+        }
+        for (Lane* lane : lanes_back) make_ready(*lane);
+    }
+
+    // Removes a filter: once this returns, it is not running and is never called again.
+    void remove_filter(FilterPtr const& entry) {
+        entry->active.store(false);
+        {
+            std::lock_guard guard(filter_mutex);
+            if (filters) {
+                auto next = std::make_shared<std::vector<FilterPtr>>(*filters);
+                std::erase(*next, entry);
+                filters = next->empty() ? nullptr : Filters(std::move(next));
+            }
+        }
+        for (std::size_t i = 0; i < options.lanes; ++i)
+            while (lanes[i].filtering.load()) std::this_thread::yield();
     }
 
     // One subscriber, one event: a handler that throws is retried at once (so
@@ -291,18 +408,20 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     std::unique_ptr<Lane[]> lanes;
     std::array<Signal, domain::event_kinds> signals; // thread-safe by themselves
     Signal delivered_signal; // subscribe_delivered's hooks, after every subscriber handled an event
-    using Filter = std::shared_ptr<std::function<bool(Event const&)> const>;
     std::mutex filter_mutex;
-    Filter filter; // Owned by: filter_mutex; read once per lane's batch
-    Filter delivery_filter() {
+    Filters filters; // Owned by: filter_mutex; read once per lane's batch; null when there is none
+    Filters delivery_filters() {
         std::lock_guard guard(filter_mutex);
-        return filter;
+        return filters;
     }
+    std::mutex parked_mutex;
+    std::vector<Lane*> parked_lanes; // Owned by: parked_mutex; held back by a filter, waiting for unpark()
+    bool unpark_armed = false;       // Owned by: parked_mutex
     std::atomic<std::uint64_t> next_subscriber{1};
     std::atomic<bool> stopped{false};
 
     std::atomic<std::uint64_t> delivered{0}, handler_failures{0}, dead_lettered{0}, rejected{0}, filtered{0},
-        scheduled_discarded{0};
+        held_back{0}, scheduled_discarded{0};
     std::atomic<std::size_t> active_lanes{0}; // lanes with deliveries queued or running
     std::mutex ready_mutex;
     std::deque<Lane*> ready; // Owned by: ready_mutex; active lanes that no delivery task holds
@@ -319,12 +438,22 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
     std::vector<DeadLetter> dead; // Owned by: dead_mutex
 };
 
+namespace {
+// The caller's options, every field kept, each brought into its usable range
+// (a later_retry of 0 would spin the scheduler while a store is doubtful).
+BusOptions clamped(BusOptions options) {
+    options.lanes = std::max<std::size_t>(options.lanes, 1);
+    options.delivery_attempts = std::max(options.delivery_attempts, 1);
+    options.delivery_tasks = std::max<std::size_t>(options.delivery_tasks, 1);
+    options.later_retry = std::max(options.later_retry, decltype(options.later_retry){std::chrono::milliseconds(1)});
+    return options;
+}
+} // namespace
+
 AsioEventBus::AsioEventBus(boost::asio::any_io_executor executor, application::Scheduler& scheduler,
                            application::Clock const& clock, application::Logger& logger, BusOptions options)
     : impl_(std::make_shared<Impl>(std::move(executor), scheduler, clock, logger,
-                                   BusOptions{std::max<std::size_t>(options.lanes, 1),
-                                              std::max(options.delivery_attempts, 1),
-                                              std::max<std::size_t>(options.delivery_tasks, 1)})) {}
+                                   clamped(options))) {}
 
 AsioEventBus::~AsioEventBus() { stop(); }
 
@@ -363,10 +492,28 @@ Subscription AsioEventBus::subscribe_delivered(std::string name, std::function<v
     return Subscription(std::make_unique<ConnectionHandle>(std::move(hook), std::move(connection)));
 }
 
-void AsioEventBus::set_delivery_filter(std::function<bool(Event const&)> keep) {
-    auto filter = keep ? std::make_shared<std::function<bool(Event const&)> const>(std::move(keep)) : nullptr;
-    std::lock_guard guard(impl_->filter_mutex);
-    impl_->filter = std::move(filter);
+Subscription AsioEventBus::add_delivery_filter(std::function<Delivery(Event const&)> filter) {
+    BOOST_ASSERT(filter);
+    auto entry = std::make_shared<FilterEntry>(std::move(filter));
+    {
+        std::lock_guard guard(impl_->filter_mutex);
+        auto next = impl_->filters ? std::make_shared<std::vector<FilterPtr>>(*impl_->filters)
+                                   : std::make_shared<std::vector<FilterPtr>>();
+        next->push_back(entry);
+        impl_->filters = std::move(next);
+    }
+    // Removes its filter from the bus, if the bus is still there.
+    struct FilterHandle final : Subscription::Handle {
+        FilterHandle(std::weak_ptr<Impl> b, FilterPtr e) : bus(std::move(b)), entry(std::move(e)) {}
+        ~FilterHandle() override {
+            if (auto impl = bus.lock()) impl->remove_filter(entry);
+            else entry->active.store(false);
+        }
+
+        std::weak_ptr<Impl> bus;
+        FilterPtr entry;
+    };
+    return Subscription(std::make_unique<FilterHandle>(impl_, std::move(entry)));
 }
 
 bool AsioEventBus::wait_idle(std::chrono::steady_clock::time_point deadline) {
@@ -408,6 +555,7 @@ BusStats AsioEventBus::stats() const {
     s.dead_lettered = impl_->dead_lettered.load();
     s.rejected = impl_->rejected.load();
     s.filtered = impl_->filtered.load();
+    s.held_back = impl_->held_back.load();
     s.scheduled_discarded = impl_->scheduled_discarded.load();
     for (std::size_t i = 0; i < impl_->options.lanes; ++i) {
         std::lock_guard lock(impl_->lanes[i].mutex);

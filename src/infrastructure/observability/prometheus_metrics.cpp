@@ -100,6 +100,11 @@ void register_bus_metrics(MetricsRegistry& registry, AsioEventBus const& bus) {
                               read(&BusStats::handler_failures));
     registry.counter_callback("bus_dead_letters_total", "Events dead-lettered after failed redeliveries", {},
                               read(&BusStats::dead_lettered));
+    registry.counter_callback("bus_events_filtered_total", "Events a delivery filter dropped (another process delivers them)",
+                              {}, read(&BusStats::filtered));
+    registry.counter_callback("bus_deliveries_held_back_total",
+                              "Times a delivery filter held a lane back (the store unsure it still owns the event)", {},
+                              read(&BusStats::held_back));
     registry.gauge_callback("bus_queue_depth", "Deliveries queued or running", {}, read(&BusStats::queue_depth));
     registry.gauge_callback("bus_scheduled_pending", "Scheduled events not yet due", {},
                             read(&BusStats::scheduled_pending));
@@ -139,6 +144,9 @@ void register_store_metrics(MetricsRegistry& registry, PostgresStore const& stor
                               [&store] { return static_cast<double>(store.commands()); });
     registry.counter_callback("store_errors_total", "Reads and writes that PostgreSQL or the network failed", {},
                               [&store] { return static_cast<double>(store.storage_errors()); });
+    registry.counter_callback("store_reregistrations_total",
+                              "Times this process found its liveness lapsed (it stalled) and registered anew", {},
+                              [&store] { return static_cast<double>(store.reregistrations()); });
 }
 
 } // namespace payments::infrastructure

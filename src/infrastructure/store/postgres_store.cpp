@@ -65,10 +65,16 @@ constexpr pg::Prepared schedule_event{
 // The process that commits an invoice's new attempt drives it (the commit is
 // fenced when this process held the lease before: see lease_fence).
 constexpr pg::Prepared hold_lease{"hold_lease", PAYMENTS_LEASE_TAKEN "RETURNING epoch"};
-// Free, ours, or its owner's liveness lapsed (or gone): taken.
+// Free, ours, or its owner's liveness lapsed (or gone): taken. The owner
+// found gone is read on the statement's snapshot (`gone`), and the lease row,
+// re-read once locked, must still name it: a re-registration that moved the
+// lease to its new token meanwhile (keep_leases, committed after this
+// statement's snapshot, whose new owners row that snapshot cannot see) keeps
+// it (review 18, A-6).
 constexpr pg::Prepared take_lease{
-    "take_lease", PAYMENTS_LEASE_TAKEN "WHERE l.owner = excluded.owner OR NOT EXISTS "
-                  "(SELECT 1 FROM owners w WHERE w.owner = l.owner AND w.alive_until >= clock_timestamp()) RETURNING epoch"};
+    "take_lease", "WITH gone AS (SELECT x.owner FROM leases x WHERE x.invoice_id = $1 AND NOT EXISTS (SELECT 1 FROM "
+                  "owners w WHERE w.owner = x.owner AND w.alive_until >= clock_timestamp())) " PAYMENTS_LEASE_TAKEN
+                  "WHERE l.owner = excluded.owner OR l.owner IN (SELECT owner FROM gone) RETURNING epoch"};
 #undef PAYMENTS_LEASE_TAKEN
 // A write that drives an invoice this process held commits only while it
 // still holds the lease at that epoch; the row lock holds a takeover off
@@ -97,9 +103,13 @@ constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE ow
 // claiming is waited for and re-checked (a plain column): each goes to one.
 // What the new token owns already is kept too: a re-registration whose
 // COMMIT reply was lost is tried again under the same new token (review 18,
-// A-5), and finds its rows there.
+// A-5), and finds its rows there. Rows are locked in seq order, as take_events
+// locks them, so that a survivor claiming an invoice meanwhile gets all of its
+// rows or none (review 20, 1): whoever locks its first row first, the other
+// waits for and then re-checks every row.
 constexpr pg::Prepared keep_events{
-    "keep_events", "UPDATE outbox SET owner = $2 WHERE owner IN ($1, $2) AND NOT delivered RETURNING seq"};
+    "keep_events", "UPDATE outbox SET owner = $2 WHERE seq IN (SELECT seq FROM outbox WHERE owner IN ($1, $2) AND "
+                   "NOT delivered ORDER BY seq FOR UPDATE) RETURNING seq"};
 constexpr pg::Prepared keep_scheduled{
     "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner IN ($1, $2) RETURNING event_id"};
 // Leases keep their epoch: nobody held them meanwhile ($3: those this process holds).
@@ -176,9 +186,20 @@ constexpr pg::Prepared dead_owners{
 // is re-checked once locked, and its owner is a plain column of that row (a
 // join with owners would not be re-checked): its new owner is not among the
 // dead, so each row goes to one process.
+// Events are claimed by invoice, so that one survivor delivers all of an
+// invoice's orphans, in order (review 16, A8: SKIP LOCKED by row split them):
+// first the oldest invoices ($2: at most) among the dead's ($1) whose lock (a
+// transaction-level advisory lock on the schema and the invoice) this process
+// gets, other survivors' skipped without a wait; then their rows ($3).
+constexpr pg::Prepared orphan_invoices{
+    "orphan_invoices",
+    "SELECT invoice_id FROM (SELECT invoice_id, min(seq) AS first FROM outbox WHERE NOT delivered AND "
+    "owner = ANY($1::text[]) GROUP BY invoice_id ORDER BY first LIMIT $2) c WHERE "
+    "pg_try_advisory_xact_lock(hashtextextended('payments.outbox:' || current_schema() || ':' || invoice_id, 0))"};
 constexpr pg::Prepared take_events{
     "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
-                   "o.owner = ANY($2::text[]) ORDER BY o.seq LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING seq, body"};
+                   "o.owner = ANY($2::text[]) AND o.invoice_id = ANY($3::text[]) ORDER BY o.seq FOR UPDATE) "
+                   "RETURNING seq, body"};
 constexpr pg::Prepared take_scheduled{
     "take_scheduled", "UPDATE scheduled SET owner = $1 WHERE event_id IN (SELECT s.event_id FROM scheduled s WHERE "
                       "s.owner = ANY($2::text[]) ORDER BY s.due LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING due, body"};
@@ -191,7 +212,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  select_undelivered, last_outbox_seq, select_scheduled, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
-                                 keep_scheduled, keep_leases, forget_owner};
+                                 keep_scheduled, keep_leases, forget_owner, orphan_invoices};
 
 // One command for the writer: its statements, and what their results mean.
 struct Job {
@@ -319,6 +340,14 @@ struct PostgresStore::Impl {
         std::shared_lock guard(token);
         return owner;
     }
+    // The token held shared, by a read whose bookkeeping must land under the
+    // token it read with; bounded as a commit's wait (pg::Failure: read()
+    // answers it as StorageFailure).
+    std::shared_lock<TokenGate> hold_token() const {
+        std::shared_lock held(token, options.statement_timeout);
+        if (!held) throw pg::Failure("", "this process's re-registration held the read off for the statement timeout");
+        return held;
+    }
     std::unique_ptr<pg::Connection> writer; // Owned by: the writer thread, once it runs
 
     mutable std::mutex readers_mutex;
@@ -339,6 +368,11 @@ struct PostgresStore::Impl {
     // while it stalled: its bus drops them instead of delivering them twice.
     std::unordered_set<EventId> lost; // Owned by: outbox_mutex
     std::atomic<bool> any_lost{false};
+    // The event was delivered, or left to the next start: no copy of it is
+    // on the bus any more to drop. Called under outbox_mutex.
+    void forget_lost(EventId const& id) {
+        if (any_lost.load() && lost.erase(id) != 0) any_lost = !lost.empty();
+    }
 
     // Keys this process's requests hold: key → (fingerprint, completed by its commit).
     std::mutex claims_mutex;
@@ -528,6 +562,10 @@ struct PostgresStore::Impl {
     // Throws pg::Failure (recorded as failing).
     void renew(pg::Connection& c, bool fresh = false) {
         auto const lasting = static_cast<std::int64_t>(options.lease_timeout.count()) * 2;
+        // Dated from the send, not the reply: the server dates alive_until from
+        // its UPDATE, which is after the send, so a stall while the reply was on
+        // its way cannot stretch this process's idea of its liveness (review 20, 2).
+        auto const sent = std::chrono::steady_clock::now();
         try {
             std::string const me = current_owner();
             if (fresh) c.query(register_owner.name, Params().text(me).integer(lasting));
@@ -536,7 +574,7 @@ struct PostgresStore::Impl {
             renewal_failing = true;
             throw;
         }
-        renewed_at = std::chrono::steady_clock::now().time_since_epoch().count();
+        renewed_at = sent.time_since_epoch().count();
         renewal_failing = false;
     }
 
@@ -1196,28 +1234,30 @@ application::OutboxPage PostgresStore::undelivered_page(application::OutboxCurso
                                                        std::size_t limit) const {
     BOOST_ASSERT(limit > 0);
     application::OutboxPage page;
-    std::vector<std::pair<std::int64_t, Event>> rows;
-    std::int64_t through = 0;
     impl_->read([&](pg::Connection& c) {
-        rows.clear();
-        through = from.through ? static_cast<std::int64_t>(*from.through)
-                               : c.query(last_outbox_seq.name, Params()).integer(0, 0);
+        // The token held until the rows are in outbox_seq: a re-registration
+        // in between would not count them among what it lost (review 18, A-2).
+        auto const token = impl_->hold_token();
+        page = {};
+        std::int64_t const through = from.through ? static_cast<std::int64_t>(*from.through)
+                                                  : c.query(last_outbox_seq.name, Params()).integer(0, 0);
         Rows r = c.query(select_undelivered.name, Params()
-                                                      .text(impl_->current_owner())
+                                                      .text(impl_->owner)
                                                       .integer(static_cast<std::int64_t>(from.after.value_or(0)))
                                                       .integer(through)
                                                       .integer(static_cast<std::int64_t>(limit)));
+        std::vector<std::pair<std::int64_t, Event>> rows;
         for (int row = 0; row < r.size(); ++row) rows.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        if (rows.size() == limit)
+            page.next = application::OutboxCursor{static_cast<std::uint64_t>(rows.back().first),
+                                                  static_cast<std::uint64_t>(through)};
+        std::lock_guard guard(impl_->outbox_mutex);
+        for (auto& [seq, event] : rows) {
+            impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+            page.events.push_back(std::move(event));
+        }
         return 0;
     });
-    if (rows.size() == limit)
-        page.next = application::OutboxCursor{static_cast<std::uint64_t>(rows.back().first),
-                                              static_cast<std::uint64_t>(through)};
-    std::lock_guard guard(impl_->outbox_mutex);
-    for (auto& [seq, event] : rows) {
-        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        page.events.push_back(std::move(event));
-    }
     return page;
 }
 
@@ -1225,6 +1265,7 @@ void PostgresStore::left_undelivered(EventId const& id) {
     std::lock_guard guard(impl_->outbox_mutex);
     impl_->outbox_seq.erase(id);
     impl_->scheduled_ids.erase(id);
+    impl_->forget_lost(id);
 }
 
 void PostgresStore::mark_delivered(EventId const& id) {
@@ -1237,6 +1278,9 @@ void PostgresStore::mark_delivered(EventId const& id) {
             impl_->outbox_seq.erase(it);
         }
         scheduled = impl_->scheduled_ids.erase(id) != 0;
+        // Lost after it passed the filter (a re-registration while its
+        // subscribers ran): nothing is left to drop (review 18, A-7).
+        impl_->forget_lost(id);
     }
     if (!seq && !scheduled) return;
     std::size_t waiting = 0;
@@ -1256,22 +1300,23 @@ application::ScheduledPage PostgresStore::scheduled_page(std::optional<applicati
     BOOST_ASSERT(limit > 0);
     application::ScheduledPage page;
     page.events = impl_->read([&](pg::Connection& c) {
+        auto const token = impl_->hold_token(); // as undelivered_page()
         std::vector<application::ScheduledEvent> found;
         Rows r = c.query(select_scheduled.name,
                          Params()
-                             .text(impl_->current_owner())
+                             .text(impl_->owner)
                              .integer(after ? static_cast<std::int64_t>(after->at.time_since_epoch().count())
                                             : std::numeric_limits<std::int64_t>::min())
                              .text(after ? after->id.str() : std::string_view(""))
                              .integer(static_cast<std::int64_t>(limit)));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
+        std::lock_guard guard(impl_->outbox_mutex);
+        for (auto const& [event, at] : found) impl_->scheduled_ids.insert(envelope_of(event).id);
         return found;
     });
     if (page.events.size() == limit)
         page.next = application::ScheduledCursor{page.events.back().at, envelope_of(page.events.back().event).id};
-    std::lock_guard guard(impl_->outbox_mutex);
-    for (auto const& [event, at] : page.events) impl_->scheduled_ids.insert(envelope_of(event).id);
     return page;
 }
 
@@ -1289,12 +1334,23 @@ bool PostgresStore::renew() {
 
 bool PostgresStore::renewing() const { return impl_->alive(); }
 
-bool PostgresStore::still_owns(EventId const& id) {
-    if (!impl_->any_lost.load()) return true;
-    std::lock_guard guard(impl_->outbox_mutex);
-    bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
-    impl_->any_lost = !impl_->lost.empty();
-    return !lost;
+application::Ownership PostgresStore::still_owns(EventId const& id) {
+    // The liveness first, then the lost list: reregister() fills the list
+    // before renew() dates the renewal, so an answer that sees the new date
+    // also sees the list, and one that sees the old date says doubtful
+    // (review 20, 3).
+    bool const alive = impl_->alive();
+    if (impl_->any_lost.load()) {
+        std::lock_guard guard(impl_->outbox_mutex);
+        bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
+        impl_->any_lost = !impl_->lost.empty();
+        if (lost) return application::Ownership::lost;
+    }
+    // Renewals late or failing: a survivor may be taking this process's work
+    // over now, and the renewal that finds it out (re-registering, and
+    // listing what was lost) has not run yet (review 18, A-2).
+    if (!alive) return application::Ownership::doubtful;
+    return application::Ownership::owned;
 }
 
 std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrations; }
@@ -1313,6 +1369,7 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
     application::TakenOver taken;
     impl_->read([&](pg::Connection& c) {
         events.clear();
+        taken.events.clear();
         taken.scheduled.clear();
         // Taken (a pooled session held) as commits take it, and as bounded.
         std::shared_lock token(impl_->token, impl_->options.statement_timeout);
@@ -1324,29 +1381,35 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
         for (int row = 0; row < dead.size(); ++row) gone.emplace_back(dead.bytes(row, 0));
         std::string const list = array_literal(gone, quoted_element);
         c.exec("BEGIN");
-        Rows r = c.query(take_events.name, Params().text(me).text(list).integer(most));
+        Rows invoices = c.query(orphan_invoices.name, Params().text(list).integer(most));
+        std::vector<std::string> mine;
+        for (int row = 0; row < invoices.size(); ++row) mine.emplace_back(invoices.bytes(row, 0));
+        Rows r = c.query(take_events.name, Params().text(me).text(list).text(array_literal(mine, quoted_element)));
         for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
         Rows s = c.query(take_scheduled.name, Params().text(me).text(list).integer(most));
         for (int row = 0; row < s.size(); ++row)
             taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
         c.exec("COMMIT");
+        // Recorded while the token is still held, as undelivered() does: a
+        // re-registration cannot run between the claim and this bookkeeping,
+        // so what it lists as lost includes these rows (review 20, 6).
+        // RETURNING keeps no order.
+        std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
+        std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
+        std::lock_guard guard(impl_->outbox_mutex);
+        // Taken back (once lost to a process that is gone now): this process's to deliver again.
+        for (auto& [seq, event] : events) {
+            impl_->lost.erase(envelope_of(event).id);
+            impl_->outbox_seq.emplace(envelope_of(event).id, seq);
+            taken.events.push_back(std::move(event));
+        }
+        for (auto const& [event, at] : taken.scheduled) {
+            impl_->lost.erase(envelope_of(event).id);
+            impl_->scheduled_ids.insert(envelope_of(event).id);
+        }
+        impl_->any_lost = !impl_->lost.empty();
         return 0;
     });
-    // RETURNING keeps no order.
-    std::sort(events.begin(), events.end(), [](auto const& x, auto const& y) { return x.first < y.first; });
-    std::sort(taken.scheduled.begin(), taken.scheduled.end(), [](auto const& x, auto const& y) { return x.at < y.at; });
-    std::lock_guard guard(impl_->outbox_mutex);
-    // Taken back (once lost to a process that is gone now): this process's to deliver again.
-    for (auto& [seq, event] : events) {
-        impl_->lost.erase(envelope_of(event).id);
-        impl_->outbox_seq.emplace(envelope_of(event).id, seq);
-        taken.events.push_back(std::move(event));
-    }
-    for (auto const& [event, at] : taken.scheduled) {
-        impl_->lost.erase(envelope_of(event).id);
-        impl_->scheduled_ids.insert(envelope_of(event).id);
-    }
-    impl_->any_lost = !impl_->lost.empty();
     return taken;
 }
 

@@ -40,7 +40,8 @@ struct BusStats {
     std::uint64_t handler_failures = 0;
     std::uint64_t dead_lettered = 0;
     std::uint64_t rejected = 0; ///< publish/schedule after stop()
-    std::uint64_t filtered = 0; ///< dropped by the delivery filter (set_delivery_filter())
+    std::uint64_t filtered = 0; ///< dropped by a delivery filter (add_delivery_filter())
+    std::uint64_t held_back = 0; ///< times a delivery filter answered Delivery::later (its lane parked)
     std::uint64_t scheduled_discarded = 0;
     std::uint64_t queue_depth = 0;
     std::uint64_t scheduled_pending = 0;
@@ -75,8 +76,12 @@ public:
     std::size_t backlog() const override;
     /// Scheduled events not yet released to the lanes (BusStats::scheduled_pending).
     std::size_t scheduled_backlog() const override;
-    /// Asked once per event, on the delivery task, before any subscriber.
-    void set_delivery_filter(std::function<bool(domain::Event const&)> keep) override;
+    /// Asked on the delivery task before any subscriber. An event a filter
+    /// answers Delivery::later parks its lane (that event and those behind
+    /// it, in order) for BusOptions::later_retry, then it is asked again;
+    /// wait_idle() waits for parked lanes too.
+    [[nodiscard]] application::Subscription
+    add_delivery_filter(std::function<application::Delivery(domain::Event const&)> filter) override;
 
     /// Waits until no delivery is queued or running. Call it from outside the
     /// executor's threads; false at the deadline.

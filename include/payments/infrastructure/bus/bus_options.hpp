@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <thread>
 
@@ -18,6 +19,10 @@ struct BusOptions {
     /// one after another, so one post delivers many events. Set it to the
     /// executor's thread count.
     std::size_t delivery_tasks = std::max(1u, std::thread::hardware_concurrency());
+    /// How long a lane whose next event a delivery filter answered
+    /// Delivery::later stays parked before the filter is asked again (the
+    /// outbox's filter: until the store's next renewal of its liveness).
+    std::chrono::milliseconds later_retry{100};
 };
 
 } // namespace payments::infrastructure

@@ -115,9 +115,11 @@ public:
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;
-    /// False (once) for an event published or armed before this process
-    /// found its registration lapsed (swept or not) and that another process took over.
-    bool still_owns(domain::EventId const& id) override;
+    /// Lost (once) for an event published or armed before this process
+    /// found its registration lapsed (swept or not) and that another process
+    /// took over; doubtful for any other while renewing() is false (the
+    /// registration may have lapsed unseen: the next renewal tells).
+    application::Ownership still_owns(domain::EventId const& id) override;
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
     bool lease(domain::InvoiceId const& id) override;
