@@ -294,7 +294,7 @@ application::PaymentProcessor& Engine::processor() { return *impl_->processor; }
 Engine::Recovery const& Engine::recovery() const { return impl_->recovery; }
 
 // After shutdown() began the relay may be going: nothing is recovered any more.
-bool Engine::recovering() const { return !impl_->stopped.load() && impl_->relay && impl_->relay->restarting(); }
+bool Engine::recovering() const { return !impl_->stopped.load() && impl_->relay && impl_->relay->republishing(); }
 
 bool Engine::store_writable() const {
     auto const* sqlite = dynamic_cast<SqliteStore const*>(impl_->store.get());

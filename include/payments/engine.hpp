@@ -142,10 +142,12 @@ public:
         std::size_t redriven = 0;
     };
     Recovery const& recovery() const;
-    /// True while the outbox relay still has an earlier run's events or
-    /// scheduled events to hand the bus (it pages them in while the bus has
-    /// room; recovery() counts only what the build handed over); the
-    /// server's `/health/ready` answers 503 meanwhile. False once shutdown() began.
+    /// True while the outbox relay still has an earlier run's undelivered
+    /// events to hand the bus (it pages them in while the bus has room;
+    /// recovery() counts only what the build handed over); the server's
+    /// `/health/ready` answers 503 meanwhile. Retries not yet due are re-armed
+    /// after, as the bus has room, and do not count (review 21 F1: one due in
+    /// days kept a replica unready). False once shutdown() began.
     bool recovering() const;
 
     /// Waits until nothing is queued on the bus, no handler is running and no

@@ -118,6 +118,7 @@ OutboxRelay::Restarted OutboxRelay::restart() {
         events_from_ = {};
         scheduled_after_.reset();
         restarting_ = true;
+        republishing_ = true;
     }
     Restarted restarted = resume_start(std::numeric_limits<std::size_t>::max());
     if (restarting()) return restarted; // watch() goes on, then takes over
@@ -128,6 +129,8 @@ OutboxRelay::Restarted OutboxRelay::restart() {
 }
 
 bool OutboxRelay::restarting() const { return restarting_.load(); }
+
+bool OutboxRelay::republishing() const { return republishing_.load(); }
 
 OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
     Restarted done;
@@ -157,6 +160,7 @@ OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
         if (page.next) events_from_ = *page.next;
         else phase_ = Phase::scheduled;
     }
+    republishing_ = false;
     while (phase_ == Phase::scheduled) {
         if (pages-- == 0) return done;
         if (bus_.scheduled_backlog() >= max_scheduled) {

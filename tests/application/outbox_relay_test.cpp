@@ -136,6 +136,7 @@ SCENARIO("a relay's start hands the bus the outbox a page at a time while it has
                 CHECK(restarted.republished == application::OutboxRelay::max_backlog);
                 CHECK(f.bus.backlog() == application::OutboxRelay::max_backlog);
                 CHECK(relay.restarting());
+                CHECK(relay.republishing());
             }
             AND_WHEN("an event is committed meanwhile (its use case about to publish it), and the relay's rounds go on as "
                      "the bus drains") {
@@ -170,10 +171,12 @@ SCENARIO("a relay's start re-arms at most max_scheduled scheduled events, the re
             auto const restarted = relay.restart();
             relay.watch(f.scheduler, f.clock, 1h);
             f.settle();
-            THEN("the bus holds max_scheduled of them, the rest wait in the store") {
+            THEN("the bus holds max_scheduled of them, the rest wait in the store, and the relay no longer "
+                 "republishes (readiness does not wait an hour for them)") {
                 CHECK(restarted.rearmed == application::OutboxRelay::max_scheduled);
                 CHECK(f.bus.stats().scheduled_pending == application::OutboxRelay::max_scheduled);
                 CHECK(relay.restarting());
+                CHECK_FALSE(relay.republishing());
             }
             AND_WHEN("the hour passes") {
                 f.clock.advance(1h);

@@ -1,5 +1,6 @@
 #include "support/builders.hpp"
 
+#include <payments/application/outbox_relay.hpp>
 #include <payments/engine.hpp>
 #include <payments/infrastructure/bus/asio_event_bus.hpp>
 #include <payments/infrastructure/store/memory_store.hpp>
@@ -350,6 +351,30 @@ SCENARIO("an engine destroyed while a settlement's commit waits in the store's q
                 bool paid_in_outbox = false;
                 for (auto const& e : store->undelivered()) paid_in_outbox |= std::holds_alternative<InvoicePaid>(e);
                 CHECK(paid_in_outbox);
+            }
+        }
+    }
+}
+
+SCENARIO("an engine is ready once an earlier run's outbox is handed over, whatever retries are due later") {
+    GIVEN("a store an earlier run left with more retries due in an hour than the bus takes at once") {
+        auto store = std::make_shared<infrastructure::InMemoryStore>();
+        auto clock = std::make_shared<infrastructure::ManualClock>(t0());
+        std::size_t const retries = application::OutboxRelay::max_scheduled + 200;
+        for (std::size_t i = 0; i < retries; ++i) {
+            auto created = Invoice::create(iid("inv_" + std::to_string(i)), usd(700), "", meta()).value();
+            application::Changes changes{application::Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+            InvoiceCreated retry = created;
+            retry.envelope.id = meta().id;
+            changes.scheduled.push_back({retry, t0() + 1h});
+            REQUIRE(store->commit(changes));
+        }
+        WHEN("an engine starts on it") {
+            auto engine = Engine::builder(quiet_options()).store(store).clock(clock).build().value();
+            THEN("it is not recovering (review 21 F1: readiness waited an hour), and the retries wait for their time") {
+                CHECK(engine->recovery().rearmed == application::OutboxRelay::max_scheduled);
+                CHECK_FALSE(engine->recovering());
+                CHECK(store->scheduled().size() == retries);
             }
         }
     }

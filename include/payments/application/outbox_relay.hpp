@@ -65,6 +65,13 @@ public:
     /// held (or the bus refused: it is stopping).
     bool restarting() const;
 
+    /// True from restart() until it has handed the bus the outbox (the events
+    /// an earlier run committed and did not deliver), what readiness waits
+    /// for. Retries are re-armed after it, as the bus has room: one due in
+    /// days holds nothing back (an attempt left due is recovery's, which the
+    /// processor starts at once).
+    bool republishing() const;
+
     /// One take-over round: claims the events of at most `batch` invoices
     /// and at most `batch` scheduled events that processes that are gone left, publishes the
     /// events and arms the scheduled events (a bus that refuses is stopping:
@@ -99,6 +106,7 @@ private:
     OutboxCursor events_from_;                        // Owned by: start_mutex_
     std::optional<ScheduledCursor> scheduled_after_;  // Owned by: start_mutex_
     std::atomic<bool> restarting_{false};
+    std::atomic<bool> republishing_{false};
     Subscription subscription_;
     Subscription filter_; // Store::still_owns() as the bus's delivery filter
     std::shared_ptr<Watch> watch_;
