@@ -165,7 +165,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     // this process neither sends nor reroutes it. Or this process's liveness
     // renewals fail: its lease may lapse while a charge is out, so the
     // attempt waits for the janitor (here or elsewhere).
-    if (!ports_.store.lease(env.invoice_id)) {
+    if (!ports_.store.lease_to_drive(env.invoice_id, env.payment_id)) {
         ports_.logger.info("attempt not driven here: another process holds its invoice, or this one's liveness "
                            "renewals are failing",
                            {{"payment_id", env.payment_id.str()}});
