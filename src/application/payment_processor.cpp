@@ -818,9 +818,16 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
         commit_and_publish_async(
             ports_, std::move(changes), weak_from_this(),
             [weak = weak_from_this(), requested, outcome, round = std::move(*round), finish,
-             round_number](Result<void> committed) {
+             round_number](CommitAnswer answer) {
                 auto self = weak.lock();
                 if (!self) return;
+                Result<void> const& committed = answer.committed;
+                if (!answer.posted) {
+                    // On the store's thread (the scheduler refused the post): nothing is read or committed
+                    // again here, but a durable commit is the settlement's, not a failure (review19 F7).
+                    if (!committed) return (*finish)(committed.error());
+                    return (*finish)(self->settled(requested, outcome, round));
+                }
                 if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
                     // Moved under it: read again and decide again, as retry_on_conflict does.
                     return self->settle_async(requested, outcome, *finish, round_number + 1);
