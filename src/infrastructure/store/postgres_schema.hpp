@@ -11,7 +11,7 @@ namespace payments::infrastructure::postgres {
 /// The advisory lock that serialises migrations (any constant of our own).
 inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
 
-inline constexpr std::array<char const*, 5> migrations = {
+inline constexpr std::array<char const*, 6> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
     R"sql(
 CREATE TABLE invoices (
@@ -101,6 +101,12 @@ CREATE INDEX scheduled_by_owner ON scheduled (owner, due);
     R"sql(
 ALTER TABLE invoices ADD COLUMN review_of text NOT NULL DEFAULT '';
 CREATE INDEX payments_open ON payments (id) WHERE status IN (0, 3);
+)sql",
+    // 5 → 6: each scheduled row numbered in the order it was written, so that
+    // the relay's start pages only the rows there when it began (review 21,
+    // F2). The table holds only retries not yet delivered.
+    R"sql(
+ALTER TABLE scheduled ADD COLUMN seq bigserial;
 )sql",
 };
 
