@@ -538,6 +538,33 @@ void PaymentProcessor::verify_contained(PaymentRequested const& requested) noexc
     contain("a verification's start", id, [&] { arm_janitor(); });
 }
 
+// An UNKNOWN committed on the store's thread, its continuation refused: its
+// verification reads and may commit (an escalation, an answer given inline),
+// which must not run on the store's thread (a synchronous commit there waits
+// for itself). Marked as verifying, so that on_settled starts nothing more
+// here, and handed to a timer due now; if the scheduler refuses that too, the
+// janitor's next round verifies it.
+void PaymentProcessor::verify_off_store_thread(PaymentRequested const& requested) noexcept {
+    PaymentId const& id = requested.envelope.payment_id;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || !verifying_.emplace(id, 0).second) return;
+    }
+    bool armed = false;
+    contain("a verification's start", id, [&] {
+        std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+        armed = ports_.scheduler.call_at(ports_.clock.now(), [weak, requested] {
+                    if (auto self = weak.lock()) self->verify(requested);
+                }).seq != 0;
+    });
+    if (armed) return;
+    {
+        std::lock_guard lock(mutex_);
+        verifying_.erase(id);
+    }
+    contain("a verification's start", id, [&] { arm_janitor(); });
+}
+
 void PaymentProcessor::on_late_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     ports_.metrics.late_answer();
     ports_.logger.warn("gateway answered after the timeout",
@@ -826,7 +853,9 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
                     // On the store's thread (the scheduler refused the post): nothing is read or committed
                     // again here, but a durable commit is the settlement's, not a failure (review19 F7).
                     if (!committed) return (*finish)(committed.error());
-                    return (*finish)(self->settled(requested, outcome, round));
+                    PaymentStatus const status = self->settled(requested, outcome, round);
+                    if (status == PaymentStatus::unknown) self->verify_off_store_thread(requested);
+                    return (*finish)(status);
                 }
                 if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
                     // Moved under it: read again and decide again, as retry_on_conflict does.

@@ -415,9 +415,12 @@ SCENARIO("review19 F7: an unknown answer whose continuation the scheduler refuse
         WHEN("the store commits the UNKNOWN and its continuation is refused") {
             CHECK_NOTHROW(store.answer_one());
             REQUIRE(scheduler->failing_posts == 0);
-            THEN("the commit counts as made, and the gateway is asked what became of the charge before any janitor round") {
+            THEN("the commit counts as made, and the gateway is asked what became of the charge before any janitor "
+                 "round, not on the store's thread") {
                 CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
                 CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::unknown);
+                CHECK(world.gateway_port.lookups == 0);
+                run_what_is_due(world);
                 CHECK(world.gateway_port.lookups == 1);
             }
         }
