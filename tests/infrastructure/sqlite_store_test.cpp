@@ -807,6 +807,16 @@ SCENARIO("a file of schema version 4 keeps its scheduled events when its table i
                 CHECK(envelope_of(scheduled[1].event).id == retries[0].envelope.id);
                 CHECK(store->start_mark().scheduled == 2u);
             }
+            THEN("a retry committed afterwards is numbered 3, after the copied rows (review 22, G6)") {
+                auto const later = Invoice::create(iid("inv_2"), usd(700), "", meta()).value();
+                InvoiceCreated retry = later;
+                retry.envelope.id = meta().id;
+                Changes changes{Changes::InvoiceWrite{Invoice::from(later), 0}, {}};
+                changes.scheduled.push_back({retry, t0() + 3min});
+                REQUIRE(store->commit(changes));
+                CHECK(store->scheduled_page({{}, 2}, 10).events.size() == 2);
+                CHECK(store->scheduled_page({{}, 3}, 10).events.size() == 3);
+            }
         }
     }
 }
