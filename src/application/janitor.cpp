@@ -105,8 +105,10 @@ std::optional<PaymentProcessor::Redrive> PaymentProcessor::redrive_of(Invoice co
     if (claimed(payment.id()) || deferred(payment.id())) return std::nullopt;
     bool const stalled = payment.status() == PaymentStatus::requested && payment.not_before() + grace <= now;
     if (!stalled && !payment.unresolved()) return std::nullopt;
-    // Another live process drives this invoice (a shared store): not ours to touch.
-    if (!ports_.store.lease_to_drive(invoice.id(), payment.id())) return std::nullopt;
+    // Another live process drives this invoice (a shared store): not ours to
+    // touch. Asked of the store itself (lease(), not lease_to_drive()): the
+    // janitor comes late, when memory's view of the lease is least sure.
+    if (!ports_.store.lease(invoice.id())) return std::nullopt;
     auto request = request_of(payment, new_event_meta(ports_, payment.correlation_id()));
     if (stalled) {
         ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
@@ -115,7 +117,11 @@ std::optional<PaymentProcessor::Redrive> PaymentProcessor::redrive_of(Invoice co
     }
     {
         std::lock_guard lock(mutex_);
-        if (verifying_.contains(payment.id())) return std::nullopt;
+        auto const verifying = verifying_.find(payment.id());
+        if (verifying != verifying_.end()) {
+            if (verifying->second != verify_by_janitor) return std::nullopt;
+            verifying_.erase(verifying); // left to this round: its verification starts below
+        }
     }
     ports_.metrics.janitor_redrove(JanitorFinding::unverified);
     ports_.logger.warn("janitor: verifying an unknown outcome nothing was verifying", {{"payment_id", payment.id().str()}});

@@ -543,7 +543,8 @@ void PaymentProcessor::verify_contained(PaymentRequested const& requested) noexc
 // which must not run on the store's thread (a synchronous commit there waits
 // for itself). Marked as verifying, so that on_settled starts nothing more
 // here, and handed to a timer due now; if the scheduler refuses that too, the
-// janitor's next round verifies it.
+// mark stays (on_settled still must not verify here: review 23, F3), saying
+// that the janitor's next round verifies it.
 void PaymentProcessor::verify_off_store_thread(PaymentRequested const& requested) noexcept {
     PaymentId const& id = requested.envelope.payment_id;
     {
@@ -560,7 +561,7 @@ void PaymentProcessor::verify_off_store_thread(PaymentRequested const& requested
     if (armed) return;
     {
         std::lock_guard lock(mutex_);
-        verifying_.erase(id);
+        verifying_[id] = verify_by_janitor;
     }
     contain("a verification's start", id, [&] { arm_janitor(); });
 }

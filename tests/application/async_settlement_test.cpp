@@ -95,6 +95,10 @@ class WatchedPosts final : public application::Scheduler {
 public:
     explicit WatchedPosts(infrastructure::ManualScheduler& inner) : inner_(inner) {}
     application::TimerId call_at(Timestamp at, std::function<void()> fn) override {
+        if (failing_call_ats > 0) {
+            --failing_call_ats;
+            return {at, 0}; // refused, as AsioScheduler's after its shutdown
+        }
         return inner_.call_at(at, std::move(fn));
     }
     bool cancel(application::TimerId id) override { return inner_.cancel(id); }
@@ -108,6 +112,7 @@ public:
     }
     std::function<void()> on_post;
     int failing_posts = 0;
+    int failing_call_ats = 0;
 
 private:
     infrastructure::ManualScheduler& inner_;
@@ -420,6 +425,17 @@ SCENARIO("review19 F7: an unknown answer whose continuation the scheduler refuse
                 CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
                 CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::unknown);
                 CHECK(world.gateway_port.lookups == 0);
+                run_what_is_due(world);
+                CHECK(world.gateway_port.lookups == 1);
+            }
+        }
+        WHEN("the store commits the UNKNOWN, its continuation is refused, and so is the timer that would verify it") {
+            scheduler->failing_call_ats = 1;
+            CHECK_NOTHROW(store.answer_one());
+            REQUIRE(scheduler->failing_call_ats == 0);
+            THEN("nothing is looked up on the store's thread, and the janitor's next round verifies it (review 23 F3)") {
+                CHECK(world.gateway_port.lookups == 0);
+                world.clock.advance(1min);
                 run_what_is_due(world);
                 CHECK(world.gateway_port.lookups == 1);
             }

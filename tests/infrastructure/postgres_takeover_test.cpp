@@ -116,6 +116,27 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
                 CHECK(store_b->invoice(invoice.id())->status() == InvoiceStatus::paid);
             }
         }
+        WHEN("A stalls without knowing it (its row aged in PostgreSQL), B takes the invoice over and sends P1's key "
+             "to a, and A's deferral then fires with a's probe free") {
+            std::string const& s = schema.name();
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval "
+                                          "'1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            b.processor->recover();
+            b.settle();
+            REQUIRE(g1.held() == 1); // B's charge of P1's key, in flight
+            a.clock.advance_to(start + 40s);
+            a.scheduler.run_due();
+            a.settle();
+            for (int i = 0; i < 20 && a.scheduler.advance_to_next(); ++i) a.settle(); // whatever A would do next
+            THEN("A asks PostgreSQL who drives the invoice and sends nothing (review 23 F1): B's charge is the only one") {
+                CHECK(g1.held() == 1);
+                CHECK(g2.held() == 0);
+                g1.answer_all();
+                b.settle();
+                CHECK(g1.booked() == 1);
+                CHECK(store_b->payment(p1.id())->status() == PaymentStatus::succeeded);
+            }
+        }
         WHEN("B takes the invoice over and sends P1's key to a, then B stalls in turn, and A's deferral fires "
              "(A takes the lease back) while b is usable and a's only probe is taken") {
             std::string const& s = schema.name();

@@ -293,6 +293,9 @@ private:
     mutable std::condition_variable idle_;
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
+    // In verifying_: an UNKNOWN whose verification could start neither on a
+    // timer nor a post (verify_off_store_thread), left to the janitor.
+    static constexpr int verify_by_janitor = -1;
     std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit or a full gateway
     // Attempts refused at a gateway's own limit, oldest first, and whether a
     // timer will send one again.

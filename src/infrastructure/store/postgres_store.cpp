@@ -389,12 +389,15 @@ struct PostgresStore::Impl {
 
     // The invoices whose lease this process took: invoice → the epoch it holds
     // (its writes are fenced by it), and the latest attempt it committed: at
-    // which epoch, under which registration (the count of re-registrations).
+    // which epoch, under which registration (the count of re-registrations),
+    // when, and whether lease_to_drive() has answered for it from memory yet.
     // Forgotten once the invoice is settled.
     struct Origin {
         std::int64_t epoch = 0;
         std::string attempt;
         std::uint64_t registration = 0;
+        std::chrono::steady_clock::time_point committed{};
+        bool driven = false;
     };
     std::mutex leases_mutex;
     std::unordered_map<std::string, std::int64_t> fences; // Owned by: leases_mutex
@@ -1268,7 +1271,8 @@ Result<void> PostgresStore::committed(PendingCommit& pending, Result<void> resul
             auto const attempt = std::find_if(pending.encoded.payments.begin(), pending.encoded.payments.end(),
                                               [](Encoded::Row const& row) { return row.expected == 0; });
             impl_->fences[invoice_id] = pending.epoch;
-            impl_->origins[invoice_id] = {pending.epoch, attempt->id, impl_->reregistrations.load()};
+            impl_->origins[invoice_id] = {pending.epoch, attempt->id, impl_->reregistrations.load(),
+                                          std::chrono::steady_clock::now(), false};
         }
     }
     {
@@ -1515,22 +1519,34 @@ bool PostgresStore::lease(InvoiceId const& id) {
 }
 
 // The charge's lease without a round trip through the writer (which held an
-// engine thread per charge): this process's registration has lived without a
-// break since it committed `attempt` with the lease (same registration, and
-// alive(): renewed less than two thirds of a lease timeout ago, so its row
-// outlives now), so no other process's take_lease can have found it gone; and
-// no lease() since moved the epoch. Another process committing a newer
-// attempt moves the lease, but then `attempt` is not the latest, which the
-// caller checked, as it would have before a round trip.
+// engine thread per charge), for the delivery that follows the attempt's
+// commit only: this process's registration has lived without a break since
+// it committed `attempt` with the lease (same registration, and alive():
+// renewed less than two thirds of a lease timeout ago, so its row outlives
+// now), so no other process's take_lease can have found it gone; and no
+// lease() since moved the epoch. Another process committing a newer attempt
+// moves the lease, but then `attempt` is not the latest, which the caller
+// checked, as it would have before a round trip.
+//
+// Once per attempt, and within a third of a lease of its commit (review 23,
+// F1): the inference rests on this process's steady clock keeping pace with
+// the database's, which a paused VM or a stepped database clock breaks. A
+// late drive of the same attempt (a deferral firing, the janitor, a second
+// delivery) asks the database, as lease() always did, so the gap is no wider
+// than lease()'s own: a charge in flight outliving the answer.
 bool PostgresStore::lease_to_drive(InvoiceId const& invoice, PaymentId const& attempt) {
     if (!impl_->alive()) return false;
     {
         std::lock_guard guard(impl_->leases_mutex);
         auto const origin = impl_->origins.find(std::string(invoice.str()));
         auto const fence = impl_->fences.find(std::string(invoice.str()));
-        if (origin != impl_->origins.end() && fence != impl_->fences.end() && origin->second.attempt == attempt.str() &&
-            origin->second.epoch == fence->second && origin->second.registration == impl_->reregistrations.load())
+        if (origin != impl_->origins.end() && fence != impl_->fences.end() && !origin->second.driven &&
+            origin->second.attempt == attempt.str() && origin->second.epoch == fence->second &&
+            origin->second.registration == impl_->reregistrations.load() &&
+            std::chrono::steady_clock::now() - origin->second.committed < impl_->options.lease_timeout / 3) {
+            origin->second.driven = true;
             return true;
+        }
     }
     return lease(invoice);
 }
