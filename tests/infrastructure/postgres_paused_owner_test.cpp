@@ -254,19 +254,18 @@ SCENARIO("a process whose liveness may have lapsed unseen holds its deliveries b
         application::OutboxRelay relay(*a, bus);
         REQUIRE(relay.restart().republished == 2);
 
-        WHEN("A's renewal fails (its row locked by another session), then its registration is swept and B takes the "
-             "first invoice's event and retry, before A's bus runs") {
-            OtherSession other(schema.uri());
-            REQUIRE(other.exec("BEGIN"));
-            REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners WHERE owner = (SELECT owner FROM " + s +
-                               ".outbox LIMIT 1) FOR UPDATE"));
-            REQUIRE_FALSE(a->renew());
-            REQUIRE_FALSE(a->renewing());
-            REQUIRE(other.exec(registration_swept(s, "outbox")));
-            REQUIRE(other.exec("COMMIT"));
+        WHEN("A stalls: its registration is swept, B takes the first invoice's event and retry, and A's renewal finds "
+             "it lapsed but cannot register anew (the second invoice's row locked by another session), before A's bus runs") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
             auto const taken = b->take_over(1);
             REQUIRE(taken.events.size() == 1);
             REQUIRE(envelope_of(taken.events[0]).id == first[0]);
+            OtherSession other(schema.uri());
+            REQUIRE(other.exec("BEGIN"));
+            REQUIRE(other.exec("SELECT 1 FROM " + s + ".outbox WHERE invoice_id = 'inv_2' FOR UPDATE"));
+            REQUIRE_FALSE(a->renew());
+            REQUIRE_FALSE(a->renewing());
+            REQUIRE(other.exec("COMMIT"));
             io.run();
             clock.advance(5s); // both retries due, and the bus's look again
             scheduler.run_due();
@@ -329,6 +328,108 @@ SCENARIO("an event lost by a re-registration after it passed the delivery filter
                 CHECK(a->still_owns(second[0]) == application::Ownership::lost);
                 CHECK(a->still_owns(second[0]) == application::Ownership::owned);
             }
+        }
+    }
+}
+
+SCENARIO("a renewal that failed once while the registration is live holds nothing back") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;        // the registration outlives the test
+    options.statement_timeout = 200ms; // A's renewal gives up this soon on a locked row
+    auto a = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A's renewal failed once: its owners row locked by another session for the lock timeout") {
+        OtherSession other(schema.uri());
+        REQUIRE(other.exec("BEGIN"));
+        REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners FOR UPDATE"));
+        REQUIRE_FALSE(a->renew());
+        REQUIRE(other.exec("ROLLBACK"));
+
+        WHEN("A commits an invoice's event and retry and its relay publishes them") {
+            boost::asio::io_context io;
+            infrastructure::ManualClock clock;
+            infrastructure::ManualScheduler scheduler(clock);
+            infrastructure::NullLogger logger;
+            infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+            std::vector<EventId> ids;
+            REQUIRE(a->commit(paid_with_retry_due(1, 1h, ids)));
+            std::vector<EventId> seen; // Owned by: io's one thread
+            auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+            application::OutboxRelay relay(*a, bus);
+            REQUIRE(relay.restart().republished == 1);
+            io.run();
+
+            THEN("the event is delivered and the retry is A's: nobody can have taken A's work within two leases") {
+                CHECK(seen == std::vector<EventId>{ids[0]});
+                CHECK(bus.stats().held_back == 0);
+                CHECK(a->still_owns(ids[1]) == application::Ownership::owned);
+                AND_THEN("A starts no charge until a renewal succeeds: its leases are the cautious side") {
+                    CHECK_FALSE(a->renewing());
+                }
+            }
+            bus.stop();
+        }
+    }
+}
+
+SCENARIO("a process none of whose renewals succeeded for two thirds of its lease timeout holds its deliveries back and "
+         "refuses commits until one does") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 600ms;     // doubtful 400 ms after its last renewal was sent
+    options.statement_timeout = 200ms; // each renewal gives up this soon on a locked row
+    auto a = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed an invoice's event and retry, then its owners row is locked by another session") {
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler(clock);
+        infrastructure::NullLogger logger;
+        infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+        std::vector<EventId> ids;
+        REQUIRE(a->renew());
+        REQUIRE(a->commit(paid_with_retry_due(1, 1h, ids)));
+        OtherSession other(schema.uri());
+        REQUIRE(other.exec("BEGIN"));
+        REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners FOR UPDATE"));
+
+        WHEN("two thirds of its lease timeout pass with every renewal failing, and its relay publishes the event") {
+            REQUIRE(holds_within_5s([&] { return a->still_owns(ids[1]) == application::Ownership::doubtful; }));
+            std::vector<EventId> seen; // Owned by: io's one thread
+            auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+            application::OutboxRelay relay(*a, bus);
+            REQUIRE(relay.restart().republished == 1);
+            io.run();
+
+            THEN("the event is held back, and a commit is refused as unavailable: nothing more piles up behind it") {
+                CHECK(seen.empty());
+                CHECK(bus.stats().queue_depth == 1);
+                std::vector<EventId> more;
+                auto const refused = a->commit(paid_with_retry_due(2, 1h, more));
+                REQUIRE_FALSE(refused);
+                CHECK(refused.error().code == ErrorCode::storage_unavailable);
+
+                AND_WHEN("the row is let go and a renewal succeeds") {
+                    REQUIRE(other.exec("ROLLBACK"));
+                    REQUIRE(holds_within_5s([&] { return a->still_owns(ids[1]) == application::Ownership::owned; }));
+                    clock.advance(1s); // the bus looks again
+                    scheduler.run_due();
+                    io.restart();
+                    io.run();
+                    THEN("the event is delivered, and commits go through again") {
+                        CHECK(seen == std::vector<EventId>{ids[0]});
+                        CHECK(a->commit(paid_with_retry_due(2, 1h, more)));
+                    }
+                }
+            }
+            bus.stop();
         }
     }
 }

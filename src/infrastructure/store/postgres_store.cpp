@@ -394,17 +394,29 @@ struct PostgresStore::Impl {
     std::thread heart;
 
     // The liveness as this process knows it: whether the last renewal failed,
-    // and when one last succeeded (steady clock). A process whose renewals
-    // fail starts nothing new: its leases may lapse under it.
+    // whether one found the registration lapsed and registering anew has not
+    // succeeded yet, and when the last renewal that succeeded was sent
+    // (steady clock). A process whose renewals fail starts nothing new: its
+    // leases may lapse under it.
     std::atomic<bool> renewal_failing{false};
+    std::atomic<bool> found_lapsed{false};
     std::atomic<std::chrono::steady_clock::rep> renewed_at{std::chrono::steady_clock::now().time_since_epoch().count()};
 
-    bool alive() const {
+    // Nobody can have taken this process's work: its registration lasts until
+    // at least the last successful renewal's send + twice the lease timeout,
+    // and that send is less than two thirds of a lease timeout old (a third
+    // from lapsing, for a stall the steady clock did not see); a failed
+    // renewal alone proves nothing lapsed (review 20, 4). `found_lapsed` is
+    // read first: reregister() lists what was lost before renew() clears it.
+    bool owns_its_work() const {
+        if (found_lapsed.load()) return false;
         auto const since = std::chrono::steady_clock::now() -
                            std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(renewed_at.load()));
-        // Two renewals missed (or one hanging that long): the lease is a third from lapsing.
-        return !renewal_failing && since < options.lease_timeout * 2 / 3;
+        return since < options.lease_timeout * 2 / 3;
     }
+    // owns_its_work(), and the last renewal succeeded: lease() starts no
+    // charge while a renewal fails, the cautious side.
+    bool alive() const { return !renewal_failing && owns_its_work(); }
 
     // Called when another process may have left work (watch_work_left).
     std::mutex wake_mutex;
@@ -569,12 +581,17 @@ struct PostgresStore::Impl {
         try {
             std::string const me = current_owner();
             if (fresh) c.query(register_owner.name, Params().text(me).integer(lasting));
-            else if (c.query(renew_owner.name, Params().text(me).integer(lasting)).affected() == 0) reregister(c, me);
+            else if (c.query(renew_owner.name, Params().text(me).integer(lasting)).affected() == 0) {
+                // Taken for gone: doubtful until registered anew (and until then, if that fails).
+                found_lapsed = true;
+                reregister(c, me);
+            }
         } catch (pg::Failure const&) {
             renewal_failing = true;
             throw;
         }
         renewed_at = sent.time_since_epoch().count();
+        found_lapsed = false;
         renewal_failing = false;
     }
 
@@ -606,6 +623,7 @@ struct PostgresStore::Impl {
         // machine) would only revive a registration a test or a peer has
         // since declared lapsed.
         bool registered = true;
+        int failures = 0; // in a row
         for (;;) {
             {
                 std::lock_guard guard(heart_mutex);
@@ -622,10 +640,16 @@ struct PostgresStore::Impl {
                     if (!std::exchange(registered, false)) renew(*c);
                     c->query(sweep_owners.name, Params().text(channel));
                     drain(*c);
+                    failures = 0;
                 } catch (pg::Failure const&) {
                     // Unrenewed, the leases lapse and other processes take the work over.
                     ++storage_errors;
                     c.reset();
+                    // One failure (a dropped session, a lost packet) proves nothing
+                    // lapsed: tried again at once on a new session, then every
+                    // ninth of the lease timeout, well before the deliveries are
+                    // held back at two thirds of it (review 20, 4).
+                    next = std::chrono::steady_clock::now() + (failures++ == 0 ? std::chrono::milliseconds::zero() : every / 3);
                 }
             }
             auto const left = std::chrono::ceil<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
@@ -1155,6 +1179,13 @@ Result<std::shared_ptr<PostgresStore::PendingCommit>> PostgresStore::prepare_com
     // Until its rows are written under the token it names (and the writer
     // has answered, for an asynchronous commit); a re-registration that holds
     // the token past the statement timeout: unavailable, not a hang.
+    // Its events would be held back by this process's bus, without bound, until
+    // a renewal tells what it still owns: refused as lease() refuses (review 20, 4).
+    if (!impl_->owns_its_work()) {
+        ++impl_->storage_errors;
+        return storage_error("PostgreSQL: this process's liveness could not be renewed for two thirds of its lease "
+                             "timeout (" + ms(impl_->options.lease_timeout) + "); nothing was sent");
+    }
     pending->token = std::shared_lock(impl_->token, impl_->options.statement_timeout);
     if (!pending->token) {
         ++impl_->storage_errors;
@@ -1339,14 +1370,15 @@ application::Ownership PostgresStore::still_owns(EventId const& id) {
     // before renew() dates the renewal, so an answer that sees the new date
     // also sees the list, and one that sees the old date says doubtful
     // (review 20, 3).
-    bool const alive = impl_->alive();
+    bool const alive = impl_->owns_its_work();
     if (impl_->any_lost.load()) {
         std::lock_guard guard(impl_->outbox_mutex);
         bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
         impl_->any_lost = !impl_->lost.empty();
         if (lost) return application::Ownership::lost;
     }
-    // Renewals late or failing: a survivor may be taking this process's work
+    // No renewal succeeded for two thirds of the lease timeout, or one found
+    // the registration lapsed: a survivor may be taking this process's work
     // over now, and the renewal that finds it out (re-registering, and
     // listing what was lost) has not run yet (review 18, A-2).
     if (!alive) return application::Ownership::doubtful;
@@ -1358,7 +1390,7 @@ std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrat
 application::TakenOver PostgresStore::take_over(std::size_t limit) {
     // A process that may itself be taken for gone claims nothing (dead_owners
     // asks the database as well): its renewal registers it anew first.
-    if (!impl_->alive()) return {};
+    if (!impl_->owns_its_work()) return {};
     auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
     // One transaction: the dead owners, then both claims. A failure anywhere
     // drops the session, which rolls back: nothing is claimed that this
