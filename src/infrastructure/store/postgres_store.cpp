@@ -96,25 +96,28 @@ constexpr pg::Prepared register_owner{
 constexpr pg::Prepared renew_owner{
     "renew_owner", "UPDATE owners SET alive_until = clock_timestamp() + $2::bigint * interval '1 millisecond' "
                    "WHERE owner = $1 AND alive_until >= clock_timestamp()"};
-// A re-registration removes the old token's row (lapsed, not yet swept).
-constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE owner = $1"};
-// The re-registration's claims: what the old token ($1) still owns, nobody
-// having taken it, becomes the new token's ($2). A row another process is
-// claiming is waited for and re-checked (a plain column): each goes to one.
-// What the new token owns already is kept too: a re-registration whose
-// COMMIT reply was lost is tried again under the same new token (review 18,
-// A-5), and finds its rows there. Rows are locked in seq order, as take_events
+// A re-registration removes the earlier tokens' rows ($1: the old token's,
+// lapsed, not yet swept, and those of attempts whose COMMIT reply was lost).
+constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE owner = ANY($1::text[])"};
+// The re-registration's claims: what the earlier tokens ($1) still own,
+// nobody having taken it, becomes the new token's ($2). A row another process
+// is claiming is waited for and re-checked (a plain column): each goes to one.
+// The earlier tokens include those of re-registrations whose COMMIT reply was
+// lost (review 18, A-5): their rows are found there. The new token is always
+// a fresh one, never such a token revived: it may have lapsed meanwhile, and
+// a survivor that listed it as gone would take what it names even after the
+// revival (review 20, 9); a fresh token is in nobody's list. Rows are locked in seq order, as take_events
 // locks them, so that a survivor claiming an invoice meanwhile gets all of its
 // rows or none (review 20, 1): whoever locks its first row first, the other
 // waits for and then re-checks every row.
 constexpr pg::Prepared keep_events{
-    "keep_events", "UPDATE outbox SET owner = $2 WHERE seq IN (SELECT seq FROM outbox WHERE owner IN ($1, $2) AND "
+    "keep_events", "UPDATE outbox SET owner = $2 WHERE seq IN (SELECT seq FROM outbox WHERE owner = ANY($1::text[]) AND "
                    "NOT delivered ORDER BY seq FOR UPDATE) RETURNING seq"};
 constexpr pg::Prepared keep_scheduled{
-    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner IN ($1, $2) RETURNING event_id"};
+    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner = ANY($1::text[]) RETURNING event_id"};
 // Leases keep their epoch: nobody held them meanwhile ($3: those this process holds).
 constexpr pg::Prepared keep_leases{
-    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner IN ($1, $2) AND invoice_id = ANY($3::text[])"};
+    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner = ANY($1::text[]) AND invoice_id = ANY($3::text[])"};
 // A clean stop, and a liveness found lapsed: the process's row goes, and the
 // others are told ($2: the channel) in the same transaction that their leases,
 // outbox and scheduled events are free to take over.
@@ -331,9 +334,9 @@ struct PostgresStore::Impl {
     std::string const identity = new_owner();
     mutable TokenGate token;
     std::string owner = identity; // Owned by: token
-    // The new token of a re-registration not known to have committed (its
-    // COMMIT reply lost): the next one registers the same (review 18, A-5).
-    std::string pending_owner; // Owned by: token (held alone)
+    // The new tokens of re-registrations not known to have committed (their
+    // COMMIT reply lost): the next one keeps what they name (review 18, A-5).
+    std::vector<std::string> pending_owners; // Owned by: token (held alone)
     std::atomic<std::uint64_t> reregistrations{0};
 
     std::string current_owner() const {
@@ -790,8 +793,10 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
 void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) {
     std::unique_lock replacing(token); // the writes naming `old` land first
     if (owner != old) return;          // another renewal did it
-    if (pending_owner.empty()) pending_owner = new_owner();
-    std::string const next = pending_owner;
+    std::string const next = new_owner();
+    std::vector<std::string> earlier = pending_owners;
+    earlier.push_back(old);
+    std::string const before = array_literal(earlier, quoted_element);
     std::vector<std::string> held;
     {
         std::lock_guard guard(leases_mutex);
@@ -802,15 +807,20 @@ void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) 
     // A failure drops the session (the caller's), which rolls back.
     c.exec("BEGIN");
     c.query(register_owner.name, Params().text(next).integer(static_cast<std::int64_t>(options.lease_timeout.count()) * 2));
-    Rows events = c.query(keep_events.name, Params().text(old).text(next));
+    Rows events = c.query(keep_events.name, Params().text(before).text(next));
     for (int row = 0; row < events.size(); ++row) kept_events.insert(events.integer(row, 0));
-    Rows scheduled = c.query(keep_scheduled.name, Params().text(old).text(next));
+    Rows scheduled = c.query(keep_scheduled.name, Params().text(before).text(next));
     for (int row = 0; row < scheduled.size(); ++row) kept_scheduled.emplace(scheduled.bytes(row, 0));
-    c.query(keep_leases.name, Params().text(old).text(next).text(array_literal(held, quoted_element)));
-    c.query(forget_owner.name, Params().text(old));
-    c.exec("COMMIT");
+    c.query(keep_leases.name, Params().text(before).text(next).text(array_literal(held, quoted_element)));
+    c.query(forget_owner.name, Params().text(before));
+    try {
+        c.exec("COMMIT");
+    } catch (pg::Failure const&) {
+        pending_owners.push_back(next); // it may have committed: its rows are kept by the next attempt
+        throw;
+    }
     owner = next;
-    pending_owner.clear();
+    pending_owners.clear();
     ++reregistrations;
     std::lock_guard guard(outbox_mutex);
     for (auto it = outbox_seq.begin(); it != outbox_seq.end();) {
