@@ -944,24 +944,93 @@ void PostgresStore::close() {
 
 namespace {
 
-// The schema, created or migrated forward in one transaction under an advisory lock.
+// How long a migration's statement waits for a table's lock before it gives
+// way and is tried again: while it waits, every later statement on that table
+// waits behind it, and the live processes' commits time out (review 21, F5).
+std::chrono::milliseconds migration_lock_wait(PostgresStoreOptions const& options) {
+    return std::clamp(options.statement_timeout / 5, std::chrono::milliseconds(50), std::chrono::milliseconds(1000));
+}
+
+bool lock_not_available(pg::Failure const& failure) { return failure.sqlstate == "55P03"; }
+
+std::optional<postgres::ConcurrentIndex> concurrent_index_of(int version) {
+    for (auto const& index : postgres::concurrent_indexes)
+        if (index.version == version) return index;
+    return std::nullopt;
+}
+
+// Builds `index` CONCURRENTLY (no transaction: writers go on), after
+// dropping an INVALID one that an interrupted build left. Its waits (for
+// the transactions older than the build) lock nobody out, so they are not
+// bounded here: the live processes' own timeouts end those transactions.
+void build_concurrently(pg::Connection& c, postgres::ConcurrentIndex const& index, std::string const& lock_wait) {
+    c.exec("SET lock_timeout = 0");
+    Rows valid = c.query_sql("SELECT indisvalid::text FROM pg_index WHERE indexrelid = to_regclass($1)", {index.name});
+    if (valid.size() == 1 && valid.bytes(0, 0) == "false")
+        c.exec((std::string("DROP INDEX CONCURRENTLY IF EXISTS ") + index.name).c_str());
+    c.exec((std::string("CREATE INDEX CONCURRENTLY IF NOT EXISTS ") + index.name + " " + index.definition).c_str());
+    c.exec(("SET lock_timeout = " + lock_wait).c_str());
+}
+
+// The schema, created or migrated forward on `c`, a session of its own (its
+// settings are the migration's), under the migration lock: each migration in
+// a transaction of its own, with no statement timeout and a short lock
+// timeout, tried again until a deadline when a lock was not available.
 Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std::string const& schema) {
-    c.exec("BEGIN");
-    c.exec(postgres::migration_lock);
-    if (!schema.empty()) c.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
-    c.exec("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)");
-    Rows found = c.query_sql("SELECT version::bigint FROM schema_version", {}, 1);
-    int const version = found.size() == 0 ? 0 : static_cast<int>(found.integer(0, 0));
-    if (version > PostgresStore::schema_version) {
-        c.exec("ROLLBACK");
-        return storage_error("the schema " + (options.schema.empty() ? std::string("in use") : options.schema) +
-                             " has version " + std::to_string(version) + ", newer than this release reads (" +
-                             std::to_string(PostgresStore::schema_version) + "); run the release that wrote it");
+    std::string const where = options.schema.empty() ? std::string("in use") : options.schema;
+    auto const wait = migration_lock_wait(options);
+    std::string const lock_wait = std::to_string(wait.count());
+    auto const deadline = std::chrono::steady_clock::now() + std::max(options.statement_timeout * 6, std::chrono::milliseconds(2000));
+    auto const give_way = [&] {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20)); // the live transactions' turn
+        return true;
+    };
+    auto const busy = [&](std::string const& what) {
+        return storage_error("the schema " + where + " could not be migrated: " + what + " for " +
+                             ms(std::chrono::duration_cast<std::chrono::milliseconds>(options.statement_timeout * 6)) +
+                             "; try again");
+    };
+    c.patience(std::chrono::milliseconds::zero()); // a big table's migration takes what it takes
+    c.exec(("SET statement_timeout = 0; SET lock_timeout = " + lock_wait).c_str());
+    while (c.query_sql(postgres::migration_lock, {}).bytes(0, 0) != "t")
+        if (!give_way()) return busy("another process held the migration lock");
+    for (;;) {
+        int version = 0;
+        std::optional<postgres::ConcurrentIndex> index;
+        try {
+            c.exec("BEGIN");
+            if (!schema.empty()) c.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
+            c.exec("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)");
+            Rows found = c.query_sql("SELECT version::bigint FROM schema_version", {}, 1);
+            if (found.size() == 0) c.exec("INSERT INTO schema_version VALUES (0)");
+            else version = static_cast<int>(found.integer(0, 0));
+            if (version > PostgresStore::schema_version) {
+                c.exec("ROLLBACK");
+                return storage_error("the schema " + where + " has version " + std::to_string(version) +
+                                     ", newer than this release reads (" + std::to_string(PostgresStore::schema_version) +
+                                     "); run the release that wrote it");
+            }
+            if (version == PostgresStore::schema_version) {
+                c.exec("COMMIT");
+                break;
+            }
+            c.exec(postgres::migrations[static_cast<std::size_t>(version)]);
+            index = concurrent_index_of(version + 1);
+            if (!index) c.exec(("UPDATE schema_version SET version = " + std::to_string(version + 1)).c_str());
+            c.exec("COMMIT");
+        } catch (pg::Failure const& failure) {
+            if (!lock_not_available(failure)) throw;
+            c.exec("ROLLBACK");
+            if (!give_way()) return busy("a table stayed locked by live transactions");
+            continue;
+        }
+        if (index) {
+            build_concurrently(c, *index, lock_wait);
+            c.exec(("UPDATE schema_version SET version = " + std::to_string(version + 1)).c_str());
+        }
     }
-    for (int v = version; v < PostgresStore::schema_version; ++v) c.exec(postgres::migrations[static_cast<std::size_t>(v)]);
-    if (found.size() == 0) c.exec("INSERT INTO schema_version VALUES (0)");
-    c.exec(("UPDATE schema_version SET version = " + std::to_string(PostgresStore::schema_version)).c_str());
-    c.exec("COMMIT");
+    c.exec(postgres::migration_unlock);
     return {};
 }
 
@@ -973,7 +1042,8 @@ Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions 
     try {
         auto c = impl->connect(false);
         std::string const schema = impl->options.schema.empty() ? "" : Impl::identifier(*c, impl->options.schema);
-        if (auto migrated = migrate(*c, impl->options, schema); !migrated) return migrated.error();
+        // On a session of its own, dropped after (its timeouts are the migration's).
+        if (auto migrated = migrate(*impl->connect(false), impl->options, schema); !migrated) return migrated.error();
         for (auto const& p : prepared) c->prepare(p);
         impl->renew(*c, true); // alive before any lease is taken
         impl->writer = std::move(c);
