@@ -194,10 +194,17 @@ constexpr pg::Prepared dead_owners{
 // first the oldest invoices ($2: at most) among the dead's ($1) whose lock (a
 // transaction-level advisory lock on the schema and the invoice) this process
 // gets, other survivors' skipped without a wait; then their rows ($3).
+// The candidates come from a bounded prefix of each dead owner's rows in seq
+// order (outbox_undelivered: (owner, seq)), $2 × 16 rows each, not from a
+// grouping of all their rows: a round costs O($2), whatever the backlog
+// (review 20, 8). An invoice among the first $2 to appear has its first row
+// in the prefix; take_events then claims all of its rows, prefix or not.
 constexpr pg::Prepared orphan_invoices{
     "orphan_invoices",
-    "SELECT invoice_id FROM (SELECT invoice_id, min(seq) AS first FROM outbox WHERE NOT delivered AND "
-    "owner = ANY($1::text[]) GROUP BY invoice_id ORDER BY first LIMIT $2) c WHERE "
+    "SELECT invoice_id FROM (SELECT invoice_id, first FROM (SELECT DISTINCT ON (invoice_id) invoice_id, seq AS first "
+    "FROM (SELECT w.invoice_id, w.seq FROM unnest($1::text[]) AS d(owner) CROSS JOIN LATERAL (SELECT invoice_id, seq "
+    "FROM outbox WHERE NOT delivered AND owner = d.owner ORDER BY seq LIMIT $2 * 16) w) p ORDER BY invoice_id, seq) f "
+    "ORDER BY first LIMIT $2) c WHERE "
     "pg_try_advisory_xact_lock(hashtextextended('payments.outbox:' || current_schema() || ':' || invoice_id, 0))"};
 constexpr pg::Prepared take_events{
     "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
