@@ -97,6 +97,9 @@ public:
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     application::OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after,
                                                std::size_t limit) const override;
+    /// Refused as storage_unavailable, nothing sent, while this process's
+    /// ownership is doubtful (see still_owns()): what it committed would
+    /// wait, unbounded, on its bus.
     Result<void> commit(application::Changes changes) override;
     /// Queued for the writer; `done` runs on the writer thread once the
     /// batch that holds it is committed (or at once, on the caller's, when
@@ -109,16 +112,19 @@ public:
                                               std::size_t limit) const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
     /// Claims rows of processes whose liveness lapsed or that stopped;
-    /// nothing while this process's own liveness is not sure (renewing()
-    /// false, or its row lapsed: the others may be taking its work).
+    /// nothing while this process's own ownership is doubtful (see
+    /// still_owns()), or its row lapsed: the others may be taking its work.
     application::TakenOver take_over(std::size_t limit) override;
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;
     /// Lost (once) for an event published or armed before this process
     /// found its registration lapsed (swept or not) and that another process
-    /// took over; doubtful for any other while renewing() is false (the
-    /// registration may have lapsed unseen: the next renewal tells).
+    /// took over; doubtful for any other while no renewal sent in the last
+    /// two thirds of a lease timeout succeeded, or one found the registration
+    /// lapsed and registering anew has not succeeded yet (it may have lapsed
+    /// unseen: the next renewal tells). One failed renewal alone is not
+    /// doubtful: the registration lasts two lease timeouts.
     application::Ownership still_owns(domain::EventId const& id) override;
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
