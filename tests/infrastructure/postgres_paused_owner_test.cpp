@@ -13,6 +13,9 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
+#include <functional>
+#include <future>
 #include <set>
 
 using namespace test;
@@ -430,6 +433,102 @@ SCENARIO("a process none of whose renewals succeeded for two thirds of its lease
                 }
             }
             bus.stop();
+        }
+    }
+}
+
+namespace {
+
+// A test seam that holds the first call after it is armed until released.
+struct HeldOnce {
+    std::atomic<bool> armed{false};
+    std::promise<void> reached;
+    std::promise<void> go;
+    std::shared_future<void> going = go.get_future().share();
+
+    std::function<void()> seam() {
+        return [this] {
+            if (!armed.exchange(false)) return;
+            reached.set_value();
+            going.wait();
+        };
+    }
+};
+
+} // namespace
+
+SCENARIO("an ownership answer read across a re-registration says lost, not owned, for an event a survivor took") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    HeldOnce held;
+    auto options_a = options;
+    options_a.between_ownership_reads = held.seam();
+    auto a = open_store(options_a);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed an invoice's event and retry, recorded as its own") {
+        std::vector<EventId> ids;
+        REQUIRE(a->commit(paid_with_retry_due(1, 1h, ids)));
+        REQUIRE(a->undelivered().size() == 1);
+
+        WHEN("a delivery thread asks about the event and stalls between its two reads, while A's registration is "
+             "swept, B takes the event and A re-registers") {
+            held.armed = true;
+            auto answer = std::async(std::launch::async, [&] { return a->still_owns(ids[0]); });
+            held.reached.get_future().wait();
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            REQUIRE(b->take_over(1).events.size() == 1);
+            REQUIRE(a->renew());
+            REQUIRE(a->reregistrations() == 1);
+            held.go.set_value();
+
+            THEN("the answer is lost: B delivers it") { CHECK(answer.get() == application::Ownership::lost); }
+        }
+    }
+}
+
+SCENARIO("rows a survivor claimed and lost again while it stalled before recording them are lost to it") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    std::string const& s = schema.name();
+    std::vector<EventId> ids;
+    {
+        auto gone = open_store(options);
+        REQUIRE(gone->commit(paid_with_retry_due(1, 1h, ids)));
+    } // its clean stop frees its outbox and retries at once
+    HeldOnce held;
+    auto options_s = options;
+    options_s.after_take_over_commit = held.seam();
+    auto survivor = open_store(options_s);
+    auto second = open_store(options);
+
+    GIVEN("the survivor's claim of a gone process's event and retry committed, and it stalls before recording them") {
+        held.armed = true;
+        auto claim = std::async(std::launch::async, [&] { return survivor->take_over(10); });
+        held.reached.get_future().wait();
+
+        WHEN("its registration is swept, a second survivor takes them, and its renewal re-registers it") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            REQUIRE(second->take_over(10).events.size() == 1);
+            auto renewal = std::async(std::launch::async, [&] { return survivor->renew(); });
+            // The re-registration waits for the claim, which holds the token until its rows are recorded.
+            CHECK(renewal.wait_for(200ms) == std::future_status::timeout);
+            held.go.set_value();
+            REQUIRE(claim.get().events.size() == 1);
+            REQUIRE(renewal.get());
+
+            THEN("the re-registration counted them as lost: its bus drops them, the second survivor delivers them") {
+                CHECK(survivor->reregistrations() == 1);
+                CHECK(survivor->still_owns(ids[0]) == application::Ownership::lost);
+                CHECK(survivor->still_owns(ids[1]) == application::Ownership::lost);
+            }
         }
     }
 }

@@ -1458,6 +1458,7 @@ application::Ownership PostgresStore::still_owns(EventId const& id) {
     // also sees the list, and one that sees the old date says doubtful
     // (review 20, 3).
     bool const alive = impl_->owns_its_work();
+    if (impl_->options.between_ownership_reads) impl_->options.between_ownership_reads();
     if (impl_->any_lost.load()) {
         std::lock_guard guard(impl_->outbox_mutex);
         bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
@@ -1509,6 +1510,7 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
         for (int row = 0; row < s.size(); ++row)
             taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
         c.exec("COMMIT");
+        if (impl_->options.after_take_over_commit) impl_->options.after_take_over_commit();
         // Recorded while the token is still held, as undelivered() does: a
         // re-registration cannot run between the claim and this bookkeeping,
         // so what it lists as lost includes these rows (review 20, 6).

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +57,13 @@ struct PostgresStoreOptions {
     std::optional<domain::Duration> event_retention = std::nullopt;
     /// The application_name its sessions show in pg_stat_activity.
     std::string application_name = "payments";
+
+    /// Seams for tests of interleavings two loads or two statements wide;
+    /// empty in production. Called by still_owns() between its read of the
+    /// liveness and its read of what was lost, and by take_over() between its
+    /// claim's COMMIT and recording the claimed rows as this process's.
+    std::function<void()> between_ownership_reads = {};
+    std::function<void()> after_take_over_commit = {};
 
     /// `invalid_argument` when the lease timeout is shorter than the
     /// statement timeout (a process waiting on one statement
