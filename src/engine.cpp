@@ -120,14 +120,22 @@ struct Engine::Impl {
     // published again and retries re-armed; attempts left REQUESTED (due) or
     // UNKNOWN are re-driven on their own keys. When build() returns, all of
     // it has started.
+    // Each part on its own: a failed read of the outbox does not hold the
+    // attempts' recovery back (review 21, F6).
     void recover() {
         try {
             auto const restarted = relay->restart();
-            recovery = {restarted.republished, restarted.rearmed, processor->recover()};
+            recovery.republished = restarted.republished;
+            recovery.rearmed = restarted.rearmed;
+        } catch (application::StorageFailure const& failure) {
+            // What was found is handed over; the relay's rounds read the rest once the store reads.
+            logger->error("recovery could not read the store's outbox", {{"error", failure.what()}});
+        }
+        try {
+            recovery.redriven = processor->recover();
         } catch (application::StorageFailure const& failure) {
             // What was found is started; the janitor finds the rest once the store reads.
-            logger->error("recovery could not read the store", {{"error", failure.what()}});
-            return;
+            logger->error("recovery could not read the store's attempts", {{"error", failure.what()}});
         }
         if (recovery.republished + recovery.rearmed + recovery.redriven == 0) return;
         logger->warn("recovering work from an earlier run",

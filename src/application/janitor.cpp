@@ -181,7 +181,11 @@ std::size_t PaymentProcessor::scan_recovery_page() {
             recovery_.after = page.next;
             if (!page.next && ++recovery_.status == std::size(redriven_statuses)) recovery_.done = true;
             done = recovery_.done;
-            for (auto& redrive : found) recovery_.found.push_back(std::move(redrive));
+            for (auto& redrive : found) {
+                PaymentId const id = redrive.request.envelope.payment_id;
+                if (recovery_.running.contains(id) || !recovery_.queued.insert(id).second) continue;
+                recovery_.found.push_back(std::move(redrive));
+            }
         }
         if (!found.empty()) arm_janitor();
         if (!found.empty() || done) return found.size();
@@ -222,15 +226,24 @@ bool PaymentProcessor::recovery_pending() const {
     return !recovery_.done || !recovery_.found.empty();
 }
 
-// Queued behind what recovery found; a duplicate of one queued or running
-// is stopped by the claim and the stored status when its turn comes.
+// Queued behind what recovery found, once: a copy of one queued already is
+// dropped. So is one that finds the queue full (review 21, F3: the outbox at
+// start can deliver every attempt an earlier run left, faster than they are
+// driven). Nothing is lost by the drop: the caller read the attempt REQUESTED
+// and its invoice PROCESSING in the store, where recover()'s scan (if it has
+// not passed it yet) or the janitor's next round finds it again.
 bool PaymentProcessor::queue_for_recovery(PaymentRequested const& requested) {
-    {
-        std::lock_guard lock(mutex_);
-        if (stopped_ || recovery_.running.contains(requested.envelope.payment_id)) return false;
+    PaymentId const& id = requested.envelope.payment_id;
+    std::lock_guard lock(mutex_);
+    if (stopped_ || recovery_.running.contains(id)) return false;
+    if (recovery_.found.size() < options_.recovery_page && recovery_.queued.insert(id).second)
         recovery_.found.push_back(Redrive{requested, false});
-    }
     return true;
+}
+
+std::size_t PaymentProcessor::recovery_queued() const {
+    std::lock_guard lock(mutex_);
+    return recovery_.found.size();
 }
 
 // Starts what recovery found while fewer than recovery_in_flight of its
@@ -252,6 +265,7 @@ void PaymentProcessor::pump_recovery() {
             if (!stopped_ && room && !recovery_.found.empty()) {
                 next = std::move(recovery_.found.front());
                 recovery_.found.pop_front();
+                recovery_.queued.erase(next->request.envelope.payment_id);
                 recovery_.running.insert(next->request.envelope.payment_id);
             } else if (!stopped_ && recovery_.found.empty() && !recovery_.done && !recovery_.scanning) {
                 recovery_.scanning = true;
@@ -278,6 +292,7 @@ void PaymentProcessor::pump_recovery() {
                 std::lock_guard lock(mutex_);
                 if (next) {
                     recovery_.running.erase(id);
+                    recovery_.queued.insert(id);
                     recovery_.found.push_front(std::move(*next));
                 } else {
                     recovery_.scanning = false;

@@ -115,8 +115,12 @@ OutboxRelay::Restarted OutboxRelay::restart() {
     {
         std::lock_guard guard(start_mutex_);
         phase_ = Phase::events;
-        events_from_ = {};
-        scheduled_after_.reset();
+        // The passes end where the store was when it opened: what this run
+        // committed is its use cases' to publish, even when the first page
+        // fails and is read again later (review 21, F2 and F6).
+        StartMark const mark = store_.start_mark();
+        events_from_ = {std::nullopt, mark.outbox};
+        scheduled_from_ = {std::nullopt, mark.scheduled};
         restarting_ = true;
         republishing_ = true;
     }
@@ -163,11 +167,13 @@ OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
     republishing_ = false;
     while (phase_ == Phase::scheduled) {
         if (pages-- == 0) return done;
-        if (bus_.scheduled_backlog() >= max_scheduled) {
+        // Events not yet delivered count too: retries already due go from the
+        // bus's heap to its lanes at once (review 21, F3).
+        if (bus_.scheduled_backlog() >= max_scheduled || bus_.backlog() >= max_backlog) {
             done.bus_full = true;
             return done;
         }
-        ScheduledPage page = store_.scheduled_page(scheduled_after_, batch);
+        ScheduledPage page = store_.scheduled_page(scheduled_from_, batch);
         for (auto it = page.events.begin(); it != page.events.end(); ++it) {
             if (!bus_.schedule(it->event, it->at)) {
                 refused(it, page.events.end(), [](ScheduledEvent const& e) { return domain::envelope_of(e.event).id; });
@@ -176,7 +182,7 @@ OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
             ++done.rearmed;
         }
         if (phase_ == Phase::done) break;
-        if (page.next) scheduled_after_ = std::move(page.next);
+        if (page.next) scheduled_from_ = std::move(*page.next);
         else phase_ = Phase::done;
     }
     restarting_ = false;
@@ -185,16 +191,23 @@ OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
 
 OutboxRelay::Restarted OutboxRelay::take_over() {
     Restarted taken;
-    // The bus already holds enough: claim nothing now (others may take them
-    // meanwhile). Scheduled events count too: a gone process's retries due
-    // in an hour wait in the store, not in this one's memory (review18 A-3).
-    if (bus_.backlog() >= max_backlog || bus_.scheduled_backlog() >= max_scheduled) {
+    // Each kind is claimed while the bus has room for it, and only then
+    // (others may take them meanwhile): events while it holds fewer than
+    // max_backlog undelivered, retries while it holds fewer than
+    // max_scheduled not yet due (review18 A-3: a gone process's retries due
+    // in an hour wait in the store, not in this one's memory). One kind full
+    // does not hold the other back (review 21, F4).
+    std::size_t const events_room = bus_.backlog() < max_backlog ? batch : 0;
+    std::size_t const scheduled_room = bus_.scheduled_backlog() < max_scheduled ? batch : 0;
+    if (events_room == 0 && scheduled_room == 0) {
         taken.bus_full = true;
         return taken;
     }
-    TakenOver found = store_.take_over(batch);
+    TakenOver found = store_.take_over(events_room, scheduled_room);
     // Events: those of `batch` invoices at most, so a whole batch may hold more.
     taken.more = found.events.size() >= batch || found.scheduled.size() >= batch;
+    // The kind left in the store is looked for again once the bus has room.
+    taken.bus_full = !taken.more && (events_room == 0 || scheduled_room == 0);
     // The bus refuses once it is stopping: what is left stays this
     // process's, delivered at its next start.
     std::size_t events = 0;
@@ -208,6 +221,7 @@ OutboxRelay::Restarted OutboxRelay::take_over() {
     taken.rearmed += scheduled;
     if (events < found.events.size() || scheduled < found.scheduled.size()) {
         taken.more = false;
+        taken.bus_full = false;
         for (std::size_t i = events; i < found.events.size(); ++i)
             store_.left_undelivered(domain::envelope_of(found.events[i]).id);
         for (std::size_t i = scheduled; i < found.scheduled.size(); ++i)

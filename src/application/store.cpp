@@ -39,12 +39,12 @@ std::vector<domain::Event> Store::undelivered() const {
 
 std::vector<ScheduledEvent> Store::scheduled() const {
     std::vector<ScheduledEvent> events;
-    std::optional<ScheduledCursor> after;
+    ScheduledCursor from;
     for (;;) {
-        ScheduledPage page = scheduled_page(after, 256);
+        ScheduledPage page = scheduled_page(from, 256);
         std::move(page.events.begin(), page.events.end(), std::back_inserter(events));
         if (!page.next) return events;
-        after = std::move(page.next);
+        from = std::move(*page.next);
     }
 }
 

@@ -62,9 +62,9 @@ public:
         return inner.undelivered_page(from, limit);
     }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override {
-        return inner.scheduled_page(after, limit);
+        return inner.scheduled_page(from, limit);
     }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
 

@@ -576,9 +576,9 @@ struct UnreadablePages final : application::Store {
         return inner.undelivered_page(from, limit);
     }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override {
-        return inner.scheduled_page(after, limit);
+        return inner.scheduled_page(from, limit);
     }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
 };
@@ -1052,6 +1052,70 @@ SCENARIO("review18 B-4: requests of an earlier run published again at start are 
                     for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
                     CHECK(world.gateway.calls() == 10);
                 }
+            }
+        }
+    }
+}
+
+// Review 21, F3: an attempt of an earlier run that came from the bus went
+// onto recovery's queue whatever it held, and recover()'s scan queued the
+// same attempts again: the queue grew to everything an earlier run left.
+SCENARIO("review21 F3: recovery's queue holds each attempt once, and a bounded number of them") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
+                               .recovery_page = 4, .recovery_in_flight = 3}});
+    GIVEN("a hundred attempts an earlier run left REQUESTED, their requests undelivered in the outbox") {
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 100, true);
+        world.gateway_port.unanswered_lookups = 1000;
+        WHEN("the process starts again: the outbox publishes them, and recovery runs") {
+            application::OutboxRelay relay(world.store, world.bus);
+            relay.restart();
+            world.processor->recover();
+            world.settle();
+            THEN("three look-ups are out, and the queue holds at most a page from the bus and a page from the store") {
+                CHECK(world.processor->in_flight() == 3);
+                CHECK(world.processor->recovery_queued() <= 2 * 4);
+            }
+            AND_WHEN("the look-ups time out and the gateway answers again") {
+                world.gateway_port.unanswered_lookups = 0;
+                world.run();
+                THEN("every attempt dropped from the queue was found again: each invoice PAID, charged once") {
+                    for (auto const& id : invoices) CHECK(world.invoice(id).status() == InvoiceStatus::paid);
+                    CHECK(world.gateway.calls() == 100);
+                    CHECK(world.processor->recovery_queued() == 0);
+                }
+            }
+        }
+    }
+}
+
+SCENARIO("review21 F3: an attempt delivered again while it waits in recovery's queue is queued once") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
+                               .recovery_page = 4, .recovery_in_flight = 1}});
+    GIVEN("three attempts an earlier run left REQUESTED, their requests in the outbox, and no look-up answered") {
+        left_by_an_earlier_run(world, 3, true);
+        world.gateway_port.unanswered_lookups = 1000;
+        auto publish_requests = [&] {
+            for (auto const& event : world.store.undelivered())
+                if (std::holds_alternative<PaymentRequested>(event)) world.bus.publish(event);
+            world.settle();
+        };
+        WHEN("recovery finds them, then the bus delivers their requests twice") {
+            world.processor->recover();
+            world.settle();
+            publish_requests();
+            publish_requests();
+            THEN("one is driven, and the other two wait once each") {
+                CHECK(world.processor->in_flight() == 1);
+                CHECK(world.processor->recovery_queued() == 2);
+            }
+        }
+        WHEN("the bus delivers their requests first, then recovery's scan finds them") {
+            publish_requests();
+            world.processor->recover();
+            world.settle();
+            THEN("one is driven, and the other two wait once each") {
+                CHECK(world.processor->in_flight() == 1);
+                CHECK(world.processor->recovery_queued() == 2);
             }
         }
     }

@@ -77,19 +77,19 @@ struct StoreWithOrphans final : application::Store {
         return inner.undelivered_page(from, limit);
     }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override {
-        return inner.scheduled_page(after, limit);
+        return inner.scheduled_page(from, limit);
     }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
-    application::TakenOver take_over(std::size_t limit) override {
+    application::TakenOver take_over(std::size_t event_limit, std::size_t scheduled_limit) override {
         ++calls;
         application::TakenOver taken;
-        while (!orphans.empty() && taken.events.size() < limit) {
+        while (!orphans.empty() && taken.events.size() < event_limit) {
             taken.events.push_back(std::move(orphans.back()));
             orphans.pop_back();
         }
-        while (!scheduled_orphans.empty() && taken.scheduled.size() < limit) {
+        while (!scheduled_orphans.empty() && taken.scheduled.size() < scheduled_limit) {
             taken.scheduled.push_back(std::move(scheduled_orphans.back()));
             scheduled_orphans.pop_back();
         }
@@ -214,6 +214,96 @@ SCENARIO("take-over rounds leave a gone process's retries in the store while the
                       application::OutboxRelay::max_scheduled + application::OutboxRelay::batch);
                 CHECK(store.scheduled_orphans.size() >= 5000 - application::OutboxRelay::max_scheduled -
                                                              application::OutboxRelay::batch);
+            }
+            relay.stop();
+        }
+    }
+}
+
+// Review 21, F2: the start's pages of the scheduled events had no upper
+// bound, so a retry committed (and armed by its use case) during the start
+// was armed a second time when the pages reached its time.
+SCENARIO("a retry its use case committed and armed during the start is armed once") {
+    RelayFixture f;
+    std::map<EventId, int> seen;
+    auto counter = f.bus.subscribe<InvoiceCreated>("counter", [&](InvoiceCreated const& e) { ++seen[e.envelope.id]; });
+    application::OutboxRelay relay(f.store, f.bus);
+    GIVEN("an earlier run left 1,500 retries due in an hour, their events delivered") {
+        for (int i = 0; i < 1500; ++i)
+            f.store.mark_delivered(f.commit_created("inv_" + std::to_string(i), t0() + 1h).envelope.id);
+        relay.restart();
+        relay.watch(f.scheduler, f.clock, 1h);
+        f.settle();
+        REQUIRE(relay.restarting());
+        WHEN("a use case commits a retry due in two hours and arms it itself, then the start goes on") {
+            auto const created = Invoice::create(iid("inv_new"), usd(700), "", meta()).value();
+            InvoiceCreated retry = created;
+            retry.envelope.id = meta().id;
+            application::Changes changes{application::Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+            changes.scheduled.push_back({retry, t0() + 2h});
+            REQUIRE(f.store.commit(changes));
+            REQUIRE(f.bus.schedule(retry, t0() + 2h));
+            f.clock.advance(1h);
+            f.finish_start(relay);
+            f.clock.advance(1h);
+            f.settle();
+            THEN("it reached its subscriber once, as did each retry of the earlier run") {
+                CHECK(seen[retry.envelope.id] == 1);
+                CHECK(seen.size() == 1501);
+                CHECK(std::all_of(seen.begin(), seen.end(), [](auto const& s) { return s.second == 1; }));
+            }
+        }
+        relay.stop();
+    }
+}
+
+// Review 21, F3: the scheduled pages waited only while the bus's heap was
+// full; retries already due go from the heap to the lanes at once, so every
+// overdue retry an earlier run left went into memory.
+SCENARIO("a start whose retries are all overdue hands the bus no more than max_backlog of them at a time") {
+    RelayFixture f;
+    application::OutboxRelay relay(f.store, f.bus);
+    GIVEN("an earlier run left 3,000 retries due a minute ago, their events delivered") {
+        for (int i = 0; i < 3000; ++i)
+            f.store.mark_delivered(f.commit_created("inv_" + std::to_string(i), t0() - 1min).envelope.id);
+        WHEN("the process starts and the relay's rounds run for two seconds, the lanes not delivering") {
+            relay.restart();
+            relay.watch(f.scheduler, f.clock, 1h);
+            for (int i = 0; i < 40; ++i) {
+                f.clock.advance(50ms);
+                f.scheduler.run_due();
+            }
+            THEN("the bus holds at most max_backlog and one page of them, the rest still in the store") {
+                CHECK(f.bus.backlog() + f.bus.scheduled_backlog() <=
+                      application::OutboxRelay::max_backlog + application::OutboxRelay::batch);
+                CHECK(relay.restarting());
+            }
+        }
+        relay.stop();
+    }
+}
+
+// Review 21, F4: a take-over round claimed nothing while this process's own
+// retries filled the bus's heap, the events of a gone process included.
+SCENARIO("take-over rounds claim a gone process's events while this process's own retries fill the bus's heap") {
+    RelayFixture f;
+    StoreWithOrphans store;
+    GIVEN("a store holding 10 events a process gone left, and a bus holding max_scheduled retries of this one") {
+        auto const created = Invoice::create(iid(), usd(700), "", meta()).value();
+        store.orphans.assign(10, Event(created));
+        store.scheduled_orphans.assign(5, {created, t0() + 1h});
+        for (std::size_t i = 0; i < application::OutboxRelay::max_scheduled; ++i) {
+            InvoiceCreated retry = created;
+            retry.envelope.id = meta().id;
+            REQUIRE(f.bus.schedule(retry, t0() + 1h));
+        }
+        application::OutboxRelay relay(store, f.bus);
+        WHEN("the relay watches and the scheduler runs what is due") {
+            relay.watch(f.scheduler, f.clock, 1h);
+            f.settle();
+            THEN("it took the events over, and no retry while the heap is full") {
+                CHECK(store.orphans.empty());
+                CHECK(store.scheduled_orphans.size() == 5);
             }
             relay.stop();
         }

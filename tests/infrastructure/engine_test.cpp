@@ -298,12 +298,13 @@ public:
         arrived_.notify_all();
     }
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
+        if (outbox_unreadable) throw application::StorageFailure("the outbox cannot be read");
         return inner.undelivered_page(from, limit);
     }
     void mark_delivered(EventId const& id) override { inner.mark_delivered(id); }
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override {
-        return inner.scheduled_page(after, limit);
+        return inner.scheduled_page(from, limit);
     }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
 
@@ -323,6 +324,7 @@ public:
     }
 
     infrastructure::InMemoryStore inner;
+    std::atomic<bool> outbox_unreadable{false}; ///< undelivered_page() throws StorageFailure
 
 private:
     std::mutex mutex_;
@@ -376,6 +378,33 @@ SCENARIO("an engine is ready once an earlier run's outbox is handed over, whatev
                 CHECK_FALSE(engine->recovering());
                 CHECK(store->scheduled().size() == retries);
             }
+        }
+    }
+}
+
+// Review 21, F6: one catch around the relay's start and recovery: an outbox
+// that could not be read at start skipped recovery's first page too.
+SCENARIO("an engine whose store cannot read the outbox at start still recovers the attempts an earlier run left") {
+    GIVEN("an attempt an earlier run left REQUESTED, and an outbox that cannot be read") {
+        auto store = std::make_shared<HeldStore>();
+        auto gateway = std::make_shared<InstantGateway>();
+        Invoice invoice = Invoice::from(Invoice::create(iid(), usd(700), "", meta()).value());
+        REQUIRE(store->commit({application::Changes::InvoiceWrite{invoice, 0}, {}}));
+        std::uint64_t const version = invoice.version();
+        auto requested = invoice.request_payment({pid(1), "k.earlier-run", "instant"}, "pm_card_ok", meta()).value();
+        invoice.apply(requested);
+        REQUIRE(store->commit({application::Changes::InvoiceWrite{invoice, version}, {{Payment::from(requested), 0}}}));
+        store->outbox_unreadable = true;
+        WHEN("an engine starts on it") {
+            {
+                auto engine = Engine::builder(quiet_options()).store(store).gateway("instant", gateway).build().value();
+                THEN("the attempt is recovered, and the outbox is read again by the relay's rounds") {
+                    CHECK(engine->recovery().redriven == 1);
+                    CHECK(engine->recovering());
+                }
+                engine->shutdown(std::chrono::milliseconds(0));
+            }
+            store->answer_all();
         }
     }
 }

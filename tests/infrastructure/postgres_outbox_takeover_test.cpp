@@ -228,7 +228,8 @@ SCENARIO("a schema of version 3 is migrated forward: its undelivered rows have n
                                       ".scheduled DROP COLUMN owner; DROP INDEX IF EXISTS " + s +
                                       ".scheduled_by_owner; CREATE INDEX outbox_undelivered ON " + s +
                                       ".outbox (seq) WHERE NOT delivered; ALTER TABLE " + s + ".invoices DROP COLUMN review_of; "
-                                      "DROP INDEX " + s + ".payments_open; UPDATE " + s + ".schema_version SET version = 3"));
+                                      "DROP INDEX " + s + ".payments_open; ALTER TABLE " + s + ".scheduled DROP COLUMN seq; "
+                                      "UPDATE " + s + ".schema_version SET version = 3"));
         WHEN("this release opens it") {
             auto b = open_store(options);
             THEN("it takes the event over") {

@@ -8,6 +8,7 @@
 #include "infrastructure/store/record_codec.hpp"
 #include "infrastructure/store/sqlite_schema.hpp"
 
+#include <payments/application/outbox_relay.hpp>
 #include <payments/engine.hpp>
 #include <payments/infrastructure/store/sqlite_store.hpp>
 #include <payments/infrastructure/system/clocks.hpp>
@@ -696,5 +697,105 @@ SCENARIO("review16 B4: while a failed commit waits for its seal the store says i
             CHECK_FALSE(store->sealing());
             CHECK(engine->store_writable());
         }
+    }
+}
+
+// Review 21, F7: rows written before schema 4 kept review_of '' until their
+// next write, so a janitor's round read every parked UNKNOWN attempt.
+SCENARIO("review21 F7: an invoice in review written before its column existed names its attempt once reopened") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    GIVEN("a NEEDS_REVIEW invoice whose UNKNOWN attempt is under review, its row from before the column") {
+        {
+            auto store = open_store(path);
+            auto created = Invoice::create(iid("inv_review"), usd(700), "", meta()).value();
+            Invoice invoice = Invoice::from(created);
+            REQUIRE(store->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            Invoice parked = invoice;
+            auto requested = parked.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            parked.apply(requested);
+            Payment payment = Payment::from(requested);
+            payment.apply(payment.fail({FailureKind::unknown_outcome, "timeout"}, meta()).value());
+            parked.apply(parked.require_review(parked.attempts().back(), "checks", meta()).value());
+            REQUIRE(store->commit({Changes::InvoiceWrite{parked, invoice.version()}, {{payment, 0}}}));
+            REQUIRE(store->open_attempts({}, 10).data.empty());
+        }
+        run_sql_on_file(path, "UPDATE invoices SET review_of = ''");
+        WHEN("the file is opened again") {
+            auto store = open_store(path);
+            THEN("a janitor's round finds nothing to act on") { CHECK(store->open_attempts({}, 10).data.empty()); }
+        }
+    }
+}
+
+// Review 21, F2: schema 5 numbers the scheduled rows, in a copy of the table.
+SCENARIO("a file of schema version 4 keeps its scheduled events when its table is numbered") {
+    TempDir dir;
+    std::string const path = dir.file("v4.db");
+    GIVEN("a file at schema version 4 holding two retries") {
+        std::string sql;
+        for (std::size_t v = 0; v < 4; ++v) sql += infrastructure::sqlite::migrations[v];
+        run_sql_on_file(path, sql + "PRAGMA user_version=4;");
+        auto const created = Invoice::create(iid("inv_1"), usd(700), "", meta()).value();
+        std::vector<InvoiceCreated> retries(2, created);
+        sqlite3* db = nullptr;
+        REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+        for (std::size_t i = 0; i < retries.size(); ++i) {
+            retries[i].envelope.id = meta().id;
+            sqlite3_stmt* insert = nullptr;
+            REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO scheduled (event_id, due, body) VALUES (?, ?, ?)", -1, &insert,
+                                       nullptr) == SQLITE_OK);
+            std::string const id(retries[i].envelope.id.str());
+            std::string const body = infrastructure::codec::encode(Event(retries[i]));
+            sqlite3_bind_text(insert, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(insert, 2, (t0() + std::chrono::minutes(2 - i)).time_since_epoch().count());
+            sqlite3_bind_blob(insert, 3, body.data(), static_cast<int>(body.size()), SQLITE_TRANSIENT);
+            REQUIRE(sqlite3_step(insert) == SQLITE_DONE);
+            sqlite3_finalize(insert);
+        }
+        sqlite3_close(db);
+        WHEN("this release opens it") {
+            auto store = open_store(path);
+            THEN("both retries are there in order of their time, and the start's pass ends after them") {
+                auto const scheduled = store->scheduled();
+                REQUIRE(scheduled.size() == 2);
+                CHECK(envelope_of(scheduled[0].event).id == retries[1].envelope.id);
+                CHECK(envelope_of(scheduled[1].event).id == retries[0].envelope.id);
+                CHECK(store->start_mark().scheduled == 2u);
+            }
+        }
+    }
+}
+
+// Review 21, F6: the start's pass took its end at its first page that read;
+// when the first read failed, what this run committed meanwhile (and its use
+// case published) was published a second time.
+SCENARIO("review21 F6: a start whose first read fails does not publish again what this run committed meanwhile") {
+    TempDir dir;
+    auto& vfs = FaultyVfs::instance();
+    std::shared_ptr<SqliteStore> store = open_store(dir.file("payments.db"), {.vfs = FaultyVfs::name});
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (store->integrity() == infrastructure::IntegrityCheck::running && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::yield();
+    World world({.store = store.get(), .idempotency = store.get()});
+    application::OutboxRelay relay(*store, world.bus);
+    GIVEN("a process whose store cannot be read when it starts") {
+        vfs.failing_reads = true;
+        CHECK_THROWS_AS(relay.restart(), application::StorageFailure);
+        vfs.failing_reads = false;
+        WHEN("an invoice is created (its use case publishes its event), then the start reads again") {
+            world.create();
+            relay.watch(world.scheduler, world.clock, 1h);
+            for (int i = 0; i < 100 && relay.restarting(); ++i) {
+                world.settle();
+                world.clock.advance(100ms);
+            }
+            world.settle();
+            THEN("the start is over, and the event reached its subscribers once") {
+                CHECK_FALSE(relay.restarting());
+                CHECK(world.events_of<InvoiceCreated>().size() == 1);
+            }
+        }
+        relay.stop();
     }
 }

@@ -470,14 +470,43 @@ SCENARIO_TEMPLATE("a store pages its outbox on the commit order and its schedule
                 CHECK(store.undelivered().size() == 6); // a new pass sees it
             }
         }
+        // Review 21, F2: a retry committed during a pass is its use case's to arm.
+        WHEN("the scheduled events are read two at a time, two retries committed after the first page, one of them "
+             "delivered (its mark not yet written)") {
+            auto const first = store.scheduled_page({}, 2);
+            auto late = [&](std::string const& name, Timestamp due) {
+                auto created = Invoice::create(iid(name), usd(700), "", meta()).value();
+                Changes changes{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+                InvoiceCreated retry = created;
+                retry.envelope.id = meta().id;
+                changes.scheduled.push_back({retry, due});
+                REQUIRE(store.commit(changes));
+                return retry.envelope.id;
+            };
+            late("inv_late_armed", t0() + 4min);
+            store.mark_delivered(late("inv_late_delivered", t0() + 2min));
+            REQUIRE(first.next);
+            auto const second = store.scheduled_page(*first.next, 2);
+            REQUIRE(second.next);
+            auto const third = store.scheduled_page(*second.next, 2);
+            THEN("the pass holds the five it began with, and a new pass sees the one not delivered") {
+                std::vector<std::pair<Timestamp, EventId>> paged;
+                for (auto const* page : {&first, &second, &third})
+                    for (auto const& [event, at] : page->events) paged.emplace_back(at, id(event));
+                CHECK(paged == retries);
+                CHECK_FALSE(third.next);
+                REQUIRE(store.commit({Changes::InvoiceWrite{invoice_numbered(9), 0}, {}})); // writes the mark
+                CHECK(store.scheduled().size() == 6);
+            }
+        }
         WHEN("the scheduled events are read two at a time, one delivered between the pages") {
-            auto const first = store.scheduled_page(std::nullopt, 2);
+            auto const first = store.scheduled_page({}, 2);
             store.mark_delivered(retries[2].second);
             REQUIRE(store.commit({Changes::InvoiceWrite{invoice_numbered(9), 0}, {}})); // writes the mark
             REQUIRE(first.next);
-            auto const second = store.scheduled_page(first.next, 2);
+            auto const second = store.scheduled_page(*first.next, 2);
             REQUIRE(second.next);
-            auto const third = store.scheduled_page(second.next, 2);
+            auto const third = store.scheduled_page(*second.next, 2);
             THEN("they come in order of their time, then id, each once, the delivered one left out") {
                 std::vector<std::pair<Timestamp, EventId>> paged;
                 for (auto const* page : {&first, &second, &third})

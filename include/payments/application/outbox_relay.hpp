@@ -60,7 +60,8 @@ public:
     /// bus releases those already due in its bounded batches), `batch` at a
     /// time from the store, while the bus holds fewer than `max_backlog`
     /// events and `max_scheduled` scheduled ones; watch()'s rounds go on with
-    /// what is left (restarting() meanwhile). Events committed after it began
+    /// what is left (restarting() meanwhile). Only what the store held when
+    /// it opened (Store::start_mark()): events and retries committed after
     /// are left to their use case. Then runs one take-over round (a shared
     /// store; watch() claims the rest). Throws StorageFailure.
     Restarted restart();
@@ -79,10 +80,11 @@ public:
     /// One take-over round: claims the events of at most `batch` invoices
     /// and at most `batch` scheduled events that processes that are gone left, publishes the
     /// events and arms the scheduled events (a bus that refuses is stopping:
-    /// what was claimed stays this process's in the store). Claims nothing
-    /// while the bus holds `max_backlog` events or `max_scheduled` scheduled
-    /// ones (review18 A-3: a gone process's retries wait in the store, not in
-    /// this one's memory). Throws StorageFailure.
+    /// what was claimed stays this process's in the store). Claims no events
+    /// while the bus holds `max_backlog` events, and no scheduled events while
+    /// it holds `max_scheduled` scheduled ones (review18 A-3: a gone process's
+    /// retries wait in the store, not in this one's memory); one kind full
+    /// does not hold the other back (review 21, F4). Throws StorageFailure.
     Restarted take_over();
 
     /// Goes on, in rounds on `scheduler`, with what restart() left. A shared
@@ -108,7 +110,7 @@ private:
     std::mutex start_mutex_;
     Phase phase_ = Phase::done;                       // Owned by: start_mutex_
     OutboxCursor events_from_;                        // Owned by: start_mutex_
-    std::optional<ScheduledCursor> scheduled_after_;  // Owned by: start_mutex_
+    ScheduledCursor scheduled_from_;                  // Owned by: start_mutex_
     std::atomic<bool> restarting_{false};
     std::atomic<bool> republishing_{false};
     Subscription subscription_;

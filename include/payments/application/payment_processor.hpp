@@ -143,6 +143,10 @@ public:
     /// page before it returns (throws StorageFailure if it cannot), and
     /// returns how many attempts it found there.
     std::size_t recover();
+    /// How many attempts wait in recovery's queue, not yet started: at most
+    /// `recovery_page` that the bus delivered plus a page recovery read
+    /// (review 21, F3). For tests and metrics.
+    std::size_t recovery_queued() const;
 
     /// What a provider said unasked (a signed webhook) about the charge under
     /// `gateway_key`: a definitive status settles the attempt at once, through
@@ -200,8 +204,10 @@ private:
     /// read or start, its rounds leave the store to it (review18 B-2).
     bool recovery_pending() const;
     /// The rule for another run's key that comes from the bus or the janitor:
-    /// it waits in recovery's queue, within `recovery_in_flight` (review18 B-4).
-    /// False if it is one recovery runs already (or the processor stopped).
+    /// it waits in recovery's queue, within `recovery_in_flight` (review18 B-4),
+    /// once, and only while the queue holds fewer than `recovery_page` (the
+    /// store keeps it: review 21, F3). False if it is one recovery runs
+    /// already (or the processor stopped).
     bool queue_for_recovery(domain::PaymentRequested const& requested);
     // One load-and-decide of a settlement: its commit (none if nothing
     // changed) and what to report once it is committed.
@@ -307,6 +313,7 @@ private:
         bool scanning = false; // a page is being read
         bool pumping = false;  // pump_recovery() runs
         std::deque<Redrive> found;
+        std::unordered_set<domain::PaymentId> queued; // the payments of `found`, each queued once
         std::unordered_set<domain::PaymentId> running;
     };
     Recovery recovery_;                                      // Owned by: mutex_

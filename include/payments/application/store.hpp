@@ -63,11 +63,28 @@ struct OutboxPage {
     std::optional<OutboxCursor> next; ///< the next page's cursor; none after the last page
 };
 
-/// Where a page of the scheduled events starts: after this (time, id), in
-/// that order (none: the first).
+/// Where a page of the scheduled events starts: after the row at (time,
+/// id) `after`, in that order (none: the first), among the rows up to the
+/// one numbered `through` in the order they were written (none: the last).
+/// The store sets `through` on the first page to the last row it then held,
+/// so that the pages of one pass leave out the retries committed meanwhile:
+/// their use case arms them (review 21, F2).
 struct ScheduledCursor {
-    domain::Timestamp at;
-    domain::EventId id;
+    /// A scheduled row's place in a pass: its time, then its event id.
+    struct Key {
+        domain::Timestamp at;
+        domain::EventId id;
+    };
+    std::optional<Key> after;
+    std::optional<std::uint64_t> through;
+};
+
+/// Where a start's passes end (Store::start_mark()): the last outbox row and
+/// the last scheduled row the store held when it opened (none: the last when
+/// the pass begins).
+struct StartMark {
+    std::optional<std::uint64_t> outbox;
+    std::optional<std::uint64_t> scheduled;
 };
 
 /// One page of Store::scheduled_page(), in order of their time.
@@ -207,24 +224,33 @@ public:
     /// the store forgets what it kept in memory to mark it delivered.
     virtual void left_undelivered(domain::EventId const& /*id*/) {}
     /// Scheduled events not yet delivered, a page at a time: at most `limit`
-    /// (1..), in order of their time then id, after `after` (none: from the
-    /// first; keyset paging). A shared store: this process's own, as
-    /// undelivered_page(). Throws StorageFailure.
-    virtual ScheduledPage scheduled_page(std::optional<ScheduledCursor> const& after, std::size_t limit) const = 0;
+    /// (1..), in order of their time then id, from `from` (keyset paging,
+    /// bounded by the order they were written in). A shared store: this
+    /// process's own, as undelivered_page(). Throws StorageFailure.
+    virtual ScheduledPage scheduled_page(ScheduledCursor const& from, std::size_t limit) const = 0;
     /// Every page of scheduled_page() at once (tests and tools; the relay pages).
     std::vector<ScheduledEvent> scheduled() const;
+    /// Where the relay's start ends its passes: what the store held when it
+    /// opened, read then, so that a start whose first read failed does not
+    /// republish what this run committed meanwhile (review 21, F6). A store
+    /// that cannot fail a read answers none (the last row when a pass begins).
+    virtual StartMark start_mark() const { return {}; }
     /// A store shared by several processes: claims for this process the
-    /// undelivered events of at most `limit` invoices (all of an invoice's
+    /// undelivered events of at most `event_limit` invoices (all of an invoice's
     /// that are there when claimed, never split with a process claiming at
     /// the same time; a row committed later by the gone process's writer may
-    /// go to another process) and at most `limit` (by row, not by invoice)
-    /// scheduled events whose process is gone (killed, cut off past its liveness, or stopped), each
+    /// go to another process) and at most `scheduled_limit` (by row, not by
+    /// invoice) scheduled events whose process is gone (killed, cut off past its liveness, or stopped), each
     /// for exactly one of the processes that ask; they are then this
     /// process's to deliver, as if it had committed them, and are marked
     /// delivered through mark_delivered(). Nothing while every owner lives. A
     /// store used by one process answers nothing: restart() republishes what
     /// undelivered() and scheduled() hold. Throws StorageFailure.
-    virtual TakenOver take_over(std::size_t /*limit*/) { return {}; }
+    /// A limit of 0 claims none of that kind (the relay's bus has no room
+    /// for it: review 21, F4).
+    virtual TakenOver take_over(std::size_t /*event_limit*/, std::size_t /*scheduled_limit*/) { return {}; }
+    /// take_over() with one limit for both kinds.
+    TakenOver take_over(std::size_t limit) { return take_over(limit, limit); }
     /// A store shared by several processes calls `wake` (on a thread of its
     /// own; it must not block) when another process may have left work for
     /// take_over(): a process that stopped or whose liveness lapsed, or the

@@ -36,7 +36,9 @@ struct InMemoryStore::Outbox {
     std::uint64_t next = 0;                                     // Owned by: mutex
     std::map<std::uint64_t, Event> pending;                     // Owned by: mutex
     std::unordered_map<EventId, std::uint64_t> pending_by_id;   // Owned by: mutex
-    std::map<std::pair<Timestamp, EventId>, Event> later;       // Owned by: mutex; scheduled
+    std::uint64_t scheduled = 0;                                // Owned by: mutex; the last scheduled row's number
+    // Scheduled: each with its number in the order they were written (from 1).
+    std::map<std::pair<Timestamp, EventId>, std::pair<std::uint64_t, Event>> later; // Owned by: mutex
     std::unordered_map<EventId, std::pair<Timestamp, EventId>> later_by_id; // Owned by: mutex
 };
 
@@ -259,8 +261,9 @@ void InMemoryStore::enqueue(Changes& changes, bool keep_events) {
     for (auto& [event, at] : changes.scheduled) {
         std::pair<Timestamp, EventId> const key{at, envelope_of(event).id};
         outbox_->later_by_id.emplace(envelope_of(event).id, key);
-        if (keep_events) outbox_->later.emplace(key, event);
-        else outbox_->later.emplace(key, std::move(event));
+        std::uint64_t const seq = ++outbox_->scheduled;
+        if (keep_events) outbox_->later.emplace(key, std::pair{seq, event});
+        else outbox_->later.emplace(key, std::pair{seq, std::move(event)});
     }
 }
 
@@ -342,16 +345,17 @@ void InMemoryStore::mark_delivered(EventId const& id) {
     }
 }
 
-application::ScheduledPage InMemoryStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+application::ScheduledPage InMemoryStore::scheduled_page(application::ScheduledCursor const& from,
                                                          std::size_t limit) const {
     BOOST_ASSERT(limit > 0);
     std::lock_guard lock(outbox_->mutex);
     application::ScheduledPage page;
-    auto it = after ? outbox_->later.upper_bound({after->at, after->id}) : outbox_->later.begin();
+    std::uint64_t const through = from.through.value_or(outbox_->scheduled);
+    auto it = from.after ? outbox_->later.upper_bound({from.after->at, from.after->id}) : outbox_->later.begin();
     for (; it != outbox_->later.end() && page.events.size() < limit; ++it)
-        page.events.push_back({it->second, it->first.first});
+        if (it->second.first <= through) page.events.push_back({it->second.second, it->first.first});
     if (page.events.size() == limit)
-        page.next = application::ScheduledCursor{std::prev(it)->first.first, std::prev(it)->first.second};
+        page.next = application::ScheduledCursor{{{std::prev(it)->first.first, std::prev(it)->first.second}}, through};
     return page;
 }
 

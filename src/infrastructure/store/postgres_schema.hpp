@@ -20,7 +20,7 @@ namespace payments::infrastructure::postgres {
 inline constexpr char const* migration_lock = "SELECT pg_try_advisory_lock(7463541209785301)";
 inline constexpr char const* migration_unlock = "SELECT pg_advisory_unlock(7463541209785301)";
 
-inline constexpr std::array<char const*, 5> migrations = {
+inline constexpr std::array<char const*, 6> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
     R"sql(
 CREATE TABLE invoices (
@@ -110,6 +110,12 @@ CREATE INDEX scheduled_by_owner ON scheduled (owner, due);
     // next write. A constant default: no table rewrite.
     R"sql(
 ALTER TABLE invoices ADD COLUMN IF NOT EXISTS review_of text NOT NULL DEFAULT '';
+)sql",
+    // 5 → 6: each scheduled row numbered in the order it was written, so that
+    // the relay's start pages only the rows there when it began (review 21,
+    // F2). The table holds only retries not yet delivered.
+    R"sql(
+ALTER TABLE scheduled ADD COLUMN seq bigserial;
 )sql",
 };
 

@@ -174,7 +174,11 @@ constexpr pg::Prepared select_undelivered{"select_undelivered",
 constexpr pg::Prepared last_outbox_seq{"last_outbox_seq", "SELECT coalesce(max(seq), 0) FROM outbox"};
 constexpr pg::Prepared select_scheduled{"select_scheduled",
                                         "SELECT due, body, event_id FROM scheduled WHERE owner = $1 AND due >= $2 "
-                                        "AND (due, event_id) > ($2, $3) ORDER BY due, event_id LIMIT $4"};
+                                        "AND (due, event_id) > ($2, $3) AND seq <= $4 ORDER BY due, event_id LIMIT $5"};
+// The last number a scheduled row was given (0: none yet); a row committed
+// later has a greater one (nextval is monotonic).
+constexpr pg::Prepared last_scheduled_seq{
+    "last_scheduled_seq", "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM scheduled_seq_seq"};
 // The processes gone (no live row in owners) that still own undelivered
 // outbox rows or retries, other than this one; none while this one's own row
 // is not live (it may itself be taken for gone: what it claimed, others
@@ -219,7 +223,7 @@ constexpr std::array prepared = {insert_invoice, update_invoice, insert_payment,
                                  schedule_event, complete_key, claim_key, look_key, release_key, purge_keys,
                                  mark_events, unschedule, purge_events, select_invoice, invoice_seq, page_all,
                                  page_status, select_payment, select_payments_of, select_open_attempts, payment_owner,
-                                 select_undelivered, last_outbox_seq, select_scheduled, select_history, hold_lease, take_lease,
+                                 select_undelivered, last_outbox_seq, select_scheduled, last_scheduled_seq, select_history, hold_lease, take_lease,
                                  renew_owner, drop_owner, lease_fence, lease_epoch, mark_batch, sweep_owners,
                                  take_events, take_scheduled, dead_owners, register_owner, keep_events,
                                  keep_scheduled, keep_leases, forget_owner, orphan_invoices};
@@ -374,6 +378,7 @@ struct PostgresStore::Impl {
     std::mutex outbox_mutex;
     std::unordered_map<EventId, std::int64_t> outbox_seq; // Owned by: outbox_mutex
     std::unordered_set<EventId> scheduled_ids;            // Owned by: outbox_mutex
+    application::StartMark start_mark;                    // read at open, then constant
     // Events this process published or armed, then lost to another process
     // while it stalled: its bus drops them instead of delivering them twice.
     std::unordered_set<EventId> lost; // Owned by: outbox_mutex
@@ -1041,6 +1046,36 @@ Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std
     return {};
 }
 
+// Review 21, F7: an invoice written before schema 5 names no attempt under
+// review (review_of ''), so a janitor's round reads its UNKNOWN attempt until
+// the invoice is written again. Filled in at open, after the migration's
+// transaction, a page at a time and each row at its version (a row written
+// meanwhile has it already; an older release's write leaves '' again, which
+// is only read as before). A record that does not decode is left as it was.
+void backfill_review_of(pg::Connection& c) {
+    std::string after = "0";
+    for (;;) {
+        Rows r = c.query_sql("SELECT seq, id, version, body FROM invoices WHERE status = 4 AND review_of = '' "
+                             "AND seq > $1::bigint ORDER BY seq LIMIT 256",
+                             {after.c_str()}, 1);
+        if (r.size() == 0) return;
+        after = std::to_string(r.integer(r.size() - 1, 0));
+        for (int row = 0; row < r.size(); ++row) {
+            std::string review_of;
+            try {
+                review_of = std::string(codec::decode_invoice(r.bytes(row, 3)).under_review().str());
+            } catch (std::exception const&) {
+                continue;
+            }
+            if (review_of.empty()) continue;
+            std::string const id(r.bytes(row, 1));
+            std::string const version = std::to_string(r.integer(row, 2));
+            c.query_sql("UPDATE invoices SET review_of = $1 WHERE id = $2 AND version = $3::bigint AND review_of = ''",
+                        {review_of.c_str(), id.c_str(), version.c_str()}, 1);
+        }
+    }
+}
+
 } // namespace
 
 Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions options) {
@@ -1051,7 +1086,12 @@ Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions 
         std::string const schema = impl->options.schema.empty() ? "" : Impl::identifier(*c, impl->options.schema);
         // On a session of its own, dropped after (its timeouts are the migration's).
         if (auto migrated = migrate(*impl->connect(false), impl->options, schema); !migrated) return migrated.error();
+        backfill_review_of(*c);
         for (auto const& p : prepared) c->prepare(p);
+        // Where the start's passes end (review 21, F6). This process's owner
+        // is new, so nothing of its own is at or below them.
+        impl->start_mark = {static_cast<std::uint64_t>(c->query(last_outbox_seq.name, Params()).integer(0, 0)),
+                       static_cast<std::uint64_t>(c->query(last_scheduled_seq.name, Params()).integer(0, 0))};
         impl->renew(*c, true); // alive before any lease is taken
         impl->writer = std::move(c);
     } catch (pg::Failure const& failure) {
@@ -1413,19 +1453,23 @@ void PostgresStore::mark_delivered(EventId const& id) {
     if (waiting >= 256) impl_->queue->flush();
 }
 
-application::ScheduledPage PostgresStore::scheduled_page(std::optional<application::ScheduledCursor> const& after,
+application::ScheduledPage PostgresStore::scheduled_page(application::ScheduledCursor const& from,
                                                         std::size_t limit) const {
     BOOST_ASSERT(limit > 0);
     application::ScheduledPage page;
+    std::int64_t through = 0;
     page.events = impl_->read([&](pg::Connection& c) {
         auto const token = impl_->hold_token(); // as undelivered_page()
+        through = from.through ? static_cast<std::int64_t>(*from.through)
+                               : c.query(last_scheduled_seq.name, Params()).integer(0, 0);
         std::vector<application::ScheduledEvent> found;
         Rows r = c.query(select_scheduled.name,
                          Params()
                              .text(impl_->owner)
-                             .integer(after ? static_cast<std::int64_t>(after->at.time_since_epoch().count())
-                                            : std::numeric_limits<std::int64_t>::min())
-                             .text(after ? after->id.str() : std::string_view(""))
+                             .integer(from.after ? static_cast<std::int64_t>(from.after->at.time_since_epoch().count())
+                                                 : std::numeric_limits<std::int64_t>::min())
+                             .text(from.after ? from.after->id.str() : std::string_view(""))
+                             .integer(through)
                              .integer(static_cast<std::int64_t>(limit)));
         for (int row = 0; row < r.size(); ++row)
             found.push_back({codec::decode_event(r.bytes(row, 1)), Timestamp(Duration(r.integer(row, 0)))});
@@ -1434,9 +1478,12 @@ application::ScheduledPage PostgresStore::scheduled_page(std::optional<applicati
         return found;
     });
     if (page.events.size() == limit)
-        page.next = application::ScheduledCursor{page.events.back().at, envelope_of(page.events.back().event).id};
+        page.next = application::ScheduledCursor{{{page.events.back().at, envelope_of(page.events.back().event).id}},
+                                                 static_cast<std::uint64_t>(through)};
     return page;
 }
+
+application::StartMark PostgresStore::start_mark() const { return impl_->start_mark; }
 
 bool PostgresStore::renew() {
     try {
@@ -1475,11 +1522,12 @@ application::Ownership PostgresStore::still_owns(EventId const& id) {
 
 std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrations; }
 
-application::TakenOver PostgresStore::take_over(std::size_t limit) {
+application::TakenOver PostgresStore::take_over(std::size_t event_limit, std::size_t scheduled_limit) {
     // A process that may itself be taken for gone claims nothing (dead_owners
     // asks the database as well): its renewal registers it anew first.
-    if (!impl_->owns_its_work()) return {};
-    auto const most = static_cast<std::int64_t>(std::max<std::size_t>(limit, 1));
+    if (!impl_->owns_its_work() || (event_limit == 0 && scheduled_limit == 0)) return {};
+    auto const invoices_most = static_cast<std::int64_t>(event_limit);
+    auto const scheduled_most = static_cast<std::int64_t>(scheduled_limit);
     // One transaction: the dead owners, then both claims. A failure anywhere
     // drops the session, which rolls back: nothing is claimed that this
     // process does not know it holds. A reply lost after the COMMIT leaves
@@ -1501,14 +1549,19 @@ application::TakenOver PostgresStore::take_over(std::size_t limit) {
         for (int row = 0; row < dead.size(); ++row) gone.emplace_back(dead.bytes(row, 0));
         std::string const list = array_literal(gone, quoted_element);
         c.exec("BEGIN");
-        Rows invoices = c.query(orphan_invoices.name, Params().text(list).integer(most));
-        std::vector<std::string> mine;
-        for (int row = 0; row < invoices.size(); ++row) mine.emplace_back(invoices.bytes(row, 0));
-        Rows r = c.query(take_events.name, Params().text(me).text(list).text(array_literal(mine, quoted_element)));
-        for (int row = 0; row < r.size(); ++row) events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
-        Rows s = c.query(take_scheduled.name, Params().text(me).text(list).integer(most));
-        for (int row = 0; row < s.size(); ++row)
-            taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
+        if (invoices_most > 0) {
+            Rows invoices = c.query(orphan_invoices.name, Params().text(list).integer(invoices_most));
+            std::vector<std::string> mine;
+            for (int row = 0; row < invoices.size(); ++row) mine.emplace_back(invoices.bytes(row, 0));
+            Rows r = c.query(take_events.name, Params().text(me).text(list).text(array_literal(mine, quoted_element)));
+            for (int row = 0; row < r.size(); ++row)
+                events.emplace_back(r.integer(row, 0), codec::decode_event(r.bytes(row, 1)));
+        }
+        if (scheduled_most > 0) {
+            Rows s = c.query(take_scheduled.name, Params().text(me).text(list).integer(scheduled_most));
+            for (int row = 0; row < s.size(); ++row)
+                taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
+        }
         c.exec("COMMIT");
         if (impl_->options.after_take_over_commit) impl_->options.after_take_over_commit();
         // Recorded while the token is still held, as undelivered() does: a

@@ -6,7 +6,7 @@
 
 namespace payments::infrastructure::sqlite {
 
-inline constexpr std::array<char const*, 4> migrations = {
+inline constexpr std::array<char const*, 5> migrations = {
     // 0 → 1: the aggregates and the idempotency records.
     R"sql(
 CREATE TABLE invoices (
@@ -70,6 +70,23 @@ CREATE INDEX outbox_delivered_by_time ON outbox (occurred_at) WHERE delivered = 
 CREATE INDEX scheduled_by_due ON scheduled (due, event_id);
 ALTER TABLE invoices ADD COLUMN review_of TEXT NOT NULL DEFAULT '';
 CREATE INDEX payments_open ON payments (id) WHERE status IN (0, 3);
+)sql",
+    // 4 → 5: each scheduled row numbered in the order it was written, never
+    // reused (AUTOINCREMENT: a plain rowid comes back once the last row is
+    // deleted), so that the relay's start pages only the rows there when it
+    // began (review 21, F2). A column with that constraint cannot be added:
+    // the table is copied into a new one, in this migration's transaction.
+    R"sql(
+CREATE TABLE scheduled_numbered (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    due      INTEGER NOT NULL,
+    body     BLOB NOT NULL
+);
+INSERT INTO scheduled_numbered (event_id, due, body) SELECT event_id, due, body FROM scheduled ORDER BY due, event_id;
+DROP TABLE scheduled;
+ALTER TABLE scheduled_numbered RENAME TO scheduled;
+CREATE INDEX scheduled_by_due ON scheduled (due, event_id);
 )sql",
 };
 

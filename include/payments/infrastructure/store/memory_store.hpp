@@ -32,7 +32,7 @@ public:
     Result<application::Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) override;
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
 

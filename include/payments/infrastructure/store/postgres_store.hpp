@@ -91,7 +91,7 @@ class PostgresStore final : public application::Store, public application::Idemp
 public:
     /// The schema this release writes; older schemas are migrated forward at
     /// open (under an advisory lock), newer ones refused.
-    static constexpr int schema_version = 5;
+    static constexpr int schema_version = 6;
 
     /// Connects, migrates the schema and prepares the statements.
     /// `storage_unavailable` with a clear detail (never the password) when
@@ -116,13 +116,15 @@ public:
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
     void left_undelivered(domain::EventId const& id) override;
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override;
+    application::StartMark start_mark() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
     /// Claims rows of processes whose liveness lapsed or that stopped;
     /// nothing while this process's own ownership is doubtful (see
     /// still_owns()), or its row lapsed: the others may be taking its work.
-    application::TakenOver take_over(std::size_t limit) override;
+    using application::Store::take_over;
+    application::TakenOver take_over(std::size_t event_limit, std::size_t scheduled_limit) override;
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
     /// suffixed with the schema), and when the listening session reconnects.
     bool watch_work_left(std::function<void()> wake) override;

@@ -61,7 +61,7 @@ class SqliteStore final : public application::Store, public application::Idempot
 public:
     /// The schema this release writes; older files are migrated forward at
     /// open, newer ones refused.
-    static constexpr int schema_version = 4;
+    static constexpr int schema_version = 5;
 
     /// Opens (or creates) the file, checks its integrity, migrates its schema
     /// and takes the lock. `storage_unavailable` with a clear detail when the
@@ -84,8 +84,9 @@ public:
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
     void left_undelivered(domain::EventId const& id) override;
-    application::ScheduledPage scheduled_page(std::optional<application::ScheduledCursor> const& after,
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
                                               std::size_t limit) const override;
+    application::StartMark start_mark() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
