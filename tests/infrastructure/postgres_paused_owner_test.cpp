@@ -372,18 +372,20 @@ SCENARIO("a renewal that failed once while the registration is live holds nothin
         REQUIRE_FALSE(a->renew());
         REQUIRE(other.exec("ROLLBACK"));
 
-        WHEN("A commits an invoice's event and retry and its relay publishes them") {
+        WHEN("A commits an invoice's event and retry, and publishes and arms them as their use case does") {
             boost::asio::io_context io;
             infrastructure::ManualClock clock;
             infrastructure::ManualScheduler scheduler(clock);
             infrastructure::NullLogger logger;
             infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
             std::vector<EventId> ids;
-            REQUIRE(a->commit(paid_with_retry_due(1, 1h, ids)));
+            Changes const one = paid_with_retry_due(1, 1h, ids);
+            REQUIRE(a->commit(one));
             std::vector<EventId> seen; // Owned by: io's one thread
             auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
             application::OutboxRelay relay(*a, bus);
-            REQUIRE(relay.restart().republished == 1);
+            REQUIRE(relay.restart().republished == 0); // this run's own: left to their use case
+            publish_and_arm(bus, one);
             io.run();
 
             THEN("the event is delivered and the retry is A's: nobody can have taken A's work within two leases") {
@@ -417,18 +419,20 @@ SCENARIO("a process none of whose renewals succeeded for two thirds of its lease
         infrastructure::NullLogger logger;
         infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
         std::vector<EventId> ids;
+        Changes const one = paid_with_retry_due(1, 1h, ids);
         REQUIRE(a->renew());
-        REQUIRE(a->commit(paid_with_retry_due(1, 1h, ids)));
+        REQUIRE(a->commit(one));
         OtherSession other(schema.uri());
         REQUIRE(other.exec("BEGIN"));
         REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners FOR UPDATE"));
 
-        WHEN("two thirds of its lease timeout pass with every renewal failing, and its relay publishes the event") {
+        WHEN("two thirds of its lease timeout pass with every renewal failing, and the event is published") {
             REQUIRE(holds_within_5s([&] { return a->still_owns(ids[1]) == application::Ownership::doubtful; }));
             std::vector<EventId> seen; // Owned by: io's one thread
             auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
             application::OutboxRelay relay(*a, bus);
-            REQUIRE(relay.restart().republished == 1);
+            REQUIRE(relay.restart().republished == 0); // this run's own: left to their use case
+            publish_and_arm(bus, one);
             io.run();
 
             THEN("the event is held back, and a commit is refused as unavailable: nothing more piles up behind it") {
