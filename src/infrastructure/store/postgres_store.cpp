@@ -183,11 +183,20 @@ constexpr pg::Prepared last_scheduled_seq{
 // outbox rows or retries, other than this one; none while this one's own row
 // is not live (it may itself be taken for gone: what it claimed, others
 // would claim again).
+// The owners are listed by skipping from one to the next through the
+// indexes on (owner, ...) (a recursive CTE: one index probe per owner), not
+// by reading every undelivered row: a round costs O(owners), whatever the
+// backlog (review 20, 8).
 constexpr pg::Prepared dead_owners{
-    "dead_owners", "SELECT d.owner FROM (SELECT owner FROM outbox WHERE NOT delivered AND owner <> $1 UNION "
-                   "SELECT owner FROM scheduled WHERE owner <> $1) d WHERE NOT EXISTS (SELECT 1 FROM owners w "
-                   "WHERE w.owner = d.owner AND w.alive_until >= clock_timestamp()) AND EXISTS (SELECT 1 FROM "
-                   "owners m WHERE m.owner = $1 AND m.alive_until >= clock_timestamp())"};
+    "dead_owners",
+    "WITH RECURSIVE o(owner) AS ((SELECT owner FROM outbox WHERE NOT delivered ORDER BY owner LIMIT 1) UNION ALL "
+    "SELECT (SELECT x.owner FROM outbox x WHERE NOT x.delivered AND x.owner > o.owner ORDER BY x.owner LIMIT 1) "
+    "FROM o WHERE o.owner IS NOT NULL), s(owner) AS ((SELECT owner FROM scheduled ORDER BY owner LIMIT 1) UNION ALL "
+    "SELECT (SELECT x.owner FROM scheduled x WHERE x.owner > s.owner ORDER BY x.owner LIMIT 1) FROM s WHERE "
+    "s.owner IS NOT NULL) SELECT d.owner FROM (SELECT owner FROM o UNION SELECT owner FROM s) d WHERE d.owner IS "
+    "NOT NULL AND d.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners w WHERE w.owner = d.owner AND w.alive_until "
+    ">= clock_timestamp()) AND EXISTS (SELECT 1 FROM owners m WHERE m.owner = $1 AND m.alive_until >= "
+    "clock_timestamp())"};
 // Rows of those processes ($2), claimed for this one. SKIP LOCKED: processes
 // claiming at once each take other rows, none waits. A row claimed meanwhile
 // is re-checked once locked, and its owner is a plain column of that row (a
