@@ -146,7 +146,9 @@ OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
     };
     while (phase_ == Phase::events) {
         if (pages-- == 0) return done;
-        if (bus_.backlog() >= max_backlog) {
+        // Full lanes hold back a page that has rows, only: on PostgreSQL the
+        // start finds none (the owner is new), and ends at once (review 22, G3).
+        if (bus_.backlog() >= max_backlog && !store_.undelivered_page(events_from_, 1).events.empty()) {
             done.bus_full = true;
             return done;
         }
@@ -168,8 +170,10 @@ OutboxRelay::Restarted OutboxRelay::resume_start(std::size_t pages) {
     while (phase_ == Phase::scheduled) {
         if (pages-- == 0) return done;
         // Events not yet delivered count too: retries already due go from the
-        // bus's heap to its lanes at once (review 21, F3).
-        if (bus_.scheduled_backlog() >= max_scheduled || bus_.backlog() >= max_backlog) {
+        // bus's heap to its lanes at once (review 21, F3). As above, only a
+        // page that has rows waits.
+        if ((bus_.scheduled_backlog() >= max_scheduled || bus_.backlog() >= max_backlog) &&
+            !store_.scheduled_page(scheduled_from_, 1).events.empty()) {
             done.bus_full = true;
             return done;
         }

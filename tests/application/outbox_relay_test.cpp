@@ -310,6 +310,37 @@ SCENARIO("take-over rounds claim a gone process's events while this process's ow
     }
 }
 
+// Review 22, G3: the start waited for room in the lanes before reading a
+// page, so on PostgreSQL (whose start finds nothing: the owner is new) a busy
+// bus kept it "restarting", and no take-over round ran, until the lanes drained.
+SCENARIO("a start that finds nothing ends at once, full lanes or not, and take-over claims a gone process's retries") {
+    RelayFixture f;
+    StoreWithOrphans store;
+    GIVEN("a shared store whose start pages are empty, 10 events and 5 retries a gone process left, lanes full") {
+        auto const created = Invoice::create(iid(), usd(700), "", meta()).value();
+        store.orphans.assign(10, Event(created));
+        store.scheduled_orphans.assign(5, {created, t0() + 1h});
+        for (std::size_t i = 0; i < application::OutboxRelay::max_backlog; ++i) {
+            InvoiceCreated busy = created;
+            busy.envelope.id = meta().id;
+            REQUIRE(f.bus.publish(busy));
+        }
+        application::OutboxRelay relay(store, f.bus);
+        WHEN("the process starts and the relay's rounds run, the lanes not delivering") {
+            relay.restart();
+            relay.watch(f.scheduler, f.clock, 1h);
+            for (int i = 0; i < 3; ++i) f.scheduler.run_due();
+            THEN("the start is over, and the retries were claimed (only events wait for the lanes)") {
+                CHECK_FALSE(relay.restarting());
+                CHECK(store.calls > 0);
+                CHECK(store.scheduled_orphans.empty());
+                CHECK(store.orphans.size() == 10);
+            }
+            relay.stop();
+        }
+    }
+}
+
 SCENARIO("the outbox keeps an event a subscriber dead-lettered, so that the next start publishes it again") {
     RelayFixture f;
     bool failing = true;

@@ -271,3 +271,20 @@ SCENARIO("an update that must let go of its invoice's lock to take a lower one l
         CHECK_FALSE(store.payment(low));
     }
 }
+
+SCENARIO("review22 G6: a scheduled event committed again is not numbered again, as it adds no row") {
+    infrastructure::InMemoryStore store;
+    auto const created = Invoice::create(iid("inv_1"), usd(700), "", meta()).value();
+    InvoiceCreated retry = created;
+    retry.envelope.id = meta().id;
+    Changes first{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+    first.scheduled.push_back({retry, t0() + 1min});
+    REQUIRE(store.commit(first));
+    auto const other = Invoice::create(iid("inv_2"), usd(700), "", meta()).value();
+    Changes again{Changes::InvoiceWrite{Invoice::from(other), 0}, {}};
+    again.scheduled.push_back({retry, t0() + 1min});
+    REQUIRE(store.commit(again));
+    auto const page = store.scheduled_page({}, 1);
+    REQUIRE(page.next);
+    CHECK(page.next->through == 1u);
+}

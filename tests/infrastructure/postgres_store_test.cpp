@@ -513,3 +513,50 @@ SCENARIO("review21 F7: an invoice in review written before its column existed na
         }
     }
 }
+
+SCENARIO("review22 G1: a schema of version 5 numbers its retries without rewriting them, and the start still sees them") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& s = schema.name();
+    GIVEN("a schema of version 5 holding two retries, its scheduled table's file recorded") {
+        {
+            auto a = open_store(schema.options());
+            Invoice const invoice = an_invoice();
+            REQUIRE(a->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+            auto event = invoice.request_payment(attempt(1), "pm_card_ok", meta()).value();
+            Invoice processing = invoice;
+            processing.apply(event);
+            Changes changes{Changes::InvoiceWrite{processing, invoice.version()}, {{Payment::from(event), 0}}};
+            changes.scheduled.push_back({event, t0() + 1min});
+            auto second = event;
+            second.envelope.id = EventId::parse("evt_g1_second").value();
+            changes.scheduled.push_back({second, t0() + 2min});
+            REQUIRE(a->commit(changes));
+            a->close();
+        }
+        REQUIRE(run_sql(schema.uri(), "ALTER TABLE " + s + ".scheduled DROP COLUMN seq; UPDATE " + s +
+                                          ".schema_version SET version = 5; CREATE TABLE " + s +
+                                          ".probe AS SELECT pg_relation_filenode('" + s + ".scheduled') AS node"));
+        WHEN("this release opens it, and its rows become this process's own (as a re-registration makes them)") {
+            auto b = open_store(schema.options());
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".scheduled SET owner = (SELECT owner FROM " + s + ".owners)"));
+            THEN("the table kept its file: adding the number rewrote nothing (no ACCESS EXCLUSIVE for a rewrite)") {
+                CHECK(run_sql(schema.uri(), "SELECT 1 / (CASE WHEN (SELECT node FROM " + s +
+                                                ".probe) = pg_relation_filenode('" + s + ".scheduled') THEN 1 ELSE 0 END)"));
+            }
+            THEN("the rows written before the number are inside the start's bound, a retry committed after is not") {
+                auto const mark = b->start_mark().scheduled;
+                REQUIRE(mark);
+                CHECK(b->scheduled_page({{}, mark}, 10).events.size() == 2);
+                Invoice const later = invoice_numbered(2);
+                Changes changes{Changes::InvoiceWrite{later, 0}, {}};
+                auto retry = later.request_payment(attempt(2), "pm_card_ok", meta()).value();
+                changes.scheduled.push_back({retry, t0() + 3min});
+                REQUIRE(b->commit(changes));
+                CHECK(b->scheduled_page({{}, mark}, 10).events.size() == 2);
+                CHECK(b->scheduled_page({}, 10).events.size() == 3);
+            }
+        }
+    }
+}

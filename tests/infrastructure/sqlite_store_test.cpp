@@ -257,14 +257,58 @@ SCENARIO("the retention of delivered events finds them by an index, not by readi
     sqlite3* db = nullptr;
     REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
     sqlite3_stmt* plan = nullptr;
-    REQUIRE(sqlite3_prepare_v2(db, "EXPLAIN QUERY PLAN DELETE FROM outbox WHERE delivered = 1 AND occurred_at < 5", -1,
-                               &plan, nullptr) == SQLITE_OK);
+    REQUIRE(sqlite3_prepare_v2(db,
+                               "EXPLAIN QUERY PLAN DELETE FROM outbox WHERE delivered = 1 AND occurred_at < 5 "
+                               "AND seq < (SELECT max(seq) FROM outbox)",
+                               -1, &plan, nullptr) == SQLITE_OK);
     std::string steps;
     while (sqlite3_step(plan) == SQLITE_ROW) steps += reinterpret_cast<char const*>(sqlite3_column_text(plan, 3));
     sqlite3_finalize(plan);
     sqlite3_close(db);
     INFO(steps);
     CHECK(steps.find("outbox_delivered_by_time") != std::string::npos);
+}
+
+// Review 22, G2: the outbox numbered its rows by a plain rowid, which SQLite
+// gives as the largest one left plus one: once the retention's purge deleted
+// the newest rows, an event this run committed was numbered at or below the
+// start's bound, and the start published it a second time after its use case.
+SCENARIO("an event committed after the retention purged the newest rows is numbered above the start's bound") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    SqliteStoreOptions options;
+    options.event_retention = 1h; // the builders' events are older (t0() is 2026-01-01)
+    auto commit_invoice = [](SqliteStore& store, int n, bool with_event) {
+        auto const created = Invoice::create(iid("inv_" + std::to_string(n)), usd(100), "", meta()).value();
+        Changes changes{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+        if (with_event) changes.events.emplace_back(created);
+        REQUIRE(store.commit(changes));
+        return created.envelope.id;
+    };
+    GIVEN("an earlier run left its oldest event undelivered and its two newest delivered") {
+        {
+            auto store = open_store(path, options);
+            EventId const first = commit_invoice(*store, 1, true);
+            EventId const second = commit_invoice(*store, 2, true);
+            EventId const third = commit_invoice(*store, 3, true);
+            store->mark_delivered(second);
+            store->mark_delivered(third);
+            commit_invoice(*store, 4, false); // writes the marks
+            REQUIRE(store->undelivered().size() == 1);
+            REQUIRE(envelope_of(store->undelivered()[0]).id == first);
+        }
+        WHEN("the file is opened again, a write without events purges, and an event is committed") {
+            auto store = open_store(path, options);
+            auto const mark = store->start_mark().outbox;
+            REQUIRE(mark == 3);
+            commit_invoice(*store, 5, false);
+            commit_invoice(*store, 6, true);
+            THEN("the start's pass finds only the earlier run's event: the new one is its use case's to publish") {
+                CHECK(store->undelivered_page({std::nullopt, mark}, 10).events.size() == 1);
+                CHECK(store->undelivered().size() == 2);
+            }
+        }
+    }
 }
 
 // The review of issue 14, finding 4: in WAL mode a COMMIT whose fsync failed
@@ -762,6 +806,16 @@ SCENARIO("a file of schema version 4 keeps its scheduled events when its table i
                 CHECK(envelope_of(scheduled[0].event).id == retries[1].envelope.id);
                 CHECK(envelope_of(scheduled[1].event).id == retries[0].envelope.id);
                 CHECK(store->start_mark().scheduled == 2u);
+            }
+            THEN("a retry committed afterwards is numbered 3, after the copied rows (review 22, G6)") {
+                auto const later = Invoice::create(iid("inv_2"), usd(700), "", meta()).value();
+                InvoiceCreated retry = later;
+                retry.envelope.id = meta().id;
+                Changes changes{Changes::InvoiceWrite{Invoice::from(later), 0}, {}};
+                changes.scheduled.push_back({retry, t0() + 3min});
+                REQUIRE(store->commit(changes));
+                CHECK(store->scheduled_page({{}, 2}, 10).events.size() == 2);
+                CHECK(store->scheduled_page({{}, 3}, 10).events.size() == 3);
             }
         }
     }

@@ -261,9 +261,11 @@ void InMemoryStore::enqueue(Changes& changes, bool keep_events) {
     for (auto& [event, at] : changes.scheduled) {
         std::pair<Timestamp, EventId> const key{at, envelope_of(event).id};
         outbox_->later_by_id.emplace(envelope_of(event).id, key);
-        std::uint64_t const seq = ++outbox_->scheduled;
-        if (keep_events) outbox_->later.emplace(key, std::pair{seq, event});
-        else outbox_->later.emplace(key, std::pair{seq, std::move(event)});
+        // Numbered only when it is a new row: `scheduled` is the last row's number (review 22, G6).
+        std::uint64_t const seq = outbox_->scheduled + 1;
+        bool const inserted = keep_events ? outbox_->later.emplace(key, std::pair{seq, event}).second
+                                          : outbox_->later.emplace(key, std::pair{seq, std::move(event)}).second;
+        if (inserted) outbox_->scheduled = seq;
     }
 }
 

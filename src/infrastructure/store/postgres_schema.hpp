@@ -113,9 +113,16 @@ ALTER TABLE invoices ADD COLUMN IF NOT EXISTS review_of text NOT NULL DEFAULT ''
 )sql",
     // 5 → 6: each scheduled row numbered in the order it was written, so that
     // the relay's start pages only the rows there when it began (review 21,
-    // F2). The table holds only retries not yet delivered.
+    // F2). The table holds only retries not yet delivered. Metadata only
+    // (review 22, G1): a column with no default and a default set afterwards
+    // rewrite no row (`bigserial`, a volatile default, would rewrite the table
+    // under ACCESS EXCLUSIVE). The rows already there keep a NULL number: they
+    // predate every mark, and the start's page counts them as 0.
     R"sql(
-ALTER TABLE scheduled ADD COLUMN seq bigserial;
+CREATE SEQUENCE scheduled_seq_seq;
+ALTER TABLE scheduled ADD COLUMN seq bigint;
+ALTER TABLE scheduled ALTER COLUMN seq SET DEFAULT nextval('scheduled_seq_seq');
+ALTER SEQUENCE scheduled_seq_seq OWNED BY scheduled.seq;
 )sql",
 };
 

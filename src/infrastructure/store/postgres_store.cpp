@@ -167,16 +167,20 @@ constexpr pg::Prepared select_payments_of{"select_payments_of",
 constexpr pg::Prepared payment_owner{
     "payment_owner", "SELECT (SELECT count(*) FROM payments WHERE id = $1), (SELECT count(*) FROM invoices WHERE id = $2)"};
 // Keyset pages: the outbox on its commit order up to where the pass began,
-// the scheduled events on (due, event_id) (`due >= $2` lets the index on (owner, due) bound the scan).
+// the scheduled events on (due, event_id) (`due >= $2` lets the index on (owner, due) bound the scan)
+// up to their bound: a row with no number was written before migration 6, before every mark.
 constexpr pg::Prepared select_undelivered{"select_undelivered",
                                           "SELECT seq, body FROM outbox WHERE NOT delivered AND owner = $1 "
                                           "AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4"};
 constexpr pg::Prepared last_outbox_seq{"last_outbox_seq", "SELECT coalesce(max(seq), 0) FROM outbox"};
 constexpr pg::Prepared select_scheduled{"select_scheduled",
                                         "SELECT due, body, event_id FROM scheduled WHERE owner = $1 AND due >= $2 "
-                                        "AND (due, event_id) > ($2, $3) AND seq <= $4 ORDER BY due, event_id LIMIT $5"};
-// The last number a scheduled row was given (0: none yet); a row committed
-// later has a greater one (nextval is monotonic).
+                                        "AND (due, event_id) > ($2, $3) AND coalesce(seq, 0) <= $4 ORDER BY due, event_id LIMIT $5"};
+// The last number the sequence gave a scheduled row (0: none yet). It is not
+// a commit order: a row whose nextval ran before this read can commit after
+// it with a smaller number. Read at open, it still bounds the start's pass:
+// the pass reads only this process's rows, and this process's owner is new at
+// open, so every row of its own was numbered after the read (review 22, G6).
 constexpr pg::Prepared last_scheduled_seq{
     "last_scheduled_seq", "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM scheduled_seq_seq"};
 // The processes gone (no live row in owners) that still own undelivered

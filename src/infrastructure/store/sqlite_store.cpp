@@ -437,7 +437,13 @@ bool SqliteStore::Impl::write_batch(std::vector<std::shared_ptr<Job>>& batch, st
         // Counted by batches begun, so that a run of failing batches does not run it each time.
         if (options.event_retention && batches_begun++ % 1024 == 0) {
             auto const oldest = ticks(std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) - *options.event_retention);
-            c.prepare("DELETE FROM outbox WHERE delivered = 1 AND occurred_at < ?").bind(1, oldest).step();
+            // The newest row stays: the outbox is numbered by a plain rowid,
+            // the largest left plus one, so a new row is never numbered at or
+            // below one that existed, the start's bound included (review 22, G2).
+            c.prepare("DELETE FROM outbox WHERE delivered = 1 AND occurred_at < ? "
+                      "AND seq < (SELECT max(seq) FROM outbox)")
+                .bind(1, oldest)
+                .step();
         }
         committing = true;
         c.prepare("COMMIT").step();

@@ -28,7 +28,8 @@ struct SqliteStoreOptions {
     std::size_t max_batch = 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
-    /// Delivered events are kept as the invoices' history this long; empty: for ever.
+    /// Delivered events are kept as the invoices' history this long (and the newest
+    /// row of the outbox whatever its age); empty: for ever.
     std::optional<domain::Duration> event_retention = std::nullopt;
     /// SQLite's page cache per connection, in KiB.
     std::size_t cache_kib = 8 * 1024;
