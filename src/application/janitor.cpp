@@ -106,7 +106,7 @@ std::optional<PaymentProcessor::Redrive> PaymentProcessor::redrive_of(Invoice co
     bool const stalled = payment.status() == PaymentStatus::requested && payment.not_before() + grace <= now;
     if (!stalled && !payment.unresolved()) return std::nullopt;
     // Another live process drives this invoice (a shared store): not ours to touch.
-    if (!ports_.store.lease(invoice.id())) return std::nullopt;
+    if (!ports_.store.lease_to_drive(invoice.id(), payment.id())) return std::nullopt;
     auto request = request_of(payment, new_event_meta(ports_, payment.correlation_id()));
     if (stalled) {
         ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);

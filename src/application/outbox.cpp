@@ -29,29 +29,29 @@ void publish(Ports const& ports, std::vector<domain::Event> events, std::vector<
 // Calls a commit's continuation at most once, from whichever thread gets there first.
 class Once {
 public:
-    explicit Once(std::function<void(Result<void>)> fn) : fn_(std::move(fn)) {}
-    void call(Result<void> result) {
-        if (!called_.test_and_set()) fn_(std::move(result));
+    explicit Once(std::function<void(CommitAnswer)> fn) : fn_(std::move(fn)) {}
+    void call(CommitAnswer answer) {
+        if (!called_.test_and_set()) fn_(std::move(answer));
     }
 
 private:
-    std::function<void(Result<void>)> fn_;
+    std::function<void(CommitAnswer)> fn_;
     std::atomic_flag called_;
 };
 
-// The scheduler (or the bus) refused a commit's continuation. Nothing of the
-// rest may run here (it reads, calls gateways, commits): it is refused, and
-// what was not published stays in the outbox. The store's callback must not
-// throw, so nothing that `done` throws leaves this.
-void refused(Ports const& ports, Once& once, std::string_view what) noexcept {
+// The scheduler (or the bus) refused a commit's continuation: `done` runs
+// here, on the store's thread, told so (what was not published stays in the
+// outbox). The commit's own result goes with it: a durable commit is no
+// failure. The store's callback must not throw, so nothing that `done`
+// throws leaves this.
+void refused(Ports const& ports, Once& once, Result<void> const& committed, std::string_view what) noexcept {
     try {
-        ports.logger.error("the scheduler refused a commit's continuation; its events wait in the outbox",
+        ports.logger.error("the scheduler refused a commit's continuation; what it did not publish waits in the outbox",
                            {{"error", what}});
     } catch (...) {
     }
     try {
-        once.call(reject(ErrorCode::unavailable,
-                         std::string("the scheduler refused the commit's continuation: ") + std::string(what)));
+        once.call({committed, false});
     } catch (...) {
     }
 }
@@ -68,7 +68,7 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes) {
 }
 
 void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr<void const> owner,
-                              std::function<void(Result<void>)> done, std::function<void()> answered) {
+                              std::function<void(CommitAnswer)> done, std::function<void()> answered) {
     std::vector<domain::Event> events = changes.events;
     std::vector<ScheduledEvent> scheduled = changes.scheduled;
     // Shared with the posted call: if the scheduler refuses it, `done` is still called, once.
@@ -94,12 +94,12 @@ void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr
             // publishes after it too). Queueing on the bus does not block.
             if (committed) publish(ports, std::move(events), std::move(scheduled));
             ports.scheduler.post([owner, committed, once] {
-                if (auto const still = owner.lock()) once->call(committed);
+                if (auto const still = owner.lock()) once->call({committed});
             });
         } catch (std::exception const& e) {
-            refused(ports, *once, e.what());
+            refused(ports, *once, committed, e.what());
         } catch (...) {
-            refused(ports, *once, "an exception of unknown type");
+            refused(ports, *once, committed, "an exception of unknown type");
         }
     });
 }

@@ -15,6 +15,17 @@ namespace payments::application {
 /// is stopping) stays in the outbox and is published again at the next start.
 Result<void> commit_and_publish(Ports const& ports, Changes changes);
 
+/// What commit_and_publish_async() hands its `done`: the commit's result,
+/// and whether `done` runs where it was posted (the scheduler's threads).
+struct CommitAnswer {
+    Result<void> committed;
+    /// False when the scheduler refused the post (it throws: it is shutting
+    /// down): `done` runs on the store's thread, where it may only release,
+    /// log and start what does not wait. `committed` is still the commit's
+    /// own result: a durable commit is not reported as a failure (review 19, F7).
+    bool posted = true;
+};
+
 /// commit_and_publish() without holding the caller's thread: Store::commit_async(),
 /// then, on the store's thread as soon as it answers, the events are published
 /// if it committed (in the order the store answers its commits, so that the
@@ -25,10 +36,10 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes);
 /// in the outbox). Whoever destroys the owner waits until it has expired
 /// before destroying the wiring (as ~Engine does). `answered`, if given, runs
 /// on the store's thread once the rest is posted (or refused). If the
-/// scheduler refuses the post (it throws), `done` gets `unavailable` there,
-/// on the store's thread, and must then only release and log.
+/// scheduler refuses the post (it throws), `done` is called there, on the
+/// store's thread, with `posted` false.
 void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr<void const> owner,
-                              std::function<void(Result<void>)> done, std::function<void()> answered = {});
+                              std::function<void(CommitAnswer)> done, std::function<void()> answered = {});
 
 /// Store::update() on the invoice, then publishes as commit_and_publish does.
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,

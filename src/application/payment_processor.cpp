@@ -165,7 +165,7 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     // this process neither sends nor reroutes it. Or this process's liveness
     // renewals fail: its lease may lapse while a charge is out, so the
     // attempt waits for the janitor (here or elsewhere).
-    if (!ports_.store.lease(env.invoice_id)) {
+    if (!ports_.store.lease_to_drive(env.invoice_id, env.payment_id)) {
         ports_.logger.info("attempt not driven here: another process holds its invoice, or this one's liveness "
                            "renewals are failing",
                            {{"payment_id", env.payment_id.str()}});
@@ -538,6 +538,33 @@ void PaymentProcessor::verify_contained(PaymentRequested const& requested) noexc
     contain("a verification's start", id, [&] { arm_janitor(); });
 }
 
+// An UNKNOWN committed on the store's thread, its continuation refused: its
+// verification reads and may commit (an escalation, an answer given inline),
+// which must not run on the store's thread (a synchronous commit there waits
+// for itself). Marked as verifying, so that on_settled starts nothing more
+// here, and handed to a timer due now; if the scheduler refuses that too, the
+// janitor's next round verifies it.
+void PaymentProcessor::verify_off_store_thread(PaymentRequested const& requested) noexcept {
+    PaymentId const& id = requested.envelope.payment_id;
+    {
+        std::lock_guard lock(mutex_);
+        if (stopped_ || !verifying_.emplace(id, 0).second) return;
+    }
+    bool armed = false;
+    contain("a verification's start", id, [&] {
+        std::weak_ptr<PaymentProcessor> weak = weak_from_this();
+        armed = ports_.scheduler.call_at(ports_.clock.now(), [weak, requested] {
+                    if (auto self = weak.lock()) self->verify(requested);
+                }).seq != 0;
+    });
+    if (armed) return;
+    {
+        std::lock_guard lock(mutex_);
+        verifying_.erase(id);
+    }
+    contain("a verification's start", id, [&] { arm_janitor(); });
+}
+
 void PaymentProcessor::on_late_answer(PaymentRequested const& requested, ChargeAnswer const& outcome) {
     ports_.metrics.late_answer();
     ports_.logger.warn("gateway answered after the timeout",
@@ -818,9 +845,18 @@ void PaymentProcessor::settle_async(PaymentRequested const& requested, ChargeAns
         commit_and_publish_async(
             ports_, std::move(changes), weak_from_this(),
             [weak = weak_from_this(), requested, outcome, round = std::move(*round), finish,
-             round_number](Result<void> committed) {
+             round_number](CommitAnswer answer) {
                 auto self = weak.lock();
                 if (!self) return;
+                Result<void> const& committed = answer.committed;
+                if (!answer.posted) {
+                    // On the store's thread (the scheduler refused the post): nothing is read or committed
+                    // again here, but a durable commit is the settlement's, not a failure (review19 F7).
+                    if (!committed) return (*finish)(committed.error());
+                    PaymentStatus const status = self->settled(requested, outcome, round);
+                    if (status == PaymentStatus::unknown) self->verify_off_store_thread(requested);
+                    return (*finish)(status);
+                }
                 if (!committed && committed.error().code == ErrorCode::conflict && round_number < commit_attempts)
                     // Moved under it: read again and decide again, as retry_on_conflict does.
                     return self->settle_async(requested, outcome, *finish, round_number + 1);

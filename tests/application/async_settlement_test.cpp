@@ -394,6 +394,39 @@ SCENARIO("a scheduler that throws when the store hands it a settlement's continu
     }
 }
 
+// Review 19, F7: a durable commit whose continuation the scheduler refused was
+// reported as "could not record a gateway outcome", and an UNKNOWN answer was
+// then left for the janitor's next round to look up.
+SCENARIO("review19 F7: an unknown answer whose continuation the scheduler refuses is looked up at once") {
+    GIVEN("a gateway that never answers, the commit of the charge's timeout held, and a scheduler whose next post throws") {
+        HeldCommits store;
+        WatchedPosts* scheduler = nullptr;
+        World world({.processor = {.retry = {}, .gateway_timeout = 1s, .janitor_interval = 1min},
+                     .store = &store,
+                     .wrap_scheduler = wrapped(scheduler)});
+        world.gateway_port.mode = TestGateway::Mode::silent;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        run_what_is_due(world);
+        world.clock.advance(1s);
+        run_what_is_due(world);
+        REQUIRE(store.held.size() == 1);
+        scheduler->failing_posts = 1;
+        WHEN("the store commits the UNKNOWN and its continuation is refused") {
+            CHECK_NOTHROW(store.answer_one());
+            REQUIRE(scheduler->failing_posts == 0);
+            THEN("the commit counts as made, and the gateway is asked what became of the charge before any janitor "
+                 "round, not on the store's thread") {
+                CHECK(world.processor->wait_commits(std::chrono::steady_clock::now()));
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::unknown);
+                CHECK(world.gateway_port.lookups == 0);
+                run_what_is_due(world);
+                CHECK(world.gateway_port.lookups == 1);
+            }
+        }
+    }
+}
+
 TEST_CASE("a scheduler's default post() runs nothing on the caller's thread") {
     infrastructure::ManualClock clock;
     infrastructure::ManualScheduler inner(clock);

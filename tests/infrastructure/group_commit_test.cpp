@@ -150,6 +150,61 @@ SCENARIO("a group commit whose writer is behind refuses a job at once once its q
     }
 }
 
+// Review 19, F5: a burst of asynchronous settlements filled the queue that
+// the clients' requests wait in, and those were refused.
+SCENARIO("a group commit keeps a quarter of its queue for the callers that wait") {
+    GIVEN("a writer held in its first batch, and a queue of four") {
+        std::promise<void> entered, open;
+        std::shared_future<void> gate = open.get_future().share();
+        std::atomic<int> written{0};
+        bool first_batch = true; // Owned by: the writer thread
+        Commit commit(
+            1,
+            [&](Commit::Batch& batch) {
+                if (batch.empty()) return;
+                if (std::exchange(first_batch, false)) {
+                    entered.set_value();
+                    gate.wait();
+                }
+                for (auto const& job : batch) job->written = true;
+                written += static_cast<int>(batch.size());
+            },
+            4);
+        Caller writing;
+        writing.submit(commit);
+        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+        std::atomic<int> answered{0};
+        auto const later = [&] { return commit.submit_async(std::make_shared<Job>(), [&](Commit::Submitted) { ++answered; }); };
+
+        WHEN("asynchronous jobs are submitted until one is refused") {
+            CHECK(later() == Commit::Submitted::written);
+            CHECK(later() == Commit::Submitted::written);
+            CHECK(later() == Commit::Submitted::written);
+            CHECK(later() == Commit::Submitted::full);
+            THEN("three were queued, and a caller that waits still finds room") {
+                CHECK(commit.queued() == 3);
+                Caller waiting;
+                waiting.submit(commit);
+                auto const deadline = std::chrono::steady_clock::now() + 5s;
+                while (commit.queued() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+                CHECK(commit.queued() == 4);
+                CHECK(commit.submit(std::make_shared<Job>()) == Commit::Submitted::full);
+                open.set_value();
+                writing.thread.join();
+                waiting.thread.join();
+                CHECK(waiting.accepted);
+                CHECK(written.load() == 5);
+                commit.close();
+                CHECK(answered.load() == 3);
+            }
+        }
+        if (writing.thread.joinable()) {
+            open.set_value();
+            writing.thread.join();
+        }
+    }
+}
+
 SCENARIO("a group commit's job not taken by its writer within the queue's patience is given up, never sent") {
     GIVEN("a writer held in its first batch, and a patience of 50 ms") {
         std::promise<void> entered, open;

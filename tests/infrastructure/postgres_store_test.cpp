@@ -278,6 +278,63 @@ SCENARIO("one PostgreSQL store at a time drives an invoice: the one that committ
     }
 }
 
+SCENARIO("a PostgreSQL store drives the attempt it committed without asking its database, while nothing can have moved its lease") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // renewed rarely: the test decides when a store looks dead
+    auto a = open_store(options);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+    GIVEN("attempt P1 committed by the first, which holds the invoice's lease with it") {
+        Invoice const invoice = an_invoice();
+        REQUIRE(a->commit({Changes::InvoiceWrite{invoice, 0}, {}}));
+        auto const [processing, p1] = requested(invoice, 1);
+        REQUIRE(a->commit({Changes::InvoiceWrite{processing, invoice.version()}, {{p1, 0}}}));
+        std::uint64_t const sent = a->commands();
+        THEN("the first may drive P1 with no command to the writer, asks its database for an attempt it did not "
+             "commit, and the second may not drive P1") {
+            CHECK(a->lease_to_drive(invoice.id(), p1.id()));
+            CHECK(a->commands() == sent);
+            CHECK(a->lease_to_drive(invoice.id(), pid(2)));
+            CHECK(a->commands() == sent + 1);
+            CHECK_FALSE(b->lease_to_drive(invoice.id(), p1.id()));
+        }
+        WHEN("the first's renewals fail (its lease may lapse unseen)") {
+            REQUIRE(run_sql(schema.uri(), "ALTER TABLE " + s + ".owners ADD CONSTRAINT no_renewal CHECK (false) NOT VALID"));
+            REQUIRE_FALSE(a->renew());
+            THEN("it may not drive P1") { CHECK_FALSE(a->lease_to_drive(invoice.id(), p1.id())); }
+        }
+        WHEN("the first's registration lapses, the second takes the invoice over, and the first re-registers") {
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second' "
+                                          "WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            REQUIRE(b->lease(invoice.id()));
+            REQUIRE(a->renew());
+            REQUIRE(a->reregistrations() == 1);
+            THEN("the first no longer drives P1: the lapsed lease is not assumed held") {
+                CHECK_FALSE(a->lease_to_drive(invoice.id(), p1.id()));
+                CHECK(b->lease_to_drive(invoice.id(), p1.id()));
+            }
+        }
+        WHEN("the first takes the invoice back after a takeover, at a later epoch") {
+            auto const lapse = [&] {
+                REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - "
+                                              "interval '1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            };
+            lapse();
+            REQUIRE(b->lease(invoice.id()));
+            lapse();
+            REQUIRE(a->lease(invoice.id()));
+            std::uint64_t const before = a->commands();
+            THEN("it asks its database again before driving P1 (the second may have sent it)") {
+                CHECK(a->lease_to_drive(invoice.id(), p1.id()));
+                CHECK(a->commands() == before + 1);
+            }
+        }
+    }
+}
+
 SCENARIO("a PostgreSQL store's sessions commit durably and give a paused transaction's locks up, whatever the defaults") {
     auto uri = test_postgres_uri();
     if (!uri) return;

@@ -155,6 +155,42 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
     }
 }
 
+SCENARIO("a process that committed an attempt charges it, and another live process that finds it does not") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // both stay alive
+    auto store_a = open_store(options);
+    auto store_b = open_store(options);
+    HeldProvider g1, g2;
+    World a(process(*store_a, g1, g2, "proc_a", 1));
+    World b(process(*store_b, g1, g2, "proc_b", 2));
+    GIVEN("attempt P1 committed by process A, which holds its invoice's lease with it") {
+        Invoice const invoice = a.create();
+        Payment const p1 = a.pay(invoice, "pm_card_ok");
+        std::uint64_t const writes = store_a->commands();
+        a.settle();
+        THEN("A charged it without asking PostgreSQL for the lease again") {
+            CHECK(g1.held() == 1);
+            CHECK(store_a->commands() == writes);
+        }
+        WHEN("process B finds P1 (its recovery, as after a restart) while A is alive") {
+            b.processor->recover();
+            b.settle();
+            for (int i = 0; i < 5 && b.scheduler.advance_to_next(); ++i) b.settle(); // whatever B would do next
+            THEN("B sends nothing: A's charge is the only one, and A settles it") {
+                CHECK(g1.held() + g2.held() == 1);
+                g1.answer_all();
+                a.settle();
+                b.settle();
+                CHECK(g1.booked() == 1);
+                CHECK(store_b->payment(p1.id())->status() == PaymentStatus::succeeded);
+            }
+        }
+    }
+}
+
 SCENARIO("a process whose liveness renewals fail starts no charge, and charges again once they succeed") {
     auto uri = test_postgres_uri();
     if (!uri) return;

@@ -171,6 +171,7 @@ private:
     void verify_later(domain::PaymentRequested const& requested, std::optional<domain::Timestamp> no_later_than = {});
     void start_verifying(domain::PaymentRequested const& requested);
     void verify_contained(domain::PaymentRequested const& requested) noexcept;
+    void verify_off_store_thread(domain::PaymentRequested const& requested) noexcept;
     void escalate(domain::PaymentRequested const& requested, std::string reason);
     void arm_janitor();
     domain::Duration janitor_grace() const;

@@ -276,6 +276,14 @@ public:
     /// it, a kill -9 included). The process that commits an invoice's new
     /// attempt holds its lease. A store used by one process always says yes.
     virtual bool lease(domain::InvoiceId const&) { return true; }
+    /// lease(), asked to drive `attempt`, the invoice's latest: a store may
+    /// answer yes without asking its database when this process committed
+    /// that attempt (taking the lease with it) and nothing since can have
+    /// moved the lease (its liveness renewed without a break, no takeover).
+    /// The default asks lease().
+    virtual bool lease_to_drive(domain::InvoiceId const& invoice, domain::PaymentId const& /*attempt*/) {
+        return lease(invoice);
+    }
     /// True when this process holds the invoice's lease and has held it
     /// without a break since it committed the invoice's latest attempt: no
     /// other process can have driven (sent) that attempt meanwhile. False

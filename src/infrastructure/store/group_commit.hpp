@@ -21,6 +21,13 @@
 
 namespace payments::infrastructure {
 
+/// How many jobs a writer's queue of `max_queued` takes from callers that
+/// do not wait (asynchronous commits: settlements): a quarter is kept for
+/// the callers that wait (a client's request), so that a burst of
+/// settlements cannot get them refused (review 19, F5). GroupCommit and the
+/// SQLite store's queue keep the same share.
+constexpr std::size_t async_share(std::size_t max_queued) { return max_queued - max_queued / 4; }
+
 /// A writer thread fed by a queue of `Job`s, written in batches.
 template <class Job>
 class GroupCommit {
@@ -87,14 +94,15 @@ public:
     /// patience: a caller that does not wait holds what it holds (a store's
     /// gate share) no longer than one that does (review 19, F4). Refused at
     /// once, neither written nor called, when the queue is closed or holds
-    /// `max_queued` jobs already: a caller that does not wait is bounded too.
+    /// async_share(max_queued) jobs already: a caller that does not wait is
+    /// bounded too, and leaves room for those that do.
     Submitted submit_async(std::shared_ptr<Job> job, std::function<void(Submitted)> then) {
         auto entry = std::make_shared<Entry>(std::move(job), now_());
         entry->then = std::move(then);
         {
             std::lock_guard guard(mutex_);
             if (closing_) return Submitted::closed;
-            if (max_queued_ != 0 && queue_.size() >= max_queued_) return Submitted::full;
+            if (max_queued_ != 0 && queue_.size() >= async_share(max_queued_)) return Submitted::full;
             queue_.push_back(std::move(entry));
         }
         work_.notify_one();

@@ -407,11 +407,17 @@ struct PostgresStore::Impl {
     std::unordered_map<IdempotencyKey, std::pair<std::string, bool>> running; // Owned by: claims_mutex
 
     // The invoices whose lease this process took: invoice → the epoch it holds
-    // (its writes are fenced by it), and the epoch at which it committed the
-    // latest attempt. Forgotten once the invoice is settled.
+    // (its writes are fenced by it), and the latest attempt it committed: at
+    // which epoch, under which registration (the count of re-registrations).
+    // Forgotten once the invoice is settled.
+    struct Origin {
+        std::int64_t epoch = 0;
+        std::string attempt;
+        std::uint64_t registration = 0;
+    };
     std::mutex leases_mutex;
-    std::unordered_map<std::string, std::int64_t> fences;  // Owned by: leases_mutex
-    std::unordered_map<std::string, std::int64_t> origins; // Owned by: leases_mutex
+    std::unordered_map<std::string, std::int64_t> fences; // Owned by: leases_mutex
+    std::unordered_map<std::string, Origin> origins;      // Owned by: leases_mutex
 
     // This process's liveness, renewed by a thread of its own (a busy writer
     // cannot starve it), whose session also LISTENs on `channel`.
@@ -1384,8 +1390,12 @@ Result<void> PostgresStore::committed(PendingCommit& pending, Result<void> resul
             impl_->fences.erase(invoice_id);
             impl_->origins.erase(invoice_id);
         } else if (pending.epoch != 0) {
+            // The token's share is held: no re-registration between the owner
+            // this commit wrote and the count read here.
+            auto const attempt = std::find_if(pending.encoded.payments.begin(), pending.encoded.payments.end(),
+                                              [](Encoded::Row const& row) { return row.expected == 0; });
             impl_->fences[invoice_id] = pending.epoch;
-            impl_->origins[invoice_id] = pending.epoch;
+            impl_->origins[invoice_id] = {pending.epoch, attempt->id, impl_->reregistrations.load()};
         }
     }
     {
@@ -1634,13 +1644,34 @@ bool PostgresStore::lease(InvoiceId const& id) {
     return true;
 }
 
+// The charge's lease without a round trip through the writer (which held an
+// engine thread per charge): this process's registration has lived without a
+// break since it committed `attempt` with the lease (same registration, and
+// alive(): renewed less than two thirds of a lease timeout ago, so its row
+// outlives now), so no other process's take_lease can have found it gone; and
+// no lease() since moved the epoch. Another process committing a newer
+// attempt moves the lease, but then `attempt` is not the latest, which the
+// caller checked, as it would have before a round trip.
+bool PostgresStore::lease_to_drive(InvoiceId const& invoice, PaymentId const& attempt) {
+    if (!impl_->alive()) return false;
+    {
+        std::lock_guard guard(impl_->leases_mutex);
+        auto const origin = impl_->origins.find(std::string(invoice.str()));
+        auto const fence = impl_->fences.find(std::string(invoice.str()));
+        if (origin != impl_->origins.end() && fence != impl_->fences.end() && origin->second.attempt == attempt.str() &&
+            origin->second.epoch == fence->second && origin->second.registration == impl_->reregistrations.load())
+            return true;
+    }
+    return lease(invoice);
+}
+
 bool PostgresStore::held_since_attempt(InvoiceId const& id) {
     std::int64_t origin = 0;
     {
         std::lock_guard guard(impl_->leases_mutex);
         auto it = impl_->origins.find(std::string(id.str()));
         if (it == impl_->origins.end()) return false; // not committed by this process
-        origin = it->second;
+        origin = it->second.epoch;
     }
     auto const epoch = impl_->read_or_nothing([&](pg::Connection& c) -> std::optional<std::int64_t> {
         Rows r = c.query(lease_epoch.name, Params().text(id.str()).text(impl_->current_owner()));

@@ -3,6 +3,7 @@
 #include "aggregate_cache.hpp"
 #include "completion.hpp"
 #include "encoded_changes.hpp"
+#include "group_commit.hpp"
 #include "record_codec.hpp"
 #include "sqlite_db.hpp"
 #include "sqlite_schema.hpp"
@@ -360,6 +361,12 @@ struct SqliteStore::Impl {
         std::lock_guard guard(queue_mutex);
         if (closing) return reject(ErrorCode::unavailable, "the store is closed");
         if (in_doubt) return storage_error(deciding);
+        // A writer that is behind refuses past the bound, and settlements
+        // (which do not wait) leave a quarter of it to the requests that do.
+        if (std::size_t const most = then ? async_share(options.max_queued) : options.max_queued;
+            options.max_queued != 0 && queue.size() >= most)
+            return storage_error("SQLite's writer is behind: " + std::to_string(queue.size()) +
+                                 " commands wait for it already");
         if (then) job->then = std::move(*then);
         queue.push_back(job);
         if (writer_waiting) work.notify_one();

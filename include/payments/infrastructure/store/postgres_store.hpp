@@ -139,6 +139,12 @@ public:
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
     bool lease(domain::InvoiceId const& id) override;
+    /// No round trip while this process's liveness is sure (renewing()), it
+    /// committed `attempt` with the lease, has not re-registered since, and
+    /// holds the lease at that epoch still; else lease(). While its
+    /// registration lives, no other process can take its leases, and one that
+    /// commits a newer attempt makes `attempt` no longer the latest.
+    bool lease_to_drive(domain::InvoiceId const& invoice, domain::PaymentId const& attempt) override;
     /// This process holds the lease at the epoch at which it committed the
     /// invoice's latest attempt (no takeover since).
     bool held_since_attempt(domain::InvoiceId const& id) override;

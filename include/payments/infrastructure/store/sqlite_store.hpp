@@ -26,6 +26,11 @@ struct SqliteStoreOptions {
     bool group_commit = true;
     /// Commands in one transaction at most.
     std::size_t max_batch = 1024;
+    /// Commands waiting for the writer at most (0: no limit); past it a
+    /// command fails `storage_unavailable` at once instead of queueing.
+    /// Asynchronous commits (settlements, which are decided again later) are
+    /// refused past three quarters of it: the rest is kept for requests.
+    std::size_t max_queued = 16 * 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
     /// Delivered events are kept as the invoices' history this long (and the newest
