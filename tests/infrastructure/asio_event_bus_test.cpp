@@ -6,7 +6,10 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
+#include <future>
 #include <stdexcept>
+#include <thread>
 
 using namespace test;
 using infrastructure::AsioEventBus;
@@ -436,6 +439,103 @@ SCENARIO("a delivery filter that throws holds its event back: the lane goes on a
                 filter.reset(); // would wait for ever on a lane left marked as filtering
                 CHECK(f.bus.stats().filtered == 0);
             }
+        }
+    }
+}
+
+SCENARIO("removing a delivered hook waits for a call of it that is running, and it is not called after") {
+    BusFixture f;
+    std::promise<void> entered;
+    std::promise<void> go;
+    std::shared_future<void> const going = go.get_future().share();
+    std::atomic<int> calls{0};
+    auto hook = f.bus.subscribe_delivered("hook", [&](Event const&) {
+        if (calls.fetch_add(1) == 0) {
+            entered.set_value();
+            going.wait();
+        }
+    });
+    GIVEN("the hook is running on a delivery thread, held there") {
+        f.bus.publish(failed_event("inv_1", 1));
+        std::thread delivering([&] { f.io.run(); });
+        entered.get_future().wait();
+        WHEN("its subscription is reset on another thread") {
+            auto removed = std::async(std::launch::async, [&] { hook.reset(); });
+            THEN("the reset returns only once the call has ended, and the hook is not called again") {
+                CHECK(removed.wait_for(50ms) == std::future_status::timeout);
+                go.set_value();
+                removed.wait();
+                delivering.join();
+                f.io.restart();
+                f.bus.publish(failed_event("inv_1", 2));
+                f.settle();
+                CHECK(calls == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("removing a delivery filter waits for a call of it that is running, and it is not called after") {
+    BusFixture f;
+    std::promise<void> entered;
+    std::promise<void> go;
+    std::shared_future<void> const going = go.get_future().share();
+    std::atomic<int> calls{0};
+    auto filter = f.bus.add_delivery_filter([&](Event const&) {
+        if (calls.fetch_add(1) == 0) {
+            entered.set_value();
+            going.wait();
+        }
+        return application::Delivery::deliver;
+    });
+    GIVEN("the filter is running on a delivery thread, held there") {
+        f.bus.publish(failed_event("inv_1", 1));
+        std::thread delivering([&] { f.io.run(); });
+        entered.get_future().wait();
+        WHEN("its subscription is reset on another thread") {
+            auto removed = std::async(std::launch::async, [&] { filter.reset(); });
+            THEN("the reset returns only once the call has ended, and the filter is not called again") {
+                CHECK(removed.wait_for(50ms) == std::future_status::timeout);
+                go.set_value();
+                removed.wait();
+                delivering.join();
+                f.io.restart();
+                f.bus.publish(failed_event("inv_1", 2));
+                f.settle();
+                CHECK(calls == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("events a filter holds back stay queued across the bus's stop, and go at the next look once the filter is removed") {
+    BusFixture f;
+    auto hesitant = f.bus.add_delivery_filter([](Event const&) { return application::Delivery::later; });
+    std::vector<int> seen;
+    auto all = f.bus.subscribe<PaymentFailed>("seen", [&](PaymentFailed const& e) { seen.push_back(e.envelope.attempt); });
+    int marked = 0;
+    auto hook = f.bus.subscribe_delivered("mark", [&](Event const&) { ++marked; });
+    f.bus.publish(failed_event("inv_1", 1));
+    f.settle();
+    REQUIRE(seen.empty());
+    REQUIRE(f.bus.stats().held_back >= 1);
+    WHEN("the bus stops while the event is held back") {
+        (void)f.bus.stop();
+        f.clock.advance(1s);
+        f.settle();
+        THEN("it is neither delivered nor marked, and still counted in the backlog (its outbox row stays undelivered)") {
+            CHECK(seen.empty());
+            CHECK(marked == 0);
+            CHECK(f.bus.backlog() == 1);
+        }
+    }
+    WHEN("the filter is removed while the event is held back") {
+        hesitant.reset();
+        f.clock.advance(infrastructure::BusOptions{}.later_retry);
+        f.settle();
+        THEN("the next look delivers and marks it") {
+            CHECK(seen == std::vector<int>{1});
+            CHECK(marked == 1);
         }
     }
 }

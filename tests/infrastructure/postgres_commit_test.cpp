@@ -28,7 +28,8 @@ namespace {
 // that sends a COMMIT is cut before it is forwarded, or after the server
 // answered it (the answer dropped); or the first that prepares the store's
 // statements is held: nothing more it sends is forwarded, and nothing closes
-// (a server that stopped answering).
+// (a server that stopped answering). Once a cut fired, the next
+// `refuse_after_cut` sessions are refused (closed as soon as accepted).
 class CuttingProxy {
 public:
     enum class Cut { none, before_commit, after_commit, hold_prepare };
@@ -60,6 +61,7 @@ public:
 
     int port() const { return port_; }
     void arm(Cut cut) { cut_ = cut; }
+    void refuse_after_cut(int sessions) { refused_ = sessions; }
     bool fired() const { return fired_; }
 
 private:
@@ -67,6 +69,10 @@ private:
         for (;;) {
             int const client = ::accept(listener_, nullptr, nullptr);
             if (client < 0) return;
+            if (fired_ && refused_.fetch_sub(1) > 0) {
+                ::close(client);
+                continue;
+            }
             int const server = ::socket(AF_INET, SOCK_STREAM, 0);
             sockaddr_in address{};
             address.sin_family = AF_INET;
@@ -137,6 +143,7 @@ private:
     int port_ = 0;
     std::atomic<Cut> cut_{Cut::none};
     std::atomic<bool> fired_{false};
+    std::atomic<int> refused_{0};
     std::thread acceptor_;
     std::mutex mutex_;
     std::vector<int> open_;            // Owned by: mutex_ (closed by the OS at exit; shut down by the destructor)
@@ -214,6 +221,52 @@ SCENARIO("a PostgreSQL re-registration whose COMMIT reply is lost keeps its rows
 
             THEN("it still holds the lease since its attempt, under the one registration it made") {
                 CHECK(store->held_since_attempt(invoice.id()));
+                CHECK(store->reregistrations() == 1);
+                CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".owners) = 1)::int"));
+            }
+        }
+    }
+    store->close();
+}
+
+SCENARIO("a PostgreSQL re-registration tried again after its lost-reply registration lapsed registers a fresh one") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& u = *uri;
+    auto const colon = u.find(':', u.find('@'));
+    auto const slash = u.find('/', colon);
+    CuttingProxy proxy(std::stoi(u.substr(colon + 1, slash - colon - 1)));
+    auto options = schema.options();
+    options.uri = u.substr(0, colon + 1) + std::to_string(proxy.port()) + u.substr(slash);
+    options.lease_timeout = 1h; // the test decides when the process looks gone
+    auto store = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("the process committed an invoice's event, then its registration was swept") {
+        auto const created = Invoice::create(iid("inv_kept"), usd(500), "", meta()).value();
+        Changes changes{Changes::InvoiceWrite{Invoice::from(created), 0}, {}};
+        changes.events.emplace_back(created);
+        REQUIRE(store->commit(changes));
+        REQUIRE(store->undelivered().size() == 1);
+        REQUIRE(run_sql(schema.uri(), "DELETE FROM " + s + ".owners"));
+
+        WHEN("its re-registration commits but the reply is lost (its retry refused a session), that registration "
+             "lapses and a survivor lists it as gone, then the process renews again and the survivor claims with its list") {
+            proxy.arm(CuttingProxy::Cut::after_commit);
+            proxy.refuse_after_cut(1);
+            REQUIRE_FALSE(store->renew());
+            REQUIRE(proxy.fired());
+            REQUIRE(run_sql(schema.uri(), "CREATE TABLE " + s + ".listed_gone AS SELECT owner FROM " + s + ".owners"));
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval '1 second'"));
+            REQUIRE(store->renew());
+            // The survivor's take_events, its list read before the renewal: rows still naming a listed owner.
+            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".outbox SET owner = 'survivor' WHERE owner IN (SELECT owner FROM " +
+                                              s + ".listed_gone)"));
+
+            THEN("the survivor took nothing: the process keeps its event under a token nobody listed, registered once") {
+                CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".outbox WHERE owner = 'survivor') = 0)::int"));
+                CHECK(store->still_owns(created.envelope.id) == application::Ownership::owned);
                 CHECK(store->reregistrations() == 1);
                 CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".owners) = 1)::int"));
             }

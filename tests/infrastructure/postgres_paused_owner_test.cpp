@@ -13,6 +13,9 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include <atomic>
+#include <functional>
+#include <future>
 #include <set>
 
 using namespace test;
@@ -272,19 +275,18 @@ SCENARIO("a process whose liveness may have lapsed unseen holds its deliveries b
         publish_and_arm(bus, one);
         publish_and_arm(bus, two);
 
-        WHEN("A's renewal fails (its row locked by another session), then its registration is swept and B takes the "
-             "first invoice's event and retry, before A's bus runs") {
-            OtherSession other(schema.uri());
-            REQUIRE(other.exec("BEGIN"));
-            REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners WHERE owner = (SELECT owner FROM " + s +
-                               ".outbox LIMIT 1) FOR UPDATE"));
-            REQUIRE_FALSE(a->renew());
-            REQUIRE_FALSE(a->renewing());
-            REQUIRE(other.exec(registration_swept(s, "outbox")));
-            REQUIRE(other.exec("COMMIT"));
+        WHEN("A stalls: its registration is swept, B takes the first invoice's event and retry, and A's renewal finds "
+             "it lapsed but cannot register anew (the second invoice's row locked by another session), before A's bus runs") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
             auto const taken = b->take_over(1);
             REQUIRE(taken.events.size() == 1);
             REQUIRE(envelope_of(taken.events[0]).id == first[0]);
+            OtherSession other(schema.uri());
+            REQUIRE(other.exec("BEGIN"));
+            REQUIRE(other.exec("SELECT 1 FROM " + s + ".outbox WHERE invoice_id = 'inv_2' FOR UPDATE"));
+            REQUIRE_FALSE(a->renew());
+            REQUIRE_FALSE(a->renewing());
+            REQUIRE(other.exec("COMMIT"));
             io.run();
             clock.advance(5s); // both retries due, and the bus's look again
             scheduler.run_due();
@@ -348,6 +350,208 @@ SCENARIO("an event lost by a re-registration after it passed the delivery filter
                 CHECK(a->still_owns(first[1]) == application::Ownership::owned);
                 CHECK(a->still_owns(second[0]) == application::Ownership::lost);
                 CHECK(a->still_owns(second[0]) == application::Ownership::owned);
+            }
+        }
+    }
+}
+
+SCENARIO("a renewal that failed once while the registration is live holds nothing back") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;        // the registration outlives the test
+    options.statement_timeout = 200ms; // A's renewal gives up this soon on a locked row
+    auto a = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A's renewal failed once: its owners row locked by another session for the lock timeout") {
+        OtherSession other(schema.uri());
+        REQUIRE(other.exec("BEGIN"));
+        REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners FOR UPDATE"));
+        REQUIRE_FALSE(a->renew());
+        REQUIRE(other.exec("ROLLBACK"));
+
+        WHEN("A commits an invoice's event and retry, and publishes and arms them as their use case does") {
+            boost::asio::io_context io;
+            infrastructure::ManualClock clock;
+            infrastructure::ManualScheduler scheduler(clock);
+            infrastructure::NullLogger logger;
+            infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+            std::vector<EventId> ids;
+            Changes const one = paid_with_retry_due(1, 1h, ids);
+            REQUIRE(a->commit(one));
+            std::vector<EventId> seen; // Owned by: io's one thread
+            auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+            application::OutboxRelay relay(*a, bus);
+            REQUIRE(relay.restart().republished == 0); // this run's own: left to their use case
+            publish_and_arm(bus, one);
+            io.run();
+
+            THEN("the event is delivered and the retry is A's: nobody can have taken A's work within two leases") {
+                CHECK(seen == std::vector<EventId>{ids[0]});
+                CHECK(bus.stats().held_back == 0);
+                CHECK(a->still_owns(ids[1]) == application::Ownership::owned);
+                AND_THEN("A starts no charge until a renewal succeeds: its leases are the cautious side") {
+                    CHECK_FALSE(a->renewing());
+                }
+            }
+            bus.stop();
+        }
+    }
+}
+
+SCENARIO("a process none of whose renewals succeeded for two thirds of its lease timeout holds its deliveries back and "
+         "refuses commits until one does") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 600ms;     // doubtful 400 ms after its last renewal was sent
+    options.statement_timeout = 200ms; // each renewal gives up this soon on a locked row
+    auto a = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed an invoice's event and retry, then its owners row is locked by another session") {
+        boost::asio::io_context io;
+        infrastructure::ManualClock clock;
+        infrastructure::ManualScheduler scheduler(clock);
+        infrastructure::NullLogger logger;
+        infrastructure::AsioEventBus bus(io.get_executor(), scheduler, clock, logger);
+        std::vector<EventId> ids;
+        Changes const one = paid_with_retry_due(1, 1h, ids);
+        REQUIRE(a->renew());
+        REQUIRE(a->commit(one));
+        OtherSession other(schema.uri());
+        REQUIRE(other.exec("BEGIN"));
+        REQUIRE(other.exec("SELECT 1 FROM " + s + ".owners FOR UPDATE"));
+
+        WHEN("two thirds of its lease timeout pass with every renewal failing, and the event is published") {
+            REQUIRE(holds_within_5s([&] { return a->still_owns(ids[1]) == application::Ownership::doubtful; }));
+            std::vector<EventId> seen; // Owned by: io's one thread
+            auto subscription = bus.subscribe_all("test.seen", [&](Event const& e) { seen.push_back(envelope_of(e).id); });
+            application::OutboxRelay relay(*a, bus);
+            REQUIRE(relay.restart().republished == 0); // this run's own: left to their use case
+            publish_and_arm(bus, one);
+            io.run();
+
+            THEN("the event is held back, and a commit is refused as unavailable: nothing more piles up behind it") {
+                CHECK(seen.empty());
+                CHECK(bus.stats().queue_depth == 1);
+                std::vector<EventId> more;
+                auto const refused = a->commit(paid_with_retry_due(2, 1h, more));
+                REQUIRE_FALSE(refused);
+                CHECK(refused.error().code == ErrorCode::storage_unavailable);
+
+                AND_WHEN("the row is let go and a renewal succeeds") {
+                    REQUIRE(other.exec("ROLLBACK"));
+                    REQUIRE(holds_within_5s([&] { return a->still_owns(ids[1]) == application::Ownership::owned; }));
+                    clock.advance(1s); // the bus looks again
+                    scheduler.run_due();
+                    io.restart();
+                    io.run();
+                    THEN("the event is delivered, and commits go through again") {
+                        CHECK(seen == std::vector<EventId>{ids[0]});
+                        CHECK(a->commit(paid_with_retry_due(2, 1h, more)));
+                    }
+                }
+            }
+            bus.stop();
+        }
+    }
+}
+
+namespace {
+
+// A test seam that holds the first call after it is armed until released.
+struct HeldOnce {
+    std::atomic<bool> armed{false};
+    std::promise<void> reached;
+    std::promise<void> go;
+    std::shared_future<void> going = go.get_future().share();
+
+    std::function<void()> seam() {
+        return [this] {
+            if (!armed.exchange(false)) return;
+            reached.set_value();
+            going.wait();
+        };
+    }
+};
+
+} // namespace
+
+SCENARIO("an ownership answer read across a re-registration says lost, not owned, for an event a survivor took") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    HeldOnce held;
+    auto options_a = options;
+    options_a.between_ownership_reads = held.seam();
+    auto a = open_store(options_a);
+    auto b = open_store(options);
+    std::string const& s = schema.name();
+
+    GIVEN("A committed an invoice's event and retry, recorded as its own") {
+        std::vector<EventId> ids;
+        REQUIRE(a->commit(paid_with_retry_due(1, 1h, ids)));
+        REQUIRE(a->undelivered().size() == 1);
+
+        WHEN("a delivery thread asks about the event and stalls between its two reads, while A's registration is "
+             "swept, B takes the event and A re-registers") {
+            held.armed = true;
+            auto answer = std::async(std::launch::async, [&] { return a->still_owns(ids[0]); });
+            held.reached.get_future().wait();
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            REQUIRE(b->take_over(1).events.size() == 1);
+            REQUIRE(a->renew());
+            REQUIRE(a->reregistrations() == 1);
+            held.go.set_value();
+
+            THEN("the answer is lost: B delivers it") { CHECK(answer.get() == application::Ownership::lost); }
+        }
+    }
+}
+
+SCENARIO("rows a survivor claimed and lost again while it stalled before recording them are lost to it") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h;
+    std::string const& s = schema.name();
+    std::vector<EventId> ids;
+    {
+        auto gone = open_store(options);
+        REQUIRE(gone->commit(paid_with_retry_due(1, 1h, ids)));
+    } // its clean stop frees its outbox and retries at once
+    HeldOnce held;
+    auto options_s = options;
+    options_s.after_take_over_commit = held.seam();
+    auto survivor = open_store(options_s);
+    auto second = open_store(options);
+
+    GIVEN("the survivor's claim of a gone process's event and retry committed, and it stalls before recording them") {
+        held.armed = true;
+        auto claim = std::async(std::launch::async, [&] { return survivor->take_over(10); });
+        held.reached.get_future().wait();
+
+        WHEN("its registration is swept, a second survivor takes them, and its renewal re-registers it") {
+            REQUIRE(run_sql(schema.uri(), registration_swept(s, "outbox")));
+            REQUIRE(second->take_over(10).events.size() == 1);
+            auto renewal = std::async(std::launch::async, [&] { return survivor->renew(); });
+            // The re-registration waits for the claim, which holds the token until its rows are recorded.
+            CHECK(renewal.wait_for(200ms) == std::future_status::timeout);
+            held.go.set_value();
+            REQUIRE(claim.get().events.size() == 1);
+            REQUIRE(renewal.get());
+
+            THEN("the re-registration counted them as lost: its bus drops them, the second survivor delivers them") {
+                CHECK(survivor->reregistrations() == 1);
+                CHECK(survivor->still_owns(ids[0]) == application::Ownership::lost);
+                CHECK(survivor->still_owns(ids[1]) == application::Ownership::lost);
             }
         }
     }

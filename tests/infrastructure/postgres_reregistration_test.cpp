@@ -91,13 +91,13 @@ SCENARIO("a survivor whose lease take-over read before a re-registration committ
     }
 }
 
-SCENARIO("a write held off by a re-registration that hangs answers storage_unavailable after the statement timeout") {
+SCENARIO("a write while a re-registration hangs answers storage_unavailable at once, having sent nothing") {
     auto uri = test_postgres_uri();
     if (!uri) return;
     TestSchema schema(*uri);
     auto options = schema.options();
     options.lease_timeout = 1h;
-    options.statement_timeout = 300ms;
+    options.statement_timeout = 2s; // headroom for the bound below on a loaded machine
     auto a = open_store(options);
 
     GIVEN("A's re-registration waits on a row lock, and its server process stops (it never times out by itself)") {
@@ -113,11 +113,13 @@ SCENARIO("a write held off by a re-registration that hangs answers storage_unava
             auto const waited = std::chrono::steady_clock::now() - started;
             stopped.resume();
 
-            THEN("the commit is refused as storage_unavailable, having sent nothing, within about the statement timeout") {
+            THEN("the commit is refused as storage_unavailable without waiting for it: the process found itself "
+                 "taken for gone, and what it commits would be held back by its bus (review 20, 4)") {
                 REQUIRE_FALSE(committed);
                 CHECK(committed.error().code == ErrorCode::storage_unavailable);
-                CHECK(waited >= options.statement_timeout);
-                CHECK(waited < options.statement_timeout * 2); // the re-registration's own patience
+                CHECK(waited < options.statement_timeout);
+                CHECK_FALSE(run_sql(schema.uri(), "SELECT 1 / (SELECT count(*) FROM " + schema.name() +
+                                                      ".invoices WHERE id = 'inv_2')::int"));
             }
         }
     }

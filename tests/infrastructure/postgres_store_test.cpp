@@ -7,6 +7,10 @@
 
 #include <payments/infrastructure/store/postgres_store.hpp>
 
+#include "infrastructure/store/postgres_schema.hpp"
+
+#include <future>
+
 #include <thread>
 
 using namespace test;
@@ -25,6 +29,16 @@ std::pair<Invoice, Payment> requested(Invoice invoice, int n) {
     invoice.apply(event);
     return {std::move(invoice), Payment::from(event)};
 }
+
+// The SQL that brings schema `s` to version 4, as the release before review_of left it.
+std::string schema_at_version_4(std::string const& s) {
+    std::string sql = "CREATE SCHEMA " + s + "; SET search_path TO " + s + ";";
+    for (int v = 0; v < 4; ++v) sql += infrastructure::postgres::migrations[static_cast<std::size_t>(v)];
+    return sql + "CREATE TABLE schema_version (version integer NOT NULL); INSERT INTO schema_version VALUES (4);";
+}
+
+// SQL that fails (division by zero) unless `condition` holds, for run_sql.
+std::string holds(std::string const& condition) { return "SELECT 1 / (" + condition + ")::int"; }
 
 } // namespace
 
@@ -422,6 +436,114 @@ SCENARIO("a delivery mark that cannot be written (its outbox row locked elsewher
             }
         }
     }
+}
+
+SCENARIO("a PostgreSQL migration builds its index concurrently, past the statement timeout, writers going on") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& s = schema.name();
+    auto options = schema.options();
+    options.statement_timeout = 200ms;
+    GIVEN("a schema at version 4 with a payment, and a live process's transaction that wrote to payments") {
+        REQUIRE(run_sql(schema.uri(), schema_at_version_4(s)));
+        REQUIRE(run_sql(schema.uri(), "INSERT INTO " + s + ".payments VALUES ('pay_1', 'inv_1', 1, 0, 1, '')"));
+        std::future<Result<std::unique_ptr<PostgresStore>>> opening; // waited for after `live` ended
+        OtherSession live(schema.uri());
+        REQUIRE(live.exec("BEGIN"));
+        REQUIRE(live.exec("UPDATE " + s + ".payments SET version = 2"));
+
+        WHEN("a store of this release opens it") {
+            opening = std::async(std::launch::async, [&] { return PostgresStore::open(options); });
+            THEN("the index build waits for that transaction past the statement timeout, and other writes go on meanwhile") {
+                REQUIRE(holds_within_5s([&] {
+                    return run_sql(schema.uri(), holds("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + s +
+                                                       "' AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = "
+                                                       "'Lock' AND clock_timestamp() - query_start > interval '400 milliseconds'"));
+                }));
+                CHECK(run_sql(schema.uri(), "SET lock_timeout = '1s'; INSERT INTO " + s +
+                                                ".payments VALUES ('pay_2', 'inv_2', 1, 0, 1, '')"));
+                REQUIRE(live.exec("COMMIT"));
+                auto const opened = opening.get();
+                CHECK_MESSAGE(opened, (opened ? "" : opened.error().detail));
+                CHECK(run_sql(schema.uri(), holds("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('" + s +
+                                                  ".payments_open') AND indisvalid")));
+                CHECK(run_sql(schema.uri(), holds("SELECT version = " + std::to_string(PostgresStore::schema_version) + " FROM " + s + ".schema_version")));
+            }
+        }
+    }
+}
+
+SCENARIO("a PostgreSQL migration's DDL gives way to a live transaction on its table and is tried again") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& s = schema.name();
+    auto options = schema.options();
+    options.statement_timeout = 200ms;
+    GIVEN("a schema at version 4, and a live process's transaction that read invoices") {
+        REQUIRE(run_sql(schema.uri(), schema_at_version_4(s)));
+        std::future<Result<std::unique_ptr<PostgresStore>>> opening; // waited for after `live` ended
+        OtherSession live(schema.uri());
+        REQUIRE(live.exec("BEGIN"));
+        REQUIRE(live.exec("SELECT 1 FROM " + s + ".invoices FOR SHARE"));
+
+        WHEN("a store of this release opens it") {
+            opening = std::async(std::launch::async, [&] { return PostgresStore::open(options); });
+            THEN("its ALTER still tries past the statement timeout, and the open succeeds once the transaction ended") {
+                REQUIRE(holds_within_5s([&] {
+                    return run_sql(schema.uri(), holds("SELECT count(*) FROM pg_stat_activity WHERE application_name = '" + s +
+                                                       "' AND query LIKE '%ALTER TABLE invoices%' AND clock_timestamp() - "
+                                                       "backend_start > interval '400 milliseconds'"));
+                }));
+                REQUIRE(live.exec("COMMIT"));
+                auto const opened = opening.get();
+                CHECK_MESSAGE(opened, (opened ? "" : opened.error().detail));
+                CHECK(run_sql(schema.uri(), "SELECT review_of FROM " + s + ".invoices"));
+                CHECK(run_sql(schema.uri(), holds("SELECT version = " + std::to_string(PostgresStore::schema_version) + " FROM " + s + ".schema_version")));
+            }
+        }
+    }
+}
+
+SCENARIO("a PostgreSQL migration drops an index an interrupted concurrent build left INVALID, and builds it again") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& s = schema.name();
+    GIVEN("a schema at version 4 whose payments_open is an INVALID leftover") {
+        REQUIRE(run_sql(schema.uri(), schema_at_version_4(s)));
+        REQUIRE(run_sql(schema.uri(), "INSERT INTO " + s + ".payments VALUES ('pay_1', 'inv_1', 1, 0, 1, ''), "
+                                      "('pay_2', 'inv_1', 2, 0, 1, '')"));
+        // A unique build over a duplicate fails, and leaves its index behind, INVALID.
+        REQUIRE_FALSE(run_sql(schema.uri(), "CREATE UNIQUE INDEX CONCURRENTLY payments_open ON " + s + ".payments (invoice_id)"));
+        REQUIRE(run_sql(schema.uri(), holds("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('" + s +
+                                            ".payments_open') AND NOT indisvalid")));
+        WHEN("a store of this release opens it") {
+            auto store = open_store(schema.options());
+            THEN("payments_open is the migration's index, valid") {
+                CHECK(run_sql(schema.uri(), holds("SELECT count(*) FROM pg_index WHERE indexrelid = to_regclass('" + s +
+                                                  ".payments_open') AND indisvalid AND NOT indisunique")));
+            }
+        }
+    }
+}
+
+// A big table's migration under short timeouts: minutes of inserts, so not
+// run by default (doctest's --no-skip, or -tc with this name and --no-skip).
+TEST_CASE("a PostgreSQL migration of a schema with three million payments opens under a 200 ms statement timeout" *
+          doctest::skip()) {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& s = schema.name();
+    REQUIRE(run_sql(schema.uri(), schema_at_version_4(s)));
+    REQUIRE(run_sql(schema.uri(), "INSERT INTO " + s + ".payments SELECT 'pay_' || n, 'inv_' || n, 1, n % 5, 1, '' "
+                                  "FROM generate_series(1, 3000000) n"));
+    auto options = schema.options();
+    options.statement_timeout = 200ms;
+    auto const opened = PostgresStore::open(options);
+    CHECK_MESSAGE(opened, (opened ? "" : opened.error().detail));
 }
 
 // Review 21, F7: rows written before the review_of column kept '' until their

@@ -91,6 +91,17 @@ inline std::vector<int> wait_for_session(std::string const& uri, std::string con
     }
 }
 
+/// Waits (at most 5 s, yielding between looks) until `condition()` holds; whether it did.
+template <class Condition>
+bool holds_within_5s(Condition condition) {
+    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::yield();
+    }
+    return true;
+}
+
 /// The liveness sessions' statement that sweeps lapsed registrations (a LIKE
 /// pattern): a store's heart runs it first thing, then every third of its
 /// lease timeout.

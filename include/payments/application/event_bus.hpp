@@ -69,6 +69,8 @@ public:
     /// up on it (a dead letter): what the transactional outbox needs to record
     /// an event as delivered. The default implementation cannot tell dead
     /// letters and subscribes `handler` to every kind: subscribe it last.
+    /// AsioEventBus: removing the subscription waits for a call of `handler`
+    /// under way (never remove it from inside that call), and none starts after.
     [[nodiscard]] virtual Subscription subscribe_delivered(std::string name,
                                                            std::function<void(domain::Event const&)> handler);
 

@@ -39,7 +39,11 @@ public:
     /// Subscribes to every kind of event on `bus`, and adds a delivery
     /// filter that asks Store::still_owns() (lost: dropped; doubtful: later).
     OutboxRelay(Store& store, EventBus& bus);
-    /// Stops watching the store; a round that is running finishes first.
+    /// Stops watching the store; a round that is running finishes first, and
+    /// so do calls of its filter and its delivered hook (on a bus whose
+    /// removals wait, as AsioEventBus's do): its store may go next. Events
+    /// its filter held back are then delivered unfiltered and unmarked: stop
+    /// the bus first when that matters.
     ~OutboxRelay();
     OutboxRelay(OutboxRelay const&) = delete;
     OutboxRelay& operator=(OutboxRelay const&) = delete;

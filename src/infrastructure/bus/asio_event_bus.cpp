@@ -32,6 +32,9 @@ struct Subscriber {
     std::string name;
     std::function<void(Event const&)> handler;
     std::atomic<bool> active{true};
+    // Delivered hooks only: calls under way, which their handle's removal
+    // waits for (the hook refers to a store that may go next: review 20, 10).
+    std::atomic<int> running{0};
 };
 
 using SubscriberPtr = std::shared_ptr<Subscriber>;
@@ -81,13 +84,25 @@ struct FilterEntry {
 using FilterPtr = std::shared_ptr<FilterEntry>;
 using Filters = std::shared_ptr<std::vector<FilterPtr> const>; // copied on write, read once per batch
 
-struct ConnectionHandle final : Subscription::Handle {
+struct ConnectionHandle : Subscription::Handle {
     ConnectionHandle(SubscriberPtr s, boost::signals2::connection c)
         : subscriber(std::move(s)), connection(std::move(c)) {}
     ~ConnectionHandle() override { subscriber->active.store(false); }
 
     SubscriberPtr subscriber;
     boost::signals2::scoped_connection connection;
+};
+
+// A delivered hook's handle: its removal returns once no call of the hook is
+// under way, and none starts after. Dekker under seq_cst, as filters: the
+// hook's call raises `running` then reads `active`; the removal clears
+// `active` then reads `running`.
+struct HookHandle final : ConnectionHandle {
+    using ConnectionHandle::ConnectionHandle;
+    ~HookHandle() override {
+        subscriber->active.store(false);
+        while (subscriber->running.load() != 0) std::this_thread::yield();
+    }
 };
 
 } // namespace
@@ -215,7 +230,11 @@ struct AsioEventBus::Impl : std::enable_shared_from_this<Impl> {
                     if (item.target == 0 || item.target == subscriber->id)
                         handled = deliver(*subscriber, item.event) && handled;
                 if (handled)
-                    for (SubscriberPtr const& hook : delivered_hooks) deliver(*hook, item.event);
+                    for (SubscriberPtr const& hook : delivered_hooks) {
+                        hook->running.fetch_add(1);
+                        if (hook->active.load()) deliver(*hook, item.event);
+                        hook->running.fetch_sub(1);
+                    }
             }
         }
         delivered.fetch_add(count - dropped, std::memory_order_relaxed);
@@ -489,7 +508,7 @@ Subscription AsioEventBus::subscribe_kind(std::size_t kind, std::string name,
 Subscription AsioEventBus::subscribe_delivered(std::string name, std::function<void(Event const&)> handler) {
     auto hook = std::make_shared<Subscriber>(impl_->next_subscriber.fetch_add(1), std::move(name), std::move(handler));
     auto connection = impl_->delivered_signal.connect([hook](Roster& roster) { roster.push_back(hook); });
-    return Subscription(std::make_unique<ConnectionHandle>(std::move(hook), std::move(connection)));
+    return Subscription(std::make_unique<HookHandle>(std::move(hook), std::move(connection)));
 }
 
 Subscription AsioEventBus::add_delivery_filter(std::function<Delivery(Event const&)> filter) {

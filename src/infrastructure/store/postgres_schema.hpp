@@ -1,15 +1,24 @@
 #pragma once
 // The PostgresStore's schema, as forward migrations: migrations[n] takes a
 // schema from version n to n + 1. A release only ever appends to this list.
-// They run in one transaction under an advisory lock, so that processes
-// starting together migrate once.
+// Each runs in a transaction of its own under an advisory lock, so that
+// processes starting together migrate once, with no statement timeout (a big
+// table's DDL takes what it takes) and a short lock timeout, tried again
+// (while a DDL statement waits for its table, every later reader and writer of
+// that table waits behind it). An index on a table that may be big is built
+// after its migration's transaction, CONCURRENTLY (concurrent_indexes), and
+// the version says the migration is done only once it is: such a migration
+// must be idempotent (it runs again when the build was interrupted).
 
 #include <array>
 
 namespace payments::infrastructure::postgres {
 
-/// The advisory lock that serialises migrations (any constant of our own).
-inline constexpr char const* migration_lock = "SELECT pg_advisory_xact_lock(7463541209785301)";
+/// The advisory lock that serialises migrations (any constant of our own),
+/// taken for the whole migration by the session that migrates; a release
+/// before this one took it per transaction (pg_advisory_xact_lock), on the same key.
+inline constexpr char const* migration_lock = "SELECT pg_try_advisory_lock(7463541209785301)";
+inline constexpr char const* migration_unlock = "SELECT pg_advisory_unlock(7463541209785301)";
 
 inline constexpr std::array<char const*, 6> migrations = {
     // 0 → 1: the aggregates, the idempotency records, the outbox and the scheduled events.
@@ -95,12 +104,12 @@ CREATE INDEX outbox_undelivered ON outbox (owner, seq) WHERE NOT delivered;
 CREATE INDEX scheduled_by_owner ON scheduled (owner, due);
 )sql",
     // 4 → 5: the attempts a janitor's round can act on (REQUESTED 0, UNKNOWN
-    // 3) and each invoice's attempt under review, so that a round reads only
-    // those (review 16, B3). Rows written before have no attempt under
-    // review: they are read until their next write.
+    // 3: payments_open, in concurrent_indexes) and each invoice's attempt
+    // under review, so that a round reads only those (review 16, B3). Rows
+    // written before have no attempt under review: they are read until their
+    // next write. A constant default: no table rewrite.
     R"sql(
-ALTER TABLE invoices ADD COLUMN review_of text NOT NULL DEFAULT '';
-CREATE INDEX payments_open ON payments (id) WHERE status IN (0, 3);
+ALTER TABLE invoices ADD COLUMN IF NOT EXISTS review_of text NOT NULL DEFAULT '';
 )sql",
     // 5 → 6: each scheduled row numbered in the order it was written, so that
     // the relay's start pages only the rows there when it began (review 21,
@@ -116,5 +125,18 @@ ALTER TABLE scheduled ALTER COLUMN seq SET DEFAULT nextval('scheduled_seq_seq');
 ALTER SEQUENCE scheduled_seq_seq OWNED BY scheduled.seq;
 )sql",
 };
+
+/// An index that the migration to `version` builds after its transaction,
+/// with CREATE INDEX CONCURRENTLY (which locks no writer out while it scans
+/// a big table), before schema_version says `version`.
+struct ConcurrentIndex {
+    int version;
+    char const* name;
+    char const* definition; // what follows CREATE INDEX CONCURRENTLY IF NOT EXISTS <name>
+};
+
+inline constexpr std::array<ConcurrentIndex, 1> concurrent_indexes = {{
+    {5, "payments_open", "ON payments (id) WHERE status IN (0, 3)"},
+}};
 
 } // namespace payments::infrastructure::postgres

@@ -96,25 +96,28 @@ constexpr pg::Prepared register_owner{
 constexpr pg::Prepared renew_owner{
     "renew_owner", "UPDATE owners SET alive_until = clock_timestamp() + $2::bigint * interval '1 millisecond' "
                    "WHERE owner = $1 AND alive_until >= clock_timestamp()"};
-// A re-registration removes the old token's row (lapsed, not yet swept).
-constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE owner = $1"};
-// The re-registration's claims: what the old token ($1) still owns, nobody
-// having taken it, becomes the new token's ($2). A row another process is
-// claiming is waited for and re-checked (a plain column): each goes to one.
-// What the new token owns already is kept too: a re-registration whose
-// COMMIT reply was lost is tried again under the same new token (review 18,
-// A-5), and finds its rows there. Rows are locked in seq order, as take_events
+// A re-registration removes the earlier tokens' rows ($1: the old token's,
+// lapsed, not yet swept, and those of attempts whose COMMIT reply was lost).
+constexpr pg::Prepared forget_owner{"forget_owner", "DELETE FROM owners WHERE owner = ANY($1::text[])"};
+// The re-registration's claims: what the earlier tokens ($1) still own,
+// nobody having taken it, becomes the new token's ($2). A row another process
+// is claiming is waited for and re-checked (a plain column): each goes to one.
+// The earlier tokens include those of re-registrations whose COMMIT reply was
+// lost (review 18, A-5): their rows are found there. The new token is always
+// a fresh one, never such a token revived: it may have lapsed meanwhile, and
+// a survivor that listed it as gone would take what it names even after the
+// revival (review 20, 9); a fresh token is in nobody's list. Rows are locked in seq order, as take_events
 // locks them, so that a survivor claiming an invoice meanwhile gets all of its
 // rows or none (review 20, 1): whoever locks its first row first, the other
 // waits for and then re-checks every row.
 constexpr pg::Prepared keep_events{
-    "keep_events", "UPDATE outbox SET owner = $2 WHERE seq IN (SELECT seq FROM outbox WHERE owner IN ($1, $2) AND "
+    "keep_events", "UPDATE outbox SET owner = $2 WHERE seq IN (SELECT seq FROM outbox WHERE owner = ANY($1::text[]) AND "
                    "NOT delivered ORDER BY seq FOR UPDATE) RETURNING seq"};
 constexpr pg::Prepared keep_scheduled{
-    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner IN ($1, $2) RETURNING event_id"};
+    "keep_scheduled", "UPDATE scheduled SET owner = $2 WHERE owner = ANY($1::text[]) RETURNING event_id"};
 // Leases keep their epoch: nobody held them meanwhile ($3: those this process holds).
 constexpr pg::Prepared keep_leases{
-    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner IN ($1, $2) AND invoice_id = ANY($3::text[])"};
+    "keep_leases", "UPDATE leases SET owner = $2 WHERE owner = ANY($1::text[]) AND invoice_id = ANY($3::text[])"};
 // A clean stop, and a liveness found lapsed: the process's row goes, and the
 // others are told ($2: the channel) in the same transaction that their leases,
 // outbox and scheduled events are free to take over.
@@ -184,11 +187,20 @@ constexpr pg::Prepared last_scheduled_seq{
 // outbox rows or retries, other than this one; none while this one's own row
 // is not live (it may itself be taken for gone: what it claimed, others
 // would claim again).
+// The owners are listed by skipping from one to the next through the
+// indexes on (owner, ...) (a recursive CTE: one index probe per owner), not
+// by reading every undelivered row: a round costs O(owners), whatever the
+// backlog (review 20, 8).
 constexpr pg::Prepared dead_owners{
-    "dead_owners", "SELECT d.owner FROM (SELECT owner FROM outbox WHERE NOT delivered AND owner <> $1 UNION "
-                   "SELECT owner FROM scheduled WHERE owner <> $1) d WHERE NOT EXISTS (SELECT 1 FROM owners w "
-                   "WHERE w.owner = d.owner AND w.alive_until >= clock_timestamp()) AND EXISTS (SELECT 1 FROM "
-                   "owners m WHERE m.owner = $1 AND m.alive_until >= clock_timestamp())"};
+    "dead_owners",
+    "WITH RECURSIVE o(owner) AS ((SELECT owner FROM outbox WHERE NOT delivered ORDER BY owner LIMIT 1) UNION ALL "
+    "SELECT (SELECT x.owner FROM outbox x WHERE NOT x.delivered AND x.owner > o.owner ORDER BY x.owner LIMIT 1) "
+    "FROM o WHERE o.owner IS NOT NULL), s(owner) AS ((SELECT owner FROM scheduled ORDER BY owner LIMIT 1) UNION ALL "
+    "SELECT (SELECT x.owner FROM scheduled x WHERE x.owner > s.owner ORDER BY x.owner LIMIT 1) FROM s WHERE "
+    "s.owner IS NOT NULL) SELECT d.owner FROM (SELECT owner FROM o UNION SELECT owner FROM s) d WHERE d.owner IS "
+    "NOT NULL AND d.owner <> $1 AND NOT EXISTS (SELECT 1 FROM owners w WHERE w.owner = d.owner AND w.alive_until "
+    ">= clock_timestamp()) AND EXISTS (SELECT 1 FROM owners m WHERE m.owner = $1 AND m.alive_until >= "
+    "clock_timestamp())"};
 // Rows of those processes ($2), claimed for this one. SKIP LOCKED: processes
 // claiming at once each take other rows, none waits. A row claimed meanwhile
 // is re-checked once locked, and its owner is a plain column of that row (a
@@ -199,10 +211,17 @@ constexpr pg::Prepared dead_owners{
 // first the oldest invoices ($2: at most) among the dead's ($1) whose lock (a
 // transaction-level advisory lock on the schema and the invoice) this process
 // gets, other survivors' skipped without a wait; then their rows ($3).
+// The candidates come from a bounded prefix of each dead owner's rows in seq
+// order (outbox_undelivered: (owner, seq)), $2 × 16 rows each, not from a
+// grouping of all their rows: a round costs O($2), whatever the backlog
+// (review 20, 8). An invoice among the first $2 to appear has its first row
+// in the prefix; take_events then claims all of its rows, prefix or not.
 constexpr pg::Prepared orphan_invoices{
     "orphan_invoices",
-    "SELECT invoice_id FROM (SELECT invoice_id, min(seq) AS first FROM outbox WHERE NOT delivered AND "
-    "owner = ANY($1::text[]) GROUP BY invoice_id ORDER BY first LIMIT $2) c WHERE "
+    "SELECT invoice_id FROM (SELECT invoice_id, first FROM (SELECT DISTINCT ON (invoice_id) invoice_id, seq AS first "
+    "FROM (SELECT w.invoice_id, w.seq FROM unnest($1::text[]) AS d(owner) CROSS JOIN LATERAL (SELECT invoice_id, seq "
+    "FROM outbox WHERE NOT delivered AND owner = d.owner ORDER BY seq LIMIT $2 * 16) w) p ORDER BY invoice_id, seq) f "
+    "ORDER BY first LIMIT $2) c WHERE "
     "pg_try_advisory_xact_lock(hashtextextended('payments.outbox:' || current_schema() || ':' || invoice_id, 0))"};
 constexpr pg::Prepared take_events{
     "take_events", "UPDATE outbox SET owner = $1 WHERE seq IN (SELECT o.seq FROM outbox o WHERE NOT o.delivered AND "
@@ -339,9 +358,9 @@ struct PostgresStore::Impl {
     std::string const identity = new_owner();
     mutable TokenGate token;
     std::string owner = identity; // Owned by: token
-    // The new token of a re-registration not known to have committed (its
-    // COMMIT reply lost): the next one registers the same (review 18, A-5).
-    std::string pending_owner; // Owned by: token (held alone)
+    // The new tokens of re-registrations not known to have committed (their
+    // COMMIT reply lost): the next one keeps what they name (review 18, A-5).
+    std::vector<std::string> pending_owners; // Owned by: token (held alone)
     std::atomic<std::uint64_t> reregistrations{0};
 
     std::string current_owner() const {
@@ -412,17 +431,29 @@ struct PostgresStore::Impl {
     std::thread heart;
 
     // The liveness as this process knows it: whether the last renewal failed,
-    // and when one last succeeded (steady clock). A process whose renewals
-    // fail starts nothing new: its leases may lapse under it.
+    // whether one found the registration lapsed and registering anew has not
+    // succeeded yet, and when the last renewal that succeeded was sent
+    // (steady clock). A process whose renewals fail starts nothing new: its
+    // leases may lapse under it.
     std::atomic<bool> renewal_failing{false};
+    std::atomic<bool> found_lapsed{false};
     std::atomic<std::chrono::steady_clock::rep> renewed_at{std::chrono::steady_clock::now().time_since_epoch().count()};
 
-    bool alive() const {
+    // Nobody can have taken this process's work: its registration lasts until
+    // at least the last successful renewal's send + twice the lease timeout,
+    // and that send is less than two thirds of a lease timeout old (a third
+    // from lapsing, for a stall the steady clock did not see); a failed
+    // renewal alone proves nothing lapsed (review 20, 4). `found_lapsed` is
+    // read first: reregister() lists what was lost before renew() clears it.
+    bool owns_its_work() const {
+        if (found_lapsed.load()) return false;
         auto const since = std::chrono::steady_clock::now() -
                            std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(renewed_at.load()));
-        // Two renewals missed (or one hanging that long): the lease is a third from lapsing.
-        return !renewal_failing && since < options.lease_timeout * 2 / 3;
+        return since < options.lease_timeout * 2 / 3;
     }
+    // owns_its_work(), and the last renewal succeeded: lease() starts no
+    // charge while a renewal fails, the cautious side.
+    bool alive() const { return !renewal_failing && owns_its_work(); }
 
     // Called when another process may have left work (watch_work_left).
     std::mutex wake_mutex;
@@ -587,12 +618,17 @@ struct PostgresStore::Impl {
         try {
             std::string const me = current_owner();
             if (fresh) c.query(register_owner.name, Params().text(me).integer(lasting));
-            else if (c.query(renew_owner.name, Params().text(me).integer(lasting)).affected() == 0) reregister(c, me);
+            else if (c.query(renew_owner.name, Params().text(me).integer(lasting)).affected() == 0) {
+                // Taken for gone: doubtful until registered anew (and until then, if that fails).
+                found_lapsed = true;
+                reregister(c, me);
+            }
         } catch (pg::Failure const&) {
             renewal_failing = true;
             throw;
         }
         renewed_at = sent.time_since_epoch().count();
+        found_lapsed = false;
         renewal_failing = false;
     }
 
@@ -624,6 +660,7 @@ struct PostgresStore::Impl {
         // machine) would only revive a registration a test or a peer has
         // since declared lapsed.
         bool registered = true;
+        int failures = 0; // in a row
         for (;;) {
             {
                 std::lock_guard guard(heart_mutex);
@@ -640,10 +677,16 @@ struct PostgresStore::Impl {
                     if (!std::exchange(registered, false)) renew(*c);
                     c->query(sweep_owners.name, Params().text(channel));
                     drain(*c);
+                    failures = 0;
                 } catch (pg::Failure const&) {
                     // Unrenewed, the leases lapse and other processes take the work over.
                     ++storage_errors;
                     c.reset();
+                    // One failure (a dropped session, a lost packet) proves nothing
+                    // lapsed: tried again at once on a new session, then every
+                    // ninth of the lease timeout, well before the deliveries are
+                    // held back at two thirds of it (review 20, 4).
+                    next = std::chrono::steady_clock::now() + (failures++ == 0 ? std::chrono::milliseconds::zero() : every / 3);
                 }
             }
             auto const left = std::chrono::ceil<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
@@ -784,8 +827,10 @@ void PostgresStore::Impl::write_batch(Batch& batch) {
 void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) {
     std::unique_lock replacing(token); // the writes naming `old` land first
     if (owner != old) return;          // another renewal did it
-    if (pending_owner.empty()) pending_owner = new_owner();
-    std::string const next = pending_owner;
+    std::string const next = new_owner();
+    std::vector<std::string> earlier = pending_owners;
+    earlier.push_back(old);
+    std::string const before = array_literal(earlier, quoted_element);
     std::vector<std::string> held;
     {
         std::lock_guard guard(leases_mutex);
@@ -796,15 +841,20 @@ void PostgresStore::Impl::reregister(pg::Connection& c, std::string const& old) 
     // A failure drops the session (the caller's), which rolls back.
     c.exec("BEGIN");
     c.query(register_owner.name, Params().text(next).integer(static_cast<std::int64_t>(options.lease_timeout.count()) * 2));
-    Rows events = c.query(keep_events.name, Params().text(old).text(next));
+    Rows events = c.query(keep_events.name, Params().text(before).text(next));
     for (int row = 0; row < events.size(); ++row) kept_events.insert(events.integer(row, 0));
-    Rows scheduled = c.query(keep_scheduled.name, Params().text(old).text(next));
+    Rows scheduled = c.query(keep_scheduled.name, Params().text(before).text(next));
     for (int row = 0; row < scheduled.size(); ++row) kept_scheduled.emplace(scheduled.bytes(row, 0));
-    c.query(keep_leases.name, Params().text(old).text(next).text(array_literal(held, quoted_element)));
-    c.query(forget_owner.name, Params().text(old));
-    c.exec("COMMIT");
+    c.query(keep_leases.name, Params().text(before).text(next).text(array_literal(held, quoted_element)));
+    c.query(forget_owner.name, Params().text(before));
+    try {
+        c.exec("COMMIT");
+    } catch (pg::Failure const&) {
+        pending_owners.push_back(next); // it may have committed: its rows are kept by the next attempt
+        throw;
+    }
     owner = next;
-    pending_owner.clear();
+    pending_owners.clear();
     ++reregistrations;
     std::lock_guard guard(outbox_mutex);
     for (auto it = outbox_seq.begin(); it != outbox_seq.end();) {
@@ -928,24 +978,93 @@ void PostgresStore::close() {
 
 namespace {
 
-// The schema, created or migrated forward in one transaction under an advisory lock.
+// How long a migration's statement waits for a table's lock before it gives
+// way and is tried again: while it waits, every later statement on that table
+// waits behind it, and the live processes' commits time out (review 21, F5).
+std::chrono::milliseconds migration_lock_wait(PostgresStoreOptions const& options) {
+    return std::clamp(options.statement_timeout / 5, std::chrono::milliseconds(50), std::chrono::milliseconds(1000));
+}
+
+bool lock_not_available(pg::Failure const& failure) { return failure.sqlstate == "55P03"; }
+
+std::optional<postgres::ConcurrentIndex> concurrent_index_of(int version) {
+    for (auto const& index : postgres::concurrent_indexes)
+        if (index.version == version) return index;
+    return std::nullopt;
+}
+
+// Builds `index` CONCURRENTLY (no transaction: writers go on), after
+// dropping an INVALID one that an interrupted build left. Its waits (for
+// the transactions older than the build) lock nobody out, so they are not
+// bounded here: the live processes' own timeouts end those transactions.
+void build_concurrently(pg::Connection& c, postgres::ConcurrentIndex const& index, std::string const& lock_wait) {
+    c.exec("SET lock_timeout = 0");
+    Rows valid = c.query_sql("SELECT indisvalid::text FROM pg_index WHERE indexrelid = to_regclass($1)", {index.name});
+    if (valid.size() == 1 && valid.bytes(0, 0) == "false")
+        c.exec((std::string("DROP INDEX CONCURRENTLY IF EXISTS ") + index.name).c_str());
+    c.exec((std::string("CREATE INDEX CONCURRENTLY IF NOT EXISTS ") + index.name + " " + index.definition).c_str());
+    c.exec(("SET lock_timeout = " + lock_wait).c_str());
+}
+
+// The schema, created or migrated forward on `c`, a session of its own (its
+// settings are the migration's), under the migration lock: each migration in
+// a transaction of its own, with no statement timeout and a short lock
+// timeout, tried again until a deadline when a lock was not available.
 Result<void> migrate(pg::Connection& c, PostgresStoreOptions const& options, std::string const& schema) {
-    c.exec("BEGIN");
-    c.exec(postgres::migration_lock);
-    if (!schema.empty()) c.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
-    c.exec("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)");
-    Rows found = c.query_sql("SELECT version::bigint FROM schema_version", {}, 1);
-    int const version = found.size() == 0 ? 0 : static_cast<int>(found.integer(0, 0));
-    if (version > PostgresStore::schema_version) {
-        c.exec("ROLLBACK");
-        return storage_error("the schema " + (options.schema.empty() ? std::string("in use") : options.schema) +
-                             " has version " + std::to_string(version) + ", newer than this release reads (" +
-                             std::to_string(PostgresStore::schema_version) + "); run the release that wrote it");
+    std::string const where = options.schema.empty() ? std::string("in use") : options.schema;
+    auto const wait = migration_lock_wait(options);
+    std::string const lock_wait = std::to_string(wait.count());
+    auto const deadline = std::chrono::steady_clock::now() + std::max(options.statement_timeout * 6, std::chrono::milliseconds(2000));
+    auto const give_way = [&] {
+        if (std::chrono::steady_clock::now() >= deadline) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20)); // the live transactions' turn
+        return true;
+    };
+    auto const busy = [&](std::string const& what) {
+        return storage_error("the schema " + where + " could not be migrated: " + what + " for " +
+                             ms(std::chrono::duration_cast<std::chrono::milliseconds>(options.statement_timeout * 6)) +
+                             "; try again");
+    };
+    c.patience(std::chrono::milliseconds::zero()); // a big table's migration takes what it takes
+    c.exec(("SET statement_timeout = 0; SET lock_timeout = " + lock_wait).c_str());
+    while (c.query_sql(postgres::migration_lock, {}).bytes(0, 0) != "t")
+        if (!give_way()) return busy("another process held the migration lock");
+    for (;;) {
+        int version = 0;
+        std::optional<postgres::ConcurrentIndex> index;
+        try {
+            c.exec("BEGIN");
+            if (!schema.empty()) c.exec(("CREATE SCHEMA IF NOT EXISTS " + schema).c_str());
+            c.exec("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)");
+            Rows found = c.query_sql("SELECT version::bigint FROM schema_version", {}, 1);
+            if (found.size() == 0) c.exec("INSERT INTO schema_version VALUES (0)");
+            else version = static_cast<int>(found.integer(0, 0));
+            if (version > PostgresStore::schema_version) {
+                c.exec("ROLLBACK");
+                return storage_error("the schema " + where + " has version " + std::to_string(version) +
+                                     ", newer than this release reads (" + std::to_string(PostgresStore::schema_version) +
+                                     "); run the release that wrote it");
+            }
+            if (version == PostgresStore::schema_version) {
+                c.exec("COMMIT");
+                break;
+            }
+            c.exec(postgres::migrations[static_cast<std::size_t>(version)]);
+            index = concurrent_index_of(version + 1);
+            if (!index) c.exec(("UPDATE schema_version SET version = " + std::to_string(version + 1)).c_str());
+            c.exec("COMMIT");
+        } catch (pg::Failure const& failure) {
+            if (!lock_not_available(failure)) throw;
+            c.exec("ROLLBACK");
+            if (!give_way()) return busy("a table stayed locked by live transactions");
+            continue;
+        }
+        if (index) {
+            build_concurrently(c, *index, lock_wait);
+            c.exec(("UPDATE schema_version SET version = " + std::to_string(version + 1)).c_str());
+        }
     }
-    for (int v = version; v < PostgresStore::schema_version; ++v) c.exec(postgres::migrations[static_cast<std::size_t>(v)]);
-    if (found.size() == 0) c.exec("INSERT INTO schema_version VALUES (0)");
-    c.exec(("UPDATE schema_version SET version = " + std::to_string(PostgresStore::schema_version)).c_str());
-    c.exec("COMMIT");
+    c.exec(postgres::migration_unlock);
     return {};
 }
 
@@ -987,7 +1106,8 @@ Result<std::unique_ptr<PostgresStore>> PostgresStore::open(PostgresStoreOptions 
     try {
         auto c = impl->connect(false);
         std::string const schema = impl->options.schema.empty() ? "" : Impl::identifier(*c, impl->options.schema);
-        if (auto migrated = migrate(*c, impl->options, schema); !migrated) return migrated.error();
+        // On a session of its own, dropped after (its timeouts are the migration's).
+        if (auto migrated = migrate(*impl->connect(false), impl->options, schema); !migrated) return migrated.error();
         backfill_review_of(*c);
         for (auto const& p : prepared) c->prepare(p);
         // Where the start's passes end (review 21, F6). This process's owner
@@ -1208,6 +1328,13 @@ Result<std::shared_ptr<PostgresStore::PendingCommit>> PostgresStore::prepare_com
     // Until its rows are written under the token it names (and the writer
     // has answered, for an asynchronous commit); a re-registration that holds
     // the token past the statement timeout: unavailable, not a hang.
+    // Its events would be held back by this process's bus, without bound, until
+    // a renewal tells what it still owns: refused as lease() refuses (review 20, 4).
+    if (!impl_->owns_its_work()) {
+        ++impl_->storage_errors;
+        return storage_error("PostgreSQL: this process's liveness could not be renewed for two thirds of its lease "
+                             "timeout (" + ms(impl_->options.lease_timeout) + "); nothing was sent");
+    }
     pending->token = std::shared_lock(impl_->token, impl_->options.statement_timeout);
     if (!pending->token) {
         ++impl_->storage_errors;
@@ -1404,14 +1531,16 @@ application::Ownership PostgresStore::still_owns(EventId const& id) {
     // before renew() dates the renewal, so an answer that sees the new date
     // also sees the list, and one that sees the old date says doubtful
     // (review 20, 3).
-    bool const alive = impl_->alive();
+    bool const alive = impl_->owns_its_work();
+    if (impl_->options.between_ownership_reads) impl_->options.between_ownership_reads();
     if (impl_->any_lost.load()) {
         std::lock_guard guard(impl_->outbox_mutex);
         bool const lost = impl_->lost.erase(id) != 0; // dropped once: the bus held one copy
         impl_->any_lost = !impl_->lost.empty();
         if (lost) return application::Ownership::lost;
     }
-    // Renewals late or failing: a survivor may be taking this process's work
+    // No renewal succeeded for two thirds of the lease timeout, or one found
+    // the registration lapsed: a survivor may be taking this process's work
     // over now, and the renewal that finds it out (re-registering, and
     // listing what was lost) has not run yet (review 18, A-2).
     if (!alive) return application::Ownership::doubtful;
@@ -1423,7 +1552,7 @@ std::uint64_t PostgresStore::reregistrations() const { return impl_->reregistrat
 application::TakenOver PostgresStore::take_over(std::size_t event_limit, std::size_t scheduled_limit) {
     // A process that may itself be taken for gone claims nothing (dead_owners
     // asks the database as well): its renewal registers it anew first.
-    if (!impl_->alive() || (event_limit == 0 && scheduled_limit == 0)) return {};
+    if (!impl_->owns_its_work() || (event_limit == 0 && scheduled_limit == 0)) return {};
     auto const invoices_most = static_cast<std::int64_t>(event_limit);
     auto const scheduled_most = static_cast<std::int64_t>(scheduled_limit);
     // One transaction: the dead owners, then both claims. A failure anywhere
@@ -1461,6 +1590,7 @@ application::TakenOver PostgresStore::take_over(std::size_t event_limit, std::si
                 taken.scheduled.push_back({codec::decode_event(s.bytes(row, 1)), Timestamp(Duration(s.integer(row, 0)))});
         }
         c.exec("COMMIT");
+        if (impl_->options.after_take_over_commit) impl_->options.after_take_over_commit();
         // Recorded while the token is still held, as undelivered() does: a
         // re-registration cannot run between the claim and this bookkeeping,
         // so what it lists as lost includes these rows (review 20, 6).

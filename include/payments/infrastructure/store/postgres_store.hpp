@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -57,6 +58,13 @@ struct PostgresStoreOptions {
     /// The application_name its sessions show in pg_stat_activity.
     std::string application_name = "payments";
 
+    /// Seams for tests of interleavings two loads or two statements wide;
+    /// empty in production. Called by still_owns() between its read of the
+    /// liveness and its read of what was lost, and by take_over() between its
+    /// claim's COMMIT and recording the claimed rows as this process's.
+    std::function<void()> between_ownership_reads = {};
+    std::function<void()> after_take_over_commit = {};
+
     /// `invalid_argument` when the lease timeout is shorter than the
     /// statement timeout (a process waiting on one statement
     /// would lose its invoices while it still drives them). open() checks it.
@@ -97,6 +105,9 @@ public:
     std::vector<domain::Payment> payments_of(domain::InvoiceId const& id) const override;
     application::OpenAttemptPage open_attempts(std::optional<domain::PaymentId> const& after,
                                                std::size_t limit) const override;
+    /// Refused as storage_unavailable, nothing sent, while this process's
+    /// ownership is doubtful (see still_owns()): what it committed would
+    /// wait, unbounded, on its bus.
     Result<void> commit(application::Changes changes) override;
     /// Queued for the writer; `done` runs on the writer thread once the
     /// batch that holds it is committed (or at once, on the caller's, when
@@ -110,8 +121,8 @@ public:
     application::StartMark start_mark() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
     /// Claims rows of processes whose liveness lapsed or that stopped;
-    /// nothing while this process's own liveness is not sure (renewing()
-    /// false, or its row lapsed: the others may be taking its work).
+    /// nothing while this process's own ownership is doubtful (see
+    /// still_owns()), or its row lapsed: the others may be taking its work.
     using application::Store::take_over;
     application::TakenOver take_over(std::size_t event_limit, std::size_t scheduled_limit) override;
     /// Calls `wake` on a NOTIFY on the schema's channel (payments_work,
@@ -119,8 +130,11 @@ public:
     bool watch_work_left(std::function<void()> wake) override;
     /// Lost (once) for an event published or armed before this process
     /// found its registration lapsed (swept or not) and that another process
-    /// took over; doubtful for any other while renewing() is false (the
-    /// registration may have lapsed unseen: the next renewal tells).
+    /// took over; doubtful for any other while no renewal sent in the last
+    /// two thirds of a lease timeout succeeded, or one found the registration
+    /// lapsed and registering anew has not succeeded yet (it may have lapsed
+    /// unseen: the next renewal tells). One failed renewal alone is not
+    /// doubtful: the registration lasts two lease timeouts.
     application::Ownership still_owns(domain::EventId const& id) override;
     /// Takes the lease when it is free, this process's, or its owner's
     /// liveness has lapsed; never while this process's renewals fail.
