@@ -496,6 +496,8 @@ SCENARIO("a PostgreSQL migration's DDL gives way to a live transaction on its ta
                                                        "' AND query LIKE '%ALTER TABLE invoices%' AND clock_timestamp() - "
                                                        "backend_start > interval '400 milliseconds'"));
                 }));
+                // Readers do not queue behind it: between two tries they get in (review 24 F5).
+                CHECK(run_sql(schema.uri(), "SET lock_timeout = '1s'; SELECT count(*) FROM " + s + ".invoices"));
                 REQUIRE(live.exec("COMMIT"));
                 auto const opened = opening.get();
                 CHECK_MESSAGE(opened, (opened ? "" : opened.error().detail));

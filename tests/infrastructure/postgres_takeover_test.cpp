@@ -78,6 +78,12 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
     HeldProvider g1, g2;
     World a(process(*store_a, g1, g2, "proc_a", 1));
     World b(process(*store_b, g1, g2, "proc_b", 2));
+    // The registration of whoever holds the lease lapses in PostgreSQL, without that process knowing.
+    auto const lapse = [&] {
+        std::string const& s = schema.name();
+        REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval "
+                                      "'1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+    };
     GIVEN("process A committed attempt P1 at gateway a, then deferred it: a's circuit open, and b's") {
         Invoice const invoice = a.create();
         Timestamp const start = a.clock.now();
@@ -90,9 +96,7 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
         REQUIRE(g1.held() == 0);
         WHEN("A stalls (its liveness lapses), B takes the invoice over and sends P1's key to a, and A's deferral "
              "then fires while b is usable and a's only probe is taken") {
-            std::string const& s = schema.name();
-            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval "
-                                          "'1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            lapse(); // the lease holder's registration, aged in PostgreSQL
             b.processor->recover();
             b.settle();
             REQUIRE(g1.held() == 1); // B's charge of P1's key, in flight
@@ -118,9 +122,7 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
         }
         WHEN("A stalls without knowing it (its row aged in PostgreSQL), B takes the invoice over and sends P1's key "
              "to a, and A's deferral then fires with a's probe free") {
-            std::string const& s = schema.name();
-            REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - interval "
-                                          "'1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
+            lapse(); // the lease holder's registration, aged in PostgreSQL
             b.processor->recover();
             b.settle();
             REQUIRE(g1.held() == 1); // B's charge of P1's key, in flight
@@ -139,11 +141,6 @@ SCENARIO("a process that lost an invoice's lease to a takeover neither reroutes 
         }
         WHEN("B takes the invoice over and sends P1's key to a, then B stalls in turn, and A's deferral fires "
              "(A takes the lease back) while b is usable and a's only probe is taken") {
-            std::string const& s = schema.name();
-            auto const lapse = [&] {
-                REQUIRE(run_sql(schema.uri(), "UPDATE " + s + ".owners SET alive_until = clock_timestamp() - "
-                                              "interval '1 second' WHERE owner = (SELECT owner FROM " + s + ".leases)"));
-            };
             lapse();
             b.processor->recover();
             b.settle();

@@ -566,8 +566,13 @@ SCENARIO("a retry scheduled before a restart is re-armed after it") {
         {
             EngineOptions options;
             options.processor.retry = {.base = 200ms, .cap = 200ms};
+            options.log_output = nullptr;
+            options.threads = 2;
             auto store = std::shared_ptr<SqliteStore>(open_store(path));
-            auto engine = an_engine_on(store, options);
+            // A clock that stands still: the retry cannot fall due before this engine stops (on a loaded
+            // machine under TSan, 200 ms passed between the check below and the stop, and it fired here).
+            auto const frozen = std::make_shared<infrastructure::ManualClock>(infrastructure::SystemClock{}.now());
+            auto engine = Engine::builder(options).store(store).idempotency_store(store).clock(frozen).build().value();
             auto invoice = engine->service().create_invoice({.amount = usd(500)}).value();
             id = invoice.id();
             engine->service().request_payment({.invoice_id = id, .payment_method = "pm_card_flaky_1"});
