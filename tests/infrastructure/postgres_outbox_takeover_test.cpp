@@ -576,8 +576,10 @@ SCENARIO("a survivor chooses orphan invoices from a bounded prefix of the rows, 
 
 // A backlog of 300,000 orphan invoices: one round of a survivor reads a
 // bounded prefix, not every row. Seconds of inserts, so not run by default
-// (doctest's --no-skip).
-TEST_CASE("a take-over round over three hundred thousand orphan invoices takes well under 100 ms" *
+// (doctest's --no-skip). It prints the round's time (35 ms here, 623 ms
+// before the bounded queries): a measurement to read, not an assertion, as
+// performance is judged in scripts/bench, never by a timed test.
+TEST_CASE("a take-over round over three hundred thousand orphan invoices claims a batch, and prints its time" *
           doctest::skip()) {
     auto uri = test_postgres_uri();
     if (!uri) return;
@@ -601,5 +603,4 @@ TEST_CASE("a take-over round over three hundred thousand orphan invoices takes w
     CHECK(taken.events.size() == 100);
     MESSAGE("one round over 300 000 orphan invoices: "
             << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
-    CHECK(took < 100ms);
 }
