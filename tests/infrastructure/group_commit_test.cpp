@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <thread>
@@ -35,6 +36,26 @@ struct Caller {
             saw_written = job->written.load();
             returned = true;
         });
+    }
+};
+
+// A writer that holds its first batch until `open` is set: jobs queue behind it.
+struct HeldWriter {
+    std::promise<void> entered, open;
+    std::shared_future<void> gate = open.get_future().share();
+    std::atomic<int> written{0};
+    bool first_batch = true; // Owned by: the writer thread
+
+    std::function<void(Commit::Batch&)> write() {
+        return [this](Commit::Batch& batch) {
+            if (batch.empty()) return;
+            if (std::exchange(first_batch, false)) {
+                entered.set_value();
+                gate.wait();
+            }
+            for (auto const& job : batch) job->written = true;
+            written += static_cast<int>(batch.size());
+        };
     }
 };
 
@@ -104,25 +125,14 @@ SCENARIO("a group commit's caller returns once its own batch is written, not ano
 
 SCENARIO("a group commit whose writer is behind refuses a job at once once its queue is full") {
     GIVEN("a writer held in its first batch, and a queue of two") {
-        std::promise<void> entered, open;
-        std::shared_future<void> gate = open.get_future().share();
-        std::atomic<int> written{0};
-        bool first_batch = true; // Owned by: the writer thread
+        HeldWriter held;
         Commit commit(
             1,
-            [&](Commit::Batch& batch) {
-                if (batch.empty()) return;
-                if (std::exchange(first_batch, false)) {
-                    entered.set_value();
-                    gate.wait();
-                }
-                for (auto const& job : batch) job->written = true;
-                written += static_cast<int>(batch.size());
-            },
+            held.write(),
             2);
         Caller writing, queued[2];
         writing.submit(commit);
-        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+        REQUIRE(held.entered.get_future().wait_for(5s) == std::future_status::ready);
         for (auto& caller : queued) caller.submit(commit);
         auto const deadline = std::chrono::steady_clock::now() + 5s;
         while (commit.queued() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
@@ -133,17 +143,17 @@ SCENARIO("a group commit whose writer is behind refuses a job at once once its q
             auto const answer = commit.submit(job);
             THEN("it is refused at once, not written, and the queued ones are written once the writer moves") {
                 CHECK(answer == Commit::Submitted::full);
-                open.set_value();
+                held.open.set_value();
                 writing.thread.join();
                 for (auto& caller : queued) caller.thread.join();
                 CHECK(queued[0].accepted);
                 CHECK(queued[1].accepted);
-                CHECK(written.load() == 3);
+                CHECK(held.written.load() == 3);
                 CHECK_FALSE(job->written.load());
             }
         }
         if (writing.thread.joinable()) {
-            open.set_value();
+            held.open.set_value();
             writing.thread.join();
             for (auto& caller : queued) caller.thread.join();
         }
@@ -154,25 +164,14 @@ SCENARIO("a group commit whose writer is behind refuses a job at once once its q
 // the clients' requests wait in, and those were refused.
 SCENARIO("a group commit keeps a quarter of its queue for the callers that wait") {
     GIVEN("a writer held in its first batch, and a queue of four") {
-        std::promise<void> entered, open;
-        std::shared_future<void> gate = open.get_future().share();
-        std::atomic<int> written{0};
-        bool first_batch = true; // Owned by: the writer thread
+        HeldWriter held;
         Commit commit(
             1,
-            [&](Commit::Batch& batch) {
-                if (batch.empty()) return;
-                if (std::exchange(first_batch, false)) {
-                    entered.set_value();
-                    gate.wait();
-                }
-                for (auto const& job : batch) job->written = true;
-                written += static_cast<int>(batch.size());
-            },
+            held.write(),
             4);
         Caller writing;
         writing.submit(commit);
-        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+        REQUIRE(held.entered.get_future().wait_for(5s) == std::future_status::ready);
         std::atomic<int> answered{0};
         auto const later = [&] { return commit.submit_async(std::make_shared<Job>(), [&](Commit::Submitted) { ++answered; }); };
 
@@ -189,17 +188,17 @@ SCENARIO("a group commit keeps a quarter of its queue for the callers that wait"
                 while (commit.queued() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
                 CHECK(commit.queued() == 4);
                 CHECK(commit.submit(std::make_shared<Job>()) == Commit::Submitted::full);
-                open.set_value();
+                held.open.set_value();
                 writing.thread.join();
                 waiting.thread.join();
                 CHECK(waiting.accepted);
-                CHECK(written.load() == 5);
+                CHECK(held.written.load() == 5);
                 commit.close();
                 CHECK(answered.load() == 3);
             }
         }
         if (writing.thread.joinable()) {
-            open.set_value();
+            held.open.set_value();
             writing.thread.join();
         }
     }
@@ -207,25 +206,14 @@ SCENARIO("a group commit keeps a quarter of its queue for the callers that wait"
 
 SCENARIO("a group commit's job not taken by its writer within the queue's patience is given up, never sent") {
     GIVEN("a writer held in its first batch, and a patience of 50 ms") {
-        std::promise<void> entered, open;
-        std::shared_future<void> gate = open.get_future().share();
-        std::atomic<int> written{0};
-        bool first_batch = true; // Owned by: the writer thread
+        HeldWriter held;
         Commit commit(
             1,
-            [&](Commit::Batch& batch) {
-                if (batch.empty()) return;
-                if (std::exchange(first_batch, false)) {
-                    entered.set_value();
-                    gate.wait();
-                }
-                for (auto const& job : batch) job->written = true;
-                written += static_cast<int>(batch.size());
-            },
+            held.write(),
             0, 50ms);
         Caller writing, queued;
         writing.submit(commit);
-        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+        REQUIRE(held.entered.get_future().wait_for(5s) == std::future_status::ready);
 
         WHEN("a job queues behind the held batch") {
             auto const start = std::chrono::steady_clock::now();
@@ -233,7 +221,7 @@ SCENARIO("a group commit's job not taken by its writer within the queue's patien
             auto const deadline = start + 2s;
             while (!queued.returned && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
             bool const returned_while_held = queued.returned.load();
-            open.set_value();
+            held.open.set_value();
             writing.thread.join();
             queued.thread.join();
             commit.close();
@@ -242,12 +230,12 @@ SCENARIO("a group commit's job not taken by its writer within the queue's patien
                 CHECK(returned_while_held);
                 CHECK_FALSE(queued.accepted);
                 CHECK_FALSE(queued.job->written.load());
-                CHECK(written.load() == 1);
+                CHECK(held.written.load() == 1);
                 CHECK(writing.accepted);
             }
         }
         if (writing.thread.joinable()) {
-            open.set_value();
+            held.open.set_value();
             writing.thread.join();
         }
     }
@@ -256,27 +244,16 @@ SCENARIO("a group commit's job not taken by its writer within the queue's patien
 SCENARIO("a group commit's writer answers a job queued longer than the patience as expired, never sent, "
          "whether its caller waits or not") {
     GIVEN("a writer held in its first batch, a patience of 10 s and a clock the test moves") {
-        std::promise<void> entered, open;
-        std::shared_future<void> gate = open.get_future().share();
-        std::atomic<int> written{0};
-        bool first_batch = true; // Owned by: the writer thread
+        HeldWriter held;
         std::atomic<std::chrono::steady_clock::duration> elapsed{std::chrono::steady_clock::duration::zero()};
         auto const epoch = std::chrono::steady_clock::now();
         Commit commit(
             1,
-            [&](Commit::Batch& batch) {
-                if (batch.empty()) return;
-                if (std::exchange(first_batch, false)) {
-                    entered.set_value();
-                    gate.wait();
-                }
-                for (auto const& job : batch) job->written = true;
-                written += static_cast<int>(batch.size());
-            },
+            held.write(),
             0, 10s, [&] { return epoch + elapsed.load(); });
         Caller writing, waiting;
         writing.submit(commit);
-        REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+        REQUIRE(held.entered.get_future().wait_for(5s) == std::future_status::ready);
 
         WHEN("an asynchronous job and a waiting caller queue, the clock passes the patience, and a fresh "
              "asynchronous job queues before the writer moves") {
@@ -292,7 +269,7 @@ SCENARIO("a group commit's writer answers a job queued longer than the patience 
             elapsed = 10s + 1ms;
             auto const queued_fresh = commit.submit_async(
                 fresh_job, [&](Commit::Submitted s) { fresh_answer.set_value(s); });
-            open.set_value();
+            held.open.set_value();
             bool const old_called = old_heard.wait_for(5s) == std::future_status::ready;
             bool const fresh_called = fresh_heard.wait_for(5s) == std::future_status::ready;
             writing.thread.join();
@@ -309,11 +286,11 @@ SCENARIO("a group commit's writer answers a job queued longer than the patience 
                 REQUIRE(fresh_called);
                 CHECK(fresh_heard.get() == Commit::Submitted::written);
                 CHECK(fresh_job->written.load());
-                CHECK(written.load() == 2);
+                CHECK(held.written.load() == 2);
             }
         }
         if (writing.thread.joinable()) {
-            open.set_value();
+            held.open.set_value();
             writing.thread.join();
         }
     }
