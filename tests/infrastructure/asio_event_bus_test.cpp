@@ -7,6 +7,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <functional>
 #include <future>
 #include <stdexcept>
 #include <thread>
@@ -443,69 +444,62 @@ SCENARIO("a delivery filter that throws holds its event back: the lane goes on a
     }
 }
 
-SCENARIO("removing a delivered hook waits for a call of it that is running, and it is not called after") {
-    BusFixture f;
-    std::promise<void> entered;
-    std::promise<void> go;
+namespace {
+
+// A hook's or a filter's call that the first delivery holds until `go` is set.
+struct HeldCall {
+    std::promise<void> entered, go;
     std::shared_future<void> const going = go.get_future().share();
     std::atomic<int> calls{0};
-    auto hook = f.bus.subscribe_delivered("hook", [&](Event const&) {
+
+    void run() {
         if (calls.fetch_add(1) == 0) {
             entered.set_value();
             going.wait();
         }
-    });
-    GIVEN("the hook is running on a delivery thread, held there") {
+    }
+};
+
+// The removal handshake, for a hook and a filter alike: `remove` resets the
+// subscription whose callee runs `held`.
+void removal_waits_for_the_running_call(BusFixture& f, HeldCall& held, std::function<void()> const& remove) {
+    GIVEN("the callee is running on a delivery thread, held there") {
         f.bus.publish(failed_event("inv_1", 1));
         std::thread delivering([&] { f.io.run(); });
-        entered.get_future().wait();
+        held.entered.get_future().wait();
         WHEN("its subscription is reset on another thread") {
-            auto removed = std::async(std::launch::async, [&] { hook.reset(); });
-            THEN("the reset returns only once the call has ended, and the hook is not called again") {
+            auto removed = std::async(std::launch::async, remove);
+            THEN("the reset returns only once the call has ended, and the callee is not called again") {
                 CHECK(removed.wait_for(50ms) == std::future_status::timeout);
-                go.set_value();
+                held.go.set_value();
                 removed.wait();
                 delivering.join();
                 f.io.restart();
                 f.bus.publish(failed_event("inv_1", 2));
                 f.settle();
-                CHECK(calls == 1);
+                CHECK(held.calls == 1);
             }
         }
     }
 }
 
+} // namespace
+
+SCENARIO("removing a delivered hook waits for a call of it that is running, and it is not called after") {
+    BusFixture f;
+    HeldCall held;
+    auto hook = f.bus.subscribe_delivered("hook", [&](Event const&) { held.run(); });
+    removal_waits_for_the_running_call(f, held, [&] { hook.reset(); });
+}
+
 SCENARIO("removing a delivery filter waits for a call of it that is running, and it is not called after") {
     BusFixture f;
-    std::promise<void> entered;
-    std::promise<void> go;
-    std::shared_future<void> const going = go.get_future().share();
-    std::atomic<int> calls{0};
+    HeldCall held;
     auto filter = f.bus.add_delivery_filter([&](Event const&) {
-        if (calls.fetch_add(1) == 0) {
-            entered.set_value();
-            going.wait();
-        }
+        held.run();
         return application::Delivery::deliver;
     });
-    GIVEN("the filter is running on a delivery thread, held there") {
-        f.bus.publish(failed_event("inv_1", 1));
-        std::thread delivering([&] { f.io.run(); });
-        entered.get_future().wait();
-        WHEN("its subscription is reset on another thread") {
-            auto removed = std::async(std::launch::async, [&] { filter.reset(); });
-            THEN("the reset returns only once the call has ended, and the filter is not called again") {
-                CHECK(removed.wait_for(50ms) == std::future_status::timeout);
-                go.set_value();
-                removed.wait();
-                delivering.join();
-                f.io.restart();
-                f.bus.publish(failed_event("inv_1", 2));
-                f.settle();
-                CHECK(calls == 1);
-            }
-        }
-    }
+    removal_waits_for_the_running_call(f, held, [&] { filter.reset(); });
 }
 
 SCENARIO("events a filter holds back stay queued across the bus's stop, and go at the next look once the filter is removed") {
