@@ -11,6 +11,9 @@
 #include <boost/url/url_view.hpp>
 
 #include <chrono>
+#include <future>
+#include <memory>
+#include <optional>
 
 namespace http_server {
 
@@ -63,10 +66,19 @@ struct Api::Impl {
                                                                2 * context.webhooks.tolerance);
     }
 
-    // Routes the request; `route` is set to the matched pattern for metrics and logs.
-    Reply dispatch(Request const& request, CorrelationId const& correlation_id, std::string_view& route) {
+    // What routing found: a route and its call, or an answer (bad target, 404, 405).
+    struct Routed {
+        Route const* route = nullptr;
+        std::optional<Call> call;
+        std::optional<Reply> reply;
+    };
+
+    // Routes the request.
+    Routed route(Request const& request, CorrelationId const& correlation_id) {
         auto target = parse_target(request.target());
-        if (!target) return problem_reply(http::status::bad_request, "bad_request", "the request target is not a valid path");
+        if (!target)
+            return {nullptr, std::nullopt,
+                    problem_reply(http::status::bad_request, "bad_request", "the request target is not a valid path")};
         std::vector<std::string> segments;
         for (auto segment : target->segments()) segments.push_back(segment);
         // HEAD is GET without the body (RFC 9110 §9.3.2): the same handler answers.
@@ -80,16 +92,14 @@ struct Api::Impl {
                 if (r.method == http::verb::get) allow += ", HEAD";
                 continue;
             }
-            route = r.pattern;
-            Call call{request, std::move(params), target->params(), correlation_id};
-            return r.handler(context, call);
+            return {&r, Call{request, std::move(params), target->params(), correlation_id}, std::nullopt};
         }
         if (!allow.empty()) {
             Reply reply = problem_reply(http::status::method_not_allowed, "method_not_allowed", "allowed: " + allow);
             reply.headers.emplace_back("Allow", allow);
-            return reply;
+            return {nullptr, std::nullopt, std::move(reply)};
         }
-        return problem_reply(http::status::not_found, "route_not_found", "no route for this path");
+        return {nullptr, std::nullopt, problem_reply(http::status::not_found, "route_not_found", "no route for this path")};
     }
 
     // The response to `request`: headers every answer carries, and no body
@@ -136,15 +146,53 @@ struct Api::Impl {
 Api::Api(Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token, WebhookOptions webhooks)
     : impl_(std::make_shared<Impl>(engine, readiness, std::move(admin_token), std::move(webhooks))) {}
 
+namespace {
+
+// What a response needs of its request once the request may be gone.
+struct Asked {
+    http::request_header<> header; // the start line only: version and method
+    bool keep_alive;
+    CorrelationId id;
+    std::string_view route; // a route pattern or "unmatched": static storage
+    std::chrono::steady_clock::time_point started;
+};
+
+} // namespace
+
+void Api::handle(Request const& request, Offload const& offload, Answer done) {
+    auto asked = std::make_shared<Asked>();
+    asked->started = std::chrono::steady_clock::now();
+    asked->header.version(request.version());
+    asked->header.method(request.method());
+    asked->keep_alive = request.keep_alive();
+    asked->id = impl_->request_id(request);
+    asked->route = "unmatched";
+    // The response to the reply, logged and counted: on whichever thread the reply comes.
+    auto respond = [impl = impl_, asked, done = std::move(done)](Reply reply) {
+        Response response = impl->respond(std::move(reply), asked->header, asked->id);
+        response.keep_alive(asked->keep_alive);
+        impl->record(asked->route, asked->header.method(), response.result(), asked->started, asked->id);
+        done(std::move(response));
+    };
+    Impl::Routed routed = impl_->route(request, asked->id);
+    if (!routed.route) return respond(std::move(*routed.reply));
+    asked->route = routed.route->pattern;
+    if (auto const command = routed.route->command)
+        return offload(Work::command, [impl = impl_, command, call = std::move(*routed.call),
+                                       respond = std::move(respond)]() mutable {
+            command(impl->context, call, std::move(respond));
+        });
+    offload(Work::may_wait, [impl = impl_, handler = routed.route->handler, call = std::move(*routed.call),
+                             respond = std::move(respond)]() mutable { respond(handler(impl->context, call)); });
+}
+
 Response Api::handle(Request const& request) {
-    auto const started = std::chrono::steady_clock::now();
-    CorrelationId const id = impl_->request_id(request);
-    std::string_view route = "unmatched"; // a route pattern or this literal: static storage
-    Reply reply = impl_->dispatch(request, id, route);
-    Response response = impl_->respond(std::move(reply), request, id);
-    response.keep_alive(request.keep_alive());
-    impl_->record(route, request.method(), response.result(), started, id);
-    return response;
+    std::promise<Response> answered;
+    auto response = answered.get_future();
+    handle(
+        request, [](Work, std::function<void()> work) { work(); },
+        [&answered](Response r) { answered.set_value(std::move(r)); });
+    return response.get();
 }
 
 Response Api::refuse(Refusal const& refusal, http::request_header<> const* header) {

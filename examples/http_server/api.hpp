@@ -8,6 +8,7 @@
 #include <boost/beast/http/string_body.hpp>
 
 #include <atomic>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,26 @@ public:
     Api(payments::Engine& engine, std::atomic<Readiness> const& readiness, std::string admin_token = {},
         WebhookOptions webhooks = {});
 
+    /// Where handle() sends a request's response, exactly once.
+    using Answer = std::function<void(Response)>;
+    /// What a handler is about to do, for Offload to choose its thread.
+    enum class Work {
+        may_wait, ///< reads of the store, the operator's commands: they wait for the store
+        command,  ///< create, pay: reads and decides, then goes on while its commit is made durable
+    };
+    /// Runs a handler's `work` where that kind may run (the server: on its
+    /// handler threads what may wait; on the I/O thread, or not, a command).
+    using Offload = std::function<void(Work, std::function<void()>)>;
+
+    /// Answers `request` through `done`: at once for what is refused before
+    /// routing, through `offload` for a handler that may wait, and from the
+    /// use case's continuation for a command (create, pay: on the engine's
+    /// threads once its commit is durable; nothing waits for it). `request`
+    /// must live until `done` is called.
+    void handle(Request const& request, Offload const& offload, Answer done);
+
+    /// handle() on the caller's thread, waiting for a command's commit: tests
+    /// and the fuzzer. The engine's threads must run (they answer commands).
     Response handle(Request const& request);
 
     /// Every route as "METHOD /path/{param}", for the OpenAPI consistency test.

@@ -213,6 +213,8 @@ payments::Result<void> open_store(Options& options) {
         options.postgres.application_name = "payments-server";
         // Other servers' work may need taking over at any time, not only while this one is busy.
         options.engine.processor.janitor_when_idle = true;
+        // A key's claim is a round trip: commands start on the handler threads.
+        options.commands_on_io_threads = false;
         auto store = payments::infrastructure::PostgresStore::open(options.postgres);
         if (!store) return store.error();
         std::shared_ptr<payments::infrastructure::PostgresStore> shared = std::move(*store);

@@ -20,10 +20,16 @@ struct Options {
     std::string bind = "0.0.0.0";
     std::uint16_t port = 8080;
     unsigned threads = 0; ///< 0: one per core
-    /// Threads that run requests: a request waits there for its commit, off
-    /// the I/O threads, so that many wait at once and the store's group
-    /// commit makes one transaction of them. 0: on the I/O threads.
+    /// Threads that run the requests that may wait for the store (its reads,
+    /// the operator's commands), off the I/O threads. A command (create, pay)
+    /// waits for its commit on no thread: it is answered from the commit's
+    /// continuation. 0: everything on the I/O threads.
     unsigned handler_threads = 64;
+    /// Whether a command starts on the I/O thread that read it (its idempotency
+    /// claim and reads are answered in this process: memory, SQLite) or on the
+    /// handler threads (PostgreSQL claims a key with a round trip). Set from
+    /// `store` by open_store().
+    bool commands_on_io_threads = true;
     std::size_t body_limit = 64 * 1024;
     std::size_t header_limit = 8 * 1024;
     std::size_t uri_limit = 4 * 1024;

@@ -4,10 +4,10 @@ namespace http_server {
 
 std::span<Route const> route_table() {
     static Route const table[] = {
-        {http::verb::post, "/invoices", &create_invoice},
+        {http::verb::post, "/invoices", nullptr, &create_invoice},
         {http::verb::get, "/invoices", &list_invoices},
         {http::verb::get, "/invoices/{id}", &get_invoice},
-        {http::verb::post, "/invoices/{id}/pay", &pay_invoice},
+        {http::verb::post, "/invoices/{id}/pay", nullptr, &pay_invoice},
         {http::verb::get, "/invoices/{id}/payments", &list_payments},
         {http::verb::get, "/invoices/{id}/events", &invoice_events},
         {http::verb::get, "/payments/{id}", &get_payment},

@@ -8,6 +8,8 @@
 
 #include <boost/url/params_view.hpp>
 
+#include <functional>
+
 #include <optional>
 #include <span>
 #include <string>
@@ -34,20 +36,31 @@ struct Call {
     payments::domain::CorrelationId correlation_id;
 };
 
+/// A handler that answers at once (it may wait for the store: it runs on the
+/// server's handler threads).
 using Handler = Reply (*)(Context&, Call&);
+/// Where a command's handler sends its answer, exactly once.
+using Respond = std::function<void(Reply)>;
+/// A command's handler: reads the request, starts the use case and returns;
+/// the use case answers through `respond` once its commit is durable (on the
+/// engine's threads), or at once when it refuses early. It never waits for a
+/// commit, so it runs on the I/O threads.
+using CommandHandler = void (*)(Context&, Call&, Respond respond);
 
-/// One route: method, path pattern ("/invoices/{id}/pay") and handler.
+/// One route: method, path pattern ("/invoices/{id}/pay") and its handler,
+/// one of the two kinds.
 struct Route {
     http::verb method;
     std::string_view pattern;
-    Handler handler;
+    Handler handler = nullptr;
+    CommandHandler command = nullptr;
 };
 
 /// Every route, in matching order.
 std::span<Route const> route_table();
 
 // routes_invoices.cpp
-Reply create_invoice(Context&, Call&);
+void create_invoice(Context&, Call&, Respond respond);
 Reply get_invoice(Context&, Call&);
 Reply list_invoices(Context&, Call&);
 /// GET /invoices/{id}/events: the invoice's audit history.
@@ -56,7 +69,7 @@ Reply invoice_events(Context&, Call&);
 Reply invoice_page(Context&, Call&, std::optional<payments::domain::InvoiceStatus> only);
 
 // routes_payments.cpp
-Reply pay_invoice(Context&, Call&);
+void pay_invoice(Context&, Call&, Respond respond);
 Reply list_payments(Context&, Call&);
 Reply get_payment(Context&, Call&);
 

@@ -11,35 +11,37 @@ namespace json = boost::json;
 using namespace payments;
 using namespace payments::domain;
 
-Reply create_invoice(Context& context, Call& call) {
+void create_invoice(Context& context, Call& call, Respond respond) {
     auto body = json_body(call.request, {"id", "amount", "currency", "description"}, true);
-    if (auto* bad = std::get_if<Reply>(&body)) return std::move(*bad);
+    if (auto* bad = std::get_if<Reply>(&body)) return respond(std::move(*bad));
     auto const& fields = std::get<json::object>(body);
     auto const* amount = fields.if_contains("amount");
     if (amount == nullptr || !amount->is_int64())
-        return problem_reply(http::status::bad_request, "invalid_amount",
-                             "amount must be an integer number of minor units, 1 to 999999999999999");
+        return respond(problem_reply(http::status::bad_request, "invalid_amount",
+                                     "amount must be an integer number of minor units, 1 to 999999999999999"));
     auto currency_code = string_field(fields, "currency", "USD");
-    if (auto* bad = std::get_if<Reply>(&currency_code)) return std::move(*bad);
+    if (auto* bad = std::get_if<Reply>(&currency_code)) return respond(std::move(*bad));
     auto currency = Currency::from_code(std::get<std::string>(currency_code));
-    if (!currency) return from_error(currency.error());
+    if (!currency) return respond(from_error(currency.error()));
     auto money = Money::positive(amount->as_int64(), *currency);
-    if (!money) return from_error(money.error());
+    if (!money) return respond(from_error(money.error()));
     auto description = string_field(fields, "description", "");
-    if (auto* bad = std::get_if<Reply>(&description)) return std::move(*bad);
+    if (auto* bad = std::get_if<Reply>(&description)) return respond(std::move(*bad));
     application::CreateInvoice command{std::nullopt, *money, std::get<std::string>(description), call.correlation_id};
     if (fields.contains("id")) {
         auto id = string_field(fields, "id", "");
-        if (auto* bad = std::get_if<Reply>(&id)) return std::move(*bad);
+        if (auto* bad = std::get_if<Reply>(&id)) return respond(std::move(*bad));
         auto parsed = InvoiceId::parse(std::get<std::string>(id));
-        if (!parsed) return from_error(parsed.error());
+        if (!parsed) return respond(from_error(parsed.error()));
         command.id = *parsed;
     }
-    auto created = context.engine.service().create_invoice(std::move(command));
-    if (!created) return from_error(created.error());
-    Reply reply = json_reply(http::status::created, invoice_json(*created, context.engine.clock().now()));
-    reply.headers.emplace_back("Location", "/invoices/" + std::string(created->id().str()));
-    return reply;
+    context.engine.service().create_invoice_async(
+        std::move(command), [&engine = context.engine, respond = std::move(respond)](Result<Invoice> created) {
+            if (!created) return respond(from_error(created.error()));
+            Reply reply = json_reply(http::status::created, invoice_json(*created, engine.clock().now()));
+            reply.headers.emplace_back("Location", "/invoices/" + std::string(created->id().str()));
+            respond(std::move(reply));
+        });
 }
 
 Reply get_invoice(Context& context, Call& call) {

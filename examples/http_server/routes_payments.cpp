@@ -9,25 +9,29 @@ namespace json = boost::json;
 using namespace payments;
 using namespace payments::domain;
 
-Reply pay_invoice(Context& context, Call& call) {
+void pay_invoice(Context& context, Call& call, Respond respond) {
     auto id = InvoiceId::parse(call.params[0]);
-    if (!id) return problem_reply(http::status::not_found, "not_found", "no invoice " + call.params[0]);
+    if (!id) return respond(problem_reply(http::status::not_found, "not_found", "no invoice " + call.params[0]));
     auto body = json_body(call.request, {"payment_method"}, false);
-    if (auto* bad = std::get_if<Reply>(&body)) return std::move(*bad);
+    if (auto* bad = std::get_if<Reply>(&body)) return respond(std::move(*bad));
     auto method = string_field(std::get<json::object>(body), "payment_method", "");
-    if (auto* bad = std::get_if<Reply>(&method)) return std::move(*bad);
+    if (auto* bad = std::get_if<Reply>(&method)) return respond(std::move(*bad));
     application::RequestPayment command{*id, std::get<std::string>(method), std::nullopt, call.correlation_id};
     if (auto header = call.request.find("Idempotency-Key"); header != call.request.end()) {
         auto key = application::IdempotencyKey::make(std::string(call.request["X-Client-Id"]), std::string(header->value()));
-        if (!key) return problem_reply(http::status::bad_request, "invalid_idempotency_key", key.error().detail);
+        if (!key)
+            return respond(problem_reply(http::status::bad_request, "invalid_idempotency_key", key.error().detail));
         command.idempotency_key = *key;
     }
-    auto outcome = context.engine.service().request_payment(command);
-    Reply reply = outcome.result ? json_reply(http::status::accepted, payment_json(*outcome.result))
-                                 : from_error(outcome.result.error());
-    if (outcome.result) reply.headers.emplace_back("Location", "/payments/" + std::string(outcome.result->id().str()));
-    if (outcome.replayed) reply.headers.emplace_back("Idempotent-Replayed", "true");
-    return reply;
+    context.engine.service().request_payment_async(
+        std::move(command), [respond = std::move(respond)](application::PaymentRequestReply outcome) {
+            Reply reply = outcome.result ? json_reply(http::status::accepted, payment_json(*outcome.result))
+                                         : from_error(outcome.result.error());
+            if (outcome.result)
+                reply.headers.emplace_back("Location", "/payments/" + std::string(outcome.result->id().str()));
+            if (outcome.replayed) reply.headers.emplace_back("Idempotent-Replayed", "true");
+            respond(std::move(reply));
+        });
 }
 
 Reply list_payments(Context& context, Call& call) {

@@ -67,6 +67,41 @@ Result<void> commit_and_publish(Ports const& ports, Changes changes) {
     return {};
 }
 
+namespace {
+
+// What both asynchronous commits do once the store answered, on the thread it
+// answers on: publish what committed, then post `done` to the scheduler.
+void hand_over(Ports const& ports, std::weak_ptr<void const> const& owner, std::shared_ptr<Once> const& once,
+               Result<void> const& committed, std::vector<domain::Event> events, std::vector<ScheduledEvent> scheduled,
+               std::function<void()>& answered) {
+    // `ports` holds references into the owner's wiring (scheduler, bus, logger): held across the post,
+    // so that its owner cannot finish going meanwhile; once it is gone, none of them is touched.
+    auto const alive = owner.lock();
+    if (!alive) return; // the events stay in the outbox for the next start
+    // Counted as answered only once the rest is posted: whoever waits for it finds it queued.
+    struct Answered {
+        std::function<void()>& fn;
+        ~Answered() {
+            if (fn) fn();
+        }
+    } const counted{answered};
+    try {
+        // Published here, in the order the writer answers its commits: the events of one payment
+        // never overtake each other (a synchronous settlement that committed after this one
+        // publishes after it too). Queueing on the bus does not block.
+        if (committed) publish(ports, std::move(events), std::move(scheduled));
+        ports.scheduler.post([owner, committed, once] {
+            if (auto const still = owner.lock()) once->call({committed});
+        });
+    } catch (std::exception const& e) {
+        refused(ports, *once, committed, e.what());
+    } catch (...) {
+        refused(ports, *once, committed, "an exception of unknown type");
+    }
+}
+
+} // namespace
+
 void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr<void const> owner,
                               std::function<void(CommitAnswer)> done, std::function<void()> answered) {
     std::vector<domain::Event> events = changes.events;
@@ -77,30 +112,18 @@ void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr
     ports.store.commit_async(std::move(changes), [ports, owner = std::move(owner), events = std::move(events),
                                                   scheduled = std::move(scheduled), once,
                                                   answered = std::move(answered)](Result<void> committed) mutable {
-        // `ports` holds references into the owner's wiring (scheduler, bus, logger): held across the post,
-        // so that its owner cannot finish going meanwhile; once it is gone, none of them is touched.
-        auto const alive = owner.lock();
-        if (!alive) return; // the events stay in the outbox for the next start
-        // Counted as answered only once the rest is posted: whoever waits for it finds it queued.
-        struct Answered {
-            std::function<void()>& fn;
-            ~Answered() {
-                if (fn) fn();
-            }
-        } const counted{answered};
-        try {
-            // Published here, in the order the writer answers its commits: the events of one payment
-            // never overtake each other (a synchronous settlement that committed after this one
-            // publishes after it too). Queueing on the bus does not block.
-            if (committed) publish(ports, std::move(events), std::move(scheduled));
-            ports.scheduler.post([owner, committed, once] {
-                if (auto const still = owner.lock()) once->call({committed});
-            });
-        } catch (std::exception const& e) {
-            refused(ports, *once, committed, e.what());
-        } catch (...) {
-            refused(ports, *once, committed, "an exception of unknown type");
-        }
+        hand_over(ports, owner, once, committed, std::move(events), std::move(scheduled), answered);
+    });
+}
+
+void update_and_publish_async(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,
+                              Store::Apply const& apply, std::weak_ptr<void const> owner,
+                              std::function<void(CommitAnswer)> done) {
+    auto once = std::make_shared<Once>(std::move(done));
+    ports.store.update_async(id, decide, apply, [ports, owner = std::move(owner), once](Result<Changes> updated) {
+        std::function<void()> answered;
+        if (!updated) return hand_over(ports, owner, once, updated.error(), {}, {}, answered);
+        hand_over(ports, owner, once, {}, std::move(updated->events), std::move(updated->scheduled), answered);
     });
 }
 

@@ -45,4 +45,14 @@ void commit_and_publish_async(Ports const& ports, Changes changes, std::weak_ptr
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,
                                 Store::Apply const& apply);
 
+/// update_and_publish() without holding the caller's thread: Store::update_async(),
+/// then, on the thread the store answers on, the events are published if it
+/// committed, and `done` gets the result on the scheduler's threads, as
+/// commit_and_publish_async() does (the same rules for `owner` and a refused
+/// post). A refusal known before any commit (`not_found`, `decide`'s) goes the
+/// same way: `done` never runs on the caller's thread, so it may commit.
+void update_and_publish_async(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,
+                              Store::Apply const& apply, std::weak_ptr<void const> owner,
+                              std::function<void(CommitAnswer)> done);
+
 } // namespace payments::application

@@ -3,6 +3,9 @@
 #include "commit_retry.hpp"
 #include "outbox.hpp"
 
+#include <memory>
+#include <thread>
+
 namespace payments::application {
 
 using namespace domain;
@@ -23,6 +26,22 @@ bool replayable(PaymentResult const& outcome) {
     return outcome || outcome.error().code == ErrorCode::invalid_argument;
 }
 
+// The answer a key's claim already gives (a replay, the key in use or
+// reused); none when it is claimed for this request.
+std::optional<PaymentRequestReply> answer_of(IdempotencyClaim& claim) {
+    switch (claim.state) {
+    case IdempotencyClaim::State::replay: return PaymentRequestReply{std::move(*claim.stored), true};
+    case IdempotencyClaim::State::in_use:
+        return PaymentRequestReply{
+            reject(ErrorCode::idempotency_key_in_use, "a request with this idempotency key is still running"), false};
+    case IdempotencyClaim::State::mismatch:
+        return PaymentRequestReply{
+            reject(ErrorCode::idempotency_key_reused, "this idempotency key was used for a different request"), false};
+    case IdempotencyClaim::State::claimed: break;
+    }
+    return std::nullopt;
+}
+
 Result<void> refuse_when_stopped(std::atomic<bool> const& accepting) {
     if (!accepting.load(std::memory_order_acquire))
         return reject(ErrorCode::unavailable, "the service is shutting down; retry against another instance or later");
@@ -32,6 +51,12 @@ Result<void> refuse_when_stopped(std::atomic<bool> const& accepting) {
 } // namespace
 
 PaymentService::PaymentService(Ports ports) : ports_(ports) {}
+
+PaymentService::~PaymentService() {
+    std::weak_ptr<int const> const running = alive_;
+    alive_.reset();
+    while (!running.expired()) std::this_thread::yield();
+}
 
 CorrelationId PaymentService::correlation(CorrelationId const& given) const {
     return given.empty() ? CorrelationId::generate(ports_.random) : given;
@@ -55,26 +80,77 @@ auto unless_storage_fails(F&& f) -> decltype(f()) {
 
 } // namespace
 
-Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
-    if (auto open = refuse_when_stopped(accepting_); !open) return open.error();
-    InvoiceId id = command.id ? std::move(*command.id) : InvoiceId::generate(ports_.random);
+namespace {
+
+// A new invoice and the commit that stores it, or the refusal of the command.
+Result<std::pair<Invoice, Changes>> new_invoice(Ports const& ports, CreateInvoice command,
+                                               CorrelationId const& correlation_id) {
+    InvoiceId id = command.id ? std::move(*command.id) : InvoiceId::generate(ports.random);
     auto created = Invoice::create(std::move(id), command.amount, std::move(command.description),
-                                   new_event_meta(ports_, correlation(command.correlation_id)));
+                                   new_event_meta(ports, correlation_id));
     if (!created) return created.error();
     Invoice invoice = Invoice::from(*created);
     Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
-    changes.events.emplace_back(*created);
-    if (auto committed = commit_and_publish(ports_, std::move(changes)); !committed) {
+    changes.events.emplace_back(std::move(*created));
+    return std::pair{std::move(invoice), std::move(changes)};
+}
+
+// create_invoice()'s answer once its commit answered.
+Result<Invoice> invoice_created(Ports const& ports, Invoice invoice, CorrelationId const& correlation_id,
+                                Result<void> const& committed) {
+    if (!committed) {
         if (committed.error().code == ErrorCode::already_exists)
             return reject(ErrorCode::already_exists, "invoice " + std::string(invoice.id().str()) + " already exists");
         return committed.error();
     }
-    ports_.metrics.invoice_status_changed(std::nullopt, invoice.status());
-    ports_.logger.info("invoice created", {{"invoice_id", invoice.id().str()},
-                                           {"correlation_id", created->envelope.correlation_id.str()},
-                                           {"amount", invoice.amount().minor_units()},
-                                           {"currency", invoice.amount().currency().code()}});
+    ports.metrics.invoice_status_changed(std::nullopt, invoice.status());
+    ports.logger.info("invoice created", {{"invoice_id", invoice.id().str()},
+                                          {"correlation_id", correlation_id.str()},
+                                          {"amount", invoice.amount().minor_units()},
+                                          {"currency", invoice.amount().currency().code()}});
     return invoice;
+}
+
+} // namespace
+
+Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
+    if (auto open = refuse_when_stopped(accepting_); !open) return open.error();
+    CorrelationId correlation_id = correlation(command.correlation_id);
+    auto made = new_invoice(ports_, std::move(command), correlation_id);
+    if (!made) return made.error();
+    auto committed = commit_and_publish(ports_, std::move(made->second));
+    return invoice_created(ports_, std::move(made->first), correlation_id, committed);
+}
+
+void PaymentService::create_invoice_async(CreateInvoice command, CreateInvoiceDone done) {
+    Result<Invoice> at_once = reject(ErrorCode::storage_unavailable, "not answered");
+    try {
+        if (auto open = refuse_when_stopped(accepting_); !open) {
+            at_once = open.error();
+        } else {
+            CorrelationId correlation_id = correlation(command.correlation_id);
+            auto made = new_invoice(ports_, std::move(command), correlation_id);
+            if (!made) {
+                at_once = made.error();
+            } else {
+                auto once = std::make_shared<CreateInvoiceDone>(std::move(done));
+                try {
+                    commit_and_publish_async(ports_, std::move(made->second), alive_,
+                                             [this, invoice = std::move(made->first), correlation_id, once](CommitAnswer answer) mutable {
+                                                 (*once)(invoice_created(ports_, std::move(invoice), correlation_id,
+                                                                         answer.committed));
+                                             });
+                    return;
+                } catch (...) {
+                    done = std::move(*once); // not called: commit_async threw
+                    throw;
+                }
+            }
+        }
+    } catch (StorageFailure const& failure) {
+        at_once = reject(ErrorCode::storage_unavailable, failure.what());
+    }
+    done(std::move(at_once));
 }
 
 PaymentRequestReply PaymentService::request_payment(RequestPayment const& command) {
@@ -88,17 +164,7 @@ PaymentRequestReply PaymentService::request_payment(RequestPayment const& comman
 
         IdempotencyKey const& key = *command.idempotency_key;
         auto claim = ports_.idempotency.claim(key, fingerprint(command), ports_.clock.now());
-        switch (claim.state) {
-        case IdempotencyClaim::State::replay: return {std::move(*claim.stored), true};
-        case IdempotencyClaim::State::in_use:
-            return {reject(ErrorCode::idempotency_key_in_use, "a request with this idempotency key is still running"),
-                    false};
-        case IdempotencyClaim::State::mismatch:
-            return {reject(ErrorCode::idempotency_key_reused,
-                           "this idempotency key was used for a different request"),
-                    false};
-        case IdempotencyClaim::State::claimed: break;
-        }
+        if (auto answered = answer_of(claim)) return std::move(*answered);
 
         // Whatever happens below, the claim ends: completed for replay, or released.
         struct Release {
@@ -123,37 +189,147 @@ PaymentRequestReply PaymentService::request_payment(RequestPayment const& comman
     }
 }
 
+namespace {
+
+// What a payment request decided on the invoice as stored (in place, in a
+// store that can): its new attempt, and the invoice's status before.
+struct PaymentDecision {
+    std::optional<Payment> made;
+    InvoiceStatus before{};
+};
+
+// The decision itself; `out` and the arguments outlive the store's call of it.
+Store::Decide decide_payment(Ports const& ports, RequestPayment const& command, CorrelationId const& correlation_id,
+                             IdempotencyKey const* key, PaymentDecision& out) {
+    return [&ports, &command, &correlation_id, key, &out](Invoice const& invoice) -> Result<Changes> {
+        out.before = invoice.status();
+        auto requested = invoice.request_payment(new_attempt(ports), command.payment_method,
+                                                 new_event_meta(ports, correlation_id));
+        if (!requested) return requested.error();
+        out.made = Payment::from(*requested);
+        Changes changes{std::nullopt, {Changes::PaymentWrite{*out.made, 0}}};
+        changes.events.emplace_back(std::move(*requested));
+        if (key) changes.idempotency = IdempotencyCompletion{*key, *out.made, ports.clock.now()};
+        return changes;
+    };
+}
+
+void apply_payment(Invoice& invoice, Changes const& decided) {
+    invoice.apply(std::get<PaymentRequested>(decided.events.front()));
+}
+
+} // namespace
+
+void PaymentService::payment_requested(Payment const& payment, InvoiceStatus before, CorrelationId const& correlation_id) {
+    ports_.metrics.payment_requested();
+    ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
+    ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
+                                             {"payment_id", payment.id().str()},
+                                             {"correlation_id", correlation_id.str()},
+                                             {"attempt", payment.attempt()}});
+}
+
 PaymentResult PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id,
                                                    IdempotencyKey const* key) {
     return retry_on_conflict([&]() -> PaymentResult {
-        // Decided on the stored invoice as it is (in place, in a store that can).
-        std::optional<Payment> made;
-        InvoiceStatus before{};
-        auto decide = [&](Invoice const& invoice) -> Result<Changes> {
-            before = invoice.status();
-            auto requested = invoice.request_payment(new_attempt(ports_), command.payment_method,
-                                                     new_event_meta(ports_, correlation_id));
-            if (!requested) return requested.error();
-            made = Payment::from(*requested);
-            Changes changes{std::nullopt, {Changes::PaymentWrite{*made, 0}}};
-            changes.events.emplace_back(std::move(*requested));
-            if (key) changes.idempotency = IdempotencyCompletion{*key, *made, ports_.clock.now()};
-            return changes;
-        };
-        auto apply = [](Invoice& invoice, Changes const& decided) {
-            invoice.apply(std::get<PaymentRequested>(decided.events.front()));
-        };
-        if (auto committed = update_and_publish(ports_, command.invoice_id, decide, apply); !committed)
+        PaymentDecision decision;
+        if (auto committed = update_and_publish(ports_, command.invoice_id,
+                                                decide_payment(ports_, command, correlation_id, key, decision),
+                                                apply_payment);
+            !committed)
             return committed.error();
-        Payment& payment = *made;
-        ports_.metrics.payment_requested();
-        ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
-        ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
-                                                 {"payment_id", payment.id().str()},
-                                                 {"correlation_id", correlation_id.str()},
-                                                 {"attempt", payment.attempt()}});
-        return std::move(payment);
+        payment_requested(*decision.made, decision.before, correlation_id);
+        return std::move(*decision.made);
     });
+}
+
+// One asynchronous payment request between its claim and its reply.
+struct PaymentService::PendingPayment {
+    RequestPayment command;
+    CorrelationId correlation_id;
+    bool claimed = false; ///< the command's key is claimed for this request
+    RequestPaymentDone done;
+    int round = 0;
+    PaymentDecision decision;
+};
+
+void PaymentService::request_payment_async(RequestPayment command, RequestPaymentDone done) {
+    auto pending = std::make_shared<PendingPayment>();
+    PaymentRequestReply at_once{reject(ErrorCode::storage_unavailable, "not answered"), false};
+    try {
+        if (auto open = refuse_when_stopped(accepting_); !open) {
+            at_once = {open.error(), false};
+        } else {
+            pending->correlation_id = correlation(command.correlation_id);
+            pending->command = std::move(command);
+            std::optional<PaymentRequestReply> refused;
+            if (auto const& key = pending->command.idempotency_key) {
+                auto claim = ports_.idempotency.claim(*key, fingerprint(pending->command), ports_.clock.now());
+                refused = answer_of(claim);
+                pending->claimed = !refused;
+            }
+            if (refused) {
+                at_once = std::move(*refused);
+            } else {
+                pending->done = std::move(done);
+                return attempt_payment_async(pending);
+            }
+        }
+    } catch (StorageFailure const& failure) {
+        at_once = {reject(ErrorCode::storage_unavailable, failure.what()), false};
+    }
+    done(std::move(at_once));
+}
+
+// One round: decide on the invoice and commit; a conflict (the invoice moved
+// under it) goes round again from the scheduler's thread, as retry_on_conflict does.
+void PaymentService::attempt_payment_async(std::shared_ptr<PendingPayment> const& pending) {
+    RequestPayment const& command = pending->command;
+    IdempotencyKey const* key = pending->claimed ? &*command.idempotency_key : nullptr;
+    try {
+        pending->decision = {};
+        update_and_publish_async(ports_, command.invoice_id,
+                                 decide_payment(ports_, command, pending->correlation_id, key, pending->decision),
+                                 apply_payment, alive_, [this, pending](CommitAnswer answer) {
+                                     PaymentDecision& decision = pending->decision;
+                                     if (answer.committed) {
+                                         payment_requested(*decision.made, decision.before, pending->correlation_id);
+                                         return end_payment_async(*pending, std::move(*decision.made), answer.posted);
+                                     }
+                                     // Not on the store's thread (posted): another round may read and commit.
+                                     if (answer.committed.error().code == ErrorCode::conflict && answer.posted &&
+                                         ++pending->round < commit_attempts)
+                                         return attempt_payment_async(pending);
+                                     end_payment_async(*pending, answer.committed.error(), answer.posted);
+                                 });
+    } catch (std::exception const& e) {
+        // Not submitted (update_async() threw: it will not answer): a read the
+        // store could not answer, most often; the claim must end either way.
+        end_payment_async(*pending, reject(ErrorCode::storage_unavailable, e.what()), true);
+    }
+}
+
+// The claim ends as request_payment()'s does (completed for replay, or
+// released), then the reply goes out. When the scheduler refused the post
+// (`posted` false: it is shutting down, and this may be the store's thread,
+// where a write would wait for itself) only a payment's claim ends, in
+// memory (its record was completed by its commit); a refusal's key stays
+// claimed until the process exits, or on a shared store until its claim
+// times out: a repeat meanwhile is `idempotency_key_in_use`.
+void PaymentService::end_payment_async(PendingPayment& pending, PaymentResult outcome, bool posted) {
+    if (pending.claimed && (posted || outcome)) {
+        IdempotencyKey const& key = *pending.command.idempotency_key;
+        try {
+            if (replayable(outcome)) ports_.idempotency.complete(key, outcome, ports_.clock.now());
+            else ports_.idempotency.release(key);
+        } catch (StorageFailure const& failure) {
+            ports_.idempotency.release(key);
+            outcome = reject(ErrorCode::storage_unavailable, failure.what());
+        }
+        pending.claimed = false;
+    }
+    auto done = std::move(pending.done);
+    done({std::move(outcome), false});
 }
 
 Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {

@@ -9,21 +9,50 @@ namespace payments::application {
 
 void Store::commit_async(Changes changes, Committed done) { done(commit(std::move(changes))); }
 
-Result<Changes> Store::update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) {
-    auto invoice = this->invoice(id);
+namespace {
+
+// update()'s reading half: the stored invoice decided on and changed, as the
+// commit to make and the events it publishes once made.
+struct Decided {
+    Changes commit;
+    Changes published;
+};
+
+Result<Decided> decide_on_copy(Store const& store, domain::InvoiceId const& id, Store::Decide const& decide,
+                               Store::Apply const& apply) {
+    auto invoice = store.invoice(id);
     if (!invoice) return reject(ErrorCode::not_found, "no invoice " + std::string(id.str()));
     auto decided = decide(*invoice);
-    if (!decided) return decided;
+    if (!decided) return decided.error();
     BOOST_ASSERT_MSG(!decided->invoice, "update() writes the invoice itself");
     std::uint64_t const version = invoice->version();
     apply(*invoice, *decided);
-    // commit() may take its Changes apart; the events are published after it.
-    Changes published;
-    published.events = decided->events;
-    published.scheduled = decided->scheduled;
+    // The commit may take its Changes apart; the events are published after it.
+    Decided result;
+    result.published.events = decided->events;
+    result.published.scheduled = decided->scheduled;
     decided->invoice = Changes::InvoiceWrite{std::move(*invoice), version};
-    if (auto committed = commit(std::move(*decided)); !committed) return committed.error();
-    return published;
+    result.commit = std::move(*decided);
+    return result;
+}
+
+} // namespace
+
+Result<Changes> Store::update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) {
+    auto decided = decide_on_copy(*this, id, decide, apply);
+    if (!decided) return decided.error();
+    if (auto committed = commit(std::move(decided->commit)); !committed) return committed.error();
+    return std::move(decided->published);
+}
+
+void Store::update_async(domain::InvoiceId const& id, Decide const& decide, Apply const& apply, Updated done) {
+    auto decided = decide_on_copy(*this, id, decide, apply);
+    if (!decided) return done(decided.error());
+    commit_async(std::move(decided->commit),
+                 [published = std::move(decided->published), done = std::move(done)](Result<void> committed) mutable {
+                     if (!committed) return done(committed.error());
+                     done(std::move(published));
+                 });
 }
 
 std::vector<domain::Event> Store::undelivered() const {

@@ -724,3 +724,212 @@ SCENARIO("a settlement whose commit the writer refused as full or expired is tri
         }
     }
 }
+
+// The commands' asynchronous forms (a server answers from their continuation
+// instead of parking a thread on each commit).
+
+namespace {
+
+// What an asynchronous command answered, and whether it had answered by the
+// time the call returned (on the caller's thread).
+template <class Reply>
+struct Answer {
+    std::optional<Reply> reply;
+    int calls = 0;
+    auto done() {
+        return [this](Reply r) {
+            ++calls;
+            reply = std::move(r);
+        };
+    }
+};
+
+application::RequestPayment keyed(Invoice const& invoice, std::string const& key) {
+    return {invoice.id(), "pm_card_ok", application::IdempotencyKey::make("", key).value(), {}};
+}
+
+} // namespace
+
+SCENARIO("a payment requested without waiting is answered once its commit is durable, and holds its key until then") {
+    GIVEN("an invoice, on a store that holds its commits") {
+        HeldCommits store;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        WHEN("a payment is requested with a key, without waiting") {
+            Answer<application::PaymentRequestReply> answer;
+            world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+            run_what_is_due(world);
+            THEN("nothing is answered while its commit is held, and a repeat of the key is in use") {
+                CHECK(answer.calls == 0);
+                REQUIRE(store.held.size() == 1);
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::pending);
+                auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
+                CHECK(repeat.result.error().code == ErrorCode::idempotency_key_in_use);
+            }
+            AND_WHEN("the commit is made durable") {
+                store.answer_one();
+                run_what_is_due(world);
+                THEN("the payment is answered once, not as a replay, and a repeat replays it") {
+                    REQUIRE(answer.calls == 1);
+                    REQUIRE(answer.reply->result);
+                    CHECK_FALSE(answer.reply->replayed);
+                    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
+                    auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
+                    REQUIRE(repeat.replayed);
+                    CHECK(repeat.result->id() == answer.reply->result->id());
+                }
+                THEN("its event was published: the charge went out") {
+                    CHECK(world.gateway_port.charges == 1);
+                }
+            }
+        }
+    }
+}
+
+SCENARIO("an asynchronous payment request whose invoice moved under it goes round again") {
+    GIVEN("an invoice, and a store whose next commit answers conflict") {
+        HeldCommits store;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        store.conflicts = 1;
+        WHEN("a payment is requested without waiting") {
+            Answer<application::PaymentRequestReply> answer;
+            world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+            run_what_is_due(world);
+            THEN("it read the invoice again and committed a second time") {
+                CHECK(answer.calls == 0);
+                REQUIRE(store.held.size() == 1);
+                store.answer_one();
+                run_what_is_due(world);
+                REQUIRE(answer.calls == 1);
+                REQUIRE(answer.reply->result);
+                CHECK(world.service.payments_of(invoice.id())->size() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("an asynchronous payment request whose commit is refused answers so and frees its key") {
+    GIVEN("an invoice, and a store whose writer refuses the next commit") {
+        HeldCommits store;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        store.unavailable = 1;
+        WHEN("a payment is requested without waiting") {
+            Answer<application::PaymentRequestReply> answer;
+            world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+            run_what_is_due(world);
+            THEN("it answers storage_unavailable, and a repeat of the key runs again") {
+                REQUIRE(answer.calls == 1);
+                CHECK(answer.reply->result.error().code == ErrorCode::storage_unavailable);
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::pending);
+                Answer<application::PaymentRequestReply> repeat;
+                world.service.request_payment_async(keyed(invoice, "k-1"), repeat.done());
+                CHECK(store.held.size() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("an asynchronous command refused before anything is committed is answered at once") {
+    GIVEN("an invoice paid with a key") {
+        HeldCommits store;
+        store.hold = false;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        auto const first = world.service.request_payment(keyed(invoice, "k-1"));
+        REQUIRE(first.result);
+        WHEN("the key is repeated without waiting") {
+            Answer<application::PaymentRequestReply> answer;
+            world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+            THEN("the replay is answered on the caller's thread, before the call returns") {
+                REQUIRE(answer.calls == 1);
+                REQUIRE(answer.reply->replayed);
+                CHECK(answer.reply->result->id() == first.result->id());
+            }
+        }
+        WHEN("the service stops accepting, then is asked to create and to pay") {
+            world.service.stop_accepting();
+            Answer<Result<Invoice>> created;
+            Answer<application::PaymentRequestReply> paid;
+            world.service.create_invoice_async({.amount = usd(500)}, created.done());
+            world.service.request_payment_async(keyed(invoice, "k-2"), paid.done());
+            THEN("both are refused at once, and nothing was committed") {
+                REQUIRE(created.calls == 1);
+                CHECK(created.reply->error().code == ErrorCode::unavailable);
+                REQUIRE(paid.calls == 1);
+                CHECK(paid.reply->result.error().code == ErrorCode::unavailable);
+                CHECK(world.service.payments_of(invoice.id())->size() == 1);
+            }
+        }
+    }
+}
+
+SCENARIO("an invoice created without waiting is answered once its commit is durable") {
+    GIVEN("a store that holds its commits") {
+        HeldCommits store;
+        World world({.store = &store});
+        WHEN("an invoice is created without waiting") {
+            Answer<Result<Invoice>> answer;
+            world.service.create_invoice_async({.id = iid("inv_async"), .amount = usd(700)}, answer.done());
+            run_what_is_due(world);
+            THEN("it is answered only after its commit, and the same id again is already_exists") {
+                CHECK(answer.calls == 0);
+                CHECK_FALSE(store.inner.invoice(iid("inv_async")));
+                store.answer_one();
+                run_what_is_due(world);
+                REQUIRE(answer.calls == 1);
+                REQUIRE(*answer.reply);
+                CHECK((*answer.reply)->id() == iid("inv_async"));
+                CHECK(store.inner.invoice(iid("inv_async")) == **answer.reply);
+                Answer<Result<Invoice>> again;
+                world.service.create_invoice_async({.id = iid("inv_async"), .amount = usd(700)}, again.done());
+                store.answer_one();
+                run_what_is_due(world);
+                REQUIRE(again.calls == 1);
+                CHECK(again.reply->error().code == ErrorCode::already_exists);
+            }
+        }
+    }
+}
+
+SCENARIO("an asynchronous payment request answered after the scheduler refused its continuation") {
+    GIVEN("an invoice, on a store that holds its commits, with a scheduler that refuses its next post") {
+        HeldCommits store;
+        WatchedPosts* posts = nullptr;
+        World world({.store = &store, .wrap_scheduler = wrapped(posts)});
+        Invoice invoice = world.create();
+        Answer<application::PaymentRequestReply> answer;
+        world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+        REQUIRE(store.held.size() == 1);
+        posts->failing_posts = 1;
+        WHEN("its commit is made durable") {
+            store.answer_one();
+            THEN("the payment is answered there, from the store's thread, and the key replays it") {
+                REQUIRE(answer.calls == 1);
+                REQUIRE(answer.reply->result);
+                auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
+                REQUIRE(repeat.replayed);
+                CHECK(repeat.result->id() == answer.reply->result->id());
+            }
+        }
+    }
+}
+
+SCENARIO("a service destroyed with an asynchronous command in flight never answers it") {
+    GIVEN("a service of its own whose payment request's commit is held") {
+        HeldCommits store;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        auto service = std::make_unique<application::PaymentService>(world.ports);
+        Answer<application::PaymentRequestReply> answer;
+        service->request_payment_async(keyed(invoice, "k-1"), answer.done());
+        REQUIRE(store.held.size() == 1);
+        WHEN("the service is destroyed, then the commit answers") {
+            service.reset();
+            store.answer_one();
+            run_what_is_due(world);
+            THEN("nothing is called back into it") { CHECK(answer.calls == 0); }
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <future>
 #include <stdexcept>
 
@@ -215,8 +216,35 @@ SCENARIO_TEMPLATE("a store's commits are versioned and all or nothing", Stores, 
     }
 }
 
-SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it whole", Stores, MemoryStores,
-                  SqliteStores, PostgresStores) {
+namespace {
+
+// How a scenario updates: store.update(), or store.update_async() waited for.
+using Update = std::function<Result<Changes>(application::Store&, InvoiceId const&, application::Store::Decide const&,
+                                             application::Store::Apply const&)>;
+
+Result<Changes> update_at_once(application::Store& store, InvoiceId const& id, application::Store::Decide const& decide,
+                               application::Store::Apply const& apply) {
+    return store.update(id, decide, apply);
+}
+
+// update_async() and its one answer; a refusal known before any commit
+// (not_found, the decision's) comes before update_async() returns.
+Result<Changes> update_and_wait(application::Store& store, InvoiceId const& id, application::Store::Decide const& decide,
+                                application::Store::Apply const& apply) {
+    auto answered = std::make_shared<std::promise<Result<Changes>>>();
+    auto answer = answered->get_future();
+    store.update_async(id, decide, apply, [answered](Result<Changes> result) { answered->set_value(std::move(result)); });
+    bool const at_once = answer.wait_for(0s) == std::future_status::ready;
+    REQUIRE(answer.wait_for(10s) == std::future_status::ready);
+    auto result = answer.get();
+    bool const known_before_commit = !result && (result.error().code == ErrorCode::not_found ||
+                                                 result.error().code == ErrorCode::payment_in_progress);
+    if (known_before_commit) CHECK_MESSAGE(at_once, "a refusal known before any commit came after update_async() returned");
+    return result;
+}
+
+template <class Stores>
+void update_conformance(Update const& update) {
     Stores s;
     if (!s.ready()) return;
     application::Store& store = s.store;
@@ -239,7 +267,7 @@ SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it
         auto const [processing, payment, event] = request(invoice, 1);
 
         WHEN("a step is decided and applied on it") {
-            auto done = store.update(invoice.id(), requesting(1), apply);
+            auto done = update(store, invoice.id(), requesting(1), apply);
             THEN("the invoice, its new payment and the event are written together, and the event is handed back") {
                 REQUIRE(done);
                 REQUIRE(done->events.size() == 1);
@@ -254,9 +282,9 @@ SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it
             }
         }
         WHEN("the decision refuses") {
-            REQUIRE(store.update(invoice.id(), requesting(1), apply));
+            REQUIRE(update(store, invoice.id(), requesting(1), apply));
             auto const before = store.invoice(invoice.id());
-            auto again = store.update(invoice.id(), requesting(2), apply);
+            auto again = update(store, invoice.id(), requesting(2), apply);
             THEN("nothing more is written") {
                 CHECK(again.error().code == ErrorCode::payment_in_progress);
                 CHECK(store.invoice(invoice.id()) == before);
@@ -268,7 +296,7 @@ SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it
             REQUIRE(store.commit({Changes::InvoiceWrite{other, 0}, {}}));
             auto [other_processing, taken, unused] = request(other, 1); // attempt 1's id, on the other invoice
             REQUIRE(store.commit({Changes::InvoiceWrite{other_processing, other.version()}, {{taken, 0}}}));
-            auto result = store.update(invoice.id(), requesting(1), apply);
+            auto result = update(store, invoice.id(), requesting(1), apply);
             THEN("the invoice is left as it was") {
                 CHECK(result.error().code == ErrorCode::already_exists);
                 CHECK(store.invoice(invoice.id()) == invoice);
@@ -279,9 +307,21 @@ SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it
     }
     GIVEN("no invoice") {
         THEN("an update is not_found") {
-            CHECK(store.update(iid("inv_none"), requesting(1), apply).error().code == ErrorCode::not_found);
+            CHECK(update(store, iid("inv_none"), requesting(1), apply).error().code == ErrorCode::not_found);
         }
     }
+}
+
+} // namespace
+
+SCENARIO_TEMPLATE("a store's update decides on the stored invoice and commits it whole", Stores, MemoryStores,
+                  SqliteStores, PostgresStores) {
+    update_conformance<Stores>(update_at_once);
+}
+
+SCENARIO_TEMPLATE("a store's asynchronous update answers what its update would", Stores, MemoryStores, SqliteStores,
+                  PostgresStores) {
+    update_conformance<Stores>(update_and_wait);
 }
 
 SCENARIO_TEMPLATE("a store pages invoices in creation order, filtered by status", Stores, MemoryStores, SqliteStores, PostgresStores) {

@@ -3,6 +3,8 @@
 #include <payments/application/ports.hpp>
 
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,17 +40,45 @@ struct PaymentRequestReply {
     bool replayed = false;
 };
 
+/// What create_invoice_async() calls with create_invoice()'s result.
+using CreateInvoiceDone = std::function<void(Result<domain::Invoice>)>;
+/// What request_payment_async() calls with request_payment()'s reply.
+using RequestPaymentDone = std::function<void(PaymentRequestReply)>;
+
 /// The library's use cases: commands load an aggregate, decide, commit, then
 /// publish; queries read the store. Thread-safe.
+///
+/// The commands come in two forms. The plain one holds the caller's thread
+/// until its commit is durable. The `_async` one does not: the caller's thread
+/// does the reads and the decision, then goes on; the reply is handed to `done`
+/// exactly once, with what the plain form would return. A reply known before
+/// anything is committed (stopped, an idempotency replay or key conflict, a
+/// read the store could not answer) comes at once, on the caller's thread;
+/// every other one on the Scheduler's
+/// threads once the commit is durable (or refused), so that `done` may block
+/// or call the service again. A server answers a request from `done` instead
+/// of parking a thread on each commit. If the service is destroyed first, a
+/// `done` not yet called is destroyed uncalled; `done` must not throw.
 class PaymentService {
 public:
     explicit PaymentService(Ports ports);
+    /// Waits for a continuation of an `_async` command that is running.
+    ~PaymentService();
+    PaymentService(PaymentService const&) = delete;
+    PaymentService& operator=(PaymentService const&) = delete;
 
     /// `unavailable` once stop_accepting() was called; nothing is committed then.
     Result<domain::Invoice> create_invoice(CreateInvoice command);
     /// `unavailable` once stop_accepting() was called, before the key is
     /// claimed or anything is committed.
     PaymentRequestReply request_payment(RequestPayment const& command);
+
+    /// create_invoice() without holding the caller's thread for its commit (see the class).
+    void create_invoice_async(CreateInvoice command, CreateInvoiceDone done);
+    /// request_payment() without holding the caller's thread for its commit (see
+    /// the class). The key is claimed on the caller's thread, and stays claimed
+    /// until `done` is called: a repeat meanwhile is `idempotency_key_in_use`.
+    void request_payment_async(RequestPayment command, RequestPaymentDone done);
 
     /// The operator's action on an invoice in NEEDS_REVIEW: "charged, with
     /// reference R" makes it PAID by the attempt under review; "not charged"
@@ -70,12 +100,20 @@ public:
     Result<std::vector<domain::Event>> history(domain::InvoiceId const& id) const;
 
 private:
+    struct PendingPayment;
     PaymentResult request_payment_once(RequestPayment const& command, domain::CorrelationId const& correlation_id,
                                        IdempotencyKey const* key = nullptr);
+    void attempt_payment_async(std::shared_ptr<PendingPayment> const& pending);
+    void end_payment_async(PendingPayment& pending, PaymentResult outcome, bool posted);
+    void payment_requested(domain::Payment const& payment, domain::InvoiceStatus before,
+                           domain::CorrelationId const& correlation_id);
     domain::CorrelationId correlation(domain::CorrelationId const& given) const;
 
     Ports ports_;
     std::atomic<bool> accepting_{true};
+    /// Held by each running continuation of an `_async` command; the destructor
+    /// lets go of it and waits until none holds it.
+    std::shared_ptr<int const> alive_ = std::make_shared<int const>(0);
 };
 
 } // namespace payments::application

@@ -206,6 +206,19 @@ public:
     /// Neither function may call the store (it may hold its own lock).
     virtual Result<Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply);
 
+    /// What update_async() calls with update()'s result.
+    using Updated = std::function<void(Result<Changes>)>;
+
+    /// update(), without holding the caller's thread while its commit is made
+    /// durable: `done` is called exactly once with what update() would return.
+    /// An answer known before anything is committed (`not_found`, a refusal of
+    /// `decide`) comes at once, on the caller's thread; a commit's answer where
+    /// commit_async() gives it (the same rules for `done`: quick, no commit). The
+    /// default reads a copy and decides on the caller's thread, then commit_async();
+    /// a store that updates in place under its lock (the in-memory one) answers
+    /// update() at once. If update_async() throws, `done` is never called.
+    virtual void update_async(domain::InvoiceId const& id, Decide const& decide, Apply const& apply, Updated done);
+
     /// The outbox, a page at a time: at most `limit` (1..) committed events
     /// whose delivery was not yet recorded, oldest first, from `from` (keyset
     /// paging on the commit order: a page costs the same wherever it is).

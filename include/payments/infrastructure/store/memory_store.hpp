@@ -30,6 +30,10 @@ public:
     Result<void> commit(application::Changes changes) override;
     /// Decides and applies on the stored invoice under its shard's lock: no copy out and back.
     Result<application::Changes> update(domain::InvoiceId const& id, Decide const& decide, Apply const& apply) override;
+    /// update(), answered at once on the caller's thread: nothing here waits for a disk.
+    void update_async(domain::InvoiceId const& id, Decide const& decide, Apply const& apply, Updated done) override {
+        done(update(id, decide, apply));
+    }
     application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override;
     void mark_delivered(domain::EventId const& id) override;
     application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
