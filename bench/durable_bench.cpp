@@ -11,8 +11,10 @@
 #include <sqlite3.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 
 #include <fcntl.h>
@@ -75,8 +77,60 @@ double sqlite_commits_per_second(std::size_t count) {
     return 1e9 / per(ns, count);
 }
 
+// `in_flight` chains of flows through the asynchronous commands, as a server
+// answering from the commits' continuations runs them: each creates an
+// invoice, pays it once the creation is durable, and starts its next flow once
+// the payment is; no thread waits for a commit. Returns once all are requested.
+class AsyncClients {
+public:
+    AsyncClients(Engine& engine, std::size_t count, unsigned in_flight)
+        : engine_(engine), count_(count), chains_(in_flight) {}
+
+    void run() {
+        for (unsigned c = 0; c < chains_; ++c) next_flow();
+        std::unique_lock lock(mutex_);
+        ended_cv_.wait(lock, [&] { return ended_ == chains_; });
+        if (failed_) throw std::runtime_error("an asynchronous command failed");
+    }
+
+private:
+    void next_flow() {
+        std::size_t const n = next_++;
+        if (n >= count_) return end_chain();
+        engine_.service().create_invoice_async({.amount = amount_}, [this, n](Result<Invoice> invoice) {
+            if (!invoice) return fail();
+            auto key = application::IdempotencyKey::make("", "key-" + std::to_string(n)).value();
+            engine_.service().request_payment_async(
+                {.invoice_id = invoice->id(), .payment_method = "pm_card_ok", .idempotency_key = std::move(key)},
+                [this](application::PaymentRequestReply reply) {
+                    if (!reply.result) return fail();
+                    next_flow();
+                });
+        });
+    }
+    void fail() {
+        failed_ = true;
+        end_chain();
+    }
+    void end_chain() {
+        std::lock_guard lock(mutex_);
+        if (++ended_ == chains_) ended_cv_.notify_one();
+    }
+
+    Engine& engine_;
+    std::size_t const count_;
+    unsigned const chains_;
+    Money const amount_ = Money::positive(1999, Currency::usd()).value();
+    std::atomic<std::size_t> next_{0};
+    std::atomic<bool> failed_{false};
+    std::mutex mutex_;
+    std::condition_variable ended_cv_;
+    unsigned ended_ = 0; // Owned by: mutex_
+};
+
 // Flows per second on the SQLite store: `clients` threads each create and pay
-// invoices; the engine charges through the instant gateway until all are PAID.
+// invoices (0: 256 asynchronous chains instead, AsyncClients); the engine
+// charges through the instant gateway until all are PAID.
 double durable_flows_per_second(std::size_t count, bool group_commit, unsigned clients) {
     ScratchDir dir;
     infrastructure::SqliteStoreOptions options{.path = (dir.path / "payments.db").string(), .group_commit = group_commit};
@@ -96,6 +150,7 @@ double durable_flows_per_second(std::size_t count, bool group_commit, unsigned c
     Money const amount = Money::positive(1999, Currency::usd()).value();
     std::atomic<std::size_t> next{0};
     auto const ns = median_ns(1, [&] {
+        if (clients == 0) AsyncClients(*engine, count, 256).run();
         std::vector<std::thread> threads;
         for (unsigned c = 0; c < clients; ++c)
             threads.emplace_back([&] {
@@ -114,7 +169,8 @@ double durable_flows_per_second(std::size_t count, bool group_commit, unsigned c
         if (!engine->wait_settled(std::chrono::minutes(5))) throw std::runtime_error("flows did not settle");
     });
     engine->shutdown(std::chrono::seconds(5));
-    print({std::string("commands per transaction, group commit ") + (group_commit ? "on" : "off"),
+    print({std::string("commands per transaction, group commit ") + (group_commit ? "on" : "off") +
+               (clients == 0 ? ", asynchronous commands" : ""),
            static_cast<double>(store->commands()) / static_cast<double>(std::max<std::uint64_t>(1, store->transactions())),
            0, "", Goal::at_least, 1});
     return 1e9 / per(ns, count);
@@ -224,8 +280,12 @@ void figure_durable(Options const& options) {
     std::size_t const single = options.quick ? 200 : 2'000;
     double const on = durable_flows_per_second(grouped, true, 256);
     double const off = durable_flows_per_second(single, false, 256);
+    // The same flows through the asynchronous commands, as the server runs them.
+    double const async = durable_flows_per_second(grouped, true, 0);
     print({"durable flows/s, group commit", on, 0, "flows/s", Goal::at_least, 30'000});
     print({"durable flows/s, group commit vs off", on, off, "flows/s", Goal::at_least, 10});
+    print({"durable flows/s, asynchronous commands", async, 0, "flows/s", Goal::at_least, 30'000});
+    print({"asynchronous vs 256 client threads", async, on, "flows/s", Goal::at_least, 1});
 }
 
 } // namespace bench
