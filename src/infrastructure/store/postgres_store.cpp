@@ -1804,6 +1804,7 @@ std::optional<std::string> PostgresStore::setting(std::string const& name) const
     });
 }
 
+std::size_t PostgresStore::queued() const { return impl_->queue->queued(); }
 std::uint64_t PostgresStore::transactions() const { return impl_->transactions; }
 std::uint64_t PostgresStore::commands() const { return impl_->commands; }
 std::uint64_t PostgresStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }

@@ -167,6 +167,8 @@ public:
     /// past twice its lease timeout and was taken for gone) and registered it
     /// anew: what was taken over meanwhile is no longer its own, the rest is.
     std::uint64_t reregistrations() const;
+    /// Commands waiting for the writer now, not yet taken into a batch.
+    std::size_t queued() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;

@@ -113,6 +113,8 @@ public:
     std::size_t awaiting_delivery() const;
     /// Payment attempts in the file.
     std::size_t payment_count() const;
+    /// Commands waiting for the writer now, not yet taken into a transaction.
+    std::size_t queued() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;
