@@ -28,6 +28,14 @@ namespace payments::infrastructure {
 /// SQLite store's queue keep the same share.
 constexpr std::size_t async_share(std::size_t max_queued) { return max_queued - max_queued / 4; }
 
+/// Whether a writer with `queued` jobs waiting is at or past its
+/// asynchronous share: a charge started now could not have its answer
+/// queued (review 23, F2), so no new one starts (Store::lease_to_drive says
+/// no; the janitor drives it later). Never with no limit (`max_queued` 0).
+constexpr bool writer_behind(std::size_t queued, std::size_t max_queued) {
+    return max_queued != 0 && queued >= async_share(max_queued);
+}
+
 /// A writer thread fed by a queue of `Job`s, written in batches.
 template <class Job>
 class GroupCommit {

@@ -1664,7 +1664,13 @@ bool PostgresStore::lease(InvoiceId const& id) {
 // late drive of the same attempt (a deferral firing, the janitor, a second
 // delivery) asks the database, as lease() always did, so the gap is no wider
 // than lease()'s own: a charge in flight outliving the answer.
+//
+// Not while the writer is behind (review 23, F2): before the fast path a
+// drive's lease() queued behind the writer, which paced new charges with it;
+// without that, new charges went out while their answers' commits were
+// refused past the asynchronous share. The janitor drives the attempt later.
 bool PostgresStore::lease_to_drive(InvoiceId const& invoice, PaymentId const& attempt) {
+    if (writer_behind(queued(), impl_->options.max_queued)) return false;
     if (!impl_->alive()) return false;
     {
         std::lock_guard guard(impl_->leases_mutex);

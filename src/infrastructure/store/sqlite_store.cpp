@@ -1152,6 +1152,10 @@ std::size_t SqliteStore::queued() const {
     return impl_->queue.size();
 }
 
+bool SqliteStore::lease_to_drive(InvoiceId const&, PaymentId const&) {
+    return !writer_behind(queued(), impl_->options.max_queued);
+}
+
 std::uint64_t SqliteStore::transactions() const { return impl_->transactions; }
 std::uint64_t SqliteStore::commands() const { return impl_->commands; }
 std::uint64_t SqliteStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }

@@ -39,9 +39,11 @@ struct PostgresStoreOptions {
     /// ids per backend in shared memory; past that every snapshot of every
     /// session gets slower (suboverflow), hence the default.
     std::size_t max_batch = 64;
-    /// Commands waiting for the writer at most; past it (the writer is behind
-    /// a slow or unreachable server) a command fails `storage_unavailable`
-    /// at once instead of queueing.
+    /// Commands waiting for the writer at most (0: no limit); past it (the
+    /// writer is behind a slow or unreachable server) a command fails
+    /// `storage_unavailable` at once instead of queueing. Asynchronous commits
+    /// (settlements) are refused past three quarters of it, and from that share on no new charge
+    /// starts (lease_to_drive() says no; the janitor drives it later).
     std::size_t max_queued = 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
@@ -143,7 +145,9 @@ public:
     /// committed `attempt` with the lease, has not re-registered since, and
     /// holds the lease at that epoch still; else lease(). While its
     /// registration lives, no other process can take its leases, and one that
-    /// commits a newer attempt makes `attempt` no longer the latest.
+    /// commits a newer attempt makes `attempt` no longer the latest. No while
+    /// the writer is behind, its queue at or past the share settlements may
+    /// fill (review 23, F2): the janitor drives the attempt later.
     bool lease_to_drive(domain::InvoiceId const& invoice, domain::PaymentId const& attempt) override;
     /// This process holds the lease at the epoch at which it committed the
     /// invoice's latest attempt (no takeover since).
