@@ -25,8 +25,12 @@ namespace payments::infrastructure {
 /// do not wait (asynchronous commits: settlements): a quarter is kept for
 /// the callers that wait (a client's request), so that a burst of
 /// settlements cannot get them refused (review 19, F5). GroupCommit and the
-/// SQLite store's queue keep the same share.
-constexpr std::size_t async_share(std::size_t max_queued) { return max_queued - max_queued / 4; }
+/// SQLite store's queue keep the same share. At least one place is kept once
+/// the queue holds two (review 23, F4: a quarter of 1 to 3 rounded to none);
+/// a queue of one has nothing to share and takes either kind.
+constexpr std::size_t async_share(std::size_t max_queued) {
+    return max_queued < 2 ? max_queued : max_queued - std::max<std::size_t>(max_queued / 4, 1);
+}
 
 /// Whether a writer with `queued` jobs waiting is at or past its
 /// asynchronous share: a charge started now could not have its answer

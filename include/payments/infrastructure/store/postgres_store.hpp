@@ -42,7 +42,8 @@ struct PostgresStoreOptions {
     /// Commands waiting for the writer at most (0: no limit); past it (the
     /// writer is behind a slow or unreachable server) a command fails
     /// `storage_unavailable` at once instead of queueing. Asynchronous commits
-    /// (settlements) are refused past three quarters of it, and from that share on no new charge
+    /// (settlements) are refused past three quarters of it (at least one place
+    /// is kept once it is two or more), and from that share on no new charge
     /// starts (lease_to_drive() says no; the janitor drives it later).
     std::size_t max_queued = 1024;
     /// Idempotency records are replayed for this long after completion.

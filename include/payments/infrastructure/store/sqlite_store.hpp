@@ -29,7 +29,8 @@ struct SqliteStoreOptions {
     /// Commands waiting for the writer at most (0: no limit); past it a
     /// command fails `storage_unavailable` at once instead of queueing.
     /// Asynchronous commits (settlements, which are decided again later) are
-    /// refused past three quarters of it: the rest is kept for requests. From that share on, no
+    /// refused past three quarters of it (at least one place is kept once it
+    /// is two or more): the rest is kept for requests. From that share on, no
     /// new charge starts (lease_to_drive() says no; the janitor drives it later).
     std::size_t max_queued = 16 * 1024;
     /// Idempotency records are replayed for this long after completion.
