@@ -4,18 +4,25 @@
 
 #include <chrono>
 #include <thread>
+#include <utility>
 
 namespace test {
 
-/// Waits (at most 5 s, yielding between looks) until `condition()` holds; whether it did.
+/// Waits (at most `limit`, yielding between looks) until `condition()` holds; whether it did.
 template <class Condition>
-bool holds_within_5s(Condition condition) {
-    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+bool holds_within(std::chrono::steady_clock::duration limit, Condition condition) {
+    auto const deadline = std::chrono::steady_clock::now() + limit;
     while (!condition()) {
         if (std::chrono::steady_clock::now() >= deadline) return false;
         std::this_thread::yield();
     }
     return true;
+}
+
+/// holds_within() 5 s.
+template <class Condition>
+bool holds_within_5s(Condition condition) {
+    return holds_within(std::chrono::seconds(5), std::move(condition));
 }
 
 } // namespace test
