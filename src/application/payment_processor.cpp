@@ -104,6 +104,11 @@ std::size_t PaymentProcessor::in_flight() const {
     return in_flight_.size();
 }
 
+std::size_t PaymentProcessor::verifying() const {
+    std::lock_guard lock(mutex_);
+    return verifying_.size();
+}
+
 bool PaymentProcessor::wait_idle(std::chrono::steady_clock::time_point deadline) const {
     std::unique_lock lock(mutex_);
     return idle_.wait_until(lock, deadline, [this] { return in_flight_.empty(); });

@@ -112,6 +112,9 @@ public:
 
     /// Gateway calls (charges and look-ups) not yet answered.
     std::size_t in_flight() const;
+    /// Unknown outcomes this processor is verifying, or has left for its
+    /// janitor to verify. For tests and metrics.
+    std::size_t verifying() const;
     /// Waits until no gateway call is in flight; false at the deadline.
     bool wait_idle(std::chrono::steady_clock::time_point deadline) const;
 
