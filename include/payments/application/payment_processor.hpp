@@ -297,8 +297,13 @@ private:
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
     // In verifying_: an UNKNOWN whose verification could start neither on a
-    // timer nor a post (verify_off_store_thread), left to the janitor.
+    // timer nor a post (verify_off_store_thread), left to the janitor. Erased
+    // when its round starts the verification, when another process holds the
+    // invoice, and when a whole round no longer finds the attempt owed an
+    // answer: settled, here or elsewhere (review 24, F7).
     static constexpr int verify_by_janitor = -1;
+    std::unordered_set<domain::PaymentId> janitor_marks() const;
+    void forget_janitor_marks(std::unordered_set<domain::PaymentId> const& ids);
     std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit or a full gateway
     // Attempts refused at a gateway's own limit, oldest first, and whether a
     // timer will send one again.
