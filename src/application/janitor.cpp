@@ -4,6 +4,7 @@
 
 #include "settlement.hpp"
 
+#include <algorithm>
 #include <unordered_set>
 
 namespace payments::application {
@@ -217,7 +218,15 @@ std::size_t PaymentProcessor::scan_recovery_page() {
             done = recovery_.done;
             for (auto& redrive : found) {
                 PaymentId const id = redrive.request.envelope.payment_id;
-                if (recovery_.running.contains(id) || !recovery_.queued.insert(id).second) continue;
+                if (recovery_.running.contains(id)) continue;
+                if (!recovery_.queued.insert(id).second) {
+                    // A copy the bus queued, read REQUESTED then: the scan read it
+                    // later, and UNKNOWN (another process timed it out) is
+                    // verified, not dropped as settled when its turn comes
+                    // (review 22, G5).
+                    if (redrive.verify) upgrade_to_verify(id);
+                    continue;
+                }
                 recovery_.found.push_back(std::move(redrive));
             }
         }
@@ -253,6 +262,14 @@ void PaymentProcessor::scan_recovery() noexcept {
     }
     arm_janitor();
     pump_recovery();
+}
+
+// Called under mutex_.
+void PaymentProcessor::upgrade_to_verify(PaymentId const& id) {
+    auto const queued = std::find_if(recovery_.found.begin(), recovery_.found.end(), [&](Redrive const& r) {
+        return r.request.envelope.payment_id == id;
+    });
+    if (queued != recovery_.found.end()) queued->verify = true;
 }
 
 bool PaymentProcessor::recovery_pending() const {

@@ -194,6 +194,7 @@ private:
     std::optional<Redrive> redrive_of(domain::Invoice const& invoice, domain::Payment const& payment,
                                       domain::Duration grace);
     void drive(Redrive const& redrive);
+    void upgrade_to_verify(domain::PaymentId const& id);
     // Recovery: pages of the store, a bounded number of attempts driven at once.
     std::size_t scan_recovery_page();
     void scan_recovery() noexcept;
