@@ -410,7 +410,11 @@ struct PostgresStore::Impl {
     // (its writes are fenced by it), and the latest attempt it committed: at
     // which epoch, under which registration (the count of re-registrations),
     // when, and whether lease_to_drive() has answered for it from memory yet.
-    // Forgotten once the invoice is settled.
+    // Forgotten once this process commits the invoice out of PROCESSING; one
+    // that another process finished after a takeover stays in both until this
+    // process ends, and a re-registration sends every `fences` key to
+    // keep_leases (review 23, F5: a leak bounded by the invoices taken over
+    // from this process, and harmless: a stale epoch only fences its writes).
     struct Origin {
         std::int64_t epoch = 0;
         std::string attempt;
