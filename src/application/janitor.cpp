@@ -4,6 +4,9 @@
 
 #include "settlement.hpp"
 
+#include <algorithm>
+#include <unordered_set>
+
 namespace payments::application {
 
 using namespace domain;
@@ -71,11 +74,16 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace) {
     // operator's (review16 B3: it paged every NEEDS_REVIEW invoice, reading
     // each one's attempt, every round). A PROCESSING invoice always has one.
     std::optional<PaymentId> after;
+    // Marks left for this janitor whose attempt the round does not find owed
+    // an answer (settled by another process, by a notice, or now an
+    // operator's): nothing here verifies them any more (review 24, F7).
+    std::unordered_set<PaymentId> unowed = janitor_marks();
     for (;;) {
         OpenAttemptPage page = ports_.store.open_attempts(after, InvoiceQuery::max_limit);
         for (auto const& [invoice, payment] : page.data) {
             if (invoice.attempts().empty() || invoice.attempts().back() != payment.id()) continue;
             if (!owes_an_answer(invoice, payment)) continue;
+            unowed.erase(payment.id());
             round.work_left = true;
             if (auto found = redrive_of(invoice, payment, grace)) {
                 drive(*found);
@@ -85,7 +93,24 @@ PaymentProcessor::Round PaymentProcessor::redrive(Duration grace) {
         if (!page.next) break;
         after = page.next;
     }
+    forget_janitor_marks(unowed);
     return round;
+}
+
+std::unordered_set<PaymentId> PaymentProcessor::janitor_marks() const {
+    std::unordered_set<PaymentId> marks;
+    std::lock_guard lock(mutex_);
+    for (auto const& [id, state] : verifying_)
+        if (state == verify_by_janitor) marks.insert(id);
+    return marks;
+}
+
+void PaymentProcessor::forget_janitor_marks(std::unordered_set<PaymentId> const& ids) {
+    if (ids.empty()) return;
+    std::lock_guard lock(mutex_);
+    for (PaymentId const& id : ids)
+        if (auto const mark = verifying_.find(id); mark != verifying_.end() && mark->second == verify_by_janitor)
+            verifying_.erase(mark);
 }
 
 // REQUESTED (sent or not, it is settled either way), or UNKNOWN and not yet
@@ -108,7 +133,11 @@ std::optional<PaymentProcessor::Redrive> PaymentProcessor::redrive_of(Invoice co
     // Another live process drives this invoice (a shared store): not ours to
     // touch. Asked of the store itself (lease(), not lease_to_drive()): the
     // janitor comes late, when memory's view of the lease is least sure.
-    if (!ports_.store.lease(invoice.id())) return std::nullopt;
+    if (!ports_.store.lease(invoice.id())) {
+        // Its verification is that process's: a mark left for this janitor goes (review 24, F7).
+        forget_janitor_marks({payment.id()});
+        return std::nullopt;
+    }
     auto request = request_of(payment, new_event_meta(ports_, payment.correlation_id()));
     if (stalled) {
         ports_.metrics.janitor_redrove(JanitorFinding::stalled_attempt);
@@ -189,7 +218,15 @@ std::size_t PaymentProcessor::scan_recovery_page() {
             done = recovery_.done;
             for (auto& redrive : found) {
                 PaymentId const id = redrive.request.envelope.payment_id;
-                if (recovery_.running.contains(id) || !recovery_.queued.insert(id).second) continue;
+                if (recovery_.running.contains(id)) continue;
+                if (!recovery_.queued.insert(id).second) {
+                    // A copy the bus queued, read REQUESTED then: the scan read it
+                    // later, and UNKNOWN (another process timed it out) is
+                    // verified, not dropped as settled when its turn comes
+                    // (review 22, G5).
+                    if (redrive.verify) upgrade_to_verify(id);
+                    continue;
+                }
                 recovery_.found.push_back(std::move(redrive));
             }
         }
@@ -225,6 +262,14 @@ void PaymentProcessor::scan_recovery() noexcept {
     }
     arm_janitor();
     pump_recovery();
+}
+
+// Called under mutex_.
+void PaymentProcessor::upgrade_to_verify(PaymentId const& id) {
+    auto const queued = std::find_if(recovery_.found.begin(), recovery_.found.end(), [&](Redrive const& r) {
+        return r.request.envelope.payment_id == id;
+    });
+    if (queued != recovery_.found.end()) queued->verify = true;
 }
 
 bool PaymentProcessor::recovery_pending() const {

@@ -104,6 +104,11 @@ std::size_t PaymentProcessor::in_flight() const {
     return in_flight_.size();
 }
 
+std::size_t PaymentProcessor::verifying() const {
+    std::lock_guard lock(mutex_);
+    return verifying_.size();
+}
+
 bool PaymentProcessor::wait_idle(std::chrono::steady_clock::time_point deadline) const {
     std::unique_lock lock(mutex_);
     return idle_.wait_until(lock, deadline, [this] { return in_flight_.empty(); });
@@ -163,11 +168,12 @@ void PaymentProcessor::on_requested(PaymentRequested const& requested) {
     // Another live process took the invoice over (this one stalled, or lost
     // PostgreSQL for longer than its lease): it drives the attempt now, and
     // this process neither sends nor reroutes it. Or this process's liveness
-    // renewals fail: its lease may lapse while a charge is out, so the
-    // attempt waits for the janitor (here or elsewhere).
+    // renewals fail: its lease may lapse while a charge is out. Or the
+    // store's writer is behind: the answer could not be recorded. The attempt
+    // waits for the janitor (here or elsewhere).
     if (!ports_.store.lease_to_drive(env.invoice_id, env.payment_id)) {
-        ports_.logger.info("attempt not driven here: another process holds its invoice, or this one's liveness "
-                           "renewals are failing",
+        ports_.logger.info("attempt not driven here: another process holds its invoice, this one's liveness "
+                           "renewals are failing, or its store's writer is behind",
                            {{"payment_id", env.payment_id.str()}});
         return;
     }

@@ -67,6 +67,7 @@ public:
         return inner.scheduled_page(from, limit);
     }
     std::vector<Event> history(InvoiceId const& id) const override { return inner.history(id); }
+    bool lease(InvoiceId const&) override { return leased; }
 
     // Commits the oldest held commit and answers it.
     void answer_one() {
@@ -79,6 +80,7 @@ public:
     infrastructure::InMemoryStore inner;
     std::deque<std::pair<application::Changes, Committed>> held;
     bool hold = true;     ///< false: commit_async answers at once, on the caller's thread
+    bool leased = true;   ///< false: another live process holds every invoice's lease
     bool writer_order = false; ///< a synchronous commit answers every held one first, as one writer would
     int conflicts = 0;    ///< the next this many asynchronous commits answer conflict
     int unavailable = 0;  ///< the next this many asynchronous commits answer storage_unavailable (writer full)
@@ -438,6 +440,51 @@ SCENARIO("review19 F7: an unknown answer whose continuation the scheduler refuse
                 world.clock.advance(1min);
                 run_what_is_due(world);
                 CHECK(world.gateway_port.lookups == 1);
+            }
+        }
+    }
+}
+
+// Review 24 F7: the janitor's mark was erased only by a round of this process
+// that found the attempt unresolved and got its lease.
+SCENARIO("review24 F7: an unknown outcome left to the janitor is forgotten once it is settled, or another process drives it") {
+    GIVEN("an UNKNOWN committed on the store's thread, its continuation and its timer refused: left to the janitor") {
+        HeldCommits store;
+        WatchedPosts* scheduler = nullptr;
+        World world({.processor = {.retry = {}, .gateway_timeout = 1s, .janitor_interval = 1min},
+                     .store = &store,
+                     .wrap_scheduler = wrapped(scheduler)});
+        world.gateway_port.mode = TestGateway::Mode::silent;
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        run_what_is_due(world);
+        world.clock.advance(1s);
+        run_what_is_due(world);
+        REQUIRE(store.held.size() == 1);
+        scheduler->failing_posts = 1;
+        scheduler->failing_call_ats = 1;
+        store.answer_one();
+        REQUIRE(scheduler->failing_call_ats == 0);
+        REQUIRE(world.processor->verifying() == 1);
+        WHEN("a notice settles the attempt (as another process would), and the janitor comes round") {
+            Payment const attempt = world.service.payments_of(invoice.id()).value()[0];
+            REQUIRE(world.processor->on_provider_notice("", attempt.gateway_key(),
+                                                        application::ChargeStatus::booked("ch_1", invoice.amount())));
+            world.clock.advance(1min);
+            run_what_is_due(world);
+            THEN("nothing is left marked, and nothing was looked up") {
+                CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                CHECK(world.processor->verifying() == 0);
+                CHECK(world.gateway_port.lookups == 0);
+            }
+        }
+        WHEN("another live process holds the invoice, and the janitor comes round") {
+            store.leased = false;
+            world.clock.advance(1min);
+            run_what_is_due(world);
+            THEN("the mark goes: that process verifies it, not this one") {
+                CHECK(world.processor->verifying() == 0);
+                CHECK(world.gateway_port.lookups == 0);
             }
         }
     }

@@ -1088,6 +1088,38 @@ SCENARIO("review21 F3: recovery's queue holds each attempt once, and a bounded n
     }
 }
 
+// Review 22 G5: the copy kept was the first, with its flag: a copy from the
+// bus (to send) kept while the scan's copy (to verify) was dropped.
+SCENARIO("review22 G5: an attempt queued for recovery that another process times out meanwhile is verified in its turn") {
+    World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1h,
+                               .recovery_page = 4, .recovery_in_flight = 1}});
+    GIVEN("two attempts an earlier run left REQUESTED, their requests delivered before recovery's scan: one driven, "
+          "its look-up unanswered, the other queued to be sent") {
+        std::vector<InvoiceId> const invoices = left_by_an_earlier_run(world, 2, true);
+        world.gateway_port.unanswered_lookups = 1;
+        for (auto const& event : world.store.undelivered())
+            if (std::holds_alternative<PaymentRequested>(event)) world.bus.publish(event);
+        world.settle();
+        REQUIRE(world.gateway_port.lookups == 1);
+        REQUIRE(world.processor->recovery_queued() == 1);
+        WHEN("another process times the queued one out to UNKNOWN, recovery's scan finds it so, and its turn comes") {
+            PaymentId const waiting = world.invoice(invoices[1]).attempts().back();
+            Payment payment = *world.store.payment(waiting);
+            std::uint64_t const version = payment.version();
+            payment.apply(payment.fail({FailureKind::unknown_outcome, "timed out by another process"},
+                                       meta(world.clock.now())).value());
+            REQUIRE(world.store.commit({std::nullopt, {{payment, version}}}));
+            world.processor->recover();
+            world.settle();
+            world.clock.advance(5s); // the first's look-up times out; it is sent, answered, and its place freed
+            world.settle();
+            THEN("the queued one is looked up in its turn, before any janitor round") {
+                CHECK(world.gateway_port.lookups == 2);
+            }
+        }
+    }
+}
+
 SCENARIO("review21 F3: an attempt delivered again while it waits in recovery's queue is queued once") {
     World world({.processor = {.retry = {}, .gateway_timeout = 5s, .janitor_interval = 1min,
                                .recovery_page = 4, .recovery_in_flight = 1}});

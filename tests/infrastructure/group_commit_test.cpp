@@ -204,6 +204,19 @@ SCENARIO("a group commit keeps a quarter of its queue for the callers that wait"
     }
 }
 
+// Review 23, F4: a quarter of 1 to 3, rounded down, kept nothing.
+TEST_CASE("a writer's queue of two or more keeps at least one place for the callers that wait") {
+    using payments::infrastructure::async_share;
+    CHECK(async_share(0) == 0); // no limit
+    CHECK(async_share(1) == 1); // nothing to share
+    CHECK(async_share(2) == 1);
+    CHECK(async_share(3) == 2);
+    CHECK(async_share(4) == 3);
+    CHECK(async_share(7) == 6);
+    CHECK(async_share(8) == 6);
+    CHECK(async_share(1024) == 768);
+}
+
 SCENARIO("a group commit's job not taken by its writer within the queue's patience is given up, never sent") {
     GIVEN("a writer held in its first batch, and a patience of 50 ms") {
         HeldWriter held;

@@ -28,11 +28,12 @@ namespace {
 // that sends a COMMIT is cut before it is forwarded, or after the server
 // answered it (the answer dropped); or the first that prepares the store's
 // statements is held: nothing more it sends is forwarded, and nothing closes
-// (a server that stopped answering). Once a cut fired, the next
+// (a server that stopped answering); or the first that sends a liveness
+// renewal is cut before it is forwarded. Once a cut fired, the next
 // `refuse_after_cut` sessions are refused (closed as soon as accepted).
 class CuttingProxy {
 public:
-    enum class Cut { none, before_commit, after_commit, hold_prepare };
+    enum class Cut { none, before_commit, after_commit, hold_prepare, before_renewal };
 
     explicit CuttingProxy(int upstream) : upstream_(upstream) {
         listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -108,6 +109,10 @@ private:
                     fired_ = true;
                     held = true;
                     continue;
+                }
+                if (cut == Cut::before_renewal && has(chunk, "renew_owner") && cut_.compare_exchange_strong(cut, Cut::none)) {
+                    fired_ = true;
+                    break;
                 }
                 if ((cut == Cut::before_commit || cut == Cut::after_commit) && has(chunk, "COMMIT") &&
                     cut_.compare_exchange_strong(cut, Cut::none)) {
@@ -223,6 +228,37 @@ SCENARIO("a PostgreSQL re-registration whose COMMIT reply is lost keeps its rows
                 CHECK(store->held_since_attempt(invoice.id()));
                 CHECK(store->reregistrations() == 1);
                 CHECK(run_sql(schema.uri(), "SELECT 1 / ((SELECT count(*) FROM " + s + ".owners) = 1)::int"));
+            }
+        }
+    }
+    store->close();
+}
+
+// Review 24 F6: one lost session proves nothing lapsed; waiting a third of a
+// lease to renew again would leave the process doubtful at the next failure.
+SCENARIO("review24 F6: a PostgreSQL liveness renewal whose session is cut is tried again at once, on a new one") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    std::string const& u = *uri;
+    auto const colon = u.find(':', u.find('@'));
+    auto const slash = u.find('/', colon);
+    CuttingProxy proxy(std::stoi(u.substr(colon + 1, slash - colon - 1)));
+    auto options = schema.options();
+    options.uri = u.substr(0, colon + 1) + std::to_string(proxy.port()) + u.substr(slash);
+    options.statement_timeout = 1s;
+    options.lease_timeout = 3s; // renewed every second by the store's heart
+    auto store = open_store(options);
+    GIVEN("a store whose heart renews its liveness every second") {
+        REQUIRE(store->renewing());
+        // The heart's session is up (its statements prepared): what it sends next is a renewal.
+        REQUIRE(wait_for_session(schema.uri(), schema.name(), sweeping, false).size() == 1);
+        std::uint64_t const errors = store->storage_errors();
+        WHEN("the heart's next renewal loses its session") {
+            proxy.arm(CuttingProxy::Cut::before_renewal);
+            REQUIRE(holds_within_5s([&] { return proxy.fired() && store->storage_errors() > errors; }));
+            THEN("it renews on a new session at once, not a third of a lease timeout later") {
+                CHECK(holds_within(600ms, [&] { return store->renewing(); }));
             }
         }
     }

@@ -284,6 +284,8 @@ SCENARIO("a PostgreSQL store drives the attempt it committed without asking its 
     TestSchema schema(*uri);
     auto options = schema.options();
     options.lease_timeout = 1h; // renewed rarely: the test decides when a store looks dead
+    options.max_queued = 4;
+    auto const answered = std::make_shared<std::atomic<int>>(0); // asynchronous commits answered
     auto a = open_store(options);
     auto b = open_store(options);
     std::string const& s = schema.name();
@@ -330,6 +332,28 @@ SCENARIO("a PostgreSQL store drives the attempt it committed without asking its 
             THEN("it asks its database again before driving P1 (the second may have sent it)") {
                 CHECK(a->lease_to_drive(invoice.id(), p1.id()));
                 CHECK(a->commands() == before + 1);
+            }
+        }
+        // Review 23, F2: a charge started now could not have its answer queued.
+        WHEN("the first's writer is behind: a command held by a table lock, and three settlements' commits behind it") {
+            OtherSession other(schema.uri());
+            REQUIRE(other.exec("BEGIN"));
+            REQUIRE(other.exec("LOCK TABLE " + s + ".invoices IN EXCLUSIVE MODE"));
+            auto const later = [&](int n) {
+                a->commit_async({Changes::InvoiceWrite{invoice_numbered(n), 0}, {}},
+                                [answered](Result<void>) { ++*answered; });
+            };
+            later(1);
+            REQUIRE(holds_within_5s([&] { return a->queued() == 0; })); // taken: the writer waits on the lock
+            for (int n = 2; n <= 4; ++n) later(n);
+            REQUIRE(a->queued() == 3);
+            THEN("it does not drive P1 until the writer caught up, and then with no command to the writer") {
+                CHECK_FALSE(a->lease_to_drive(invoice.id(), p1.id()));
+                REQUIRE(other.exec("COMMIT"));
+                REQUIRE(holds_within_5s([&] { return answered->load() == 4; }));
+                std::uint64_t const caught_up = a->commands();
+                CHECK(a->lease_to_drive(invoice.id(), p1.id()));
+                CHECK(a->commands() == caught_up);
             }
         }
     }

@@ -56,6 +56,60 @@ WorldOptions process(PostgresStore& store, HeldProvider& a, HeldProvider& b, std
     return options;
 }
 
+// A process's PostgresStore, with a moment between two reads: `before_invoice_read`
+// runs (once) as the next invoice() read begins, so that another process can
+// commit between the read of an attempt and the read of its invoice.
+class ReadHookStore final : public application::Store {
+public:
+    explicit ReadHookStore(PostgresStore& inner) : inner_(inner) {}
+    std::optional<Invoice> invoice(InvoiceId const& id) const override {
+        if (auto hook = std::exchange(before_invoice_read, {})) hook();
+        return inner_.invoice(id);
+    }
+    application::InvoicePage invoices(application::InvoiceQuery const& query) const override {
+        return inner_.invoices(query);
+    }
+    std::optional<Payment> payment(PaymentId const& id) const override { return inner_.payment(id); }
+    std::vector<Payment> payments_of(InvoiceId const& id) const override { return inner_.payments_of(id); }
+    application::OpenAttemptPage open_attempts(std::optional<PaymentId> const& after, std::size_t limit) const override {
+        return inner_.open_attempts(after, limit);
+    }
+    Result<void> commit(application::Changes changes) override { return inner_.commit(std::move(changes)); }
+    void commit_async(application::Changes changes, Committed done) override {
+        inner_.commit_async(std::move(changes), std::move(done));
+    }
+    Result<application::Changes> update(InvoiceId const& id, Decide const& decide, Apply const& apply) override {
+        return inner_.update(id, decide, apply);
+    }
+    application::OutboxPage undelivered_page(application::OutboxCursor const& from, std::size_t limit) const override {
+        return inner_.undelivered_page(from, limit);
+    }
+    void mark_delivered(EventId const& id) override { inner_.mark_delivered(id); }
+    void left_undelivered(EventId const& id) override { inner_.left_undelivered(id); }
+    application::ScheduledPage scheduled_page(application::ScheduledCursor const& from,
+                                              std::size_t limit) const override {
+        return inner_.scheduled_page(from, limit);
+    }
+    application::StartMark start_mark() const override { return inner_.start_mark(); }
+    using application::Store::take_over;
+    application::TakenOver take_over(std::size_t events, std::size_t scheduled) override {
+        return inner_.take_over(events, scheduled);
+    }
+    bool watch_work_left(std::function<void()> wake) override { return inner_.watch_work_left(std::move(wake)); }
+    application::Ownership still_owns(EventId const& id) override { return inner_.still_owns(id); }
+    std::vector<Event> history(InvoiceId const& id) const override { return inner_.history(id); }
+    bool lease(InvoiceId const& id) override { return inner_.lease(id); }
+    bool lease_to_drive(InvoiceId const& invoice, PaymentId const& attempt) override {
+        return inner_.lease_to_drive(invoice, attempt);
+    }
+    bool held_since_attempt(InvoiceId const& id) override { return inner_.held_since_attempt(id); }
+
+    mutable std::function<void()> before_invoice_read;
+
+private:
+    PostgresStore& inner_;
+};
+
 void open_circuit(application::CircuitBreaker& breaker, Timestamp now) {
     for (int i = 0; i < 4; ++i) {
         auto permit = breaker.acquire(now);
@@ -244,6 +298,53 @@ SCENARIO("a process whose liveness renewals fail starts no charge, and charges a
                     a.settle();
                     CHECK(g1.booked() == 1);
                     CHECK(store->invoice(invoice.id())->status() == InvoiceStatus::paid);
+                }
+            }
+        }
+    }
+}
+
+// Review 23 F4: with the fast path, on_requested's "is it the latest attempt"
+// read is all that keeps A from sending P1 once another process committed P2
+// (A's memory still says it committed P1 with the lease).
+SCENARIO("a process that read its attempt open, while another settled it and committed the next, sends nothing") {
+    auto uri = test_postgres_uri();
+    if (!uri) return;
+    TestSchema schema(*uri);
+    auto options = schema.options();
+    options.lease_timeout = 1h; // both stay alive
+    auto store_a = open_store(options);
+    auto store_b = open_store(options);
+    ReadHookStore hooked_a(*store_a);
+    HeldProvider g1, g2;
+    auto a_options = process(*store_a, g1, g2, "proc_a", 1);
+    a_options.store = &hooked_a;
+    World a(a_options);
+    World b(process(*store_b, g1, g2, "proc_b", 2));
+    GIVEN("attempt P1 committed by process A, its request not yet delivered there") {
+        Invoice const invoice = a.create();
+        Payment const p1 = a.pay(invoice, "pm_card_ok");
+        WHEN("A reads P1 REQUESTED, and before it reads the invoice B settles P1 declined (a notice) and commits P2") {
+            std::optional<Payment> p2;
+            hooked_a.before_invoice_read = [&] {
+                REQUIRE(b.processor->on_provider_notice("", p1.gateway_key(), application::ChargeStatus::refused("declined")));
+                b.settle();
+                REQUIRE(store_b->invoice(invoice.id())->status() == InvoiceStatus::failed);
+                p2 = b.pay(invoice, "pm_card_ok"); // its request waits on B's bus
+            };
+            a.settle();
+            THEN("A sends nothing: P1 is not the invoice's latest attempt") {
+                REQUIRE(p2);
+                CHECK_FALSE(hooked_a.before_invoice_read);
+                CHECK(g1.held() + g2.held() == 0);
+                AND_THEN("B's charge of P2 is the only one") {
+                    b.settle();
+                    CHECK(g1.held() + g2.held() == 1);
+                    g1.answer_all();
+                    g2.answer_all();
+                    b.settle();
+                    CHECK(store_b->payment(p2->id())->status() == PaymentStatus::succeeded);
+                    CHECK(store_b->payment(p1.id())->status() == PaymentStatus::failed);
                 }
             }
         }

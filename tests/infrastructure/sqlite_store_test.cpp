@@ -3,6 +3,7 @@
 #include "support/builders.hpp"
 #include "support/faulty_vfs.hpp"
 #include "support/temp_dir.hpp"
+#include "support/wait.hpp"
 #include "support/world.hpp"
 
 #include "infrastructure/store/record_codec.hpp"
@@ -47,7 +48,120 @@ void run_sql_on_file(std::string const& path, std::string const& sql) {
     REQUIRE(rc == SQLITE_OK);
 }
 
+// Another connection's write transaction on the file: the store's writer
+// waits for it (SQLite's busy timeout, 5 s) in the first transaction it
+// begins, and the commands behind it queue up, as behind a slow disk.
+class HeldSqliteWriter {
+public:
+    explicit HeldSqliteWriter(std::string const& path) {
+        REQUIRE(sqlite3_open(path.c_str(), &db_) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    }
+    HeldSqliteWriter(HeldSqliteWriter const&) = delete;
+    HeldSqliteWriter& operator=(HeldSqliteWriter const&) = delete;
+    ~HeldSqliteWriter() { release(); }
+    /// Ends the transaction: the store's writer goes on.
+    void release() {
+        if (!db_) return;
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        sqlite3_close(db_);
+        db_ = nullptr;
+    }
+
+private:
+    sqlite3* db_ = nullptr;
+};
+
+// Asynchronous commits of new invoices, counted as they are answered.
+struct AnsweredCommits {
+    std::atomic<int> answered{0}, written{0};
+    void commit(SqliteStore& store, int n) {
+        store.commit_async({Changes::InvoiceWrite{invoice_numbered(n), 0}, {}}, [this](Result<void> r) {
+            if (r) ++written;
+            ++answered;
+        });
+    }
+};
+
 } // namespace
+
+// Review 23, F4: SQLite's bound on its writer's queue, and the share of it
+// kept for the commands that wait (the twin of GroupCommit's scenario).
+SCENARIO("a SQLite store whose writer is behind refuses past its bound, and keeps a quarter of it for the commits that wait") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    AnsweredCommits commits; // outlives the store, whose writer answers them
+    auto store = open_store(path, {.max_queued = 4});
+    GIVEN("a queue of four, and a writer held in its first transaction") {
+        std::future<Result<void>> waiting;
+        HeldSqliteWriter held(path);
+        commits.commit(*store, 1);
+        REQUIRE(holds_within_5s([&] { return store->queued() == 0; })); // taken: the writer waits in it
+        WHEN("asynchronous commits are queued until one is refused") {
+            commits.commit(*store, 2);
+            commits.commit(*store, 3);
+            commits.commit(*store, 4);
+            CHECK(commits.answered == 0);
+            commits.commit(*store, 5);
+            THEN("three were queued, the fourth was refused at once, a new charge is not driven, and a commit "
+                 "that waits still finds room") {
+                CHECK(commits.answered == 1);
+                CHECK(commits.written == 0);
+                CHECK(store->queued() == 3);
+                CHECK_FALSE(store->lease_to_drive(an_invoice().id(), pid(1)));
+                waiting = std::async(std::launch::async, [&] {
+                    return store->commit({Changes::InvoiceWrite{invoice_numbered(6), 0}, {}});
+                });
+                REQUIRE(holds_within_5s([&] { return store->queued() == 4; }));
+                auto const refused = store->commit({Changes::InvoiceWrite{invoice_numbered(7), 0}, {}});
+                REQUIRE_FALSE(refused);
+                CHECK(refused.error().code == ErrorCode::storage_unavailable);
+                held.release();
+                CHECK(waiting.get());
+                REQUIRE(holds_within_5s([&] { return commits.answered == 5; }));
+                CHECK(commits.written == 4);
+                CHECK(store->invoice_count() == 5);
+                CHECK(store->lease_to_drive(an_invoice().id(), pid(1)));
+            }
+        }
+    }
+}
+
+// Review 23, F2: past the share settlements may fill, a new charge would
+// have its answer's commit refused; it is not started until the writer
+// caught up, and the janitor starts it then.
+SCENARIO("review23 F2: while a SQLite store's writer is behind no new charge starts, and the janitor starts it later") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    AnsweredCommits commits; // outlives the store, whose writer answers them
+    auto store = open_store(path, {.max_queued = 4});
+    World world({.store = store.get(), .idempotency = store.get()});
+    GIVEN("a payment requested, and then the writer held with three settlements' commits queued behind it") {
+        Invoice const invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        HeldSqliteWriter held(path);
+        commits.commit(*store, 1);
+        REQUIRE(holds_within_5s([&] { return store->queued() == 0; }));
+        for (int n = 2; n <= 4; ++n) commits.commit(*store, n);
+        REQUIRE(store->queued() == 3);
+        WHEN("the attempt's request is delivered") {
+            world.settle();
+            THEN("no charge is sent: the attempt stays REQUESTED") {
+                CHECK(world.gateway_port.charges == 0);
+                CHECK(world.service.payments_of(invoice.id()).value()[0].status() == PaymentStatus::requested);
+            }
+            AND_WHEN("the writer catches up and the janitor comes round") {
+                held.release();
+                REQUIRE(holds_within_5s([&] { return commits.answered == 4; }));
+                world.run();
+                THEN("the attempt is charged once and the invoice is PAID") {
+                    CHECK(world.gateway_port.charges == 1);
+                    CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+                }
+            }
+        }
+    }
+}
 
 SCENARIO("a SQLite store keeps everything across a close and a reopen") {
     TempDir dir;

@@ -3,6 +3,8 @@
 // and exports its URI as PAYMENTS_TEST_POSTGRES. Each test gets a schema of
 // its own (so that tests run in parallel), dropped at its end.
 
+#include "wait.hpp"
+
 #include <payments/infrastructure/store/postgres_store.hpp>
 
 #include <doctest/doctest.h>
@@ -89,17 +91,6 @@ inline std::vector<int> wait_for_session(std::string const& uri, std::string con
         if (pids.size() >= count || std::chrono::steady_clock::now() >= deadline) return pids;
         std::this_thread::yield(); // each look is a round trip to the server: no busy spin
     }
-}
-
-/// Waits (at most 5 s, yielding between looks) until `condition()` holds; whether it did.
-template <class Condition>
-bool holds_within_5s(Condition condition) {
-    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (!condition()) {
-        if (std::chrono::steady_clock::now() >= deadline) return false;
-        std::this_thread::yield();
-    }
-    return true;
 }
 
 /// The liveness sessions' statement that sweeps lapsed registrations (a LIKE

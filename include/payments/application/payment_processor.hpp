@@ -112,6 +112,9 @@ public:
 
     /// Gateway calls (charges and look-ups) not yet answered.
     std::size_t in_flight() const;
+    /// Unknown outcomes this processor is verifying, or has left for its
+    /// janitor to verify. For tests and metrics.
+    std::size_t verifying() const;
     /// Waits until no gateway call is in flight; false at the deadline.
     bool wait_idle(std::chrono::steady_clock::time_point deadline) const;
 
@@ -191,6 +194,7 @@ private:
     std::optional<Redrive> redrive_of(domain::Invoice const& invoice, domain::Payment const& payment,
                                       domain::Duration grace);
     void drive(Redrive const& redrive);
+    void upgrade_to_verify(domain::PaymentId const& id);
     // Recovery: pages of the store, a bounded number of attempts driven at once.
     std::size_t scan_recovery_page();
     void scan_recovery() noexcept;
@@ -294,8 +298,13 @@ private:
     std::unordered_set<domain::PaymentId> in_flight_;        // Owned by: mutex_
     std::unordered_map<domain::PaymentId, int> verifying_;   // Owned by: mutex_; look-ups made so far
     // In verifying_: an UNKNOWN whose verification could start neither on a
-    // timer nor a post (verify_off_store_thread), left to the janitor.
+    // timer nor a post (verify_off_store_thread), left to the janitor. Erased
+    // when its round starts the verification, when another process holds the
+    // invoice, and when a whole round no longer finds the attempt owed an
+    // answer: settled, here or elsewhere (review 24, F7).
     static constexpr int verify_by_janitor = -1;
+    std::unordered_set<domain::PaymentId> janitor_marks() const;
+    void forget_janitor_marks(std::unordered_set<domain::PaymentId> const& ids);
     std::unordered_set<domain::PaymentId> deferred_;         // Owned by: mutex_; held back by an open circuit or a full gateway
     // Attempts refused at a gateway's own limit, oldest first, and whether a
     // timer will send one again.

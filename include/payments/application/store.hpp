@@ -289,14 +289,19 @@ public:
     /// it, a kill -9 included). The process that commits an invoice's new
     /// attempt holds its lease. A store used by one process always says yes.
     virtual bool lease(domain::InvoiceId const&) { return true; }
-    /// lease(), asked to drive `attempt`, the invoice's latest, right after
-    /// its commit: a store may answer yes without asking its database, once
-    /// per attempt and soon after this process committed it (taking the
+    /// lease(), asked to drive `attempt`, the invoice's latest, before its
+    /// charge is sent. A store may answer yes without asking its database,
+    /// once per attempt and soon after this process committed it (taking the
     /// lease with it), while nothing it knows of can have moved the lease
-    /// (its liveness renewed without a break, no takeover). That rests on
-    /// this process's clock keeping pace with the database's (a paused VM
-    /// breaks it, as it breaks any lease between its answer and the charge);
-    /// a later drive of the same attempt asks lease(). The default asks lease().
+    /// (its liveness renewed without a break, no takeover). Another process
+    /// committing a newer attempt moves the lease without this one knowing:
+    /// that answer rests on the caller having read `attempt` as the latest.
+    /// It rests too on this process's clock keeping pace with the database's
+    /// (a paused VM breaks it, as it breaks any lease between its answer and
+    /// the charge); a later drive of the same attempt asks lease(). A store
+    /// whose writer is behind (its queue past what asynchronous commits may
+    /// fill) says no: the charge's answer could not be recorded, and the
+    /// janitor drives the attempt later (review 23, F2). The default asks lease().
     virtual bool lease_to_drive(domain::InvoiceId const& invoice, domain::PaymentId const& /*attempt*/) {
         return lease(invoice);
     }

@@ -25,8 +25,20 @@ namespace payments::infrastructure {
 /// do not wait (asynchronous commits: settlements): a quarter is kept for
 /// the callers that wait (a client's request), so that a burst of
 /// settlements cannot get them refused (review 19, F5). GroupCommit and the
-/// SQLite store's queue keep the same share.
-constexpr std::size_t async_share(std::size_t max_queued) { return max_queued - max_queued / 4; }
+/// SQLite store's queue keep the same share. At least one place is kept once
+/// the queue holds two (review 23, F4: a quarter of 1 to 3 rounded to none);
+/// a queue of one has nothing to share and takes either kind.
+constexpr std::size_t async_share(std::size_t max_queued) {
+    return max_queued < 2 ? max_queued : max_queued - std::max<std::size_t>(max_queued / 4, 1);
+}
+
+/// Whether a writer with `queued` jobs waiting is at or past its
+/// asynchronous share: a charge started now could not have its answer
+/// queued (review 23, F2), so no new one starts (Store::lease_to_drive says
+/// no; the janitor drives it later). Never with no limit (`max_queued` 0).
+constexpr bool writer_behind(std::size_t queued, std::size_t max_queued) {
+    return max_queued != 0 && queued >= async_share(max_queued);
+}
 
 /// A writer thread fed by a queue of `Job`s, written in batches.
 template <class Job>

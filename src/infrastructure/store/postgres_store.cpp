@@ -410,7 +410,11 @@ struct PostgresStore::Impl {
     // (its writes are fenced by it), and the latest attempt it committed: at
     // which epoch, under which registration (the count of re-registrations),
     // when, and whether lease_to_drive() has answered for it from memory yet.
-    // Forgotten once the invoice is settled.
+    // Forgotten once this process commits the invoice out of PROCESSING; one
+    // that another process finished after a takeover stays in both until this
+    // process ends, and a re-registration sends every `fences` key to
+    // keep_leases (review 23, F5: a leak bounded by the invoices taken over
+    // from this process, and harmless: a stale epoch only fences its writes).
     struct Origin {
         std::int64_t epoch = 0;
         std::string attempt;
@@ -1664,7 +1668,13 @@ bool PostgresStore::lease(InvoiceId const& id) {
 // late drive of the same attempt (a deferral firing, the janitor, a second
 // delivery) asks the database, as lease() always did, so the gap is no wider
 // than lease()'s own: a charge in flight outliving the answer.
+//
+// Not while the writer is behind (review 23, F2): before the fast path a
+// drive's lease() queued behind the writer, which paced new charges with it;
+// without that, new charges went out while their answers' commits were
+// refused past the asynchronous share. The janitor drives the attempt later.
 bool PostgresStore::lease_to_drive(InvoiceId const& invoice, PaymentId const& attempt) {
+    if (writer_behind(queued(), impl_->options.max_queued)) return false;
     if (!impl_->alive()) return false;
     {
         std::lock_guard guard(impl_->leases_mutex);
@@ -1804,6 +1814,7 @@ std::optional<std::string> PostgresStore::setting(std::string const& name) const
     });
 }
 
+std::size_t PostgresStore::queued() const { return impl_->queue->queued(); }
 std::uint64_t PostgresStore::transactions() const { return impl_->transactions; }
 std::uint64_t PostgresStore::commands() const { return impl_->commands; }
 std::uint64_t PostgresStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }

@@ -1147,6 +1147,15 @@ std::size_t SqliteStore::awaiting_delivery() const {
     return impl_->outbox_seq.size() + impl_->scheduled_ids.size();
 }
 std::size_t SqliteStore::payment_count() const { return impl_->payments; }
+std::size_t SqliteStore::queued() const {
+    std::lock_guard guard(impl_->queue_mutex);
+    return impl_->queue.size();
+}
+
+bool SqliteStore::lease_to_drive(InvoiceId const&, PaymentId const&) {
+    return !writer_behind(queued(), impl_->options.max_queued);
+}
+
 std::uint64_t SqliteStore::transactions() const { return impl_->transactions; }
 std::uint64_t SqliteStore::commands() const { return impl_->commands; }
 std::uint64_t SqliteStore::storage_errors() const { return impl_->storage_errors + impl_->read_errors; }

@@ -39,9 +39,12 @@ struct PostgresStoreOptions {
     /// ids per backend in shared memory; past that every snapshot of every
     /// session gets slower (suboverflow), hence the default.
     std::size_t max_batch = 64;
-    /// Commands waiting for the writer at most; past it (the writer is behind
-    /// a slow or unreachable server) a command fails `storage_unavailable`
-    /// at once instead of queueing.
+    /// Commands waiting for the writer at most (0: no limit); past it (the
+    /// writer is behind a slow or unreachable server) a command fails
+    /// `storage_unavailable` at once instead of queueing. Asynchronous commits
+    /// (settlements) are refused past three quarters of it (at least one place
+    /// is kept once it is two or more), and from that share on no new charge
+    /// starts (lease_to_drive() says no; the janitor drives it later).
     std::size_t max_queued = 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
@@ -143,7 +146,9 @@ public:
     /// committed `attempt` with the lease, has not re-registered since, and
     /// holds the lease at that epoch still; else lease(). While its
     /// registration lives, no other process can take its leases, and one that
-    /// commits a newer attempt makes `attempt` no longer the latest.
+    /// commits a newer attempt makes `attempt` no longer the latest. No while
+    /// the writer is behind, its queue at or past the share settlements may
+    /// fill (review 23, F2): the janitor drives the attempt later.
     bool lease_to_drive(domain::InvoiceId const& invoice, domain::PaymentId const& attempt) override;
     /// This process holds the lease at the epoch at which it committed the
     /// invoice's latest attempt (no takeover since).
@@ -167,6 +172,8 @@ public:
     /// past twice its lease timeout and was taken for gone) and registered it
     /// anew: what was taken over meanwhile is no longer its own, the rest is.
     std::uint64_t reregistrations() const;
+    /// Commands waiting for the writer now, not yet taken into a batch.
+    std::size_t queued() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;

@@ -29,7 +29,9 @@ struct SqliteStoreOptions {
     /// Commands waiting for the writer at most (0: no limit); past it a
     /// command fails `storage_unavailable` at once instead of queueing.
     /// Asynchronous commits (settlements, which are decided again later) are
-    /// refused past three quarters of it: the rest is kept for requests.
+    /// refused past three quarters of it (at least one place is kept once it
+    /// is two or more): the rest is kept for requests. From that share on, no
+    /// new charge starts (lease_to_drive() says no; the janitor drives it later).
     std::size_t max_queued = 16 * 1024;
     /// Idempotency records are replayed for this long after completion.
     domain::Duration idempotency_ttl = std::chrono::hours(24);
@@ -94,6 +96,10 @@ public:
                                               std::size_t limit) const override;
     application::StartMark start_mark() const override;
     std::vector<domain::Event> history(domain::InvoiceId const& id) const override;
+    /// No while the writer is behind, its queue at or past the share that
+    /// settlements may fill: their answers could not be recorded (review 23,
+    /// F2); the janitor drives the attempt later. Yes otherwise (one process).
+    bool lease_to_drive(domain::InvoiceId const& invoice, domain::PaymentId const& attempt) override;
 
     application::IdempotencyClaim claim(application::IdempotencyKey const& key, std::string_view fingerprint,
                                         domain::Timestamp now) override;
@@ -113,6 +119,8 @@ public:
     std::size_t awaiting_delivery() const;
     /// Payment attempts in the file.
     std::size_t payment_count() const;
+    /// Commands waiting for the writer now, not yet taken into a transaction.
+    std::size_t queued() const;
     /// Transactions committed, and commands they held: their ratio is the
     /// group commit's batch size.
     std::uint64_t transactions() const;
