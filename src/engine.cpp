@@ -351,9 +351,16 @@ ShutdownReport Engine::shutdown(std::chrono::steady_clock::duration grace) {
     impl_->service.stop_accepting();
     // Nothing more is taken over from other processes: what this one holds is theirs once it is gone.
     impl_->relay->stop();
-    // The processor stays subscribed through the grace period, so a retry
-    // that falls due meanwhile is still charged.
-    if (!wait_idle(grace)) impl_->logger->warn("shutdown grace period ended with work in flight");
+    // The commands accepted before are answered first (their commits publish
+    // what the processor then drives), then the processor stays subscribed
+    // through the rest of the grace period, so a retry that falls due
+    // meanwhile is still charged.
+    auto const deadline = std::chrono::steady_clock::now() + grace;
+    if (!impl_->service.wait_commands(deadline))
+        impl_->logger->warn("shutdown grace period ended with commands waiting for their commit",
+                            {{"commands", static_cast<std::int64_t>(impl_->service.commands_in_flight())}});
+    if (!wait_idle(deadline - std::chrono::steady_clock::now()))
+        impl_->logger->warn("shutdown grace period ended with work in flight");
     ShutdownReport report;
     report.scheduled_dropped = impl_->bus.stop().size();
     impl_->processor->stop();

@@ -187,11 +187,15 @@ void Api::handle(Request const& request, Offload const& offload, Answer done) {
 }
 
 Response Api::handle(Request const& request) {
-    std::promise<Response> answered;
-    auto response = answered.get_future();
+    // Shared with `done`, which may run on an engine thread after get() returned.
+    // A `done` destroyed uncalled (a service gone first) breaks the promise:
+    // get() then throws instead of waiting for ever.
+    auto answered = std::make_shared<std::promise<Response>>();
+    auto response = answered->get_future();
     handle(
         request, [](Work, std::function<void()> work) { work(); },
-        [&answered](Response r) { answered.set_value(std::move(r)); });
+        [answered](Response r) { answered->set_value(std::move(r)); });
+    answered.reset();
     return response.get();
 }
 

@@ -54,7 +54,9 @@ public:
     void handle(Request const& request, Offload const& offload, Answer done);
 
     /// handle() on the caller's thread, waiting for a command's commit: tests
-    /// and the fuzzer. The engine's threads must run (they answer commands).
+    /// and the fuzzer. The engine's threads must run (they answer commands),
+    /// and the caller must not be one of them. Throws std::future_error if the
+    /// reply was dropped (the engine destroyed first).
     Response handle(Request const& request);
 
     /// Every route as "METHOD /path/{param}", for the OpenAPI consistency test.

@@ -222,6 +222,8 @@ payments::Result<void> open_store(Options& options) {
         options.durable_keys = shared;
         return {};
     }
+    // A key's claim reads the file, which may wait for the disk: not on an I/O thread.
+    options.commands_on_io_threads = false;
     options.sqlite.path = options.store.substr(std::string_view("sqlite:").size());
     options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
     auto store = payments::infrastructure::SqliteStore::open(options.sqlite);

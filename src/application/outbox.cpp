@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace payments::application {
 
@@ -120,11 +121,29 @@ void update_and_publish_async(Ports const& ports, domain::InvoiceId const& id, S
                               Store::Apply const& apply, std::weak_ptr<void const> owner,
                               std::function<void(CommitAnswer)> done) {
     auto once = std::make_shared<Once>(std::move(done));
-    ports.store.update_async(id, decide, apply, [ports, owner = std::move(owner), once](Result<Changes> updated) {
+    // An answer given on this thread before update_async() returns (a refusal
+    // of the decision, a store that commits in place) is handed on here, as
+    // the synchronous form would: no hop through the scheduler, and whatever
+    // `done` waits for (ending a claim) waits on the caller's thread, not on the
+    // scheduler's few.
+    struct Caller {
+        std::thread::id const thread = std::this_thread::get_id();
+        std::atomic<bool> returned{false};
+    };
+    auto caller = std::make_shared<Caller>();
+    ports.store.update_async(id, decide, apply, [ports, owner = std::move(owner), once, caller](Result<Changes> updated) {
+        if (!caller->returned.load() && caller->thread == std::this_thread::get_id()) {
+            auto const alive = owner.lock();
+            if (!alive) return;
+            if (!updated) return once->call({updated.error()});
+            publish(ports, std::move(updated->events), std::move(updated->scheduled));
+            return once->call({Result<void>{}});
+        }
         std::function<void()> answered;
         if (!updated) return hand_over(ports, owner, once, updated.error(), {}, {}, answered);
         hand_over(ports, owner, once, {}, std::move(updated->events), std::move(updated->scheduled), answered);
     });
+    caller->returned.store(true);
 }
 
 Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,

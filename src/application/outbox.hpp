@@ -49,8 +49,10 @@ Result<void> update_and_publish(Ports const& ports, domain::InvoiceId const& id,
 /// then, on the thread the store answers on, the events are published if it
 /// committed, and `done` gets the result on the scheduler's threads, as
 /// commit_and_publish_async() does (the same rules for `owner` and a refused
-/// post). A refusal known before any commit (`not_found`, `decide`'s) goes the
-/// same way: `done` never runs on the caller's thread, so it may commit.
+/// post). An answer the store gives on the caller's thread before
+/// update_async() returns (`not_found`, `decide`'s refusal, a store that
+/// commits in place) is published and handed to `done` there and then, as
+/// update_and_publish() would; `done` may then commit.
 void update_and_publish_async(Ports const& ports, domain::InvoiceId const& id, Store::Decide const& decide,
                               Store::Apply const& apply, std::weak_ptr<void const> owner,
                               std::function<void(CommitAnswer)> done);

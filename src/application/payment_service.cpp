@@ -66,6 +66,52 @@ void PaymentService::stop_accepting() noexcept { accepting_.store(false, std::me
 
 bool PaymentService::accepting() const noexcept { return accepting_.load(std::memory_order_acquire); }
 
+std::size_t PaymentService::commands_in_flight() const {
+    std::lock_guard lock(in_flight_->mutex);
+    return in_flight_->count;
+}
+
+bool PaymentService::wait_commands(std::chrono::steady_clock::time_point deadline) const {
+    std::unique_lock lock(in_flight_->mutex);
+    return in_flight_->none_left.wait_until(lock, deadline, [&] { return in_flight_->count == 0; });
+}
+
+namespace {
+
+// Counts an asynchronous command from its acceptance until what carries it
+// (its continuation's state) is gone: answered, or dropped with a service
+// that went first.
+template <class Commands>
+class InFlight {
+public:
+    explicit InFlight(std::shared_ptr<Commands> commands) : commands_(std::move(commands)) {
+        std::lock_guard lock(commands_->mutex);
+        ++commands_->count;
+    }
+    InFlight(InFlight const&) = delete;
+    InFlight& operator=(InFlight const&) = delete;
+    ~InFlight() {
+        std::lock_guard lock(commands_->mutex);
+        if (--commands_->count == 0) commands_->none_left.notify_all();
+    }
+
+private:
+    std::shared_ptr<Commands> commands_;
+};
+
+// Runs a report (metrics, a log line) of what is already done: an adapter
+// that throws must not turn a durable commit into a failure, nor keep a
+// command from being answered (review 25, F2).
+template <class Report>
+void reported(Report&& report) noexcept {
+    try {
+        report();
+    } catch (...) {
+    }
+}
+
+} // namespace
+
 namespace {
 
 // A read the storage could not answer is storage_unavailable, never "not found".
@@ -92,6 +138,7 @@ Result<std::pair<Invoice, Changes>> new_invoice(Ports const& ports, CreateInvoic
     Invoice invoice = Invoice::from(*created);
     Changes changes{Changes::InvoiceWrite{invoice, 0}, {}};
     changes.events.emplace_back(std::move(*created));
+    changes.origin = Changes::Origin::client;
     return std::pair{std::move(invoice), std::move(changes)};
 }
 
@@ -103,11 +150,13 @@ Result<Invoice> invoice_created(Ports const& ports, Invoice invoice, Correlation
             return reject(ErrorCode::already_exists, "invoice " + std::string(invoice.id().str()) + " already exists");
         return committed.error();
     }
-    ports.metrics.invoice_status_changed(std::nullopt, invoice.status());
-    ports.logger.info("invoice created", {{"invoice_id", invoice.id().str()},
-                                          {"correlation_id", correlation_id.str()},
-                                          {"amount", invoice.amount().minor_units()},
-                                          {"currency", invoice.amount().currency().code()}});
+    reported([&] {
+        ports.metrics.invoice_status_changed(std::nullopt, invoice.status());
+        ports.logger.info("invoice created", {{"invoice_id", invoice.id().str()},
+                                              {"correlation_id", correlation_id.str()},
+                                              {"amount", invoice.amount().minor_units()},
+                                              {"currency", invoice.amount().currency().code()}});
+    });
     return invoice;
 }
 
@@ -133,16 +182,23 @@ void PaymentService::create_invoice_async(CreateInvoice command, CreateInvoiceDo
             if (!made) {
                 at_once = made.error();
             } else {
-                auto once = std::make_shared<CreateInvoiceDone>(std::move(done));
+                struct Pending {
+                    Pending(CreateInvoiceDone d, std::shared_ptr<Commands> commands)
+                        : done(std::move(d)), counted(std::move(commands)) {}
+                    CreateInvoiceDone done;
+                    InFlight<Commands> counted;
+                };
+                auto pending = std::make_shared<Pending>(std::move(done), in_flight_);
                 try {
-                    commit_and_publish_async(ports_, std::move(made->second), alive_,
-                                             [this, invoice = std::move(made->first), correlation_id, once](CommitAnswer answer) mutable {
-                                                 (*once)(invoice_created(ports_, std::move(invoice), correlation_id,
-                                                                         answer.committed));
+                    commit_and_publish_async(ports_, std::move(made->second), owner_,
+                                             [this, invoice = std::move(made->first), correlation_id,
+                                              pending](CommitAnswer answer) mutable {
+                                                 pending->done(invoice_created(ports_, std::move(invoice),
+                                                                               correlation_id, answer.committed));
                                              });
                     return;
                 } catch (...) {
-                    done = std::move(*once); // not called: commit_async threw
+                    done = std::move(pending->done); // not called: commit_async threw
                     throw;
                 }
             }
@@ -209,6 +265,7 @@ Store::Decide decide_payment(Ports const& ports, RequestPayment const& command, 
         out.made = Payment::from(*requested);
         Changes changes{std::nullopt, {Changes::PaymentWrite{*out.made, 0}}};
         changes.events.emplace_back(std::move(*requested));
+        changes.origin = Changes::Origin::client;
         if (key) changes.idempotency = IdempotencyCompletion{*key, *out.made, ports.clock.now()};
         return changes;
     };
@@ -221,12 +278,14 @@ void apply_payment(Invoice& invoice, Changes const& decided) {
 } // namespace
 
 void PaymentService::payment_requested(Payment const& payment, InvoiceStatus before, CorrelationId const& correlation_id) {
-    ports_.metrics.payment_requested();
-    ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
-    ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
-                                             {"payment_id", payment.id().str()},
-                                             {"correlation_id", correlation_id.str()},
-                                             {"attempt", payment.attempt()}});
+    reported([&] {
+        ports_.metrics.payment_requested();
+        ports_.metrics.invoice_status_changed(before, InvoiceStatus::processing);
+        ports_.logger.info("payment requested", {{"invoice_id", payment.invoice_id().str()},
+                                                 {"payment_id", payment.id().str()},
+                                                 {"correlation_id", correlation_id.str()},
+                                                 {"attempt", payment.attempt()}});
+    });
 }
 
 PaymentResult PaymentService::request_payment_once(RequestPayment const& command, CorrelationId const& correlation_id,
@@ -245,16 +304,18 @@ PaymentResult PaymentService::request_payment_once(RequestPayment const& command
 
 // One asynchronous payment request between its claim and its reply.
 struct PaymentService::PendingPayment {
+    explicit PendingPayment(std::shared_ptr<Commands> in_flight) : counted(std::move(in_flight)) {}
     RequestPayment command;
     CorrelationId correlation_id;
     bool claimed = false; ///< the command's key is claimed for this request
     RequestPaymentDone done;
     int round = 0;
     PaymentDecision decision;
+    InFlight<Commands> counted;
 };
 
 void PaymentService::request_payment_async(RequestPayment command, RequestPaymentDone done) {
-    auto pending = std::make_shared<PendingPayment>();
+    auto pending = std::make_shared<PendingPayment>(in_flight_);
     PaymentRequestReply at_once{reject(ErrorCode::storage_unavailable, "not answered"), false};
     try {
         if (auto open = refuse_when_stopped(accepting_); !open) {
@@ -290,7 +351,7 @@ void PaymentService::attempt_payment_async(std::shared_ptr<PendingPayment> const
         pending->decision = {};
         update_and_publish_async(ports_, command.invoice_id,
                                  decide_payment(ports_, command, pending->correlation_id, key, pending->decision),
-                                 apply_payment, alive_, [this, pending](CommitAnswer answer) {
+                                 apply_payment, owner_, [this, pending](CommitAnswer answer) {
                                      PaymentDecision& decision = pending->decision;
                                      if (answer.committed) {
                                          payment_requested(*decision.made, decision.before, pending->correlation_id);
@@ -306,6 +367,9 @@ void PaymentService::attempt_payment_async(std::shared_ptr<PendingPayment> const
         // Not submitted (update_async() threw: it will not answer): a read the
         // store could not answer, most often; the claim must end either way.
         end_payment_async(*pending, reject(ErrorCode::storage_unavailable, e.what()), true);
+    } catch (...) {
+        end_payment_async(*pending, reject(ErrorCode::storage_unavailable, "the store threw an exception of unknown type"),
+                          true);
     }
 }
 
@@ -323,13 +387,16 @@ void PaymentService::end_payment_async(PendingPayment& pending, PaymentResult ou
             if (replayable(outcome)) ports_.idempotency.complete(key, outcome, ports_.clock.now());
             else ports_.idempotency.release(key);
         } catch (StorageFailure const& failure) {
-            ports_.idempotency.release(key);
+            try {
+                ports_.idempotency.release(key);
+            } catch (...) {
+            }
             outcome = reject(ErrorCode::storage_unavailable, failure.what());
         }
         pending.claimed = false;
     }
     auto done = std::move(pending.done);
-    done({std::move(outcome), false});
+    if (done) done({std::move(outcome), false});
 }
 
 Result<Invoice> PaymentService::resolve_review(ResolveReview const& command) {

@@ -980,3 +980,122 @@ SCENARIO("a service destroyed with an asynchronous command in flight never answe
         }
     }
 }
+
+// Review 25 (the asynchronous commands).
+
+namespace {
+
+// Metrics whose reports of a new payment and an invoice's status throw.
+class ThrowingRequestReports final : public application::Metrics {
+public:
+    void payment_requested() override { throw std::runtime_error("the metrics adapter failed"); }
+    void payment_succeeded() override {}
+    void payment_failed(FailureKind) override {}
+    void retry_scheduled() override {}
+    void duplicate_delivery() override {}
+    void invoice_status_changed(std::optional<InvoiceStatus>, InvoiceStatus) override {
+        throw std::runtime_error("the metrics adapter failed");
+    }
+    void gateway_latency(Duration) override {}
+    void outcome_verification() override {}
+    void late_answer() override {}
+    void review_required(application::ReviewCause) override {}
+    void janitor_redrove(application::JanitorFinding) override {}
+};
+
+} // namespace
+
+SCENARIO("review25 F2: an asynchronous command whose report throws is still answered, and its key replays") {
+    GIVEN("a store that holds its commits, and metrics that throw on a new invoice or payment") {
+        HeldCommits store;
+        ThrowingRequestReports metrics;
+        World world({.store = &store, .metrics = &metrics});
+        Answer<Result<Invoice>> created;
+        world.service.create_invoice_async({.amount = usd(900)}, created.done());
+        store.answer_one();
+        CHECK_NOTHROW(run_what_is_due(world));
+        REQUIRE(created.calls == 1);
+        REQUIRE(*created.reply);
+        Invoice const invoice = **created.reply;
+        WHEN("a keyed payment is requested without waiting, and committed") {
+            Answer<application::PaymentRequestReply> answer;
+            world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+            store.answer_one();
+            CHECK_NOTHROW(run_what_is_due(world));
+            THEN("it is answered with its payment, and a repeat of the key replays it") {
+                REQUIRE(answer.calls == 1);
+                REQUIRE(answer.reply->result);
+                auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
+                REQUIRE(repeat.replayed);
+                CHECK(repeat.result->id() == answer.reply->result->id());
+            }
+        }
+    }
+}
+
+SCENARIO("review25 F6: an asynchronous payment request whose store throws an odd exception answers and frees its key") {
+    GIVEN("an invoice, on a store whose next asynchronous commit throws an int") {
+        HeldCommits store;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        store.odd_refusals = 1;
+        WHEN("a keyed payment is requested without waiting") {
+            Answer<application::PaymentRequestReply> answer;
+            CHECK_NOTHROW(world.service.request_payment_async(keyed(invoice, "k-1"), answer.done()));
+            THEN("it answers storage_unavailable at once, and the key runs again") {
+                REQUIRE(answer.calls == 1);
+                CHECK(answer.reply->result.error().code == ErrorCode::storage_unavailable);
+                store.hold = false;
+                CHECK(world.service.request_payment(keyed(invoice, "k-1")).result);
+            }
+        }
+    }
+}
+
+SCENARIO("review25 F5: an asynchronous payment refused by its decision ends its claim on the caller's thread") {
+    GIVEN("an invoice already paid, and a scheduler whose posts are counted") {
+        HeldCommits store;
+        store.hold = false;
+        WatchedPosts* posts = nullptr;
+        World world({.store = &store, .wrap_scheduler = wrapped(posts)});
+        Invoice invoice = world.create();
+        world.pay(invoice, "pm_card_ok");
+        run_what_is_due(world);
+        REQUIRE(world.invoice(invoice.id()).status() == InvoiceStatus::paid);
+        int posted = 0;
+        posts->on_post = [&] { ++posted; };
+        WHEN("a keyed payment is requested without waiting") {
+            Answer<application::PaymentRequestReply> answer;
+            world.service.request_payment_async(keyed(invoice, "k-2"), answer.done());
+            THEN("it is refused before the call returns, through no scheduler thread, and the key is free again") {
+                REQUIRE(answer.calls == 1);
+                CHECK(answer.reply->result.error().code == ErrorCode::invoice_already_paid);
+                CHECK(posted == 0);
+                Answer<application::PaymentRequestReply> again;
+                world.service.request_payment_async(keyed(invoice, "k-2"), again.done());
+                REQUIRE(again.calls == 1);
+                CHECK(again.reply->result.error().code == ErrorCode::invoice_already_paid);
+            }
+        }
+    }
+}
+
+SCENARIO("review25 F1: an engine's shutdown waits for the asynchronous commands it accepted") {
+    GIVEN("a store that holds its commits, and a payment requested without waiting") {
+        HeldCommits store;
+        World world({.store = &store});
+        Invoice invoice = world.create();
+        Answer<application::PaymentRequestReply> answer;
+        world.service.request_payment_async(keyed(invoice, "k-1"), answer.done());
+        REQUIRE(store.held.size() == 1);
+        THEN("it counts as in flight until it is answered") {
+            CHECK(world.service.commands_in_flight() == 1);
+            CHECK_FALSE(world.service.wait_commands(std::chrono::steady_clock::now()));
+            store.answer_one();
+            run_what_is_due(world);
+            REQUIRE(answer.calls == 1);
+            CHECK(world.service.commands_in_flight() == 0);
+            CHECK(world.service.wait_commands(std::chrono::steady_clock::now()));
+        }
+    }
+}

@@ -31,6 +31,7 @@ TestServer::~TestServer() {
     server->drain(deadline);
     engine->shutdown(std::max(std::chrono::steady_clock::duration::zero(), deadline - std::chrono::steady_clock::now()));
     server->stop();
+    engine.reset(); // as main() does: before the server, whose sessions a late command may hold
 }
 
 tcp::socket TestServer::connect() {

@@ -75,8 +75,10 @@ private:
 // Asynchronous commits of new invoices, counted as they are answered.
 struct AnsweredCommits {
     std::atomic<int> answered{0}, written{0};
-    void commit(SqliteStore& store, int n) {
-        store.commit_async({Changes::InvoiceWrite{invoice_numbered(n), 0}, {}}, [this](Result<void> r) {
+    void commit(SqliteStore& store, int n, Changes::Origin origin = Changes::Origin::engine) {
+        Changes changes{Changes::InvoiceWrite{invoice_numbered(n), 0}, {}};
+        changes.origin = origin;
+        store.commit_async(std::move(changes), [this](Result<void> r) {
             if (r) ++written;
             ++answered;
         });
@@ -122,6 +124,35 @@ SCENARIO("a SQLite store whose writer is behind refuses past its bound, and keep
                 CHECK(commits.written == 4);
                 CHECK(store->invoice_count() == 5);
                 CHECK(store->lease_to_drive(an_invoice().id(), pid(1)));
+            }
+        }
+    }
+}
+
+// Review 25, F3: clients' commands (create, pay) are asynchronous too; they
+// take at most half of the queue, so that settlements keep a quarter of
+// their own and new charges are still driven.
+SCENARIO("review25 F3: a SQLite store admits clients' asynchronous commands to half its queue, and settlements past them") {
+    TempDir dir;
+    std::string const path = dir.file("payments.db");
+    AnsweredCommits commits; // outlives the store, whose writer answers them
+    auto store = open_store(path, {.max_queued = 8});
+    GIVEN("a queue of eight, and a writer held in its first transaction") {
+        HeldSqliteWriter held(path);
+        commits.commit(*store, 1);
+        REQUIRE(holds_within_5s([&] { return store->queued() == 0; })); // taken: the writer waits in it
+        WHEN("clients' commands are queued until one is refused, then a settlement") {
+            for (int n = 2; n <= 5; ++n) commits.commit(*store, n, Changes::Origin::client);
+            CHECK(commits.answered == 0);
+            commits.commit(*store, 6, Changes::Origin::client);
+            commits.commit(*store, 7);
+            THEN("four clients' were queued, the fifth refused at once, the settlement queued, and charges still start") {
+                CHECK(commits.answered == 1);
+                CHECK(store->queued() == 5);
+                CHECK(store->lease_to_drive(an_invoice().id(), pid(1)));
+                held.release();
+                REQUIRE(holds_within_5s([&] { return commits.answered == 7; }));
+                CHECK(commits.written == 6);
             }
         }
     }

@@ -3,8 +3,11 @@
 #include <payments/application/ports.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,10 +56,11 @@ using RequestPaymentDone = std::function<void(PaymentRequestReply)>;
 /// does the reads and the decision, then goes on; the reply is handed to `done`
 /// exactly once, with what the plain form would return. A reply known before
 /// anything is committed (stopped, an idempotency replay or key conflict, a
-/// read the store could not answer) comes at once, on the caller's thread;
-/// every other one on the Scheduler's
-/// threads once the commit is durable (or refused), so that `done` may block
-/// or call the service again. A server answers a request from `done` instead
+/// read the store could not answer, a refusal of the decision) comes at once,
+/// on the caller's thread, as does every reply of a store that commits at
+/// once (the in-memory one); every other one on the Scheduler's threads once
+/// the commit is durable (or refused), so that `done` may block or call the
+/// service again. A server answers a request from `done` instead
 /// of parking a thread on each commit. If the service is destroyed first, a
 /// `done` not yet called is destroyed uncalled; `done` must not throw.
 class PaymentService {
@@ -89,6 +93,12 @@ public:
     /// Refuses new commands from now on (shutdown); work already accepted goes on.
     void stop_accepting() noexcept;
     bool accepting() const noexcept;
+    /// `_async` commands accepted and not answered yet (their commits are
+    /// queued or being made durable).
+    std::size_t commands_in_flight() const;
+    /// Waits until no `_async` command is in flight, or `deadline`; false at
+    /// the deadline. Engine::shutdown() waits for them within its grace.
+    bool wait_commands(std::chrono::steady_clock::time_point deadline) const;
 
     Result<domain::Invoice> invoice(domain::InvoiceId const& id) const;
     Result<InvoicePage> invoices(InvoiceQuery const& query) const;
@@ -114,6 +124,17 @@ private:
     /// Held by each running continuation of an `_async` command; the destructor
     /// lets go of it and waits until none holds it.
     std::shared_ptr<int const> alive_ = std::make_shared<int const>(0);
+    /// What the continuations are given: never written after construction, so
+    /// that a continuation may copy it while the destructor lets go of alive_.
+    std::weak_ptr<int const> const owner_ = alive_;
+    /// `_async` commands accepted and not yet answered (shared with them: one
+    /// may be dropped after the service is gone).
+    struct Commands {
+        std::mutex mutex;
+        std::condition_variable none_left;
+        std::size_t count = 0; ///< Owned by: mutex
+    };
+    std::shared_ptr<Commands> in_flight_ = std::make_shared<Commands>();
 };
 
 } // namespace payments::application

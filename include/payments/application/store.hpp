@@ -130,6 +130,16 @@ struct Changes {
     std::vector<domain::Event> events = {};            ///< published after the commit, in order
     std::vector<ScheduledEvent> scheduled = {};        ///< delivered at their time, after the commit
     std::optional<IdempotencyCompletion> idempotency = {}; ///< kept by a store that is also the IdempotencyStore
+
+    /// Who a commit made with commit_async() (or update_async()) answers: the
+    /// engine (a settlement) or a client's command (create, pay: the client
+    /// waits for its continuation). A store with a bounded writer queue admits
+    /// a client's only while the queue is less than half full, an engine's
+    /// while it is less than three quarters full, a synchronous commit up to
+    /// the bound: a flood of requests never crowds out the settlements of
+    /// charges already made, nor the commits that wait (review 25, F3).
+    enum class Origin { engine, client };
+    Origin origin = Origin::engine;
 };
 
 /// Thrown by a durable store's reads when the storage cannot answer (an I/O

@@ -32,6 +32,14 @@ constexpr std::size_t async_share(std::size_t max_queued) {
     return max_queued < 2 ? max_queued : max_queued - std::max<std::size_t>(max_queued / 4, 1);
 }
 
+/// How many jobs a writer's queue of `max_queued` takes from a client's
+/// asynchronous command (Changes::Origin::client): half, so that the
+/// settlements (up to async_share) always keep a quarter of their own
+/// (review 25, F3). Never more than async_share().
+constexpr std::size_t client_share(std::size_t max_queued) {
+    return max_queued < 4 ? async_share(max_queued) : max_queued / 2;
+}
+
 /// Whether a writer with `queued` jobs waiting is at or past its
 /// asynchronous share: a charge started now could not have its answer
 /// queued (review 23, F2), so no new one starts (Store::lease_to_drive says
@@ -108,13 +116,15 @@ public:
     /// once, neither written nor called, when the queue is closed or holds
     /// async_share(max_queued) jobs already: a caller that does not wait is
     /// bounded too, and leaves room for those that do.
-    Submitted submit_async(std::shared_ptr<Job> job, std::function<void(Submitted)> then) {
+    /// A client's command (`client`) is refused once it holds client_share().
+    Submitted submit_async(std::shared_ptr<Job> job, std::function<void(Submitted)> then, bool client = false) {
         auto entry = std::make_shared<Entry>(std::move(job), now_());
         entry->then = std::move(then);
         {
             std::lock_guard guard(mutex_);
             if (closing_) return Submitted::closed;
-            if (max_queued_ != 0 && queue_.size() >= async_share(max_queued_)) return Submitted::full;
+            std::size_t const most = client ? client_share(max_queued_) : async_share(max_queued_);
+            if (max_queued_ != 0 && queue_.size() >= most) return Submitted::full;
             queue_.push_back(std::move(entry));
         }
         work_.notify_one();

@@ -1357,6 +1357,7 @@ Result<void> PostgresStore::commit(Changes changes) {
 }
 
 void PostgresStore::commit_async(Changes changes, Committed done) {
+    bool const client = changes.origin == Changes::Origin::client;
     auto pending = prepare_commit(std::move(changes));
     if (!pending) return done(pending.error());
     auto job = std::make_shared<Job>(std::move((*pending)->job)); // its check refers to `pending`, kept alive below
@@ -1371,7 +1372,7 @@ void PostgresStore::commit_async(Changes changes, Committed done) {
             answer = reject(ErrorCode::storage_unavailable, e.what());
         }
         done(std::move(answer));
-    });
+    }, client);
     if (queued == GroupCommit<Job>::Submitted::written) return;
     (*pending)->token.unlock();
     done(impl_->refused(queued));

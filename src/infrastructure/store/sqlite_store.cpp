@@ -349,21 +349,26 @@ struct SqliteStore::Impl {
 
     // Queues `apply`; `then` runs on the writer thread once it is written,
     // or at once on this thread if it is refused before it is queued.
-    void submit_async(std::function<Result<void>(Connection&)> apply, std::function<void(Result<void>)> then) {
+    // A client's command (`client`) is refused past client_share(), a settlement past async_share().
+    void submit_async(std::function<Result<void>(Connection&)> apply, std::function<void(Result<void>)> then,
+                      bool client = false) {
         auto job = std::make_shared<Job>(std::move(apply));
-        auto queued = enqueue(job, &then);
+        auto queued = enqueue(job, &then, client);
         if (!queued) then(std::move(queued));
     }
 
     // Queues the job (`then`, if given, moves into it once it is queued).
-    Result<void> enqueue(std::shared_ptr<Job> const& job, std::function<void(Result<void>)>* then = nullptr) {
+    Result<void> enqueue(std::shared_ptr<Job> const& job, std::function<void(Result<void>)>* then = nullptr,
+                         bool client = false) {
         if (auto verdict = damaged()) return storage_error(*verdict);
         std::lock_guard guard(queue_mutex);
         if (closing) return reject(ErrorCode::unavailable, "the store is closed");
         if (in_doubt) return storage_error(deciding);
         // A writer that is behind refuses past the bound, and settlements
         // (which do not wait) leave a quarter of it to the requests that do.
-        if (std::size_t const most = then ? async_share(options.max_queued) : options.max_queued;
+        if (std::size_t const most = !then    ? options.max_queued
+                                     : client ? client_share(options.max_queued)
+                                              : async_share(options.max_queued);
             options.max_queued != 0 && queue.size() >= most)
             return storage_error("SQLite's writer is behind: " + std::to_string(queue.size()) +
                                  " commands wait for it already");
@@ -902,18 +907,22 @@ Result<void> SqliteStore::commit(Changes changes) {
 }
 
 void SqliteStore::commit_async(Changes changes, Committed done) {
+    bool const client = changes.origin == Changes::Origin::client;
     auto pending = prepare_commit(std::move(changes));
     auto statements = commit_statements(pending->encoded, pending->seqs); // `pending` outlives the job
-    impl_->submit_async(std::move(statements), [this, pending, done = std::move(done)](Result<void> result) {
-        // Called whatever happens: a throw while updating memory answers as a storage error.
-        Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
-        try {
-            answer = committed(*pending, std::move(result));
-        } catch (std::exception const& e) {
-            answer = reject(ErrorCode::storage_unavailable, e.what());
-        }
-        done(std::move(answer));
-    });
+    impl_->submit_async(
+        std::move(statements),
+        [this, pending, done = std::move(done)](Result<void> result) {
+            // Called whatever happens: a throw while updating memory answers as a storage error.
+            Result<void> answer = reject(ErrorCode::storage_unavailable, "not answered");
+            try {
+                answer = committed(*pending, std::move(result));
+            } catch (std::exception const& e) {
+                answer = reject(ErrorCode::storage_unavailable, e.what());
+            }
+            done(std::move(answer));
+        },
+        client);
 }
 
 // What a commit's answer updates in memory (the caches, the outbox's rows,
