@@ -60,9 +60,12 @@ int main(int argc, char** argv) {
     logger.info("stopped", {{"connections_drained", drained ? std::string_view("yes") : std::string_view("no")},
                             {"scheduled_dropped", static_cast<std::int64_t>(report.scheduled_dropped)},
                             {"unsettled", static_cast<std::int64_t>(report.unsettled.total())}});
-    // The engine goes before the server: a command whose commit is answered
-    // only now (past the grace) is dropped with the engine, and the session it
-    // holds is destroyed while the server's io_context still exists.
+    // The engine and the store go before the server: a command whose commit
+    // is answered only now (past the grace) is dropped with the engine's pool
+    // or the store's queue (the store joins its writer), and the session it
+    // holds is destroyed while the server's io_context still exists (review 26, G1).
     engine->reset();
+    options.durable.reset();
+    options.durable_keys.reset();
     return 0;
 }

@@ -58,7 +58,9 @@ struct Options {
     payments::infrastructure::SqliteStoreOptions sqlite;
     /// The PostgreSQL store's settings (its URI comes from `store`).
     payments::infrastructure::PostgresStoreOptions postgres;
-    /// The store open_store() opened, as both ports; null for "memory".
+    /// The store open_store() opened, as both ports; null for "memory". Let go
+    /// of before the Server is destroyed (after the engine): a command still in
+    /// its writer's queue holds the HTTP session it answers.
     std::shared_ptr<payments::application::Store> durable;
     std::shared_ptr<payments::application::IdempotencyStore> durable_keys;
     payments::EngineOptions engine;

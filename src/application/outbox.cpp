@@ -136,7 +136,11 @@ void update_and_publish_async(Ports const& ports, domain::InvoiceId const& id, S
             auto const alive = owner.lock();
             if (!alive) return;
             if (!updated) return once->call({updated.error()});
-            publish(ports, std::move(updated->events), std::move(updated->scheduled));
+            try {
+                publish(ports, std::move(updated->events), std::move(updated->scheduled));
+            } catch (...) {
+                // Committed: what was not queued waits in the outbox for the next start.
+            }
             return once->call({Result<void>{}});
         }
         std::function<void()> answered;

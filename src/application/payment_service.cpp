@@ -172,6 +172,14 @@ Result<Invoice> PaymentService::create_invoice(CreateInvoice command) {
 }
 
 void PaymentService::create_invoice_async(CreateInvoice command, CreateInvoiceDone done) {
+    struct Pending {
+        Pending(CreateInvoiceDone d, std::shared_ptr<Commands> commands) : done(std::move(d)), counted(std::move(commands)) {}
+        CreateInvoiceDone done;
+        InFlight<Commands> counted;
+    };
+    // Counted before the stopped check: a shutdown that found none in flight
+    // has stopped accepting, so this one is refused (review 26, G4).
+    auto pending = std::make_shared<Pending>(std::move(done), in_flight_);
     Result<Invoice> at_once = reject(ErrorCode::storage_unavailable, "not answered");
     try {
         if (auto open = refuse_when_stopped(accepting_); !open) {
@@ -182,31 +190,20 @@ void PaymentService::create_invoice_async(CreateInvoice command, CreateInvoiceDo
             if (!made) {
                 at_once = made.error();
             } else {
-                struct Pending {
-                    Pending(CreateInvoiceDone d, std::shared_ptr<Commands> commands)
-                        : done(std::move(d)), counted(std::move(commands)) {}
-                    CreateInvoiceDone done;
-                    InFlight<Commands> counted;
-                };
-                auto pending = std::make_shared<Pending>(std::move(done), in_flight_);
-                try {
-                    commit_and_publish_async(ports_, std::move(made->second), owner_,
-                                             [this, invoice = std::move(made->first), correlation_id,
-                                              pending](CommitAnswer answer) mutable {
-                                                 pending->done(invoice_created(ports_, std::move(invoice),
-                                                                               correlation_id, answer.committed));
-                                             });
-                    return;
-                } catch (...) {
-                    done = std::move(pending->done); // not called: commit_async threw
-                    throw;
-                }
+                // If it throws, commit_async() will not answer: answered below.
+                commit_and_publish_async(ports_, std::move(made->second), owner_,
+                                         [this, invoice = std::move(made->first), correlation_id,
+                                          pending](CommitAnswer answer) mutable {
+                                             pending->done(invoice_created(ports_, std::move(invoice), correlation_id,
+                                                                           answer.committed));
+                                         });
+                return;
             }
         }
     } catch (StorageFailure const& failure) {
         at_once = reject(ErrorCode::storage_unavailable, failure.what());
     }
-    done(std::move(at_once));
+    pending->done(std::move(at_once));
 }
 
 PaymentRequestReply PaymentService::request_payment(RequestPayment const& command) {
@@ -386,12 +383,19 @@ void PaymentService::end_payment_async(PendingPayment& pending, PaymentResult ou
         try {
             if (replayable(outcome)) ports_.idempotency.complete(key, outcome, ports_.clock.now());
             else ports_.idempotency.release(key);
-        } catch (StorageFailure const& failure) {
+        } catch (...) {
             try {
                 ports_.idempotency.release(key);
             } catch (...) {
             }
-            outcome = reject(ErrorCode::storage_unavailable, failure.what());
+            std::string what = "the idempotency store failed";
+            try {
+                throw;
+            } catch (std::exception const& e) {
+                what = e.what();
+            } catch (...) {
+            }
+            outcome = reject(ErrorCode::storage_unavailable, std::move(what));
         }
         pending.claimed = false;
     }

@@ -795,6 +795,13 @@ application::RequestPayment keyed(Invoice const& invoice, std::string const& key
     return {invoice.id(), "pm_card_ok", application::IdempotencyKey::make("", key).value(), {}};
 }
 
+// A repeat of `request` replays `paid`.
+void check_replays(World& world, application::RequestPayment const& request, Payment const& paid) {
+    auto repeat = world.service.request_payment(request);
+    REQUIRE(repeat.replayed);
+    CHECK(repeat.result->id() == paid.id());
+}
+
 } // namespace
 
 SCENARIO("a payment requested without waiting is answered once its commit is durable, and holds its key until then") {
@@ -821,9 +828,7 @@ SCENARIO("a payment requested without waiting is answered once its commit is dur
                     REQUIRE(answer.reply->result);
                     CHECK_FALSE(answer.reply->replayed);
                     CHECK(world.invoice(invoice.id()).status() == InvoiceStatus::processing);
-                    auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
-                    REQUIRE(repeat.replayed);
-                    CHECK(repeat.result->id() == answer.reply->result->id());
+                    check_replays(world, keyed(invoice, "k-1"), *answer.reply->result);
                 }
                 THEN("its event was published: the charge went out") {
                     CHECK(world.gateway_port.charges == 1);
@@ -955,9 +960,7 @@ SCENARIO("an asynchronous payment request answered after the scheduler refused i
             THEN("the payment is answered there, from the store's thread, and the key replays it") {
                 REQUIRE(answer.calls == 1);
                 REQUIRE(answer.reply->result);
-                auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
-                REQUIRE(repeat.replayed);
-                CHECK(repeat.result->id() == answer.reply->result->id());
+                check_replays(world, keyed(invoice, "k-1"), *answer.reply->result);
             }
         }
     }
@@ -1025,9 +1028,7 @@ SCENARIO("review25 F2: an asynchronous command whose report throws is still answ
             THEN("it is answered with its payment, and a repeat of the key replays it") {
                 REQUIRE(answer.calls == 1);
                 REQUIRE(answer.reply->result);
-                auto repeat = world.service.request_payment(keyed(invoice, "k-1"));
-                REQUIRE(repeat.replayed);
-                CHECK(repeat.result->id() == answer.reply->result->id());
+                check_replays(world, keyed(invoice, "k-1"), *answer.reply->result);
             }
         }
     }

@@ -31,7 +31,10 @@ TestServer::~TestServer() {
     server->drain(deadline);
     engine->shutdown(std::max(std::chrono::steady_clock::duration::zero(), deadline - std::chrono::steady_clock::now()));
     server->stop();
-    engine.reset(); // as main() does: before the server, whose sessions a late command may hold
+    // As main() does: the engine and the store before the server, whose sessions a late command may hold.
+    engine.reset();
+    options.durable.reset();
+    options.durable_keys.reset();
 }
 
 tcp::socket TestServer::connect() {

@@ -57,8 +57,8 @@ using RequestPaymentDone = std::function<void(PaymentRequestReply)>;
 /// exactly once, with what the plain form would return. A reply known before
 /// anything is committed (stopped, an idempotency replay or key conflict, a
 /// read the store could not answer, a refusal of the decision) comes at once,
-/// on the caller's thread, as does every reply of a store that commits at
-/// once (the in-memory one); every other one on the Scheduler's threads once
+/// on the caller's thread, as does a payment request's reply on a store that
+/// commits at once (the in-memory one); every other one on the Scheduler's threads once
 /// the commit is durable (or refused), so that `done` may block or call the
 /// service again. A server answers a request from `done` instead
 /// of parking a thread on each commit. If the service is destroyed first, a
