@@ -178,12 +178,11 @@ void Api::handle(Request const& request, Offload const& offload, Answer done) {
     if (!routed.route) return respond(std::move(*routed.reply));
     asked->route = routed.route->pattern;
     if (auto const command = routed.route->command)
-        return offload(Work::command, [impl = impl_, command, call = std::move(*routed.call),
-                                       respond = std::move(respond)]() mutable {
+        return offload([impl = impl_, command, call = std::move(*routed.call), respond = std::move(respond)]() mutable {
             command(impl->context, call, std::move(respond));
         });
-    offload(Work::may_wait, [impl = impl_, handler = routed.route->handler, call = std::move(*routed.call),
-                             respond = std::move(respond)]() mutable { respond(handler(impl->context, call)); });
+    offload([impl = impl_, handler = routed.route->handler, call = std::move(*routed.call),
+             respond = std::move(respond)]() mutable { respond(handler(impl->context, call)); });
 }
 
 Response Api::handle(Request const& request) {
@@ -193,7 +192,7 @@ Response Api::handle(Request const& request) {
     auto answered = std::make_shared<std::promise<Response>>();
     auto response = answered->get_future();
     handle(
-        request, [](Work, std::function<void()> work) { work(); },
+        request, [](std::function<void()> work) { work(); },
         [answered](Response r) { answered->set_value(std::move(r)); });
     answered.reset();
     return response.get();

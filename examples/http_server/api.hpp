@@ -37,20 +37,16 @@ public:
 
     /// Where handle() sends a request's response, exactly once.
     using Answer = std::function<void(Response)>;
-    /// What a handler is about to do, for Offload to choose its thread.
-    enum class Work {
-        may_wait, ///< reads of the store, the operator's commands: they wait for the store
-        command,  ///< create, pay: reads and decides, then goes on while its commit is made durable
-    };
-    /// Runs a handler's `work` where that kind may run (the server: on its
-    /// handler threads what may wait; on the I/O thread, or not, a command).
-    using Offload = std::function<void(Work, std::function<void()>)>;
+    /// Runs a handler's `work` where it may wait for the store's reads (the
+    /// server: on its handler threads, off the I/O threads).
+    using Offload = std::function<void(std::function<void()>)>;
 
     /// Answers `request` through `done`: at once for what is refused before
-    /// routing, through `offload` for a handler that may wait, and from the
-    /// use case's continuation for a command (create, pay: on the engine's
-    /// threads once its commit is durable; nothing waits for it). `request`
-    /// must live until `done` is called.
+    /// routing, else from a handler run through `offload`. A command (create,
+    /// pay) does not wait there for its commit: it is answered from the use
+    /// case's continuation once the commit is durable (on the engine's
+    /// threads), or at once when refused early. `request` must live until
+    /// `done` is called.
     void handle(Request const& request, Offload const& offload, Answer done);
 
     /// handle() on the caller's thread, waiting for a command's commit: tests

@@ -213,8 +213,6 @@ payments::Result<void> open_store(Options& options) {
         options.postgres.application_name = "payments-server";
         // Other servers' work may need taking over at any time, not only while this one is busy.
         options.engine.processor.janitor_when_idle = true;
-        // A key's claim is a round trip: commands start on the handler threads.
-        options.commands_on_io_threads = false;
         auto store = payments::infrastructure::PostgresStore::open(options.postgres);
         if (!store) return store.error();
         std::shared_ptr<payments::infrastructure::PostgresStore> shared = std::move(*store);
@@ -222,8 +220,6 @@ payments::Result<void> open_store(Options& options) {
         options.durable_keys = shared;
         return {};
     }
-    // A key's claim reads the file, which may wait for the disk: not on an I/O thread.
-    options.commands_on_io_threads = false;
     options.sqlite.path = options.store.substr(std::string_view("sqlite:").size());
     options.sqlite.idempotency_ttl = options.engine.idempotency_ttl;
     auto store = payments::infrastructure::SqliteStore::open(options.sqlite);

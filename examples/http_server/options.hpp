@@ -25,12 +25,6 @@ struct Options {
     /// waits for its commit on no thread: it is answered from the commit's
     /// continuation. 0: everything on the I/O threads.
     unsigned handler_threads = 64;
-    /// Whether a command starts on the I/O thread that read it (memory: its
-    /// idempotency claim and reads never wait) or on the handler threads (a
-    /// SQLite claim reads the file, which may wait for the disk; PostgreSQL's
-    /// is a round trip). Set from `store` by open_store(). Either way it does
-    /// not wait there for its commit.
-    bool commands_on_io_threads = true;
     std::size_t body_limit = 64 * 1024;
     std::size_t header_limit = 8 * 1024;
     std::size_t uri_limit = 4 * 1024;

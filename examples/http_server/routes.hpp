@@ -44,7 +44,7 @@ using Respond = std::function<void(Reply)>;
 /// A command's handler: reads the request, starts the use case and returns;
 /// the use case answers through `respond` once its commit is durable (on the
 /// engine's threads), or at once when it refuses early. It never waits for a
-/// commit, so it runs on the I/O threads.
+/// commit (it runs on the handler threads for its reads).
 using CommandHandler = void (*)(Context&, Call&, Respond respond);
 
 /// One route: method, path pattern ("/invoices/{id}/pay") and its handler,

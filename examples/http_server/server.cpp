@@ -201,18 +201,16 @@ private:
         if (rearm_for_drain(ec)) return read_body();
         if (ec) return failed_read(ec);
         reading_ = false;
-        // A command (create, pay) waits for its commit on no thread: it is
-        // answered from the commit's continuation. A handler that may wait
-        // for the store runs on the handler threads, so that the I/O threads
-        // keep reading the others. The session does nothing else until the
+        // A handler runs on the handler threads, so that the I/O threads keep
+        // reading the others while it reads the store; a command (create, pay)
+        // does not wait there for its commit: it is answered from the
+        // commit's continuation. The session does nothing else until the
         // answer comes back to its strand (at once, when it was refused here).
         auto self = shared_from_this();
         server_->api.handle(
             parser_->get(),
-            [self](Api::Work kind, std::function<void()> work) {
-                bool const here = self->overload_ || !self->server_->handlers ||
-                                  (kind == Api::Work::command && self->server_->options.commands_on_io_threads);
-                if (here) return work();
+            [self](std::function<void()> work) {
+                if (self->overload_ || !self->server_->handlers) return work();
                 net::post(*self->server_->handlers, std::move(work));
             },
             [self](Response response) {
