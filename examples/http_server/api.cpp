@@ -163,7 +163,8 @@ void Api::handle(Request const& request, Offload const& offload, Answer done) {
     auto asked = std::make_shared<Asked>();
     asked->started = std::chrono::steady_clock::now();
     asked->header.version(request.version());
-    asked->header.method(request.method());
+    // By its text: header::method(verb) throws for a method Beast does not know.
+    asked->header.method_string(request.method_string());
     asked->keep_alive = request.keep_alive();
     asked->id = impl_->request_id(request);
     asked->route = "unmatched";
